@@ -1,0 +1,63 @@
+"""One interface for inner-loop update rules (in the spirit of optax/torchopt).
+
+The inner loop hands a rule the per-signal adapted tensors and their support-loss
+gradients, keyed by name. Every tensor has a leading batch dimension ``B``; the
+``groups`` mapping says which modality each key belongs to, so a rule can fuse states
+across modalities (the State Fusion Transformer) or keep them apart (all others).
+A rule is an ``nn.Module``: its parameters are meta-learned by the outer loop.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+
+from torch import Tensor, nn
+
+Params = dict[str, Tensor]
+
+
+class UpdateRule(nn.Module, abc.ABC):
+    """Base class of inner-loop update rules.
+
+    Args:
+        shapes: key -> unbatched shape of the adapted tensor (e.g. ``(S, D)``).
+        groups: key -> modality name.
+    """
+
+    def __init__(self, shapes: Mapping[str, tuple[int, ...]], groups: Mapping[str, str]) -> None:
+        super().__init__()
+        self.shapes = {k: tuple(v) for k, v in shapes.items()}
+        self.groups = dict(groups)
+        missing = set(self.shapes) - set(self.groups)
+        if missing:
+            raise ValueError(f"no modality group for adapted tensors {sorted(missing)}")
+
+    def init_state(self, params: Params) -> dict:
+        """Per-episode state carried across inner steps (empty for stateless rules)."""
+        return {}
+
+    @abc.abstractmethod
+    def update(self, params: Params, grads: Params, state: dict, step: int) -> tuple[Params, dict, dict]:
+        """One inner step.
+
+        Args:
+            params: key -> ``(B, *shape)`` current adapted tensors.
+            grads: key -> ``(B, *shape)`` support-loss gradients (detached in
+                first-order mode).
+            state: the rule's state from the previous step.
+            step: inner step index ``k`` (0-based).
+
+        Returns:
+            ``(new_params, new_state, aux)``; ``aux`` holds optional analysis tensors
+            (e.g. attention maps) and is empty for most rules.
+        """
+
+    def forward(self, params: Params, grads: Params, state: dict, step: int) -> tuple[Params, dict, dict]:
+        """Alias of :meth:`update` so hooks and ``nn.Module`` tooling see the call."""
+        return self.update(params, grads, state, step)
+
+
+def safe_key(key: str) -> str:
+    """Module-dict-safe version of a tensor key (``.`` and ``/`` are not allowed)."""
+    return key.replace(".", "__").replace("/", "--")

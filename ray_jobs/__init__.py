@@ -1,0 +1,1 @@
+"""ray_jobs: thin entry scripts that parse a config and call into pipelines."""

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Idempotent environment setup: .venv, pinned torch, editable install, optional tcmalloc.
+#
+# Environment knobs:
+#   PYTHON            interpreter used to create .venv (default: python3)
+#   TORCH_INDEX_URL   extra index for the torch wheel, e.g. https://download.pytorch.org/whl/cpu
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+TORCH_VERSION="2.13.0"
+PYTHON="${PYTHON:-python3}"
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+
+log() { echo "[setup] $*"; }
+
+if [[ ! -x "$PY" ]]; then
+    log "creating virtual environment at $VENV ($PYTHON -m venv)"
+    "$PYTHON" -m venv "$VENV"
+else
+    log "virtual environment $VENV exists"
+fi
+
+# torch first, pinned: an unpinned resolve could pull a different (multi-GB) build.
+have_torch="$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)"
+if [[ "$have_torch" == "$TORCH_VERSION" ]]; then
+    log "torch $have_torch already installed"
+else
+    log "installing torch==$TORCH_VERSION (found: ${have_torch:-none})"
+    if [[ -n "${TORCH_INDEX_URL:-}" ]]; then
+        "$PY" -m pip install "torch==$TORCH_VERSION" --extra-index-url "$TORCH_INDEX_URL"
+    else
+        "$PY" -m pip install "torch==$TORCH_VERSION"
+    fi
+fi
+
+log "installing project in editable mode with dev extras (pip install -e .[dev])"
+"$PY" -m pip install -q -e ".[dev]"
+
+# tcmalloc speeds up CPU-side allocation-heavy training; optional and never fatal.
+if ldconfig -p 2>/dev/null | grep -q "libtcmalloc_minimal.so.4" \
+    || ls /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib/libtcmalloc_minimal.so.4 >/dev/null 2>&1; then
+    log "libtcmalloc_minimal.so.4 present"
+elif command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == "0" ]]; then
+    log "installing libtcmalloc-minimal4 via apt-get (optional)"
+    apt-get install -y libtcmalloc-minimal4 >/dev/null 2>&1 \
+        || log "warning: could not install libtcmalloc-minimal4; continuing without it"
+else
+    log "libtcmalloc_minimal.so.4 not found and cannot install it (needs root + apt-get); skipping"
+fi
+
+log "done"
