@@ -42,14 +42,18 @@ class ALFA(UpdateRule):
         self.beta0 = nn.ParameterDict()
         for k, s in self.shapes.items():
             tokens = s[0] if s else 1
-            net = nn.Sequential(nn.Linear(2 * tokens, hidden), nn.ReLU(), nn.Linear(hidden, 2 * tokens))
+            net = nn.Sequential(
+                nn.Linear(2 * tokens, hidden), nn.ReLU(), nn.Linear(hidden, 2 * tokens)
+            )
             nn.init.zeros_(net[2].weight)
             nn.init.zeros_(net[2].bias)
             self.nets[safe_key(k)] = net
             self.alpha0[safe_key(k)] = nn.Parameter(torch.ones(tokens))
             self.beta0[safe_key(k)] = nn.Parameter(torch.ones(tokens))
 
-    def update(self, params: Params, grads: Params, state: dict, step: int) -> tuple[Params, dict, dict]:
+    def update(
+        self, params: Params, grads: Params, state: dict, step: int
+    ) -> tuple[Params, dict, dict]:
         """See :meth:`UpdateRule.update`."""
         new = {}
         for k, p in params.items():
@@ -62,4 +66,3 @@ class ALFA(UpdateRule):
             beta = self.beta0[sk] * (1 + b)
             new[k] = (beta.unsqueeze(-1) * phi - alpha.unsqueeze(-1) * g).reshape(p.shape)
         return new, state, {}
-

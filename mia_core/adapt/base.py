@@ -38,7 +38,9 @@ class UpdateRule(nn.Module, abc.ABC):
         return {}
 
     @abc.abstractmethod
-    def update(self, params: Params, grads: Params, state: dict, step: int) -> tuple[Params, dict, dict]:
+    def update(
+        self, params: Params, grads: Params, state: dict, step: int
+    ) -> tuple[Params, dict, dict]:
         """One inner step.
 
         Args:
@@ -53,7 +55,9 @@ class UpdateRule(nn.Module, abc.ABC):
             (e.g. attention maps) and is empty for most rules.
         """
 
-    def forward(self, params: Params, grads: Params, state: dict, step: int) -> tuple[Params, dict, dict]:
+    def forward(
+        self, params: Params, grads: Params, state: dict, step: int
+    ) -> tuple[Params, dict, dict]:
         """Alias of :meth:`update` so hooks and ``nn.Module`` tooling see the call."""
         return self.update(params, grads, state, step)
 

@@ -6,9 +6,13 @@ of size ``min(rows, cols)``. The *approximate* variant skips the SVD and scales 
 gradient's rows (or columns, for tall matrices) by ``M`` directly, as MIA's appendix
 D.2 describes. Non-matrix tensors are viewed as ``(shape[0], -1)``.
 
-The exact variant differentiates through the SVD in second-order mode; that backward is
-ill-conditioned when two singular values coincide, so prefer ``approx`` when
-gradients can be exactly rank-deficient.
+Exact variant, as computed here: ``U diag(M * s) V^T = U diag(M) U^T g`` (rows <= cols;
+the column-side form otherwise), with the singular basis ``U`` taken from an SVD that
+is *not* differentiated. The backward of an SVD divides by differences of singular
+values and turns into NaN whenever two coincide (zero gradient rows, e.g. latent cells
+without support points), which killed meta-training in practice. With the basis held
+constant, the update is exact, ``M`` gets its exact gradient, and the meta-gradient
+through ``g`` omits only the basis-rotation term (it is exact when ``M = I``).
 """
 
 from __future__ import annotations
@@ -65,14 +69,25 @@ class GAP(UpdateRule):
         mat = g.reshape(g.shape[0], rows, cols)
         m = softplus(self.diag[safe_key(key)])
         if self.variant == "exact":
-            u, s, vh = torch.linalg.svd(mat, full_matrices=False)
-            out = torch.matmul(u * (m * s).unsqueeze(1), vh)
+            with torch.no_grad():
+                u, _, vh = torch.linalg.svd(mat, full_matrices=False)
+            if rows <= cols:
+                out = torch.matmul(u * m, torch.matmul(u.transpose(1, 2), mat))
+            else:
+                v = vh.transpose(1, 2)
+                out = torch.matmul(torch.matmul(mat, v) * m, vh)
         elif rows <= cols:
             out = mat * m[:, None]
         else:
             out = mat * m[None, :]
         return out.reshape(g.shape)
 
-    def update(self, params: Params, grads: Params, state: dict, step: int) -> tuple[Params, dict, dict]:
+    def update(
+        self, params: Params, grads: Params, state: dict, step: int
+    ) -> tuple[Params, dict, dict]:
         """See :meth:`UpdateRule.update`."""
-        return {k: p - self.lr * self.precondition(k, grads[k]) for k, p in params.items()}, state, {}
+        return (
+            {k: p - self.lr * self.precondition(k, grads[k]) for k, p in params.items()},
+            state,
+            {},
+        )

@@ -34,7 +34,9 @@ class MetaSGD(UpdateRule):
             {safe_key(k): nn.Parameter(torch.full(s, float(lr))) for k, s in self.shapes.items()}
         )
 
-    def update(self, params: Params, grads: Params, state: dict, step: int) -> tuple[Params, dict, dict]:
+    def update(
+        self, params: Params, grads: Params, state: dict, step: int
+    ) -> tuple[Params, dict, dict]:
         """See :meth:`UpdateRule.update`."""
         lo, hi = self.clamp
         new = {k: p - self.rates[safe_key(k)].clamp(lo, hi) * grads[k] for k, p in params.items()}

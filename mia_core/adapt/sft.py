@@ -89,11 +89,22 @@ class StateFusionTransformer(UpdateRule):
         self.use_usft = use_usft and usft_layers > 0
         self.use_msft = use_msft and msft_layers > 0
         self.use_fusion, self.residual_sgd, self.lr = use_fusion, residual_sgd, float(lr)
-        self.state_params, self.state_grads, self.state_scaling = state_params, state_grads, state_scaling
+        self.state_params, self.state_grads, self.state_scaling = (
+            state_params,
+            state_grads,
+            state_scaling,
+        )
         self.keys = list(self.shapes)
-        self.eta = nn.ParameterDict({safe_key(k): nn.Parameter(torch.tensor(float(eta_init))) for k in self.keys})
+        self.eta = nn.ParameterDict(
+            {safe_key(k): nn.Parameter(torch.tensor(float(eta_init))) for k in self.keys}
+        )
         self.norm_p, self.norm_g = nn.ModuleDict(), nn.ModuleDict()
-        self.proj, self.pos, self.usft, self.head = nn.ModuleDict(), nn.ParameterDict(), nn.ModuleDict(), nn.ModuleDict()
+        self.proj, self.pos, self.usft, self.head = (
+            nn.ModuleDict(),
+            nn.ParameterDict(),
+            nn.ModuleDict(),
+            nn.ModuleDict(),
+        )
         n_states = 1 + int(self.use_usft) + int(self.use_msft)
         for k in self.keys:
             s, d = self.shapes[k]
@@ -112,7 +123,9 @@ class StateFusionTransformer(UpdateRule):
             self.head[sk] = head
         self.msft = Blocks(msft_layers, dim, heads, mlp_dim) if self.use_msft else None
 
-    def update(self, params: Params, grads: Params, state: dict, step: int) -> tuple[Params, dict, dict]:
+    def update(
+        self, params: Params, grads: Params, state: dict, step: int
+    ) -> tuple[Params, dict, dict]:
         """See :meth:`UpdateRule.update`; ``aux['msft_attention']`` holds ``(B, T, T)`` maps."""
         z, z_uni = {}, {}
         for k in self.keys:
@@ -138,7 +151,11 @@ class StateFusionTransformer(UpdateRule):
         for k in self.keys:
             sk = safe_key(k)
             if self.use_fusion:
-                states = [z[k]] + ([z_uni[k]] if self.use_usft else []) + ([z_multi[k]] if z_multi else [])
+                states = (
+                    [z[k]]
+                    + ([z_uni[k]] if self.use_usft else [])
+                    + ([z_multi[k]] if z_multi else [])
+                )
                 upd = self.head[sk](torch.cat(states, -1))
             else:
                 upd = self.head[sk](z_multi[k] if z_multi else z_uni[k])

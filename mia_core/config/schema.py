@@ -142,16 +142,18 @@ class SFTConfig(_Validated):
         use_fusion: Fuse unimodal and multimodal updates.
         state_params: Feed current parameters as state tokens.
         state_grads: Feed inner-loop gradients as state tokens.
-        state_scaling: Learn per-state input scalings.
-        eta_init: Initial value of the learned update-mixing coefficient.
+        state_scaling: Scale gradients by the learned ``exp(eta_m)`` per modality.
+        eta_init: Initial log gradient scale ``eta_m``.
         return_attention: Return attention maps (analysis only; slower).
+        residual_sgd: Add ``inner_lr * g`` to the predicted update and zero-initialise
+            the predictor's last layer, so an untrained SFT equals CAVIA.
     """
 
     dim: int = _num(192, ge=1)
     heads: int = _num(3, ge=1)
     mlp_dim: int = _num(192, ge=1)
-    usft_layers: int = _num(1, ge=1)
-    msft_layers: int = _num(1, ge=1)
+    usft_layers: int = _num(1, ge=0)
+    msft_layers: int = _num(1, ge=0)
     use_usft: bool = True
     use_msft: bool = True
     use_fusion: bool = True
@@ -160,6 +162,7 @@ class SFTConfig(_Validated):
     state_scaling: bool = True
     eta_init: float = 0.0
     return_attention: bool = False
+    residual_sgd: bool = True
 
     def _extra_problems(self) -> Problems:
         if _is_number(self.dim) and _is_number(self.heads) and self.heads > 0:
@@ -195,9 +198,9 @@ class ModelConfig(_Validated):
         omega0: SIREN frequency factor (> 0).
         ff_sigma: Std of random Fourier features (0 = no Fourier features).
         ff_features: Number of Fourier features.
-        context_tokens: Number of adapted context tokens (composers).
+        context_tokens: Context tokens ``S`` (Composers: the rank; 0 = no context, MAML).
         context_dim: Width of each context token / latent.
-        context_init_std: Std of the context initialisation (0 = zeros).
+        context_init_std: Std of the normal initial context (0 = zeros, as in CAVIA).
         functa_modulation: One of ``FUNCTA_MODULATIONS`` (scale, shift, scale_shift).
         functa_grid: Spatial latent grid shape; empty means a single latent vector.
     """
@@ -208,7 +211,7 @@ class ModelConfig(_Validated):
     omega0: float = _num(30.0, gt=0.0)
     ff_sigma: float = _num(0.0, ge=0.0)
     ff_features: int = _num(64, ge=1)
-    context_tokens: int = _num(8, ge=1)
+    context_tokens: int = _num(8, ge=0)
     context_dim: int = _num(128, ge=1)
     context_init_std: float = _num(0.0, ge=0.0)
     functa_modulation: str = _choice("scale", FUNCTA_MODULATIONS)

@@ -49,7 +49,9 @@ class ModalityBatch:
         out = {}
         for f in fields(self):
             t = getattr(self, f.name)
-            out[f.name] = t.to(device=device, dtype=dtype if dtype and t.is_floating_point() else None)
+            out[f.name] = t.to(
+                device=device, dtype=dtype if dtype and t.is_floating_point() else None
+            )
         return ModalityBatch(**out)
 
     def select(self, index: Tensor | slice) -> ModalityBatch:

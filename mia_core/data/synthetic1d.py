@@ -91,6 +91,8 @@ def make_episode(
     sub = signals.subset(index)
     x = sub.x.unsqueeze(0)
     return {
-        m: sample_support(x, y, torch.ones(y.shape[:2], dtype=torch.bool), ratio_ranges[m], generator, sub.scale)
+        m: sample_support(
+            x, y, torch.ones(y.shape[:2], dtype=torch.bool), ratio_ranges[m], generator, sub.scale
+        )
         for m, y in sub.values.items()
     }

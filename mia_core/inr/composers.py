@@ -68,7 +68,9 @@ class ComposersINR(INR):
         """ReLU features ``(B, P, width)``; see :meth:`INR.forward`."""
         if context is None:
             raise ValueError("ComposersINR needs a context (B, rank, width)")
-        h = torch.relu(linear(self.encoding(coords), self._w(weights, "w0"), self._w(weights, "b0")))
+        h = torch.relu(
+            linear(self.encoding(coords), self._w(weights, "w0"), self._w(weights, "b0"))
+        )
         bsz, s, _ = context.shape
         if h.shape[0] == 1 and bsz > 1:
             # Shared coordinates: one GEMM (P, W) x (W, B*S) for the whole batch.

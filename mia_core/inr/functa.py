@@ -55,7 +55,9 @@ class FunctaINR(INR):
             raise ValueError("Functa needs depth >= 2 (first layer is unmodulated)")
         s, d = self.context_shape
         if grid and math.prod(grid) != s:
-            raise ValueError(f"latent grid {tuple(grid)} has {math.prod(grid)} cells, context has S={s}")
+            raise ValueError(
+                f"latent grid {tuple(grid)} has {math.prod(grid)} cells, context has S={s}"
+            )
         self.width, self.depth, self.omega0 = width, depth, omega0
         self.modulation, self.grid = modulation, tuple(grid)
         self.n_kinds = 2 if modulation == "scale_shift" else 1

@@ -62,5 +62,7 @@ class Siren(INR):
             h = h + linear(ctx, self._w(weights, "c0"), None)
         h = torch.sin(self.omega0 * h)
         for i in range(1, self.depth):
-            h = torch.sin(self.omega0 * linear(h, self._w(weights, f"w{i}"), self._w(weights, f"b{i}")))
+            h = torch.sin(
+                self.omega0 * linear(h, self._w(weights, f"w{i}"), self._w(weights, f"b{i}"))
+            )
         return h

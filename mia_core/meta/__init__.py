@@ -3,4 +3,12 @@
 from mia_core.meta.learner import MetaLearner, MetaOutput, PruningSpec, adapted_shapes
 from mia_core.meta.metrics import masked_mse, psnr, signal_metrics
 
-__all__ = ["MetaLearner", "MetaOutput", "PruningSpec", "adapted_shapes", "masked_mse", "psnr", "signal_metrics"]
+__all__ = [
+    "MetaLearner",
+    "MetaOutput",
+    "PruningSpec",
+    "adapted_shapes",
+    "masked_mse",
+    "psnr",
+    "signal_metrics",
+]

@@ -29,7 +29,9 @@ from mia_core.meta.pruning import gradient_norm_scores, select_top
 ADAPT_MODES = ("context", "weights")
 
 
-def adapted_shapes(inrs: Mapping[str, INR], adapt: str) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+def adapted_shapes(
+    inrs: Mapping[str, INR], adapt: str
+) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
     """Keys, unbatched shapes and modality groups of the tensors the inner loop adapts."""
     if adapt not in ADAPT_MODES:
         raise ValueError(f"adapt must be one of {ADAPT_MODES}, got {adapt!r}")
@@ -37,7 +39,9 @@ def adapted_shapes(inrs: Mapping[str, INR], adapt: str) -> tuple[dict[str, tuple
     for m, inr in inrs.items():
         if adapt == "context":
             if inr.context_init is None:
-                raise ValueError(f"modality {m!r}: context adaptation needs context_shape with S*D > 0")
+                raise ValueError(
+                    f"modality {m!r}: context adaptation needs context_shape with S*D > 0"
+                )
             shapes[m], groups[m] = tuple(inr.context_shape), m
         else:
             for name, w in inr.weights().items():
@@ -112,7 +116,9 @@ class MetaLearner(nn.Module):
             raise ValueError("update rule was built for other adapted tensors than this learner's")
         self.rule, self.inner_steps, self.adapt_mode = rule, int(inner_steps), adapt
         self.first_order, self.pruning = first_order, pruning
-        self.log_vars = nn.Parameter(torch.zeros(len(self.modalities))) if uncertainty_weighting else None
+        self.log_vars = (
+            nn.Parameter(torch.zeros(len(self.modalities))) if uncertainty_weighting else None
+        )
 
     def initial_params(self, batch: int) -> Params:
         """Adapted tensors at step 0, as ``(B, ...)`` views of the meta-parameters."""
@@ -134,7 +140,9 @@ class MetaLearner(nn.Module):
         batch = next(iter(weights.values())).shape[0]
         return inr(coords, inr.initial_context(batch), weights, return_features)
 
-    def _support(self, episode: Episode, params: Params, prune: bool) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+    def _support(
+        self, episode: Episode, params: Params, prune: bool
+    ) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
         sets = {}
         for m in self.modalities:
             mb = episode[m]
@@ -147,17 +155,28 @@ class MetaLearner(nn.Module):
             sets[m] = (x, y, mask)
         return sets
 
-    def step(self, episode: Episode, params: Params, state: dict, k: int, create_graph: bool, prune: bool):
+    def step(
+        self, episode: Episode, params: Params, state: dict, k: int, create_graph: bool, prune: bool
+    ):
         """One inner step for all signals and modalities; returns ``(params, state, aux, loss)``."""
         sets = self._support(episode, params, prune)
-        loss = sum(masked_mse(self.predict(m, x, params), y, mask).sum() for m, (x, y, mask) in sets.items())
+        loss = sum(
+            masked_mse(self.predict(m, x, params), y, mask).sum()
+            for m, (x, y, mask) in sets.items()
+        )
         keys = list(params)
         grads = torch.autograd.grad(loss, [params[key] for key in keys], create_graph=create_graph)
         grads = {key: g for key, g in zip(keys, grads, strict=True)}
         return (*self.rule(params, grads, state, k), loss.detach())
 
-    def adapt(self, episode: Episode, create_graph: bool | None = None, prune: bool = True,
-              steps: int | None = None, track_graph: bool = True) -> tuple[Params, list[dict]]:
+    def adapt(
+        self,
+        episode: Episode,
+        create_graph: bool | None = None,
+        prune: bool = True,
+        steps: int | None = None,
+        track_graph: bool = True,
+    ) -> tuple[Params, list[dict]]:
         """Run the inner loop.
 
         Args:
@@ -190,7 +209,9 @@ class MetaLearner(nn.Module):
         out = {}
         for m in self.modalities:
             mb = episode[m]
-            out[m] = masked_mse(self.predict(m, mb.query_x, params), mb.query_y, mb.query_mask).mean()
+            out[m] = masked_mse(
+                self.predict(m, mb.query_x, params), mb.query_y, mb.query_mask
+            ).mean()
         return out
 
     def forward(self, episode: Episode) -> MetaOutput:
@@ -204,22 +225,35 @@ class MetaLearner(nn.Module):
             else:
                 loss = stacked.sum()
             boot = None
-            if self.pruning is not None and self.pruning.bootstrap_steps > 0 and self.pruning.bootstrap_weight > 0:
+            if (
+                self.pruning is not None
+                and self.pruning.bootstrap_steps > 0
+                and self.pruning.bootstrap_weight > 0
+            ):
                 boot = self._bootstrap(episode, params)
                 loss = loss + self.pruning.bootstrap_weight * boot
-        return MetaOutput(loss, {m: v.detach() for m, v in losses.items()}, params, auxs,
-                          None if boot is None else boot.detach())
+        return MetaOutput(
+            loss,
+            {m: v.detach() for m, v in losses.items()},
+            params,
+            auxs,
+            None if boot is None else boot.detach(),
+        )
 
     def _bootstrap(self, episode: Episode, params: Params) -> Tensor:
         """Mean squared distance between adapted params and a detached bootstrap target."""
         target = {k: v.detach().requires_grad_(True) for k, v in params.items()}
         state = self.rule.init_state(target)
         for k in range(self.pruning.bootstrap_steps):
-            target, state, _, _ = self.step(episode, target, state, self.inner_steps + k, False, prune=False)
+            target, state, _, _ = self.step(
+                episode, target, state, self.inner_steps + k, False, prune=False
+            )
             target = {key: v.detach().requires_grad_(True) for key, v in target.items()}
         return sum((params[k] - target[k].detach()).square().mean() for k in params)
 
-    def evaluate(self, episode: Episode, data_range: float = 1.0) -> tuple[dict[str, dict[str, Tensor]], dict[str, Tensor]]:
+    def evaluate(
+        self, episode: Episode, data_range: float = 1.0
+    ) -> tuple[dict[str, dict[str, Tensor]], dict[str, Tensor]]:
         """Adapt without meta-gradients and score the query sets.
 
         Returns:
@@ -233,5 +267,7 @@ class MetaLearner(nn.Module):
             for m in self.modalities:
                 mb: ModalityBatch = episode[m]
                 preds[m] = self.predict(m, mb.query_x, params)
-                metrics[m] = signal_metrics(preds[m], mb.query_y, mb.query_mask, mb.query_support, mb.scale, data_range)
+                metrics[m] = signal_metrics(
+                    preds[m], mb.query_y, mb.query_mask, mb.query_support, mb.scale, data_range
+                )
         return metrics, preds

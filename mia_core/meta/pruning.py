@@ -33,7 +33,9 @@ def gradient_norm_scores(err: Tensor, feats: Tensor, mask: Tensor) -> Tensor:
 def keep_counts(mask: Tensor, keep_ratio: float) -> Tensor:
     """``ceil(keep_ratio * n_b)`` points per signal, at least one: ``(B,)`` long."""
     n = mask.sum(1)
-    return torch.clamp(torch.ceil(n * keep_ratio - 1e-6).long(), min=1).minimum(n.long().clamp(min=1))
+    return torch.clamp(torch.ceil(n * keep_ratio - 1e-6).long(), min=1).minimum(
+        n.long().clamp(min=1)
+    )
 
 
 def select_top(
@@ -59,7 +61,9 @@ def select_top(
     out = []
     for t in tensors:
         shape = idx.shape + t.shape[2:]
-        out.append(torch.gather(t, 1, idx.reshape(*idx.shape, *([1] * (t.dim() - 2))).expand(shape)))
+        out.append(
+            torch.gather(t, 1, idx.reshape(*idx.shape, *([1] * (t.dim() - 2))).expand(shape))
+        )
     return new_mask, out
 
 

@@ -1,0 +1,136 @@
+"""Builders: typed config sections -> modules. Modules themselves take plain arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from mia_core.adapt import ALFA, GAP, SGD, MetaSGD, StateFusionTransformer, UpdateRule
+from mia_core.config import MethodConfig, ModelConfig
+from mia_core.inr import INR, ComposersINR, FunctaINR, ReluFourierMLP, Siren
+from mia_core.meta.learner import MetaLearner, PruningSpec, adapted_shapes
+
+
+def adapt_mode(method: MethodConfig) -> str:
+    """``weights`` for MAML, ``context`` for the CAVIA family."""
+    return "weights" if method.name == "maml" else "context"
+
+
+def build_inr(model: ModelConfig, d_in: int, d_out: int, use_context: bool = True) -> INR:
+    """One INR of the configured family.
+
+    Args:
+        model: the ``model`` config section.
+        d_in: coordinate dimension of the modality.
+        d_out: channels of the modality.
+        use_context: build the context ``(S, D)``; MAML runs without it.
+    """
+    ctx = (model.context_tokens, model.context_dim) if use_context else (0, 0)
+    if model.family == "siren":
+        inr: INR = Siren(d_in, d_out, model.width, model.depth, model.omega0, ctx)
+    elif model.family == "relu_ff":
+        inr = ReluFourierMLP(
+            d_in, d_out, model.width, model.depth, model.ff_sigma, model.ff_features, ctx
+        )
+    elif model.family == "functa":
+        inr = FunctaINR(
+            d_in,
+            d_out,
+            model.width,
+            model.depth,
+            model.omega0,
+            ctx,
+            model.functa_modulation,
+            tuple(model.functa_grid),
+        )
+    elif model.family == "composers":
+        if model.context_dim != model.width:
+            raise ValueError(
+                f"model.context_dim ({model.context_dim}) must equal model.width ({model.width}) "
+                "for composers: the context is V_n in W_n = U V_n"
+            )
+        inr = ComposersINR(
+            d_in,
+            d_out,
+            model.width,
+            model.depth,
+            model.context_tokens,
+            model.ff_sigma,
+            model.ff_features,
+        )
+    else:
+        raise ValueError(f"unknown model.family {model.family!r}")
+    if inr.context_init is not None:
+        with torch.no_grad():
+            inr.context_init.normal_(
+                0.0, model.context_init_std
+            ) if model.context_init_std > 0 else inr.context_init.zero_()
+    return inr
+
+
+def build_rule(
+    method: MethodConfig, shapes: Mapping[str, tuple[int, ...]], groups: Mapping[str, str]
+) -> UpdateRule:
+    """The inner-loop update rule named by ``method.name``."""
+    lr = method.inner_lr
+    if method.name in ("cavia", "maml"):
+        return SGD(shapes, groups, lr)
+    if method.name == "metasgd":
+        return MetaSGD(shapes, groups, lr, tuple(method.metasgd_clamp))
+    if method.name == "gap":
+        return GAP(shapes, groups, lr, method.gap_variant)
+    if method.name == "alfa":
+        return ALFA(shapes, groups, lr, method.alfa_hidden)
+    if method.name == "mia":
+        s = method.sft
+        return StateFusionTransformer(
+            shapes,
+            groups,
+            dim=s.dim,
+            heads=s.heads,
+            mlp_dim=s.mlp_dim,
+            usft_layers=s.usft_layers,
+            msft_layers=s.msft_layers,
+            use_usft=s.use_usft,
+            use_msft=s.use_msft,
+            use_fusion=s.use_fusion,
+            state_params=s.state_params,
+            state_grads=s.state_grads,
+            state_scaling=s.state_scaling,
+            eta_init=s.eta_init,
+            lr=lr,
+            residual_sgd=s.residual_sgd,
+        )
+    raise ValueError(f"unknown method.name {method.name!r}")
+
+
+def build_learner(
+    model: ModelConfig, method: MethodConfig, modalities: Mapping[str, tuple[int, int]]
+) -> MetaLearner:
+    """The full meta-learner.
+
+    Args:
+        model: the ``model`` section.
+        method: the ``method`` section.
+        modalities: modality -> ``(d_in, d_out)``, in a fixed order.
+    """
+    mode = adapt_mode(method)
+    inrs = {
+        m: build_inr(model, d_in, d_out, use_context=mode == "context")
+        for m, (d_in, d_out) in modalities.items()
+    }
+    shapes, groups = adapted_shapes(inrs, mode)
+    pruning = None
+    if method.pruning.enabled:
+        p = method.pruning
+        pruning = PruningSpec(p.keep_ratio, p.bootstrap_steps, p.bootstrap_weight)
+    return MetaLearner(
+        inrs,
+        build_rule(method, shapes, groups),
+        method.inner_steps,
+        mode,
+        method.first_order,
+        pruning,
+        method.uncertainty_weighting,
+    )
