@@ -96,6 +96,9 @@ class DataConfig(_Validated):
         support_ratio: ``[min, max]`` fraction of points given as support, in (0, 1].
         support_ratio_per_modality: Per-modality overrides of ``support_ratio``; keys must
             be listed in ``modalities``.
+        val_fraction: Fraction of the training functions held out for validation
+            (model selection); the test functions are never used for selection.
+        psnr_range: Peak-to-peak value range used by PSNR.
         seed: Seed of the dataset generator.
     """
 
@@ -108,6 +111,8 @@ class DataConfig(_Validated):
     noise_std: float = _num(0.02, ge=0.0)
     support_ratio: list[float] = _list(0.01, 0.1)
     support_ratio_per_modality: dict[str, list[float]] = field(default_factory=dict)
+    val_fraction: float = _num(0.1, ge=0.0, le=0.5)
+    psnr_range: float = _num(1.0, gt=0.0)
     seed: int = _num(0, ge=0)
 
     def _extra_problems(self) -> Problems:
@@ -120,6 +125,9 @@ class DataConfig(_Validated):
         if not (len(x) == 2 and all(map(_is_number, x)) and x[0] < x[1]):
             yield "x_range", f"must be [low, high] with low < high, got {x!r}"
         yield from _interval_problems("support_ratio", self.support_ratio, 0.0, 1.0, True)
+        if _is_number(self.val_fraction) and _is_number(self.num_train):
+            if self.num_train - int(self.num_train * self.val_fraction) < 1:
+                yield "val_fraction", "leaves no training functions"
         for modality, ratio in self.support_ratio_per_modality.items():
             key = f"support_ratio_per_modality.{modality}"
             if modality not in self.modalities:
@@ -270,7 +278,11 @@ class RunConfig(_Validated):
         warmup_steps: Linear warm-up steps of the outer learning rate.
         log_every: Log training metrics every N steps.
         eval_every: Evaluate on held-out functions every N steps.
-        eval_repeats: Support-set resamplings averaged per evaluation.
+        eval_repeats: Support-set resamplings averaged per evaluation (bootstrap).
+        eval_bins: Support-ratio ranges ``[R_min, R_max]``; the final test evaluation
+            reports every metric per bin (MIA Table 1 uses these three).
+        eval_batch_size: Signals per evaluation batch.
+        checkpoint_every: Save a checkpoint every N steps (and at the end).
         device: One of ``DEVICES`` (auto, cpu, cuda).
         matmul_precision: ``torch.set_float32_matmul_precision`` value.
         out_dir: Root directory for run outputs.
@@ -288,9 +300,16 @@ class RunConfig(_Validated):
     log_every: int = _num(20, ge=1)
     eval_every: int = _num(100, ge=1)
     eval_repeats: int = _num(2, ge=1)
+    eval_bins: list[list[float]] = field(default_factory=lambda: [[0.01, 0.02], [0.02, 0.05], [0.05, 0.1]])
+    eval_batch_size: int = _num(100, ge=1)
+    checkpoint_every: int = _num(100, ge=1)
     device: str = _choice("auto", DEVICES)
     matmul_precision: str = _choice("medium", MATMUL_PRECISIONS)
     out_dir: str = "runs"
+
+    def _extra_problems(self) -> Problems:
+        for i, interval in enumerate(self.eval_bins):
+            yield from _interval_problems(f"eval_bins[{i}]", interval, 0.0, 1.0, True)
 
 
 @dataclass
