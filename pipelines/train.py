@@ -127,8 +127,9 @@ def run_training(
 
     n_params = sum(p.numel() for p in learner.parameters())
     log(
-        f"run {cfg.run.name}: {cfg.method.name} on {cfg.model.family} ({n_params:,} meta-parameters), "
-        f"{cfg.data.name} train/val/test {data.train.num_signals}/{data.val.num_signals}/{data.test.num_signals}, "
+        f"run {cfg.run.name}: {cfg.method.name} on {cfg.model.family} "
+        f"({n_params:,} meta-parameters), {cfg.data.name} train/val/test "
+        f"{data.train.num_signals}/{data.val.num_signals}/{data.test.num_signals}, "
         f"device {device}, steps {start}->{cfg.run.steps}"
     )
     history: list[dict] = []
@@ -139,9 +140,9 @@ def run_training(
         out = learner(episode)
         if not torch.isfinite(out.loss):
             raise FloatingPointError(
-                f"non-finite outer loss at step {step} (modalities: "
-                f"{ {m: float(v) for m, v in out.losses.items()} }); the last checkpoint in {ckpt_dir} is intact. "
-                "Lower method.inner_lr or run.outer_lr."
+                f"non-finite outer loss at step {step} (per modality: "
+                f"{ {m: float(v) for m, v in out.losses.items()} }); the last checkpoint in "
+                f"{ckpt_dir} is intact. Lower method.inner_lr or run.outer_lr."
             )
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
@@ -197,7 +198,8 @@ def run_training(
     )
     table = markdown_table(rows, "nmse_all", 100.0)
     log(
-        f"test split, checkpoint of step {best_step} (normalised MSE x 1e2, {cfg.run.eval_repeats} repeats):"
+        f"test split, checkpoint of step {best_step} "
+        f"(normalised MSE x 1e2, {cfg.run.eval_repeats} repeats):"
     )
     log(table)
     (run_dir / "results.md").write_text(

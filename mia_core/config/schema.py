@@ -300,7 +300,9 @@ class RunConfig(_Validated):
     log_every: int = _num(20, ge=1)
     eval_every: int = _num(100, ge=1)
     eval_repeats: int = _num(2, ge=1)
-    eval_bins: list[list[float]] = field(default_factory=lambda: [[0.01, 0.02], [0.02, 0.05], [0.05, 0.1]])
+    eval_bins: list[list[float]] = field(
+        default_factory=lambda: [[0.01, 0.02], [0.02, 0.05], [0.05, 0.1]]
+    )
     eval_batch_size: int = _num(100, ge=1)
     checkpoint_every: int = _num(100, ge=1)
     device: str = _choice("auto", DEVICES)
