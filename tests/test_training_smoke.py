@@ -1,0 +1,93 @@
+"""End-to-end smoke tests of the single-process meta-training loop on tiny configs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from mia_core.config import load_config
+from pipelines.checkpoint import load_checkpoint, save_checkpoint
+from pipelines.train import run_training
+from ray_jobs.train import main as train_main
+
+TINY = [
+    "data.num_functions=40",
+    "data.num_train=30",
+    "data.num_points=50",
+    "model.width=16",
+    "model.context_dim=16",
+    "model.context_tokens=4",
+    "method.inner_steps=2",
+    "method.sft.dim=16",
+    "method.sft.mlp_dim=16",
+    "method.sft.heads=2",
+    "run.eval_bins=[[0.05,0.1],[0.1,0.2]]",
+    "run.eval_batch_size=16",
+]
+
+
+def tiny_config(tmp_path, *extra: str):
+    return load_config(
+        "configs/experiments/default.yaml",
+        [*TINY, "run.steps=4", "run.batch_size=4", "run.log_every=2", "run.eval_every=2",
+         "run.checkpoint_every=2", "run.eval_repeats=1", f"run.out_dir={tmp_path}", *extra],
+    )
+
+
+def test_run_writes_config_checkpoints_and_results(tmp_path):
+    logs: list[str] = []
+    res = run_training(tiny_config(tmp_path), log=logs.append)
+    run_dir = tmp_path / "default"
+    assert res.step == 4 and res.best_step in (2, 4)
+    for name in ("config.yaml", "checkpoints/last.pt", "checkpoints/best.pt", "results.md", "metrics.json"):
+        assert (run_dir / name).exists(), name
+    assert load_config(run_dir / "config.yaml") == tiny_config(tmp_path)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert len(metrics["test"]) == 2 * 4  # bins x modalities
+    assert all(math.isfinite(r["nmse_all"]) for r in metrics["test"])
+    assert any("signals/s" in line and "eta" in line for line in logs)
+    state = load_checkpoint(run_dir / "checkpoints/last.pt")
+    assert state["step"] == 4
+
+
+def test_resume_continues_from_last_checkpoint(tmp_path):
+    run_training(tiny_config(tmp_path, "run.steps=2"), log=lambda s: None)
+    logs: list[str] = []
+    res = run_training(tiny_config(tmp_path, "run.steps=4"), log=logs.append)
+    assert any("resumed" in line and "step 2" in line for line in logs)
+    assert res.step == 4
+    # Resumed run ends with the same parameters as an uninterrupted one.
+    straight = tmp_path / "straight"
+    run_training(tiny_config(straight, "run.steps=4"), log=lambda s: None)
+    a = load_checkpoint(tmp_path / "default/checkpoints/last.pt")["model"]
+    b = load_checkpoint(straight / "default/checkpoints/last.pt")["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+
+
+def test_non_finite_loss_names_step_and_keeps_checkpoint(tmp_path):
+    with pytest.raises(FloatingPointError, match="non-finite outer loss at step 1"):
+        run_training(tiny_config(tmp_path, "method.name=cavia", "method.inner_lr=1.0e12"), log=lambda s: None)
+
+
+def test_checkpoint_load_is_weights_only(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"x": Evil()}, path)
+    with pytest.raises(RuntimeError, match="not a safe checkpoint"):
+        load_checkpoint(path)
+    ok = save_checkpoint({"w": torch.ones(2)}, tmp_path / "ok.pt")
+    assert torch.equal(load_checkpoint(ok)["w"], torch.ones(2))
+
+
+def test_entry_script_reports_bad_key(tmp_path, capsys):
+    code = train_main(["--config", "configs/experiments/default.yaml", "run.stepz=3"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "run.stepz" in err and "run.steps" in err
