@@ -1,11 +1,17 @@
 """Shared factories for the engine tests: tiny learners and synthetic episodes."""
 
+import contextlib
+
 import pytest
 import torch
 
 from mia_core.builders import build_learner
 from mia_core.config import load_config
 from mia_core.data import generate_synthetic1d, make_episode
+
+# The tensors here are tiny: intra-op threads only add OpenMP spin-waiting, which turns
+# into minutes when another process shares the two cores.
+torch.set_num_threads(1)
 
 TINY = [
     "model.width=16",
@@ -22,16 +28,41 @@ TINY = [
 ]
 
 
-def _learner(method="cavia", family="composers", modalities=("sine", "tanh"), overrides=(), *,
-             dtype=torch.float64, seed=0):
+@contextlib.contextmanager
+def default_dtype(dtype):
+    """Build modules directly in ``dtype`` (no float32 rounding of their initial values)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _learner(
+    method="cavia",
+    family="composers",
+    modalities=("sine", "tanh"),
+    overrides=(),
+    *,
+    dtype=torch.float64,
+    seed=0,
+):
     cfg = load_config(None, [*TINY, f"method.name={method}", f"model.family={family}", *overrides])
     torch.manual_seed(seed)
-    learner = build_learner(cfg.model, cfg.method, {m: (1, 1) for m in modalities})
-    return learner.to(dtype)
+    with default_dtype(dtype):
+        return build_learner(cfg.model, cfg.method, {m: (1, 1) for m in modalities})
 
 
-def _episode(batch=3, num_points=20, modalities=("sine", "tanh"), ratio=(0.2, 0.6), *,
-             dtype=torch.float64, seed=0):
+def _episode(
+    batch=3,
+    num_points=20,
+    modalities=("sine", "tanh"),
+    ratio=(0.2, 0.6),
+    *,
+    dtype=torch.float64,
+    seed=0,
+):
     signals = generate_synthetic1d(batch, num_points, modalities=tuple(modalities), seed=seed)
     gen = torch.Generator().manual_seed(seed)
     episode = make_episode(signals, torch.arange(batch), {m: ratio for m in modalities}, gen)
@@ -48,3 +79,10 @@ def make_learner():
 def make_ep():
     """``make_ep(batch, num_points, modalities, ratio, dtype=, seed=)``: synthetic episode."""
     return _episode
+
+
+@pytest.fixture
+def float64_default():
+    """Run a test with float64 as the default dtype (restored afterwards)."""
+    with default_dtype(torch.float64):
+        yield

@@ -80,7 +80,9 @@ def test_batched_equals_per_signal_loop(case, make_learner, make_ep):
         for m in ep:
             loop_losses[m] = loop_losses[m] + o.losses[m] / 3
         g = meta_grads(learner, o.loss)
-        loop_grads = g if loop_grads is None else [x + y for x, y in zip(loop_grads, g, strict=True)]
+        loop_grads = (
+            g if loop_grads is None else [x + y for x, y in zip(loop_grads, g, strict=True)]
+        )
         for k, v in o.params.items():
             loop_params[k].append(v.detach())
         if o.bootstrap is not None:

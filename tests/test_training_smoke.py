@@ -32,8 +32,17 @@ TINY = [
 def tiny_config(tmp_path, *extra: str):
     return load_config(
         "configs/experiments/default.yaml",
-        [*TINY, "run.steps=4", "run.batch_size=4", "run.log_every=2", "run.eval_every=2",
-         "run.checkpoint_every=2", "run.eval_repeats=1", f"run.out_dir={tmp_path}", *extra],
+        [
+            *TINY,
+            "run.steps=4",
+            "run.batch_size=4",
+            "run.log_every=2",
+            "run.eval_every=2",
+            "run.checkpoint_every=2",
+            "run.eval_repeats=1",
+            f"run.out_dir={tmp_path}",
+            *extra,
+        ],
     )
 
 
@@ -42,7 +51,13 @@ def test_run_writes_config_checkpoints_and_results(tmp_path):
     res = run_training(tiny_config(tmp_path), log=logs.append)
     run_dir = tmp_path / "default"
     assert res.step == 4 and res.best_step in (2, 4)
-    for name in ("config.yaml", "checkpoints/last.pt", "checkpoints/best.pt", "results.md", "metrics.json"):
+    for name in (
+        "config.yaml",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        "results.md",
+        "metrics.json",
+    ):
         assert (run_dir / name).exists(), name
     assert load_config(run_dir / "config.yaml") == tiny_config(tmp_path)
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -70,7 +85,9 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
 
 def test_non_finite_loss_names_step_and_keeps_checkpoint(tmp_path):
     with pytest.raises(FloatingPointError, match="non-finite outer loss at step 1"):
-        run_training(tiny_config(tmp_path, "method.name=cavia", "method.inner_lr=1.0e12"), log=lambda s: None)
+        run_training(
+            tiny_config(tmp_path, "method.name=cavia", "method.inner_lr=1.0e12"), log=lambda s: None
+        )
 
 
 def test_checkpoint_load_is_weights_only(tmp_path):

@@ -77,7 +77,8 @@ def sample_support(
     """Draw a support set per signal and build the modality batch (vectorised).
 
     Each signal ``b`` gets ``n_b = max(1, round(R_b * valid_b))`` support points drawn
-    uniformly without replacement among its valid points, ``R_b ~ U(R_min, R_max)``.
+    uniformly without replacement among its valid points, ``R_b ~ U(R_min, R_max)``
+    (none when it has no valid point).
 
     Args:
         x: ``(B, P, d)`` or ``(1, P, d)`` coordinates.
@@ -95,7 +96,7 @@ def sample_support(
     ratio = lo + (hi - lo) * torch.rand(bsz, generator=generator)
     n_valid = valid.sum(1)
     n_sup = torch.clamp(torch.round(ratio * n_valid.float()).long(), min=1)
-    n_sup = torch.minimum(n_sup, n_valid.clamp(min=1))
+    n_sup = torch.minimum(n_sup, n_valid)  # a signal without valid points gets none
     keys = torch.rand(bsz, npts, generator=generator).masked_fill(~valid.cpu(), 2.0)
     order = keys.argsort(dim=1).to(y.device)
     ps = int(n_sup.max())

@@ -31,11 +31,9 @@ def gradient_norm_scores(err: Tensor, feats: Tensor, mask: Tensor) -> Tensor:
 
 
 def keep_counts(mask: Tensor, keep_ratio: float) -> Tensor:
-    """``ceil(keep_ratio * n_b)`` points per signal, at least one: ``(B,)`` long."""
+    """``ceil(keep_ratio * n_b)`` points per signal, at least one unless ``n_b == 0``: ``(B,)``."""
     n = mask.sum(1)
-    return torch.clamp(torch.ceil(n * keep_ratio - 1e-6).long(), min=1).minimum(
-        n.long().clamp(min=1)
-    )
+    return torch.clamp(torch.ceil(n * keep_ratio - 1e-6).long(), min=1).minimum(n.long())
 
 
 def select_top(
@@ -69,4 +67,4 @@ def select_top(
 
 def default_keep(num_points: int, keep_ratio: float) -> int:
     """Number of points kept out of ``num_points`` (mirrors :func:`keep_counts`)."""
-    return max(1, min(num_points, math.ceil(num_points * keep_ratio - 1e-6)))
+    return min(num_points, max(1, math.ceil(num_points * keep_ratio - 1e-6)))
