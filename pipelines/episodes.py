@@ -44,6 +44,14 @@ def stride_index(grid_shape: tuple[int, ...], stride: int) -> np.ndarray:
     return np.ravel_multi_index([m.reshape(-1) for m in mesh], grid_shape)
 
 
+def _smallest(key: np.ndarray, k: int) -> np.ndarray:
+    """``np.argsort(key, kind="stable")[:k]`` (ties by index) in O(P + k log k)."""
+    t = np.partition(key, k - 1)[k - 1]
+    below = np.flatnonzero(key < t)
+    sel = np.concatenate([below, np.flatnonzero(key == t)[: k - below.size]])
+    return sel[np.argsort(key[sel], kind="stable")]
+
+
 def build_episode(
     rows: Mapping[str, np.ndarray],
     indices: np.ndarray,
@@ -97,7 +105,7 @@ def build_episode(
             k = int(min(n_valid[b], max(1, round(r * n_valid[b]))))
             key = rng.random(npts)
             key[~valid[b]] = 2.0
-            orders.append(np.argsort(key, kind="stable")[:k])
+            orders.append(_smallest(key, k))
             counts.append(k)
         ps = max(counts)
         idx = np.zeros((bsz, ps), np.int64)

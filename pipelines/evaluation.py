@@ -1,7 +1,7 @@
 """Bootstrapped meta-test evaluation, binned by support ratio.
 
 For every support-ratio bin ``[R_min, R_max]`` and every repeat, fresh support sets are
-drawn for all evaluated signals, the learner adapts (no meta-gradients) and per-signal
+drawn for all signals of the evaluated split, the learner adapts (no meta-gradients) and per-signal
 metrics are collected; the table reports their mean per modality and bin.
 """
 
@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
-from mia_core.data import SignalSet, make_episode
 from mia_core.meta import MetaLearner
+from pipelines.episodes import EpisodeSpec
+from pipelines.stores import Store
+from pipelines.streams import store_episodes
 
 METRICS = (
     "mse_all",
@@ -40,41 +42,52 @@ class EvalRow:
 
 def evaluate(
     learner: MetaLearner,
-    signals: SignalSet,
+    store: Store,
+    split: str,
     bins: list[tuple[float, float]],
     repeats: int,
     batch_size: int,
     seed: int,
     device: torch.device,
     psnr_range: float = 1.0,
+    spatial_stride: int = 1,
+    time_stride: int = 1,
 ) -> list[EvalRow]:
-    """Evaluate ``learner`` on ``signals`` for each support-ratio bin.
+    """Evaluate ``learner`` on one split of ``store`` for each support-ratio bin.
 
     Args:
         learner: the meta-learner (put in eval mode by the caller).
-        signals: signals to evaluate (validation or test split).
+        store: the signal or field store.
+        split: ``val`` or ``test`` (``train`` for diagnostics).
         bins: support-ratio ranges; every modality uses the bin's range.
-        repeats: resamplings of the support sets (bootstrap factor).
+        repeats: resamplings of the support sets (bootstrap factor); repeat ``r`` uses
+            episode epoch ``r``, so every evaluation of a split sees the same episodes.
         batch_size: signals per adaptation batch.
-        seed: seed of the support sampling, so evaluations are comparable.
+        seed: seed of the support sampling.
         device: where the learner lives.
         psnr_range: peak-to-peak value range for PSNR.
+        spatial_stride: grid subsampling (as in training).
+        time_stride: signal subsampling (as in training).
 
     Returns:
         One row per (bin, modality), in bin order then modality order.
     """
-    gen = torch.Generator().manual_seed(seed)
     rows = []
-    n = signals.num_signals
-    for lo, hi in bins:
+    for b, (lo, hi) in enumerate(bins):
+        spec = EpisodeSpec(
+            {m: (lo, hi) for m in store.modalities},
+            seed + 7919 * b,
+            spatial_stride,
+            store.location.display,
+        )
         sums: dict[str, dict[str, list[torch.Tensor]]] = {
             m: {k: [] for k in METRICS} for m in learner.modalities
         }
-        for _ in range(repeats):
-            for start in range(0, n, batch_size):
-                idx = torch.arange(start, min(n, start + batch_size))
-                episode = make_episode(signals, idx, {m: (lo, hi) for m in learner.modalities}, gen)
-                episode = {m: b.to(device) for m, b in episode.items()}
+        for r in range(repeats):
+            for episode in store_episodes(
+                store, spec, batch_size, split, epoch=r, shuffle=False, time_stride=time_stride
+            ):
+                episode = {m: mb.to(device) for m, mb in episode.items()}
                 metrics, _ = learner.evaluate(episode, psnr_range)
                 for m, md in metrics.items():
                     for k in METRICS:
@@ -82,7 +95,7 @@ def evaluate(
         for m in learner.modalities:
             row = {}
             for k in METRICS:
-                vals = torch.cat(sums[m][k])
+                vals = torch.cat(sums[m][k]) if sums[m][k] else torch.empty(0)
                 vals = vals[~torch.isnan(vals)]
                 row[k] = float(vals.mean()) if vals.numel() else math.nan
             rows.append(EvalRow(m, lo, hi, row))
@@ -113,3 +126,14 @@ def markdown_table(rows: list[EvalRow], key: str = "nmse_all", scale: float = 1.
         vals = [r.metrics[f"{family}_{region}"] * scale for r in rows]
         lines.append(f"| {family} {region} | " + " | ".join(f"{v:.4g}" for v in vals) + " |")
     return "\n".join(lines)
+
+
+def write_csv(rows: list[EvalRow], path) -> None:
+    """One line per (modality, bin) with every metric."""
+    import csv
+
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["modality", "r_min", "r_max", *METRICS])
+        for r in rows:
+            w.writerow([r.modality, r.r_min, r.r_max, *(r.metrics[k] for k in METRICS)])

@@ -7,6 +7,7 @@ the same signals, seed and epoch.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import numpy as np
@@ -15,6 +16,15 @@ from mia_core.data import Episode
 from pipelines.episodes import EpisodeSpec, build_episode
 from pipelines.stores import Store
 from pipelines.stores.writer import SPLITS
+
+CACHE_BYTES = 256 * 2**20  # decoded chunks kept by store_episodes
+
+
+def _named(spec: EpisodeSpec, store: Store) -> EpisodeSpec:
+    """``spec`` with the store's redacted URL as label when it has none (error messages)."""
+    if spec.store_name != EpisodeSpec.store_name:
+        return spec
+    return dataclasses.replace(spec, store_name=store.location.display)
 
 
 def _episode_from_columns(batch: dict, store: Store, spec: EpisodeSpec, epoch: int) -> Episode:
@@ -37,13 +47,15 @@ def dataset_episodes(
     epoch: int = 0,
     local_shuffle_buffer_size: int | None = None,
     seed: int | None = None,
+    drop_last: bool = False,
 ) -> Iterator[Episode]:
     """Episodes from a Ray ``Dataset`` or ``DataIterator`` (a Ray Train worker's shard).
 
     Batches arrive through ``iter_torch_batches`` (zero-copy CPU tensors) and are turned
     into episodes in the consuming process.
     """
-    kwargs = {"batch_size": batch_size}
+    spec = _named(spec, store)
+    kwargs = {"batch_size": batch_size, "drop_last": drop_last}
     if local_shuffle_buffer_size:
         kwargs.update(local_shuffle_buffer_size=local_shuffle_buffer_size, local_shuffle_seed=seed)
     for batch in dataset.iter_torch_batches(**kwargs):
@@ -58,12 +70,14 @@ def store_episodes(
     epoch: int = 0,
     shuffle: bool = True,
     time_stride: int = 1,
+    skip_batches: int = 0,
 ) -> Iterator[Episode]:
     """Episodes read directly from a store in one process (tests, small runs).
 
     Reads whole chunks; with ``shuffle`` the signal order is permuted per epoch from
-    ``(spec.seed, epoch)``.
+    ``(spec.seed, epoch)``; ``skip_batches`` starts after that many batches (resume).
     """
+    spec = _named(spec, store)
     idx = np.arange(store.num_signals)
     keep = idx % time_stride == 0
     if split is not None:
@@ -71,23 +85,30 @@ def store_episodes(
     selected = idx[keep]
     if shuffle:
         selected = np.random.default_rng([spec.seed, epoch]).permutation(selected)
+    # Decoded chunks (values and per-signal coordinates), first in first out, bounded in
+    # bytes: a shuffled epoch over a store that fits reads every chunk once.
     cache: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+    cached_bytes = 0
     ranges = store.chunk_ranges()
     shapes = {m: store.info[m].grid_shape for m in store.modalities}
-    for s in range(0, len(selected), batch_size):
+    per_signal = [m for m in store.modalities if store.info[m].coords is None]
+    for s in range(skip_batches * batch_size, len(selected), batch_size):
         batch_idx = selected[s : s + batch_size]
         rows = {m: [] for m in store.modalities}
         coords_rows = {m: [] for m in store.modalities}
         for i in batch_idx:
             r = ranges[int(i) // store.chunk_size]
             if r not in cache:
-                if len(cache) > 8:
-                    cache.pop(next(iter(cache)))
-                cache[r] = store.read(*r)
+                data = store.read(*r)
+                data.update({f"c:{m}": store.read_coords(m, *r) for m in per_signal})
+                size = sum(v.nbytes for v in data.values())
+                while cache and cached_bytes + size > CACHE_BYTES:
+                    cached_bytes -= sum(v.nbytes for v in cache.pop(next(iter(cache))).values())
+                cache[r], cached_bytes = data, cached_bytes + size
             for m in store.modalities:
                 rows[m].append(cache[r][m][int(i) - r[0]])
-                if store.info[m].coords is None:
-                    coords_rows[m].append(store.read_coords(m, int(i), int(i) + 1)[0])
+                if m in per_signal:
+                    coords_rows[m].append(cache[r][f"c:{m}"][int(i) - r[0]])
         coords = {
             m: (
                 store.info[m].coords

@@ -1,29 +1,34 @@
-"""Single-process meta-training: the loop the Ray Train job will run on each worker.
+"""The meta-training loop, shared by the single-process run and every Ray Train worker.
 
-``run_training(cfg)`` builds data, learner and outer optimiser from a resolved config,
-meta-trains with periodic validation and checkpoints (resuming from the last one when
-the run directory has it), picks the best checkpoint on the validation split, and
-evaluates it on the test split binned by support ratio.
+``train_loop`` drives a :class:`~pipelines.trainer.MetaTrainer` over an episode stream:
+periodic progress lines (loss, signals/s, ETA), validation on the validation split with
+the best checkpoint kept (never the test split), checkpoints every N steps, resume from
+the latest checkpoint, MLflow metrics on rank 0. ``run_training`` is the single-process
+entry (no Ray): it reads the store directly and evaluates the selected checkpoint on the
+test split at the end.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from mia_core.builders import build_learner
-from mia_core.config import Config, config_to_dict, save_config
-from mia_core.meta import MetaLearner
+from mia_core.config import Config, save_config
+from mia_core.data import Episode
 from mia_core.runtime import resolve_device, set_matmul_precision
 from pipelines.checkpoint import load_checkpoint, save_checkpoint
-from pipelines.evaluation import EvalRow, evaluate, markdown_table, mean_metric
-from pipelines.signals import EpisodeSampler, load_signals, ratio_ranges
+from pipelines.data_source import episode_spec, modality_dims, open_training_store
+from pipelines.evaluation import EvalRow, evaluate, mean_metric
+from pipelines.stores import Store
+from pipelines.streams import store_episodes
+from pipelines.trainer import MetaTrainer
+
+Report = Callable[[dict[str, Any], Path | None], None]
 
 
 @dataclass
@@ -43,181 +48,177 @@ class TrainResult:
     step: int
     best_step: int
     best_val: float
-    test_rows: list[EvalRow]
+    test_rows: list[EvalRow] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)
 
 
-def make_scheduler(opt: torch.optim.Optimizer, cfg: Config) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up, then constant or cosine decay to zero at ``run.steps``."""
-    warm, total, kind = cfg.run.warmup_steps, cfg.run.steps, cfg.run.lr_schedule
-
-    def factor(step: int) -> float:
-        if warm and step < warm:
-            return (step + 1) / warm
-        if kind == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-        return 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+def run_dir_of(cfg: Config) -> Path:
+    """``<run.out_dir>/<run.name>`` as an absolute path."""
+    return Path(cfg.run.out_dir).resolve() / cfg.run.name
 
 
-def _validate(learner: MetaLearner, cfg: Config, signals, device) -> float:
-    learner.eval()
-    rng = ratio_ranges(cfg.data)
-    lo = min(r[0] for r in rng.values())
-    hi = max(r[1] for r in rng.values())
+def validate(trainer: MetaTrainer, store: Store, cfg: Config) -> float:
+    """Mean normalised MSE on the validation split over the training ratio range."""
+    spec = episode_spec(cfg, store)
+    lo = min(r[0] for r in spec.ratio_ranges.values())
+    hi = max(r[1] for r in spec.ratio_ranges.values())
+    trainer.learner.eval()
     rows = evaluate(
-        learner,
-        signals,
+        trainer.learner,
+        store,
+        "val",
         [(lo, hi)],
         1,
         cfg.run.eval_batch_size,
         cfg.run.seed + 1,
-        device,
+        trainer.device,
         cfg.data.psnr_range,
+        cfg.data.spatial_stride,
+        cfg.data.time_stride,
     )
-    learner.train()
+    trainer.learner.train()
     return mean_metric(rows, "nmse_all")
+
+
+def train_loop(
+    cfg: Config,
+    store: Store,
+    episodes: Callable[[int, int], Iterable[Episode]],
+    device: torch.device,
+    rank: int = 0,
+    report: Report | None = None,
+    resume_state: dict[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+    tracker: Any = None,
+) -> tuple[MetaTrainer, list[dict]]:
+    """Meta-train until ``run.steps``; see the module docstring.
+
+    Args:
+        cfg: resolved config.
+        store: opened training store (for dimensions and validation).
+        episodes: ``(epoch, skip) -> iterable of episode batches`` for this worker,
+            starting after the first ``skip`` batches of the epoch (exact resume).
+        device: this worker's device.
+        rank: worker rank; rank 0 validates, writes checkpoints and tracks.
+        report: called on every worker at each checkpoint step with the metrics and
+            (rank 0) the checkpoint directory; Ray Train passes ``ray.train.report``.
+        resume_state: a checkpoint to resume from (Ray's), else the run directory's
+            ``last.pt`` when present.
+        log: line printer (rank 0 only prints).
+        tracker: :class:`~pipelines.tracking.Tracker` on rank 0, or ``None``.
+    """
+    run_dir = run_dir_of(cfg)
+    ckpt_dir = run_dir / "checkpoints"
+    trainer = MetaTrainer(cfg, modality_dims(store), device)
+    if resume_state is None and (ckpt_dir / "last.pt").exists():
+        resume_state = load_checkpoint(ckpt_dir / "last.pt", device)
+    if resume_state is not None:
+        trainer.load_state_dict(resume_state)
+        if rank == 0:
+            log(f"resumed at step {trainer.step} (epoch {trainer.epoch})")
+    say = log if rank == 0 else (lambda _s: None)
+    n_params = sum(p.numel() for p in trainer.learner.parameters())
+    say(
+        f"run {cfg.run.name}: {cfg.method.name} on {cfg.model.family} "
+        f"({n_params:,} meta-parameters), "
+        f"store {store.location.display} modalities {store.modalities}, device {device}, "
+        f"steps {trainer.step}->{cfg.run.steps}"
+    )
+    history: list[dict] = []
+    start_step, t0, seen = trainer.step, time.perf_counter(), 0
+
+    def checkpoint(name: str) -> Path:
+        return save_checkpoint(trainer.state_dict(), ckpt_dir / name)
+
+    while trainer.step < cfg.run.steps:
+        batches = 0
+        for episode in episodes(trainer.epoch, trainer.batch_in_epoch):
+            batches += 1
+            trainer.batch_in_epoch += 1
+            step = trainer.step + 1
+            if rank == 0 and step == cfg.run.fault_injection_step:
+                marker = run_dir / f".fault_injected_{step}"
+                if not marker.exists():
+                    marker.parent.mkdir(parents=True, exist_ok=True)
+                    marker.touch()
+                    raise RuntimeError(f"injected fault at step {step} (run.fault_injection_step)")
+            rec = trainer.train_step(episode)
+            seen += next(iter(episode.values())).batch_size
+            if step % cfg.run.log_every == 0 or step == cfg.run.steps:
+                elapsed = time.perf_counter() - t0
+                rate = seen / elapsed
+                eta = (cfg.run.steps - step) * elapsed / max(1, step - start_step)
+                rec.update(step=step, signals_per_s=rate, epoch=trainer.epoch)
+                history.append(rec)
+                per_mod = " ".join(
+                    f"{k[5:]}={v:.4g}" for k, v in rec.items() if k.startswith("loss/")
+                )
+                say(
+                    f"step {step:>6}/{cfg.run.steps} loss {rec['loss']:.4g} [{per_mod}] "
+                    f"{rate * trainer.world:.1f} signals/s eta {eta:.0f}s"
+                )
+                if tracker is not None:
+                    tracker.metrics({k: v for k, v in rec.items() if k != "step"}, step)
+            if rank == 0 and (step % cfg.run.eval_every == 0 or step == cfg.run.steps):
+                val = validate(trainer, store, cfg)
+                improved = val < trainer.best_val
+                if improved:
+                    trainer.best_val, trainer.best_step = val, step
+                    checkpoint("best.pt")
+                history.append({"step": step, "val_nmse": val})
+                say(f"step {step:>6} validation nmse {val:.4g}{' (best)' if improved else ''}")
+                if tracker is not None:
+                    tracker.metrics({"val_nmse": val}, step)
+            if step % cfg.run.checkpoint_every == 0 or step == cfg.run.steps:
+                path = checkpoint("last.pt") if rank == 0 else None
+                if report is not None:
+                    report(
+                        {"step": step, "loss": rec["loss"], "best_val": trainer.best_val},
+                        path.parent if path else None,
+                    )
+            if trainer.step >= cfg.run.steps:
+                break
+        if batches == 0 and trainer.batch_in_epoch == 0:
+            raise ValueError(
+                f"{store.location.display}: the training split yields no batch of "
+                f"{cfg.run.batch_size} signals per worker; lower run.batch_size"
+            )
+        if trainer.step < cfg.run.steps:
+            trainer.epoch += 1
+            trainer.batch_in_epoch = 0
+    return trainer, history
 
 
 def run_training(
     cfg: Config, log: Callable[[str], None] = print, resume: bool = True
 ) -> TrainResult:
-    """Meta-train, select on validation, evaluate on test; see the module docstring."""
+    """Single-process meta-training + test evaluation (no Ray); see the module docstring."""
+    from pipelines.evaluate_run import evaluate_run
+    from pipelines.tracking import Tracker
+
     device = resolve_device(cfg.run.device)
     set_matmul_precision(cfg.run.matmul_precision)
-    torch.manual_seed(cfg.run.seed)
-    data = load_signals(cfg.data)
-    learner = build_learner(cfg.model, cfg.method, data.dims).to(device)
-    opt = torch.optim.AdamW(
-        learner.parameters(), lr=cfg.run.outer_lr, weight_decay=cfg.run.weight_decay
-    )
-    sched = make_scheduler(opt, cfg)
-    sampler = EpisodeSampler(data.train, ratio_ranges(cfg.data), cfg.run.batch_size, cfg.run.seed)
-    run_dir = Path(cfg.run.out_dir) / cfg.run.name
-    ckpt_dir = run_dir / "checkpoints"
+    run_dir = run_dir_of(cfg)
+    if not resume and (run_dir / "checkpoints" / "last.pt").exists():
+        (run_dir / "checkpoints" / "last.pt").unlink()
+    store = open_training_store(cfg)
     save_config(cfg, run_dir / "config.yaml")
+    spec = episode_spec(cfg, store)
 
-    start, best_val, best_step = 0, math.inf, -1
-    if resume and (ckpt_dir / "last.pt").exists():
-        state = load_checkpoint(ckpt_dir / "last.pt", device)
-        learner.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        sampler.load_state_dict(state["sampler"])
-        torch.set_rng_state(state["torch_rng"])
-        start, best_val, best_step = state["step"], state["best_val"], state["best_step"]
-        log(f"resumed from {ckpt_dir / 'last.pt'} at step {start}")
-
-    def checkpoint(step: int, name: str) -> None:
-        save_checkpoint(
-            {
-                "model": learner.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "sampler": sampler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "step": step,
-                "best_val": best_val,
-                "best_step": best_step,
-                "config": config_to_dict(cfg),
-            },
-            ckpt_dir / name,
+    def episodes(epoch: int, skip: int) -> Iterable[Episode]:
+        return store_episodes(
+            store, spec, cfg.run.batch_size, "train", epoch, True, cfg.data.time_stride, skip
         )
 
-    n_params = sum(p.numel() for p in learner.parameters())
-    log(
-        f"run {cfg.run.name}: {cfg.method.name} on {cfg.model.family} "
-        f"({n_params:,} meta-parameters), {cfg.data.name} train/val/test "
-        f"{data.train.num_signals}/{data.val.num_signals}/{data.test.num_signals}, "
-        f"device {device}, steps {start}->{cfg.run.steps}"
-    )
-    history: list[dict] = []
-    t0, seen = time.perf_counter(), 0
-    learner.train()
-    for step in range(start + 1, cfg.run.steps + 1):
-        episode = {m: b.to(device) for m, b in sampler.sample().items()}
-        out = learner(episode)
-        if not torch.isfinite(out.loss):
-            raise FloatingPointError(
-                f"non-finite outer loss at step {step} (per modality: "
-                f"{ {m: float(v) for m, v in out.losses.items()} }); the last checkpoint in "
-                f"{ckpt_dir} is intact. Lower method.inner_lr or run.outer_lr."
-            )
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        grad_norm = (
-            torch.nn.utils.clip_grad_norm_(learner.parameters(), cfg.run.grad_clip)
-            if cfg.run.grad_clip > 0
-            else torch.tensor(float("nan"))
-        )
-        opt.step()
-        sched.step()
-        seen += episode[learner.modalities[0]].batch_size
-        if step % cfg.run.log_every == 0 or step == cfg.run.steps:
-            elapsed = time.perf_counter() - t0
-            rate = seen / elapsed
-            eta = (cfg.run.steps - step) * elapsed / max(1, step - start)
-            rec = {
-                "step": step,
-                "loss": float(out.loss.detach()),
-                "grad_norm": float(grad_norm),
-                "signals_per_s": rate,
-                **{f"loss/{m}": float(v) for m, v in out.losses.items()},
-            }
-            history.append(rec)
-            per_mod = " ".join(f"{m}={float(v):.4g}" for m, v in out.losses.items())
-            log(
-                f"step {step:>6}/{cfg.run.steps} loss {float(out.loss.detach()):.4g} [{per_mod}] "
-                f"{rate:.1f} signals/s eta {eta:.0f}s"
-            )
-        if step % cfg.run.eval_every == 0 or step == cfg.run.steps:
-            val = _validate(learner, cfg, data.val, device)
-            history.append({"step": step, "val_nmse": val})
-            improved = val < best_val
-            if improved:
-                best_val, best_step = val, step
-                checkpoint(step, "best.pt")
-            log(f"step {step:>6} validation nmse {val:.4g}{' (best)' if improved else ''}")
-        if step % cfg.run.checkpoint_every == 0 or step == cfg.run.steps:
-            checkpoint(step, "last.pt")
+    tracker = Tracker(cfg, run_dir)
+    try:
+        trainer, history = train_loop(cfg, store, episodes, device, log=log, tracker=tracker)
+    except BaseException:
+        tracker.close("FAILED")
+        raise
+    tracker.close()
+    rows = evaluate_run(run_dir, log=log)
+    return TrainResult(run_dir, trainer.step, trainer.best_step, trainer.best_val, rows, history)
 
-    final_step = max(start, cfg.run.steps)
-    if (ckpt_dir / "best.pt").exists():
-        learner.load_state_dict(load_checkpoint(ckpt_dir / "best.pt", device)["model"])
-    learner.eval()
-    rows = evaluate(
-        learner,
-        data.test,
-        [tuple(b) for b in cfg.run.eval_bins],
-        cfg.run.eval_repeats,
-        cfg.run.eval_batch_size,
-        cfg.run.seed + 2,
-        device,
-        cfg.data.psnr_range,
-    )
-    table = markdown_table(rows, "nmse_all", 100.0)
-    log(
-        f"test split, checkpoint of step {best_step} "
-        f"(normalised MSE x 1e2, {cfg.run.eval_repeats} repeats):"
-    )
-    log(table)
-    (run_dir / "results.md").write_text(
-        f"# {cfg.run.name}: test split, normalised MSE x 1e2\n\n{table}\n\n"
-        f"{markdown_table(rows, 'mse_all')}\n\n{markdown_table(rows, 'psnr_all')}\n"
-    )
-    (run_dir / "metrics.json").write_text(
-        json.dumps(
-            {
-                "best_step": best_step,
-                "best_val_nmse": best_val,
-                "test": [
-                    {"modality": r.modality, "r_min": r.r_min, "r_max": r.r_max, **r.metrics}
-                    for r in rows
-                ],
-                "history": history,
-            },
-            indent=1,
-        )
-    )
-    return TrainResult(run_dir, final_step, best_step, best_val, rows, history)
+
+__all__ = ["TrainResult", "run_dir_of", "run_training", "train_loop", "validate"]

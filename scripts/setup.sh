@@ -51,4 +51,15 @@ else
     log "libtcmalloc_minimal.so.4 not found and cannot install it (needs root + apt-get); skipping"
 fi
 
+# espeak-ng synthesises the spoken digits of the av-digits builder; optional and never fatal.
+if command -v espeak-ng >/dev/null 2>&1; then
+    log "espeak-ng present"
+elif command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == "0" ]]; then
+    log "installing espeak-ng via apt-get (optional, for python -m pipelines.build av-digits)"
+    apt-get install -y espeak-ng >/dev/null 2>&1 \
+        || log "warning: could not install espeak-ng; the av-digits builder will not run"
+else
+    log "espeak-ng not found and cannot install it (needs root + apt-get); av-digits unavailable"
+fi
+
 log "done"

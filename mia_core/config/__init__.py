@@ -9,6 +9,7 @@ Example:
 
 from mia_core.config.errors import ConfigError
 from mia_core.config.loader import (
+    config_from_dict,
     config_to_dict,
     flatten_config,
     load_config,
@@ -35,6 +36,7 @@ __all__ = [
     "PruningConfig",
     "RunConfig",
     "SFTConfig",
+    "config_from_dict",
     "config_to_dict",
     "flatten_config",
     "load_config",

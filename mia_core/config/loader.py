@@ -267,6 +267,14 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
     return _build(Config, merged, "", origin)
 
 
+def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
+    """Validate a nested dict (e.g. :func:`config_to_dict` output sent to a worker)."""
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    _merge(merged, _check_section(Config, data, "", source), origin, source)
+    return _build(Config, merged, "", origin)
+
+
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """Plain nested dict of ``cfg`` (deep copy; lists and dicts are new objects)."""
     return dataclasses.asdict(cfg)

@@ -83,10 +83,14 @@ class _Validated:
 
 @dataclass
 class DataConfig(_Validated):
-    """Synthetic 1D function dataset (episodes of support/query points).
+    """The signal store to train on and how episodes are drawn from it.
 
     Attributes:
-        name: Dataset identifier.
+        name: Dataset label (``synthetic1d`` builds the synthetic benchmark store).
+        store: URL of a signal or field store (local path or ``s3://``); empty builds the
+            synthetic benchmark store under ``run.out_dir/data`` from the fields below.
+        endpoint_url: S3-compatible endpoint (credentials come from the environment,
+            never from configs).
         modalities: Function families sampled (e.g. sine, gaussian, tanh, relu).
         num_functions: Total functions generated; the first ``num_train`` train, rest test.
         num_train: Functions used for meta-training (must be < ``num_functions``).
@@ -99,10 +103,16 @@ class DataConfig(_Validated):
         val_fraction: Fraction of the training functions held out for validation
             (model selection); the test functions are never used for selection.
         psnr_range: Peak-to-peak value range used by PSNR.
+        spatial_stride: Keep every ``lambda_s``-th grid point per axis (meta-pretraining).
+        time_stride: Keep every ``lambda_t``-th signal (time step) of the store.
         seed: Seed of the dataset generator.
     """
 
     name: str = "synthetic1d"
+    store: str = ""
+    endpoint_url: str = ""
+    spatial_stride: int = _num(1, ge=1)
+    time_stride: int = _num(1, ge=1)
     modalities: list[str] = _list("sine", "gaussian", "tanh", "relu")
     num_functions: int = _num(1000, ge=2)
     num_train: int = _num(900, ge=1)
@@ -283,6 +293,16 @@ class RunConfig(_Validated):
             reports every metric per bin (MIA Table 1 uses these three).
         eval_batch_size: Signals per evaluation batch.
         checkpoint_every: Save a checkpoint every N steps (and at the end).
+        num_workers: Ray Train workers (data-parallel meta-gradients).
+        cpus_per_worker: CPUs reserved per worker (fractions allowed).
+        use_gpu: one GPU per worker, NCCL backend.
+        amp: autocast to bfloat16/float16 on GPU for the forward passes.
+        max_failures: worker-group restarts from the last checkpoint before giving up.
+        tracking_uri: MLflow tracking URI; empty = ``MLFLOW_TRACKING_URI`` or a sqlite
+            store ``run.out_dir/mlflow.db``.
+        experiment: MLflow experiment name.
+        fault_injection_step: testing aid: raise once in worker 0 at this step (0 = off;
+            a marker file in the run directory makes it fire only once).
         device: One of ``DEVICES`` (auto, cpu, cuda).
         matmul_precision: ``torch.set_float32_matmul_precision`` value.
         out_dir: Root directory for run outputs.
@@ -305,6 +325,14 @@ class RunConfig(_Validated):
     )
     eval_batch_size: int = _num(100, ge=1)
     checkpoint_every: int = _num(100, ge=1)
+    num_workers: int = _num(1, ge=1)
+    cpus_per_worker: float = _num(1.0, gt=0.0)
+    use_gpu: bool = False
+    amp: bool = False
+    max_failures: int = _num(1, ge=0)
+    tracking_uri: str = ""
+    experiment: str = "mia-inr"
+    fault_injection_step: int = _num(0, ge=0)
     device: str = _choice("auto", DEVICES)
     matmul_precision: str = _choice("medium", MATMUL_PRECISIONS)
     out_dir: str = "runs"

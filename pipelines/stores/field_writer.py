@@ -75,8 +75,14 @@ def write_field_store(
     if tdim is None:
         raise StoreError(f"{location}: dataset has no time dimension (dims {dict(ds.sizes)})")
     n_time = ds.sizes[tdim]
+    if n_time == 0:
+        raise StoreError(f"{location}: refusing to write an empty store ({tdim!r} of length 0)")
     split = np.zeros(n_time, np.int8) if split is None else np.asarray(split, np.int8)
-    out = xr.Dataset(coords=ds.coords, attrs={**ds.attrs, **(attrs or {})})
+    # Zarr lists arrays alphabetically; the variable order is kept explicitly.
+    out = xr.Dataset(
+        coords=ds.coords,
+        attrs={**ds.attrs, **(attrs or {}), "mia_variables": [str(v) for v in ds.data_vars]},
+    )
     encoding = {}
     for name, da in ds.data_vars.items():
         if tdim not in da.dims:

@@ -51,6 +51,9 @@ class StoreLocation:
     def __str__(self) -> str:
         return self.display
 
+    def __repr__(self) -> str:  # the URL itself may carry user info or a token
+        return f"StoreLocation(url={self.display!r})"
+
     def zarr_store(self, mode: str = "r") -> zarr.abc.store.Store:
         """A Zarr v3 store object for this location."""
         if not self.is_remote:

@@ -64,6 +64,26 @@ def grid_coords(shape: tuple[int, ...]) -> np.ndarray:
     return np.stack([m.reshape(-1) for m in mesh], -1).astype(np.float32)
 
 
+def _chunk_key(arr: Any, name: str, axis: int, index: int) -> str:
+    """Storage key of the chunk holding ``index`` along ``axis`` (chunk 0 along the others)."""
+    try:
+        coords = [0] * arr.ndim
+        coords[axis] = index // arr.chunks[axis]
+        return f"{name}/{arr.metadata.encode_chunk_key(tuple(coords))}"
+    except Exception:  # unusual metadata (sharding...): name the array at least
+        return f"{name}/<chunk of index {index}>"
+
+
+def _chunk_spans(start: int, stop: int, size: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` cut at multiples of ``size`` (one span per chunk touched)."""
+    spans, a = [], start
+    while a < stop:
+        b = min(stop, (a // size + 1) * size)
+        spans.append((a, b))
+        a = b
+    return spans or [(start, stop)]
+
+
 class Store(abc.ABC):
     """Common reader API; use :func:`open_store`."""
 
@@ -117,6 +137,7 @@ class SignalStore(Store):
         if self.num_signals == 0:
             raise self._fail("empty store (0 signals)")
         self.info, sizes = {}, []
+        self.arrays: dict[str, Any] = {}  # opened once: remote stores fetch metadata per open
         for m in self.modalities:
             if m not in group:
                 raise self._fail(f"variable {m!r} is listed in the metadata but has no array")
@@ -127,6 +148,7 @@ class SignalStore(Store):
                     f"variable {m!r} has {arr.shape[0]} signals, "
                     f"other modalities {self.num_signals}"
                 )
+            self.arrays[m] = arr
             if ent["kind"] == "grid":
                 shape = tuple(ent["grid_shape"])
                 if tuple(arr.shape[1:-1]) != shape:
@@ -136,11 +158,10 @@ class SignalStore(Store):
                 coords = grid_coords(shape)
             else:
                 shape = (int(ent["num_points"]),)
-                coords = (
-                    None
-                    if ent["coords_per_signal"]
-                    else np.asarray(group[f"{m}__coords"][...], np.float32)
-                )
+                carr = group[f"{m}__coords"]
+                coords = None if ent["coords_per_signal"] else np.asarray(carr[...], np.float32)
+                if coords is None:
+                    self.arrays[f"{m}__coords"] = carr
             self.info[m] = ModalityInfo(
                 m, shape, int(ent["channels"]), coords, ent.get("extent", []), ent["norm"]
             )
@@ -153,13 +174,17 @@ class SignalStore(Store):
         """See :meth:`Store.read`."""
         out = {}
         for m in self.modalities:
-            try:
-                vals = np.asarray(self.group[m][start:stop], np.float32)
-            except Exception as err:  # zarr/codec/IO errors: name the chunk
-                key = f"{m}/c/{start // self.group[m].chunks[0]}"
-                raise self._fail(
-                    f"cannot read chunk {key!r} (signals {start}:{stop})", err
-                ) from err
+            arr = self.arrays[m]
+            parts = []
+            for a, b in _chunk_spans(start, stop, arr.chunks[0]):
+                try:
+                    parts.append(np.asarray(arr[a:b], np.float32))
+                except Exception as err:  # zarr/codec/IO errors: name the chunk
+                    key = _chunk_key(arr, m, 0, a)
+                    raise self._fail(
+                        f"cannot read chunk {key!r} of variable {m!r} (signals {a}:{b})", err
+                    ) from err
+            vals = parts[0] if len(parts) == 1 else np.concatenate(parts)
             out[m] = vals.reshape(vals.shape[0], -1, vals.shape[-1])
         return out
 
@@ -167,16 +192,33 @@ class SignalStore(Store):
         """See :meth:`Store.read_coords`."""
         if self.info[modality].coords is not None:
             return self.info[modality].coords
-        return np.asarray(self.group[f"{modality}__coords"][start:stop], np.float32)
+        arr = self.arrays[f"{modality}__coords"]
+        try:
+            return np.asarray(arr[start:stop], np.float32)
+        except Exception as err:
+            key = _chunk_key(arr, f"{modality}__coords", 0, start)
+            raise self._fail(
+                f"cannot read coordinates of variable {modality!r} near chunk {key!r} "
+                f"(signals {start}:{stop})",
+                err,
+            ) from err
 
 
 class FieldStore(Store):
     """Reader of xarray-compatible field stores (climate fields, volumes over time)."""
 
-    def __init__(self, location: StoreLocation, ds: Any, variables: list[str] | None) -> None:
-        self.location, self.ds = location, ds
+    def __init__(
+        self,
+        location: StoreLocation,
+        ds: Any,
+        variables: list[str] | None,
+        group: zarr.Group | None = None,
+    ) -> None:
+        self.location, self.ds, self.group = location, ds, group
         self.attrs = dict(ds.attrs)
         data_vars = [v for v in ds.data_vars if v != "split"]
+        order = [v for v in ds.attrs.get("mia_variables", []) if v in data_vars]
+        data_vars = order + [v for v in data_vars if v not in order]
         self.modalities = list(variables or data_vars)
         missing = [v for v in self.modalities if v not in ds.data_vars]
         if missing:
@@ -185,6 +227,7 @@ class FieldStore(Store):
             raise self._fail("empty store (no data variables)")
         self.layout: dict[str, tuple[str, str | None, str | None, tuple[str, ...]]] = {}
         self.info, lengths, chunks = {}, {}, []
+        self.time_chunks: dict[str, int] = {}
         for v in self.modalities:
             dims = ds[v].dims
             tdim = next((d for d in TIME_DIMS if d in dims), None)
@@ -223,6 +266,7 @@ class FieldStore(Store):
                 if isinstance(enc, tuple | list)
                 else enc.get(tdim, ds.sizes[tdim])
             )
+            self.time_chunks[v] = max(1, int(tchunk))
             chunks.append(int(tchunk) * members)
         if len(set(lengths.values())) != 1:
             raise self._fail(
@@ -248,12 +292,16 @@ class FieldStore(Store):
             members = self.ds.sizes[mdim] if mdim else 1
             t0, t1 = start // members, -(-stop // members)
             order = [tdim] + ([mdim] if mdim else []) + list(sdims) + ([ldim] if ldim else [])
-            try:
-                arr = self.ds[v].isel({tdim: slice(t0, t1)}).transpose(*order).values
-            except Exception as err:
-                raise self._fail(
-                    f"cannot read variable {v!r} at time {t0}:{t1} (chunk key {v}/c/{t0})", err
-                ) from err
+            parts = []
+            for a, b in _chunk_spans(t0, t1, self.time_chunks[v]):
+                try:
+                    parts.append(self.ds[v].isel({tdim: slice(a, b)}).transpose(*order).values)
+                except Exception as err:  # zarr/codec/IO errors: name the chunk
+                    raise self._fail(
+                        f"cannot read chunk {self._key(v, a)!r} of variable {v!r} (time {a}:{b})",
+                        err,
+                    ) from err
+            arr = parts[0] if len(parts) == 1 else np.concatenate(parts)
             if "lat" in sdims[0] or sdims[0] == "latitude":
                 lat = np.asarray(self.ds[sdims[0]].values)
                 if lat.size > 1 and lat[0] > lat[-1]:
@@ -264,6 +312,14 @@ class FieldStore(Store):
             off = start - t0 * members
             out[v] = arr[off : off + (stop - start)]
         return out
+
+    def _key(self, v: str, t: int) -> str:
+        tdim = self.layout[v][0]
+        axis = self.ds[v].dims.index(tdim)
+        try:
+            return _chunk_key(self.group[v], v, axis, t)
+        except Exception:  # no group or no such array: time-chunk index only
+            return f"{v}/<time chunk {t // self.time_chunks[v]}>"
 
 
 def open_store(location: StoreLocation, modalities: list[str] | None = None) -> Store:
@@ -295,4 +351,4 @@ def open_store(location: StoreLocation, modalities: list[str] | None = None) -> 
             f"{location}: not a signal store and not an xarray field store: "
             f"{type(err).__name__}: {err}"
         ) from err
-    return FieldStore(location, ds, modalities)
+    return FieldStore(location, ds, modalities, group)

@@ -9,6 +9,8 @@ Layout of a signal store group::
     <modality>__coords  (P, d) or (N, P, d) float32 in [-1, 1]  (point sets only)
     split               (N,) int8   0 train / 1 val / 2 test
     scale               (N,) float32  per-signal scale of the normalised MSE
+    <extra>             (N, ...) optional per-signal side arrays (labels, source indices),
+                        listed in attrs["mia_store"]["extra_arrays"]; never normalised
 
 Values are written normalised; the per-channel statistics needed to undo it are kept in
 ``info[m]["norm"]``. Arrays are chunked along the signal axis only, so a chunk holds
@@ -104,6 +106,7 @@ def write_signal_store(
     scale: np.ndarray | None = None,
     attrs: Mapping[str, Any] | None = None,
     chunk_signals: int = 64,
+    extra_arrays: Mapping[str, np.ndarray] | None = None,
 ) -> None:
     """Write (overwrite) a signal store.
 
@@ -115,6 +118,9 @@ def write_signal_store(
             (normalised) values; ones by default.
         attrs: extra metadata (source, builder arguments); must be JSON-serialisable.
         chunk_signals: signals per chunk along the signal axis.
+        extra_arrays: optional name -> ``(N, ...)`` side arrays (e.g. integer labels)
+            written unchanged at the group root, chunked like the modalities; names
+            must not clash with modalities or the reserved arrays.
     """
     if not modalities:
         raise StoreError(f"{location}: refusing to write a store without modalities")
@@ -122,10 +128,21 @@ def write_signal_store(
     if len(set(lengths.values())) != 1:
         raise StoreError(f"{location}: modalities have different numbers of signals {lengths}")
     n = next(iter(lengths.values()))
+    if n == 0:
+        raise StoreError(f"{location}: refusing to write an empty store (0 signals)")
     split = np.asarray(split, dtype=np.int8)
     if split.shape != (n,):
         raise StoreError(f"{location}: split has shape {split.shape}, expected ({n},)")
     scale = np.ones(n, np.float32) if scale is None else np.asarray(scale, np.float32)
+    extra = {k: np.asarray(v) for k, v in (extra_arrays or {}).items()}
+    for k, v in extra.items():
+        if k in modalities or k in ("split", "scale") or k.endswith("__coords"):
+            raise StoreError(f"{location}: extra array name {k!r} clashes with a store array")
+        if v.ndim < 1 or v.shape[0] != n or v.dtype.kind not in "biuf":
+            raise StoreError(
+                f"{location}: extra array {k!r} needs numeric shape ({n}, ...), "
+                f"got {v.dtype} {v.shape}"
+            )
     group = zarr.open_group(location.zarr_store("w"), mode="w", zarr_format=3)
     info = {}
     for m, d in modalities.items():
@@ -169,6 +186,8 @@ def write_signal_store(
         info[m] = entry
     group.create_array("split", data=split, chunks=(min(chunk_signals, n),))
     group.create_array("scale", data=scale, chunks=(min(chunk_signals, n),))
+    for k, v in extra.items():
+        group.create_array(k, data=v, chunks=(min(chunk_signals, n), *v.shape[1:]))
     group.attrs["mia_store"] = {
         "kind": "signals",
         "version": 1,
@@ -176,5 +195,6 @@ def write_signal_store(
         "num_signals": n,
         "split_names": list(SPLITS),
         "info": info,
+        **({"extra_arrays": list(extra)} if extra else {}),
         **dict(attrs or {}),
     }
