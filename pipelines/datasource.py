@@ -14,6 +14,8 @@ Filtering by split and by temporal stride (``lambda_t``) happens inside the read
 
 from __future__ import annotations
 
+import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from functools import partial
 
@@ -23,7 +25,7 @@ from ray.data import Datasource, ReadTask
 from ray.data.block import BlockMetadata
 from ray.data.extensions import ArrowTensorArray
 
-from pipelines.stores import StoreLocation, open_store
+from pipelines.stores import Store, StoreLocation, open_store
 from pipelines.stores.writer import SPLITS
 
 
@@ -36,14 +38,30 @@ def _keep(
     return keep
 
 
+# Stores opened by this (worker) process, per datasource instance: the read tasks of one
+# dataset that land on the same worker open the store once, not once per task (an open
+# costs several requests on S3). A new datasource has a new token and opens afresh.
+_OPENED: OrderedDict[str, Store] = OrderedDict()
+
+
+def _open_once(token: str, location: StoreLocation, modalities: list[str]) -> Store:
+    store = _OPENED.get(token)
+    if store is None:
+        store = _OPENED[token] = open_store(location, modalities)
+        while len(_OPENED) > 4:
+            _OPENED.popitem(last=False)
+    return store
+
+
 def _read_ranges(
     location: StoreLocation,
     modalities: list[str],
     ranges: list[tuple[int, int]],
     split_code: int | None,
     time_stride: int,
+    token: str = "",
 ) -> Iterator[pa.Table]:
-    store = open_store(location, modalities)
+    store = _open_once(token, location, modalities) if token else open_store(location, modalities)
     per_signal = [m for m in modalities if store.info[m].coords is None]
     for start, stop in ranges:
         idx = np.arange(start, stop)
@@ -84,6 +102,7 @@ class ZarrStoreDatasource(Datasource):
         if time_stride < 1:
             raise ValueError("time_stride must be >= 1")
         self.location, self.split_code, self.time_stride = location, SPLITS.get(split), time_stride
+        self.token = uuid.uuid4().hex  # keys the per-worker cache of opened stores
         store = open_store(location, modalities)
         self.modalities = store.modalities
         self.ranges = store.chunk_ranges()
@@ -133,6 +152,7 @@ class ZarrStoreDatasource(Datasource):
                 group,
                 self.split_code,
                 self.time_stride,
+                self.token,
             )
             tasks.append(ReadTask(fn, meta, per_task_row_limit=per_task_row_limit))
         return tasks

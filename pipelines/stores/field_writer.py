@@ -105,7 +105,7 @@ def write_field_store(
             "chunks": tuple(min(chunk_time, n_time) if d == tdim else out.sizes[d] for d in da.dims)
         }
     out["split"] = xr.DataArray(split, dims=[tdim])
-    encoding["split"] = {"chunks": (min(chunk_time, n_time),)}
+    encoding["split"] = {"chunks": (n_time,)}  # tiny, read whole by every open: one request
     out.to_zarr(
         location.zarr_store("w"), mode="w", zarr_format=3, encoding=encoding, consolidated=False
     )

@@ -184,8 +184,9 @@ def write_signal_store(
         )
         arr[...] = vals
         info[m] = entry
-    group.create_array("split", data=split, chunks=(min(chunk_signals, n),))
-    group.create_array("scale", data=scale, chunks=(min(chunk_signals, n),))
+    # tiny, read whole by every open (each read task): one chunk, one request
+    group.create_array("split", data=split, chunks=(n,))
+    group.create_array("scale", data=scale, chunks=(n,))
     for k, v in extra.items():
         group.create_array(k, data=v, chunks=(min(chunk_signals, n), *v.shape[1:]))
     group.attrs["mia_store"] = {
