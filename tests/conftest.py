@@ -109,6 +109,7 @@ def ray_session(tmp_path_factory):
 
     if not ray.is_initialized():
         ray.init(
+            address="local",
             num_cpus=2,
             include_dashboard=False,
             object_store_memory=256 * 1024**2,
