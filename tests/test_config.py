@@ -44,7 +44,7 @@ def test_default_experiment_is_small_mia_composers():
     assert (cfg.model.family, cfg.method.name) == ("composers", "mia")
     assert cfg.model.width == cfg.model.context_dim == 64
     assert (cfg.method.sft.dim, cfg.method.sft.mlp_dim, cfg.method.sft.heads) == (64, 64, 2)
-    assert (cfg.run.steps, cfg.run.batch_size, cfg.run.outer_lr) == (300, 32, 1e-3)
+    assert (cfg.run.steps, cfg.run.batch_size, cfg.run.outer_lr) == (300, 16, 1e-3)
 
 
 @pytest.mark.parametrize("method", ["cavia", "metasgd", "gap", "alfa", "mia"])
