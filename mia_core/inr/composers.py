@@ -101,7 +101,9 @@ class ComposersINR(INR):
             t = t.reshape(h.shape[1], bsz, s).transpose(0, 1)
             h = torch.relu(linear(t, u, b1))
         else:
-            t = _ProjectContext.apply(h.expand(bsz, *h.shape[1:]), context)
+            h = h.expand(bsz, *h.shape[1:])
+            # For one signal the thin GEMMs are small and the Python backward would cost more.
+            t = _ProjectContext.apply(h, context) if bsz > 1 else torch.bmm(h, context.mT)
             if u.dim() == 2 and b1.dim() == 1:
                 # With U^T as a contiguous (S, W) copy, autograd forms U's gradient as
                 # t^T g and t's as g U: the fast layouts for a thin S (same forward values).
