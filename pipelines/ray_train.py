@@ -129,7 +129,9 @@ def run_ray_training(
         last.unlink()
     store = open_training_store(cfg)
     save_config(cfg, run_dir / "config.yaml")
-    train_ds = read_store(store.location, store.modalities, "train", cfg.data.time_stride)
+    train_ds = read_store(
+        store.location, store.modalities, "train", cfg.data.time_stride, num_cpus=cfg.run.read_cpus
+    )
     attempt = len(list((run_dir / "ray").glob("attempt-*"))) if (run_dir / "ray").exists() else 0
     trainer = TorchTrainer(
         _worker_loop,
@@ -138,6 +140,7 @@ def run_ray_training(
             num_workers=cfg.run.num_workers,
             use_gpu=cfg.run.use_gpu,
             resources_per_worker={"CPU": cfg.run.cpus_per_worker},
+            placement_strategy=cfg.run.placement_strategy,
         ),
         run_config=RunConfig(
             name=f"attempt-{attempt}",

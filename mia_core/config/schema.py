@@ -21,6 +21,7 @@ GAP_VARIANTS = ("exact", "approx")
 LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 MATMUL_PRECISIONS = ("highest", "high", "medium")
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 Problems = Iterator[tuple[str, str]]
 
@@ -306,6 +307,11 @@ class RunConfig(_Validated):
         device: One of ``DEVICES`` (auto, cpu, cuda).
         matmul_precision: ``torch.set_float32_matmul_precision`` value.
         out_dir: Root directory for run outputs.
+        placement_strategy: One of ``PLACEMENT_STRATEGIES``: how Ray places the training
+            workers' placement group (``SPREAD``/``STRICT_SPREAD`` put workers on different
+            nodes, e.g. one per GPU machine; ``PACK`` fills a node first).
+        read_cpus: CPUs reserved per Ray Data read task (fractions allowed). Below 1 lets
+            reads run beside the training workers on nodes with a single CPU.
     """
 
     name: str = "default"
@@ -336,6 +342,8 @@ class RunConfig(_Validated):
     device: str = _choice("auto", DEVICES)
     matmul_precision: str = _choice("medium", MATMUL_PRECISIONS)
     out_dir: str = "runs"
+    placement_strategy: str = _choice("PACK", PLACEMENT_STRATEGIES)
+    read_cpus: float = _num(1.0, gt=0.0)
 
     def _extra_problems(self) -> Problems:
         for i, interval in enumerate(self.eval_bins):

@@ -1,0 +1,365 @@
+"""A local multi-node Ray cluster on one machine, and a training job run across it.
+
+``ray start --head`` plus ``ray start --address 127.0.0.1:<port>`` for every further node
+gives separate raylets (own object store, own workers, own temp dir) that Ray schedules
+across exactly as on a real cluster: the job's working directory is shipped to each node,
+Ray Data read tasks and Ray Train workers are placed per node, and checkpoints go to a
+storage path every node reaches (here: one directory of the shared file system).
+
+Every ``ray start`` runs in its own session (``setsid``), and :meth:`LocalCluster.stop`
+ends exactly the processes of those sessions (GCS, raylets, dashboard, workers, job
+driver). ``ray stop`` is never used: it kills every Ray process of the machine, including
+other users' clusters and test sessions.
+
+Usage (see ``scripts/local_cluster.sh``)::
+
+    python -m pipelines.local_cluster --config configs/experiments/default.yaml \\
+        --out runs/local-cluster run.steps=20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RUNTIME_ENV = REPO / "infra" / "ray" / "runtime_env.yaml"
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1 (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray_cli() -> str:
+    """The ``ray`` executable of this interpreter's environment."""
+    candidate = Path(sys.executable).parent / "ray"
+    return str(candidate) if candidate.exists() else "ray"
+
+
+def _session_pids(sid: int) -> list[int]:
+    """Processes whose session id is ``sid`` (read from /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getsid(int(entry)) == sid:
+                    pids.append(int(entry))
+            except (ProcessLookupError, PermissionError):
+                continue
+    return pids
+
+
+@dataclass
+class LocalCluster:
+    """A head and ``num_nodes - 1`` raylets joining it on 127.0.0.1.
+
+    Attributes:
+        num_nodes: Ray nodes including the head.
+        cpus_per_node: logical CPUs each node advertises (``--num-cpus``).
+        object_store_mb: object store size per node.
+        root: directory for the nodes' temp dirs and logs; a short new ``/tmp`` directory
+            if empty (Unix socket paths under it must stay below 107 characters).
+        env: extra environment for every node (reaches the job driver, tasks and actors;
+            the place for S3 credentials, which never go into a runtime_env file).
+    """
+
+    num_nodes: int = 2
+    cpus_per_node: int = 1
+    object_store_mb: int = 128
+    root: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    gcs_port: int = 0
+    dashboard_port: int = 0
+    sessions: list[int] = field(default_factory=list)
+
+    @property
+    def gcs_address(self) -> str:
+        """``127.0.0.1:<port>`` of the head's GCS (what ``ray start --address`` takes)."""
+        return f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        """Job submission / state API address of the head."""
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def node_env(self) -> dict[str, str]:
+        """Environment of the nodes: this one, this interpreter first on PATH, no tokens."""
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env.setdefault("RAY_AUTH_MODE", "disabled")
+        env["RAY_USAGE_STATS_ENABLED"] = "0"
+        env.update(self.env)
+        return env
+
+    def _ray_start(self, name: str, args: list[str]) -> None:
+        temp = Path(self.root) / name
+        temp.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            _ray_cli(),
+            "start",
+            *args,
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={self.cpus_per_node}",
+            "--num-gpus=0",
+            f"--object-store-memory={self.object_store_mb * 1024**2}",
+            f"--temp-dir={temp}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            "--disable-usage-stats",
+        ]
+        log = Path(self.root) / f"{name}.start.log"
+        with open(log, "w") as out:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.node_env(),
+                start_new_session=True,
+            )
+            # The session id is the pid of `ray start`; its daemons keep it after it exits.
+            self.sessions.append(proc.pid)
+            rc = proc.wait(timeout=120)
+        if rc != 0:
+            raise RuntimeError(f"ray start for {name} failed (rc={rc}); see {log}")
+
+    def start(self, timeout: float = 90.0) -> LocalCluster:
+        """Start the head, join the other nodes and wait until all are alive."""
+        if not self.root:
+            self.root = tempfile.mkdtemp(prefix="mia-lc-", dir="/tmp")
+        self.gcs_port, self.dashboard_port = free_port(), free_port()
+        self._ray_start(
+            "head",
+            [
+                "--head",
+                f"--port={self.gcs_port}",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.dashboard_port}",
+                f"--ray-client-server-port={free_port()}",
+            ],
+        )
+        for i in range(1, self.num_nodes):
+            self._ray_start(f"node{i}", [f"--address={self.gcs_address}"])
+        self.wait_for_nodes(timeout)
+        return self
+
+    def nodes(self) -> list[dict]:
+        """Alive nodes as ``{"node_id", "is_head", "cpus"}`` from the state API."""
+        from ray.util.state import list_nodes
+
+        out = []
+        for n in list_nodes(address=self.dashboard_url, filters=[("state", "=", "ALIVE")]):
+            out.append(
+                {
+                    "node_id": n.node_id,
+                    "is_head": bool(n.is_head_node),
+                    "cpus": float(n.resources_total.get("CPU", 0)),
+                }
+            )
+        return out
+
+    def wait_for_nodes(self, timeout: float) -> list[dict]:
+        """Block until ``num_nodes`` nodes are alive; raise with the last count otherwise."""
+        deadline = time.time() + timeout
+        alive: list[dict] = []
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.dashboard_url}/api/version", timeout=2)
+                alive = self.nodes()
+                if len(alive) >= self.num_nodes:
+                    return alive
+            except Exception:  # dashboard still starting
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(
+            f"only {len(alive)} of {self.num_nodes} Ray nodes alive after {timeout:.0f} s "
+            f"(logs under {self.root})"
+        )
+
+    def stop(self, grace: float = 10.0, remove_root: bool = False) -> int:
+        """End every process of the sessions this cluster started.
+
+        Args:
+            grace: seconds to wait after SIGTERM (and again after SIGKILL).
+            remove_root: delete the temp/log directory once nothing runs in it.
+
+        Returns:
+            How many processes were still alive at the end (0 when all are gone).
+        """
+        pids = [p for sid in self.sessions for p in _session_pids(sid)]
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.time() + grace
+            while time.time() < deadline and any(_session_pids(s) for s in self.sessions):
+                time.sleep(0.2)
+            pids = [p for sid in self.sessions for p in _session_pids(sid)]
+            if not pids:
+                break
+        if remove_root and not pids and self.root:
+            shutil.rmtree(self.root, ignore_errors=True)
+        return len(pids)
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def submit_job(
+    cluster: LocalCluster, entrypoint: list[str], runtime_env: Path = RUNTIME_ENV
+) -> str:
+    """``ray job submit --runtime-env <recipe> --working-dir <repo>``; returns the job id.
+
+    Streams the job's logs to stdout and raises if the job does not succeed.
+    """
+    submission_id = f"mia-local-{int(time.time())}-{os.getpid()}"
+    cmd = [
+        _ray_cli(),
+        "job",
+        "submit",
+        f"--address={cluster.dashboard_url}",
+        f"--runtime-env={runtime_env}",
+        f"--working-dir={REPO}",
+        f"--submission-id={submission_id}",
+        "--",
+        *entrypoint,
+    ]
+    rc = subprocess.call(cmd, cwd=REPO, env=cluster.node_env())
+    if rc != 0:
+        raise RuntimeError(f"ray job {submission_id} failed (rc={rc})")
+    return submission_id
+
+
+def job_placement(cluster: LocalCluster, submission_id: str) -> dict:
+    """Where the job ran: Ray Train workers and Ray Data read tasks per node.
+
+    Returns ``{"nodes": {node_id: "head"|"worker"}, "train_workers": [{node_id, pid}],
+    "tasks": {node_id: {task name: count}}}`` read from Ray's state API.
+    """
+    from ray.job_submission import JobSubmissionClient
+    from ray.util.state import list_actors, list_tasks
+
+    job_id = JobSubmissionClient(cluster.dashboard_url).get_job_info(submission_id).job_id
+    roles = {n["node_id"]: "head" if n["is_head"] else "worker" for n in cluster.nodes()}
+    actors = list_actors(
+        address=cluster.dashboard_url,
+        filters=[("class_name", "=", "RayTrainWorker"), ("job_id", "=", job_id)],
+        detail=True,
+        limit=1000,
+    )
+    workers = [{"node_id": a.node_id, "pid": a.pid} for a in actors]
+    tasks: dict[str, Counter] = {}
+    for t in list_tasks(
+        address=cluster.dashboard_url, filters=[("job_id", "=", job_id)], detail=True, limit=10000
+    ):
+        if t.type == "NORMAL_TASK" and t.node_id:
+            tasks.setdefault(t.node_id, Counter())[t.name] += 1
+    return {
+        "nodes": roles,
+        "train_workers": workers,
+        "tasks": {k: dict(v) for k, v in tasks.items()},
+    }
+
+
+def train_on_local_cluster(
+    config: str,
+    out_dir: Path,
+    overrides: list[str],
+    num_nodes: int = 2,
+    env: dict[str, str] | None = None,
+) -> dict:
+    """Start a local cluster, run ``ray_jobs/train.py`` across it, stop it; returns placement.
+
+    The run spreads one Ray Train worker per node (``run.num_workers = num_nodes``, half a
+    CPU each, ``SPREAD``) and lets read tasks take the other half; ``out_dir`` is the
+    shared storage of every node (store, checkpoints, Ray Train storage, MLflow).
+
+    Raises:
+        RuntimeError: a node did not come up, the job failed, or the training workers did
+            not run on ``num_nodes`` different nodes.
+    """
+    out_dir = Path(out_dir).resolve()
+    cluster = LocalCluster(num_nodes=num_nodes, env=env or {})
+    t0 = time.time()
+    ok = False
+    try:
+        cluster.start()
+        print(f"[local-cluster] {num_nodes} nodes alive in {time.time() - t0:.1f} s:", flush=True)
+        for n in cluster.nodes():
+            role = "head" if n["is_head"] else "worker"
+            print(f"[local-cluster]   {role:6s} {n['node_id']} CPU={n['cpus']:g}", flush=True)
+        entry = [
+            "python",
+            "ray_jobs/train.py",
+            "--config",
+            config,
+            f"run.out_dir={out_dir}",
+            f"run.num_workers={num_nodes}",
+            "run.cpus_per_worker=0.5",
+            "run.read_cpus=0.5",
+            "run.placement_strategy=SPREAD",
+            *overrides,
+        ]
+        submission_id = submit_job(cluster, entry)
+        placement = job_placement(cluster, submission_id)
+        placement["seconds"] = round(time.time() - t0, 1)
+        ok = True
+    finally:
+        # Logs stay under cluster.root when something failed.
+        left = cluster.stop(remove_root=ok)
+        if left:
+            print(f"[local-cluster] warning: {left} processes still alive after stop", flush=True)
+    nodes_used = {w["node_id"] for w in placement["train_workers"]}
+    for w in placement["train_workers"]:
+        role = placement["nodes"].get(w["node_id"], "?")
+        print(f"[local-cluster] train worker pid {w['pid']} on {role} {w['node_id']}", flush=True)
+    for node, names in placement["tasks"].items():
+        role = placement["nodes"].get(node, "?")
+        print(f"[local-cluster] tasks on {role} {node}: {names}", flush=True)
+    if len(nodes_used) < num_nodes:
+        raise RuntimeError(
+            f"training workers ran on {len(nodes_used)} node(s), expected {num_nodes}"
+        )
+    print(f"[local-cluster] done in {placement['seconds']} s (cluster stopped)", flush=True)
+    return placement
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: see the module docstring; extra arguments are config overrides."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", default="configs/experiments/default.yaml")
+    p.add_argument("--out", default=str(REPO / "runs" / "local-cluster"), help="shared storage")
+    p.add_argument("--nodes", type=int, default=2, help="Ray nodes including the head")
+    p.add_argument("--placement-json", default="", help="write the placement report here")
+    p.add_argument("overrides", nargs="*", help="section.key=value config overrides")
+    args = p.parse_args(argv)
+    placement = train_on_local_cluster(args.config, Path(args.out), args.overrides, args.nodes)
+    if args.placement_json:
+        Path(args.placement_json).write_text(json.dumps(placement, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
