@@ -164,13 +164,18 @@ def read_store(
     split: str | None = None,
     time_stride: int = 1,
     override_num_blocks: int | None = None,
+    num_cpus: float | None = None,
     **ray_remote_args,
 ):
-    """``ray.data.Dataset`` of a store's signals (see :class:`ZarrStoreDatasource`)."""
+    """``ray.data.Dataset`` of a store's signals (see :class:`ZarrStoreDatasource`).
+
+    ``num_cpus`` is the CPU reservation per read task (Ray Data's default is 1).
+    """
     import ray.data
 
     return ray.data.read_datasource(
         ZarrStoreDatasource(location, modalities, split, time_stride),
         override_num_blocks=override_num_blocks,
+        num_cpus=num_cpus,
         ray_remote_args=ray_remote_args or None,
     )

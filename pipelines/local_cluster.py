@@ -13,13 +13,13 @@ other users' clusters and test sessions.
 
 Usage (see ``scripts/local_cluster.sh``)::
 
-    python -m pipelines.local_cluster --config configs/experiments/default.yaml \\
-        --out runs/local-cluster run.steps=20
+    python -m pipelines.local_cluster --out runs/local-cluster [--s3] run.steps=20
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -31,6 +31,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,7 +100,10 @@ class LocalCluster:
 
     def node_env(self) -> dict[str, str]:
         """Environment of the nodes: this one, this interpreter first on PATH, no tokens."""
-        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
+        env = dict(os.environ)
+        # Ray's own helpers (e.g. Train's placement group cleaner) look the cluster up by
+        # address="auto", which fails when the machine runs several clusters.
+        env["RAY_ADDRESS"] = self.gcs_address
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env.setdefault("RAY_AUTH_MODE", "disabled")
         env["RAY_USAGE_STATS_ENABLED"] = "0"
@@ -283,25 +287,106 @@ def job_placement(cluster: LocalCluster, submission_id: str) -> dict:
     }
 
 
+@contextlib.contextmanager
+def moto_s3(bucket: str, timeout: float = 30.0) -> Iterator[dict[str, str]]:
+    """A moto S3 server on 127.0.0.1 with ``bucket``; yields the AWS_* environment for it.
+
+    The credentials are moto's throwaway test values; they travel to the nodes only
+    through the environment, never through a runtime_env file or a config.
+    """
+    import boto3
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    env = {
+        "AWS_ACCESS_KEY_ID": "local-cluster-key",
+        "AWS_SECRET_ACCESS_KEY": "local-cluster-secret",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(endpoint, timeout=1)
+                break
+            except Exception:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"moto S3 server on {endpoint} did not start") from None
+                time.sleep(0.2)
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name="us-east-1",
+        ).create_bucket(Bucket=bucket)
+        yield env
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def build_s3_store(config: str, overrides: list[str], url: str, env: dict[str, str]) -> None:
+    """Write the synthetic store described by ``config`` + ``overrides`` to ``url`` on S3."""
+    from mia_core.config import load_config
+    from pipelines.data_source import build_synthetic_store
+    from pipelines.stores import make_location
+
+    cfg = load_config(config, overrides)
+    opts = {"key": env["AWS_ACCESS_KEY_ID"], "secret": env["AWS_SECRET_ACCESS_KEY"]}
+    build_synthetic_store(cfg, make_location(url, opts, endpoint_url=env["AWS_ENDPOINT_URL"]))
+
+
 def train_on_local_cluster(
     config: str,
     out_dir: Path,
     overrides: list[str],
     num_nodes: int = 2,
-    env: dict[str, str] | None = None,
+    s3: bool = False,
 ) -> dict:
     """Start a local cluster, run ``ray_jobs/train.py`` across it, stop it; returns placement.
 
     The run spreads one Ray Train worker per node (``run.num_workers = num_nodes``, half a
     CPU each, ``SPREAD``) and lets read tasks take the other half; ``out_dir`` is the
-    shared storage of every node (store, checkpoints, Ray Train storage, MLflow).
+    shared storage of every node (checkpoints, Ray Train storage, MLflow, and the
+    synthetic store unless ``s3``).
+
+    Args:
+        config: experiment YAML, relative to the repository root.
+        out_dir: shared run directory (``run.out_dir``).
+        overrides: further ``section.key=value`` overrides.
+        num_nodes: Ray nodes including the head.
+        s3: put the signal store on a local moto S3 server (``data.store=s3://...``); every
+            node reads it with credentials from its environment.
 
     Raises:
         RuntimeError: a node did not come up, the job failed, or the training workers did
             not run on ``num_nodes`` different nodes.
     """
-    out_dir = Path(out_dir).resolve()
-    cluster = LocalCluster(num_nodes=num_nodes, env=env or {})
+    with contextlib.ExitStack() as stack:
+        env: dict[str, str] = {}
+        if s3:
+            env = stack.enter_context(moto_s3("mia-local-cluster"))
+            url = "s3://mia-local-cluster/synthetic.zarr"
+            build_s3_store(config, overrides, url, env)
+            overrides = [*overrides, f"data.store={url}"]
+        return _train(config, Path(out_dir).resolve(), overrides, num_nodes, env)
+
+
+def _train(
+    config: str, out_dir: Path, overrides: list[str], num_nodes: int, env: dict[str, str]
+) -> dict:
+    cluster = LocalCluster(num_nodes=num_nodes, env=env)
     t0 = time.time()
     ok = False
     try:
@@ -352,10 +437,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="configs/experiments/default.yaml")
     p.add_argument("--out", default=str(REPO / "runs" / "local-cluster"), help="shared storage")
     p.add_argument("--nodes", type=int, default=2, help="Ray nodes including the head")
+    p.add_argument("--s3", action="store_true", help="store on a local moto S3 server")
     p.add_argument("--placement-json", default="", help="write the placement report here")
     p.add_argument("overrides", nargs="*", help="section.key=value config overrides")
     args = p.parse_args(argv)
-    placement = train_on_local_cluster(args.config, Path(args.out), args.overrides, args.nodes)
+    # SIGTERM becomes SystemExit so that the cluster's finally block stops what it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    placement = train_on_local_cluster(
+        args.config, Path(args.out), args.overrides, args.nodes, args.s3
+    )
     if args.placement_json:
         Path(args.placement_json).write_text(json.dumps(placement, indent=2))
     return 0
