@@ -53,15 +53,19 @@ def _ray_cli() -> str:
 
 
 def _session_pids(sid: int) -> list[int]:
-    """Processes whose session id is ``sid`` (read from /proc)."""
+    """Live (not zombie) processes whose session id is ``sid``, read from /proc."""
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                if os.getsid(int(entry)) == sid:
-                    pids.append(int(entry))
-            except (ProcessLookupError, PermissionError):
+                if os.getsid(int(entry)) != sid:
+                    continue
+                with open(f"/proc/{entry}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except (ProcessLookupError, PermissionError, FileNotFoundError, IndexError):
                 continue
+            if state != "Z":
+                pids.append(int(entry))
     return pids
 
 
@@ -416,6 +420,8 @@ def _train(
         left = cluster.stop(remove_root=ok)
         if left:
             print(f"[local-cluster] warning: {left} processes still alive after stop", flush=True)
+    placement["left_processes"] = left
+    placement["sessions"] = list(cluster.sessions)
     nodes_used = {w["node_id"] for w in placement["train_workers"]}
     for w in placement["train_workers"]:
         role = placement["nodes"].get(w["node_id"], "?")
