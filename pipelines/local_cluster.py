@@ -392,10 +392,12 @@ def _train(
 ) -> dict:
     cluster = LocalCluster(num_nodes=num_nodes, env=env)
     t0 = time.time()
+    timings: dict[str, float] = {}
     ok = False
     try:
         cluster.start()
-        print(f"[local-cluster] {num_nodes} nodes alive in {time.time() - t0:.1f} s:", flush=True)
+        timings["start_s"] = round(time.time() - t0, 1)
+        print(f"[local-cluster] {num_nodes} nodes alive in {timings['start_s']} s:", flush=True)
         for n in cluster.nodes():
             role = "head" if n["is_head"] else "worker"
             print(f"[local-cluster]   {role:6s} {n['node_id']} CPU={n['cpus']:g}", flush=True)
@@ -411,15 +413,21 @@ def _train(
             "run.placement_strategy=SPREAD",
             *overrides,
         ]
+        t1 = time.time()
         submission_id = submit_job(cluster, entry)
+        timings["job_s"] = round(time.time() - t1, 1)
         placement = job_placement(cluster, submission_id)
-        placement["seconds"] = round(time.time() - t0, 1)
         ok = True
     finally:
-        # Logs stay under cluster.root when something failed.
+        t2 = time.time()
         left = cluster.stop(remove_root=ok)
+        timings["stop_s"] = round(time.time() - t2, 1)
         if left:
             print(f"[local-cluster] warning: {left} processes still alive after stop", flush=True)
+        if not ok:
+            print(f"[local-cluster] failed; node logs kept under {cluster.root}", flush=True)
+    timings["total_s"] = round(time.time() - t0, 1)
+    placement["timings"] = timings
     placement["left_processes"] = left
     placement["sessions"] = list(cluster.sessions)
     nodes_used = {w["node_id"] for w in placement["train_workers"]}
@@ -433,7 +441,7 @@ def _train(
         raise RuntimeError(
             f"training workers ran on {len(nodes_used)} node(s), expected {num_nodes}"
         )
-    print(f"[local-cluster] done in {placement['seconds']} s (cluster stopped)", flush=True)
+    print(f"[local-cluster] done, cluster stopped: {timings}", flush=True)
     return placement
 
 
