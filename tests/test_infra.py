@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from mia_core.config import load_config
-from pipelines.local_cluster import LocalCluster, _session_pids, train_on_local_cluster
+from pipelines.local_cluster import LocalCluster, session_pids
+from pipelines.local_cluster_run import train_on_local_cluster
 from pipelines.ray_train import FORWARDED_ENV
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,12 +183,12 @@ def test_stop_ends_exactly_the_clusters_sessions():
     other = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
         deadline = time.time() + 10
-        while len(_session_pids(ours.pid)) < 3 and time.time() < deadline:
+        while len(session_pids(ours.pid)) < 3 and time.time() < deadline:
             time.sleep(0.05)
-        assert len(_session_pids(ours.pid)) == 3  # sh and both sleeps
+        assert len(session_pids(ours.pid)) == 3  # sh and both sleeps
         assert LocalCluster(sessions=[ours.pid]).stop(grace=5) == 0
         ours.wait(timeout=5)
-        assert _session_pids(ours.pid) == []
+        assert session_pids(ours.pid) == []
         assert other.poll() is None
     finally:
         for proc in (ours, other):
@@ -243,5 +244,5 @@ def test_two_node_cluster_trains_across_both_nodes_from_s3(tmp_path, capfd):
     assert "store s3://mia-local-cluster/synthetic.zarr" in out
     assert "local-cluster-secret" not in out  # credentials reach nodes by environment only
     # Nothing of the cluster is left, and the test process never joined it.
-    assert not [p for sid in placement["sessions"] for p in _session_pids(sid)]
+    assert not [p for sid in placement["sessions"] for p in session_pids(sid)]
     assert ray.is_initialized() == was_initialized
