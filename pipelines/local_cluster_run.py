@@ -212,6 +212,7 @@ def _train(
         submission_id = submit_job(cluster, entry)
         timings["job_s"] = round(time.time() - t1, 1)
         placement = job_placement(cluster, submission_id)
+        timings["cluster_cpu_s"] = round(cluster.cpu_seconds(), 1)
         ok = True
     finally:
         t2 = time.time()
