@@ -232,6 +232,8 @@ def test_two_node_cluster_trains_across_both_nodes_from_s3(tmp_path, capfd):
         "configs/experiments/default.yaml", tmp_path, TINY, num_nodes=2, s3=True
     )
     out = capfd.readouterr().out
+    with capfd.disabled():  # visible with -s: where the time went
+        print(f"\ntwo-node run: {placement['timings']}, workers {placement['train_workers']}")
     # One training worker on the head, one on the joined raylet.
     nodes = placement["nodes"]
     assert sorted(nodes.values()) == ["head", "worker"]
