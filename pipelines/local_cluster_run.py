@@ -161,7 +161,8 @@ def train_on_local_cluster(
     synthetic store unless ``s3``).
 
     Args:
-        config: experiment YAML, relative to the repository root.
+        config: experiment YAML, relative to the repository root (the job's working
+            directory).
         out_dir: shared run directory (``run.out_dir``).
         overrides: further ``section.key=value`` overrides.
         num_nodes: Ray nodes including the head.
@@ -169,22 +170,33 @@ def train_on_local_cluster(
             node reads it with credentials from its environment.
 
     Raises:
+        ConfigError: the config or an override is invalid (checked before any start).
         RuntimeError: a node did not come up, the job failed, or the training workers did
             not run on ``num_nodes`` different nodes.
     """
+    from mia_core.config import load_config
+
+    job_overrides = [
+        f"run.out_dir={Path(out_dir).resolve()}",
+        f"run.num_workers={num_nodes}",
+        "run.cpus_per_worker=0.5",
+        "run.read_cpus=0.5",
+        "run.placement_strategy=SPREAD",
+        *overrides,
+    ]
+    load_config(str(REPO / config), job_overrides)  # fail before starting anything
     with contextlib.ExitStack() as stack:
         env: dict[str, str] = {}
         if s3:
             env = stack.enter_context(moto_s3("mia-local-cluster"))
             url = "s3://mia-local-cluster/synthetic.zarr"
-            build_s3_store(config, overrides, url, env)
-            overrides = [*overrides, f"data.store={url}"]
-        return _train(config, Path(out_dir).resolve(), overrides, num_nodes, env)
+            build_s3_store(str(REPO / config), overrides, url, env)
+            job_overrides.append(f"data.store={url}")
+        entry = ["python", "ray_jobs/train.py", "--config", config, *job_overrides]
+        return _train(entry, num_nodes, env)
 
 
-def _train(
-    config: str, out_dir: Path, overrides: list[str], num_nodes: int, env: dict[str, str]
-) -> dict:
+def _train(entry: list[str], num_nodes: int, env: dict[str, str]) -> dict:
     cluster = LocalCluster(num_nodes=num_nodes, env=env)
     t0 = time.time()
     timings: dict[str, float] = {}
@@ -196,18 +208,6 @@ def _train(
         for n in cluster.nodes():
             role = "head" if n["is_head"] else "worker"
             print(f"[local-cluster]   {role:6s} {n['node_id']} CPU={n['cpus']:g}", flush=True)
-        entry = [
-            "python",
-            "ray_jobs/train.py",
-            "--config",
-            config,
-            f"run.out_dir={out_dir}",
-            f"run.num_workers={num_nodes}",
-            "run.cpus_per_worker=0.5",
-            "run.read_cpus=0.5",
-            "run.placement_strategy=SPREAD",
-            *overrides,
-        ]
         t1 = time.time()
         submission_id = submit_job(cluster, entry)
         timings["job_s"] = round(time.time() - t1, 1)
@@ -253,9 +253,18 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     # SIGTERM becomes SystemExit so that the cluster's finally block stops what it started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    placement = train_on_local_cluster(
-        args.config, Path(args.out), args.overrides, args.nodes, args.s3
-    )
+    from mia_core.config import ConfigError
+
+    try:
+        placement = train_on_local_cluster(
+            args.config, Path(args.out), args.overrides, args.nodes, args.s3
+        )
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
+        print(f"[local-cluster] error: {err}", file=sys.stderr)
+        return 1
     if args.placement_json:
         Path(args.placement_json).write_text(json.dumps(placement, indent=2))
     return 0
