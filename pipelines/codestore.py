@@ -123,7 +123,9 @@ def open_code_store(location: StoreLocation, mode: str = "r") -> zarr.Group:
         group = zarr.open_group(location.zarr_store(mode), mode="r" if mode == "r" else "r+")
         attrs = dict(group.attrs.get("mia_codes", {}))
     except Exception as err:
-        raise StoreError(f"{location}: cannot open code store: {type(err).__name__}: {err}") from err
+        raise StoreError(
+            f"{location}: cannot open code store: {type(err).__name__}: {err}"
+        ) from err
     if attrs.get("format") != FORMAT:
         raise StoreError(f"{location}: not a code store (no 'mia_codes' attribute of {FORMAT})")
     return group

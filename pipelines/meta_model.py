@@ -101,7 +101,8 @@ def resolve_checkpoint(checkpoint: str | Path, config: str | Path | None) -> tup
     cfg_path = Path(config) if config else ckpt.resolve().parent.parent / "config.yaml"
     if not cfg_path.exists():
         raise EncodeError(
-            f"meta-model config {cfg_path} does not exist (pass the run's config.yaml with --config)"
+            f"meta-model config {cfg_path} does not exist "
+            "(pass the run's config.yaml with --config)"
         )
     return ckpt, cfg_path
 
@@ -199,8 +200,10 @@ def code_layout(learner: MetaLearner) -> Layout:
 
 
 def base_params(learner: MetaLearner) -> dict[str, Tensor]:
-    """Unbatched meta-learned values of the adapted tensors (codes are relative to these
-    for weights; contexts are stored as they are)."""
+    """Unbatched meta-learned values of the adapted tensors.
+
+    Weight codes are deltas from these; context codes are the contexts themselves.
+    """
     return {k: v[0].detach() for k, v in learner.initial_params(1).items()}
 
 

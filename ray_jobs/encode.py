@@ -1,4 +1,4 @@
-"""Batch-encode a field store's time steps with a meta-trained INR, or decode the codes.
+r"""Batch-encode a field store's time steps with a meta-trained INR, or decode the codes.
 
 Usage (local Ray, or inside ``ray job submit``)::
 

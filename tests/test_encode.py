@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 import zarr
 
@@ -41,7 +40,10 @@ def tiny_fields(seed: int = 0) -> xr.Dataset:
 
 def write_tiny_store(url: str, **options) -> None:
     write_field_store(
-        tiny_fields(), make_location(url, options or None), chunk_time=CHUNK, split=split_by_time(T, 0.2, 0.2)
+        tiny_fields(),
+        make_location(url, options or None),
+        chunk_time=CHUNK,
+        split=split_by_time(T, 0.2, 0.2),
     )
 
 
@@ -163,9 +165,7 @@ def test_ray_actor_pool_encodes_and_resumes(meta_run, tmp_path, ray_session):
         run_encode(options(meta_run, out, use_ray=True, fault_at=9), log=lambda _s: None)
     done_before = int(np.asarray(zarr.open_group(str(out))["done"][...]).sum())
     assert done_before < T
-    s = run_encode(
-        options(meta_run, out, use_ray=True, code_dtype="float32"), log=lambda _s: None
-    )
+    s = run_encode(options(meta_run, out, use_ray=True, code_dtype="float32"), log=lambda _s: None)
     assert s.skipped == done_before and s.encoded == T - done_before and s.done == T
     assert s.psnr["min"] > PSNR_FLOOR
 
