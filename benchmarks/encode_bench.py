@@ -45,19 +45,23 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; see the module docstring."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out-dir", type=Path, default=ROOT / "runs" / "encode_bench")
-    p.add_argument("--size", type=int, default=24, help="Gray-Scott grid side")
-    p.add_argument("--frames", type=int, default=48, help="time steps")
+    p.add_argument(
+        "--size", type=int, default=32, help="Gray-Scott grid side (>= 32 keeps patterns)"
+    )
+    p.add_argument("--frames", type=int, default=32, help="time steps")
+    p.add_argument("--chunk", type=int, default=8, help="time steps per code chunk / work unit")
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--depth", type=int, default=3, help="sine layers (+ linear head)")
-    p.add_argument("--meta-steps", type=int, default=150, help="meta-pretraining steps")
+    p.add_argument("--meta-steps", type=int, default=100, help="meta-pretraining steps")
     p.add_argument("--checkpoint", default=None, help="skip meta-pretraining: use this run")
     p.add_argument("--steps", type=int, default=16, help="encoder steps K")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--points-per-step", type=int, default=4096)
     p.add_argument("--baseline-timesteps", type=int, default=8)
-    p.add_argument("--max-baseline-steps", type=int, default=1500)
+    p.add_argument("--max-baseline-steps", type=int, default=500)
+    p.add_argument("--eval-every", type=int, default=4, help="baseline PSNR check period")
     p.add_argument("--local", action="store_true", help="encode in one process, no Ray")
-    p.add_argument("--threads", type=int, default=2, help="torch threads (single process)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (single process)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = args.out_dir.resolve()
@@ -99,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             steps=args.steps,
             lr=args.lr,
             points_per_step=args.points_per_step,
+            chunk=args.chunk,
             use_ray=not args.local,
             overwrite=True,
             progress=False,
@@ -110,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = load_meta_model(checkpoint, store_dims(fs))
     idx = np.linspace(0, args.frames - 1, args.baseline_timesteps).round().astype(int)
     baseline = fit_from_scratch(
-        meta, loc, group, sorted(set(idx.tolist())), args.max_baseline_steps
+        meta, loc, group, sorted(set(idx.tolist())), args.max_baseline_steps, args.eval_every
     )
     report = write_report(
         make_location(str(codes)),

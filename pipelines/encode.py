@@ -31,6 +31,7 @@ import torch
 
 from mia_core.config import config_from_dict, config_to_dict, load_config
 from mia_core.config.secrets import redact
+from mia_core.runtime import set_matmul_precision
 from pipelines.checkpoint import load_checkpoint
 from pipelines.codestore import (
     create_code_store,
@@ -87,6 +88,8 @@ class EncodeOptions:
         progress: show a progress bar.
         fault_at: testing aid: the unit containing this time index raises after writing
             its codes and before its ``done`` flags (a simulated crash).
+        storage_options: fsspec options for both stores (credentials: never logged or
+            stored; by default they come from the environment).
     """
 
     store: str
@@ -238,12 +241,14 @@ class ChunkEncoder:
         threads = max(1, int(round(spec["threads"])))
         torch.set_num_threads(threads)
         self.device = torch.device(spec["device"])
+        cfg = config_from_dict(spec["config"], "meta-model config")
+        set_matmul_precision(cfg.run.matmul_precision)
         self.store = open_field_store(spec["store"], spec["variables"])
         self.model: MetaModel = load_meta_model(
             spec["reference"],
             store_dims(self.store),
             state=spec["state"],
-            cfg=config_from_dict(spec["config"], "meta-model config"),
+            cfg=cfg,
             sha256=spec["sha256"],
             device=self.device,
         )

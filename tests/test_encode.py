@@ -196,6 +196,35 @@ def test_s3_round_trip(meta_run, s3_server, monkeypatch, tmp_path):
     assert s3_server["secret"] not in str(attrs) and s3_server["key"] not in str(attrs)
 
 
+def test_context_codes_from_a_cavia_meta_model(meta_run, tmp_path):
+    from mia_core.builders import build_learner
+    from mia_core.config import save_config
+
+    cfg = load_config(
+        meta_run["run_dir"] / "config.yaml",
+        [
+            "method.name=cavia",
+            "method.inner_lr=0.1",
+            "model.context_tokens=2",
+            "model.context_dim=4",
+        ],
+    )
+    learner = build_learner(cfg.model, cfg.method, {"t2m": (2, 1)})
+    run = tmp_path / "cavia_run"
+    save_checkpoint({"model": learner.state_dict()}, run / "checkpoints" / "best.pt")
+    save_config(cfg, run / "config.yaml")
+    out = tmp_path / "codes.zarr"
+    s = run_encode(
+        options(meta_run, out, checkpoint=str(run), time_range=(0, CHUNK), optimizer="rule"),
+        log=lambda _s: None,
+    )
+    assert (s.done, s.code_dim) == (CHUNK, 8)  # 2 context vectors of 4 per time step
+    assert s.compression_codes == pytest.approx(NLAT * NLON / 8)
+    assert zarr.open_group(str(out)).attrs["mia_codes"]["mode"] == "context"
+    ds = Decoder(make_location(str(out))).decode([1, 2])
+    assert ds["t2m"].shape == (2, NLAT, NLON) and np.isfinite(ds["t2m"].values).all()
+
+
 def test_bad_checkpoints_and_variables_give_clear_errors(meta_run, tmp_path, capsys):
     run_dir = meta_run["run_dir"]
     out = str(tmp_path / "codes.zarr")
