@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--depth", type=int, default=3, help="sine layers (+ linear head)")
     p.add_argument("--meta-steps", type=int, default=100, help="meta-pretraining steps")
+    p.add_argument("--outer-lr", type=float, default=1e-3, help="meta-pretraining outer lr")
     p.add_argument("--checkpoint", default=None, help="skip meta-pretraining: use this run")
     p.add_argument("--steps", type=int, default=16, help="encoder steps K")
     p.add_argument("--lr", type=float, default=1e-3)
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"model.width={args.width}",
                 f"model.depth={args.depth}",
                 f"run.steps={args.meta_steps}",
+                f"run.outer_lr={args.outer_lr}",
                 f"run.out_dir={out}",
                 f"run.name=meta_inr_{args.size}_w{args.width}d{args.depth}",
                 f"run.eval_every={args.meta_steps}",

@@ -384,7 +384,7 @@ def _run_units(spec: dict[str, Any], units: list[tuple[int, int]], opts: EncodeO
         ChunkEncoder,
         fn_constructor_kwargs={"spec": spec},
         batch_size=1,
-        concurrency=min(opts.concurrency, len(units)),
+        compute=ray.data.ActorPoolStrategy(size=min(opts.concurrency, len(units))),
         num_cpus=opts.cpus_per_actor,
     )
     yield from out.iter_rows()
