@@ -2,8 +2,9 @@
 
 Run ``python benchmarks/encode_bench.py`` (minutes on 2 cores). In one run it
 
-1. simulates a Gray-Scott volume store (``--size``^3 grid, ``--frames`` time steps, two
-   variables) with the ``volumes`` builder, unless it exists;
+1. simulates a volume store with the ``volumes`` builder unless it exists: Gray-Scott
+   (``--size``^3 grid, ``--frames`` time steps, variables ``u, v``) or, with
+   ``--simulate abc-flow``, the smooth time-modulated ABC flow (``u, v, w``);
 2. meta-pretrains Meta-INR on it through the training job (single process,
    ``configs/experiments/meta_inr_gray_scott.yaml``: strides 4 and 2), unless
    ``--checkpoint`` is given;
@@ -37,7 +38,7 @@ from pipelines.codestore import open_code_store  # noqa: E402
 from pipelines.encode import EncodeOptions, open_field_store, run_encode, store_dims  # noqa: E402
 from pipelines.encode_report import fit_from_scratch, write_report  # noqa: E402
 from pipelines.meta_model import load_meta_model  # noqa: E402
-from pipelines.stores import make_location  # noqa: E402
+from pipelines.stores import make_location, open_store  # noqa: E402
 from pipelines.train import run_training  # noqa: E402
 
 
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; see the module docstring."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out-dir", type=Path, default=ROOT / "runs" / "encode_bench")
+    p.add_argument("--simulate", default="gray-scott", choices=("gray-scott", "abc-flow"))
     p.add_argument(
         "--size", type=int, default=32, help="Gray-Scott grid side (>= 32 keeps patterns)"
     )
@@ -52,6 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk", type=int, default=8, help="time steps per code chunk / work unit")
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--depth", type=int, default=3, help="sine layers (+ linear head)")
+    p.add_argument(
+        "--omega0",
+        type=float,
+        default=10.0,
+        help="SIREN frequency; 30 aliases between the points of a stride-4 subsample of a 32^3 grid",
+    )
+    p.add_argument("--spatial-stride", type=int, default=4, help="lambda_s of meta-pretraining")
     p.add_argument("--meta-steps", type=int, default=100, help="meta-pretraining steps")
     p.add_argument("--outer-lr", type=float, default=1e-3, help="meta-pretraining outer lr")
     p.add_argument("--checkpoint", default=None, help="skip meta-pretraining: use this run")
@@ -66,10 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = args.out_dir.resolve()
-    store = out / "data" / f"gray_scott_{args.size}x{args.frames}.zarr"
+    name = args.simulate.replace("-", "_")
+    store = out / "data" / f"{name}_{args.size}x{args.frames}.zarr"
     if not store.exists():
         subprocess.run(
-            [sys.executable, "-m", "pipelines.build", "volumes", "--simulate", "gray-scott"]
+            [sys.executable, "-m", "pipelines.build", "volumes", "--simulate", args.simulate]
             + ["--size", str(args.size), "--steps", str(args.frames), "--out", str(store)],
             check=True,
             cwd=ROOT,
@@ -82,12 +92,16 @@ def main(argv: list[str] | None = None) -> int:
             ROOT / "configs/experiments/meta_inr_gray_scott.yaml",
             [
                 f"data.store={store}",
+                f"data.name={name}",
+                f"data.modalities={json.dumps(open_store(make_location(str(store))).modalities)}",
                 f"model.width={args.width}",
                 f"model.depth={args.depth}",
+                f"model.omega0={args.omega0}",
+                f"data.spatial_stride={args.spatial_stride}",
                 f"run.steps={args.meta_steps}",
                 f"run.outer_lr={args.outer_lr}",
                 f"run.out_dir={out}",
-                f"run.name=meta_inr_{args.size}_w{args.width}d{args.depth}",
+                f"run.name=meta_inr_{name}_{args.size}_w{args.width}d{args.depth}o{args.omega0:g}",
                 f"run.eval_every={args.meta_steps}",
                 f"run.checkpoint_every={args.meta_steps}",
             ],
@@ -96,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         res = run_training(cfg, log=lambda s: print(f"  [meta] {s}"))
         meta_s = time.perf_counter() - t0
         checkpoint = str(res.run_dir)
-    codes = out / "codes" / f"gray_scott_{args.size}.zarr"
+    codes = out / "codes" / f"{name}_{args.size}.zarr"
     summary = run_encode(
         EncodeOptions(
             store=str(store),
