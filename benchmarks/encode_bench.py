@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         "--omega0",
         type=float,
         default=10.0,
-        help="SIREN frequency; 30 aliases between the points of a stride-4 subsample of a 32^3 grid",
+        help="SIREN omega0; 30 aliases between the points of a stride-4 subsample of 32^3",
     )
     p.add_argument("--spatial-stride", type=int, default=4, help="lambda_s of meta-pretraining")
     p.add_argument("--meta-steps", type=int, default=100, help="meta-pretraining steps")
