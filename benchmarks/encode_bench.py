@@ -11,7 +11,7 @@ Run ``python benchmarks/encode_bench.py`` (minutes on 2 cores). In one run it
 3. encodes every time step with the Ray Data encoding job (``--local``: one process) and
    reports time steps/s, PSNR and the compression ratio;
 4. fits the same SIREN from its random initialisation on ``--baseline-timesteps`` time
-   steps (same optimiser, learning rate and point sampling, vectorised the same way)
+   steps (Adam, ``--baseline-lr``, the encoder's point sampling, vectorised the same way)
    until each reaches the encoder's PSNR, and prints the speedup;
 5. writes ``report.md``/``report.json`` and plots (PSNR over time, PCA/t-SNE of codes).
 """
@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--outer-lr", type=float, default=1e-3, help="meta-pretraining outer lr")
     p.add_argument("--checkpoint", default=None, help="skip meta-pretraining: use this run")
     p.add_argument("--steps", type=int, default=16, help="encoder steps K")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--optimizer", default="rule", choices=("rule", "adam", "sgd"))
+    p.add_argument("--lr", type=float, default=1e-3, help="encoder lr (adam/sgd)")
+    p.add_argument("--baseline-lr", type=float, default=1e-3, help="from-scratch Adam lr")
     p.add_argument("--points-per-step", type=int, default=4096)
     p.add_argument("--baseline-timesteps", type=int, default=8)
     p.add_argument("--max-baseline-steps", type=int, default=500)
@@ -118,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             out=str(codes),
             steps=args.steps,
             lr=args.lr,
+            optimizer=args.optimizer,
             points_per_step=args.points_per_step,
             chunk=args.chunk,
             use_ray=not args.local,
@@ -131,7 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     meta = load_meta_model(checkpoint, store_dims(fs))
     idx = np.linspace(0, args.frames - 1, args.baseline_timesteps).round().astype(int)
     baseline = fit_from_scratch(
-        meta, loc, group, sorted(set(idx.tolist())), args.max_baseline_steps, args.eval_every
+        meta,
+        loc,
+        group,
+        sorted(set(idx.tolist())),
+        args.max_baseline_steps,
+        args.eval_every,
+        lr=args.baseline_lr,
     )
     report = write_report(
         make_location(str(codes)),

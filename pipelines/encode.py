@@ -68,8 +68,11 @@ class EncodeOptions:
         out: code store URL.
         config: the run's config (default: ``config.yaml`` of the checkpoint's run).
         steps: adaptation steps ``K`` per time step.
-        lr: learning rate of the adaptation.
-        optimizer: ``adam``, ``sgd`` or ``rule`` (see :func:`~pipelines.meta_model.fit_batch`).
+        lr: learning rate of ``adam``/``sgd`` (``rule`` uses the meta-trained rates).
+        optimizer: ``rule`` (the inner-loop update the model was meta-trained with: MAML's
+            SGD at ``method.inner_lr``, learned MetaSGD rates...), ``adam`` or ``sgd``. A
+            MAML initialisation is tuned for its own inner rule; Adam's first steps move
+            every weight by about ``lr`` and undo much of it.
         points_per_step: points sampled per step (0: every grid point, full resolution).
         batch_size: time steps adapted together (vectorised); 0: a whole chunk.
         chunk: time steps per code-store chunk (0: the field store's time chunk).
@@ -98,7 +101,7 @@ class EncodeOptions:
     config: str | None = None
     steps: int = 16
     lr: float = 1e-3
-    optimizer: str = "adam"
+    optimizer: str = "rule"
     points_per_step: int = 0
     batch_size: int = 0
     chunk: int = 0

@@ -25,8 +25,13 @@ def _encode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="code store URL (local path or s3://)")
     p.add_argument("--config", default=None, help="the run's config (default: beside the run)")
     p.add_argument("--steps", type=int, default=16, help="adaptation steps K per time step")
-    p.add_argument("--lr", type=float, default=1e-3, help="adaptation learning rate")
-    p.add_argument("--optimizer", default="adam", choices=("adam", "sgd", "rule"))
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate of adam/sgd")
+    p.add_argument(
+        "--optimizer",
+        default="rule",
+        choices=("rule", "adam", "sgd"),
+        help="rule: the meta-trained inner-loop update (default)",
+    )
     p.add_argument("--points-per-step", type=int, default=0, help="sampled points (0: all)")
     p.add_argument("--batch-size", type=int, default=0, help="time steps adapted together")
     p.add_argument("--chunk", type=int, default=0, help="code chunk (0: the store's time chunk)")

@@ -86,6 +86,7 @@ def options(meta_run, out, **kw) -> EncodeOptions:
         out=str(out),
         steps=30,
         lr=1e-2,
+        optimizer="adam",
         use_ray=False,
         progress=False,
     )
