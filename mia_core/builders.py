@@ -13,8 +13,8 @@ from mia_core.meta.learner import MetaLearner, PruningSpec, adapted_shapes
 
 
 def adapt_mode(method: MethodConfig) -> str:
-    """``weights`` for MAML, ``context`` for the CAVIA family."""
-    return "weights" if method.name == "maml" else "context"
+    """``weights`` for MAML and Meta-INR (MAML semantics), ``context`` for the CAVIA family."""
+    return "weights" if method.name in ("maml", "meta_inr") else "context"
 
 
 def build_inr(model: ModelConfig, d_in: int, d_out: int, use_context: bool = True) -> INR:
@@ -74,7 +74,7 @@ def build_rule(
 ) -> UpdateRule:
     """The inner-loop update rule named by ``method.name``."""
     lr = method.inner_lr
-    if method.name in ("cavia", "maml"):
+    if method.name in ("cavia", "maml", "meta_inr"):
         return SGD(shapes, groups, lr)
     if method.name == "metasgd":
         return MetaSGD(shapes, groups, lr, tuple(method.metasgd_clamp))

@@ -16,7 +16,7 @@ from mia_core.config.errors import ConfigError
 
 MODEL_FAMILIES = ("siren", "relu_ff", "functa", "composers")
 FUNCTA_MODULATIONS = ("scale", "shift", "scale_shift")
-METHOD_NAMES = ("cavia", "metasgd", "gap", "alfa", "mia", "maml")
+METHOD_NAMES = ("cavia", "metasgd", "gap", "alfa", "mia", "maml", "meta_inr")
 GAP_VARIANTS = ("exact", "approx")
 LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
@@ -246,7 +246,8 @@ class MethodConfig(_Validated):
     """Meta-learning method and its inner loop.
 
     Attributes:
-        name: One of ``METHOD_NAMES`` (cavia, metasgd, gap, alfa, mia, maml).
+        name: One of ``METHOD_NAMES`` (cavia, metasgd, gap, alfa, mia, maml, meta_inr;
+            ``meta_inr`` is MAML on field stores, Meta-INR).
         inner_steps: Inner-loop adaptation steps (>= 0).
         inner_lr: Inner-loop learning rate (initial value when learned), > 0.
         first_order: Drop second-order terms of the meta-gradient.

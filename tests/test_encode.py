@@ -1,0 +1,259 @@
+"""Batch encoding (Meta-INR): meta-pretraining, encode, decode, resume, S3, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from mia_core.config import load_config
+from pipelines.checkpoint import save_checkpoint
+from pipelines.codestore import pending_units
+from pipelines.decode import Decoder, decode_to
+from pipelines.encode import EncodeOptions, run_encode
+from pipelines.meta_model import EncodeError
+from pipelines.stores import StoreError, make_location
+from pipelines.stores.field_writer import split_by_time, write_field_store
+from pipelines.train import run_training
+from ray_jobs.encode import main as encode_main
+
+T, NLAT, NLON, CHUNK = 12, 8, 10, 4
+PSNR_FLOOR = 22.0  # dB on [0, 1]-normalised fields after 30 Adam steps
+
+
+def tiny_fields(seed: int = 0) -> xr.Dataset:
+    """Smooth, slowly moving 2-D fields with a descending latitude axis and datetimes."""
+    rng = np.random.default_rng(seed)
+    lat = np.linspace(60.0, 20.0, NLAT)
+    lon = np.linspace(0.0, 90.0, NLON)
+    t = np.arange(T)[:, None, None]
+    la, lo = np.meshgrid(np.radians(lat), np.radians(lon), indexing="ij")
+    base = 280 + 10 * np.sin(2 * la + 0.3 * t) * np.cos(lo - 0.2 * t)
+    t2m = base + 0.1 * rng.standard_normal(base.shape)
+    times = np.datetime64("2020-01-01T00") + np.arange(T) * np.timedelta64(6, "h")
+    return xr.Dataset(
+        {"t2m": (("time", "latitude", "longitude"), t2m.astype(np.float32), {"units": "K"})},
+        coords={"time": times, "latitude": lat, "longitude": lon},
+    )
+
+
+def write_tiny_store(url: str, **options) -> None:
+    write_field_store(
+        tiny_fields(),
+        make_location(url, options or None),
+        chunk_time=CHUNK,
+        split=split_by_time(T, 0.2, 0.2),
+    )
+
+
+def meta_config(store: str, out_dir, *extra: str):
+    return load_config(
+        "configs/experiments/meta_inr_gray_scott.yaml",
+        [
+            f"data.store={store}",
+            "data.modalities=[t2m]",
+            "model.width=16",
+            "model.depth=2",
+            "model.omega0=10.0",
+            "method.inner_steps=2",
+            "run.steps=3",
+            "run.batch_size=2",
+            "run.log_every=1",
+            "run.eval_every=3",
+            "run.checkpoint_every=3",
+            "run.eval_batch_size=4",
+            f"run.out_dir={out_dir}",
+            *extra,
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def meta_run(tmp_path_factory):
+    """A tiny field store and a Meta-INR run meta-pretrained on it (strided subsample)."""
+    root = tmp_path_factory.mktemp("encode")
+    store = str(root / "fields.zarr")
+    write_tiny_store(store)
+    res = run_training(meta_config(store, root / "runs"), log=lambda _s: None)
+    return {"root": root, "store": store, "run_dir": res.run_dir}
+
+
+def options(meta_run, out, **kw) -> EncodeOptions:
+    base = dict(
+        store=meta_run["store"],
+        checkpoint=str(meta_run["run_dir"]),
+        out=str(out),
+        steps=30,
+        lr=1e-2,
+        optimizer="adam",
+        use_ray=False,
+        progress=False,
+    )
+    return EncodeOptions(**{**base, **kw})
+
+
+def test_meta_inr_config_is_maml_on_strided_fields():
+    cfg = load_config("configs/experiments/meta_inr_paper.yaml")
+    assert cfg.method.name == "meta_inr" and cfg.model.family == "siren"
+    assert (cfg.model.width, cfg.model.depth + 1, cfg.model.omega0) == (256, 7, 30.0)
+    assert (cfg.data.spatial_stride, cfg.data.time_stride, cfg.method.inner_steps) == (4, 2, 16)
+
+
+def test_encode_decode_round_trip(meta_run, tmp_path):
+    out = tmp_path / "codes.zarr"
+    s = run_encode(options(meta_run, out), log=lambda _s: None)
+    assert (s.encoded, s.done, s.skipped) == (T, T, 0)
+    assert s.psnr["min"] > PSNR_FLOOR, s.psnr
+    assert s.code_dim > 0 and s.compression_codes == pytest.approx(NLAT * NLON / s.code_dim)
+    group = zarr.open_group(str(out), mode="r")
+    attrs = group.attrs["mia_codes"]
+    assert attrs["mode"] == "weights" and len(attrs["meta_sha256"]) == 64
+    assert attrs["summary"]["done"] == T and attrs["variable_info"]["t2m"]["norm"]["kind"]
+
+    # Original grid: physical units, ascending latitude, the store's datetimes.
+    ds = Decoder(make_location(str(out))).decode()
+    truth = tiny_fields().sortby("latitude")
+    assert ds["t2m"].dims == ("time", "latitude", "longitude")
+    np.testing.assert_array_equal(ds["time"].values, truth["time"].values)
+    np.testing.assert_allclose(ds["latitude"].values, truth["latitude"].values)
+    norm = attrs["variable_info"]["t2m"]["norm"]
+    span = norm["max"][0] - norm["min"][0]
+    err = ((ds["t2m"].values - truth["t2m"].values) / span) ** 2
+    psnr = -10 * np.log10(err.reshape(T, -1).mean(1))
+    np.testing.assert_allclose(psnr, np.asarray(group["psnr"][:, 0]), atol=0.05)
+
+    # Another resolution (continuous INR) and a time range, to netCDF.
+    nc = tmp_path / "fine.nc"
+    decode_to(str(out), str(nc), slice(2, 5), (16, 20))
+    fine = xr.open_dataset(nc)
+    assert fine["t2m"].shape == (3, 16, 20)
+    assert abs(float(fine["t2m"].mean()) - float(truth["t2m"][2:5].mean())) < 1.0
+
+
+def test_interrupted_encode_resumes_every_step_exactly_once(meta_run, tmp_path):
+    out = tmp_path / "codes.zarr"
+    with pytest.raises(RuntimeError, match="injected fault"):
+        run_encode(options(meta_run, out, fault_at=5), log=lambda _s: None)
+    group = zarr.open_group(str(out), mode="r")
+    done = np.asarray(group["done"][...]).astype(bool)
+    # Unit 0:4 finished; 4:8 wrote its codes but crashed before publishing them.
+    assert done[:4].all() and not done[4:].any()
+    assert np.isfinite(group["psnr"][4:8]).all()
+    assert pending_units(done, CHUNK, 0, T) == [(4, 8), (8, 12)]
+    with pytest.raises(EncodeError, match="not encoded yet"):
+        Decoder(make_location(str(out))).decode(slice(0, 6))
+
+    s = run_encode(options(meta_run, out), log=lambda _s: None)
+    assert (s.skipped, s.encoded, s.done) == (4, T - 4, T)
+    again = run_encode(options(meta_run, out), log=lambda _s: None)
+    assert (again.skipped, again.encoded) == (T, 0)
+
+    # Same codes as an uninterrupted run: resuming changes nothing.
+    clean = tmp_path / "clean.zarr"
+    run_encode(options(meta_run, clean), log=lambda _s: None)
+    np.testing.assert_allclose(
+        zarr.open_group(str(out))["codes"][...], zarr.open_group(str(clean))["codes"][...]
+    )
+    with pytest.raises(StoreError, match="other settings"):
+        run_encode(options(meta_run, out, code_dtype="float16"), log=lambda _s: None)
+
+
+@pytest.mark.integration
+def test_ray_actor_pool_encodes_and_resumes(meta_run, tmp_path, ray_session):
+    out = tmp_path / "codes.zarr"
+    with pytest.raises(Exception, match="injected fault"):
+        run_encode(options(meta_run, out, use_ray=True, fault_at=9), log=lambda _s: None)
+    done_before = int(np.asarray(zarr.open_group(str(out))["done"][...]).sum())
+    assert done_before < T
+    s = run_encode(options(meta_run, out, use_ray=True, code_dtype="float32"), log=lambda _s: None)
+    assert s.skipped == done_before and s.encoded == T - done_before and s.done == T
+    assert s.psnr["min"] > PSNR_FLOOR
+
+
+@pytest.mark.integration
+def test_s3_round_trip(meta_run, s3_server, monkeypatch, tmp_path):
+    s3_server["make_bucket"]("encode")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server["key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server["secret"])
+    endpoint = s3_server["endpoint_url"]
+    write_tiny_store("s3://encode/fields.zarr", endpoint_url=endpoint)
+    opts = options(
+        meta_run,
+        "s3://encode/codes.zarr",
+        store="s3://encode/fields.zarr",
+        endpoint_url=endpoint,
+        code_dtype="float16",
+        steps=10,
+        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+    )
+    s = run_encode(opts, log=lambda _s: None)
+    assert s.done == T and s.compression_codes == pytest.approx(2 * NLAT * NLON / s.code_dim)
+    local = tmp_path / "decoded.zarr"
+    ds = decode_to("s3://encode/codes.zarr", str(local), [0, 11], endpoint_url=endpoint)
+    assert ds["t2m"].shape == (2, NLAT, NLON)
+    loc = make_location("s3://encode/codes.zarr", endpoint_url=endpoint)
+    attrs = zarr.open_group(loc.zarr_store("r"), mode="r").attrs.asdict()
+    assert s3_server["secret"] not in str(attrs) and s3_server["key"] not in str(attrs)
+
+
+def test_context_codes_from_a_cavia_meta_model(meta_run, tmp_path):
+    from mia_core.builders import build_learner
+    from mia_core.config import save_config
+
+    cfg = load_config(
+        meta_run["run_dir"] / "config.yaml",
+        [
+            "method.name=cavia",
+            "method.inner_lr=0.1",
+            "model.context_tokens=2",
+            "model.context_dim=4",
+        ],
+    )
+    learner = build_learner(cfg.model, cfg.method, {"t2m": (2, 1)})
+    run = tmp_path / "cavia_run"
+    save_checkpoint({"model": learner.state_dict()}, run / "checkpoints" / "best.pt")
+    save_config(cfg, run / "config.yaml")
+    out = tmp_path / "codes.zarr"
+    s = run_encode(
+        options(meta_run, out, checkpoint=str(run), time_range=(0, CHUNK), optimizer="rule"),
+        log=lambda _s: None,
+    )
+    assert (s.done, s.code_dim) == (CHUNK, 8)  # 2 context vectors of 4 per time step
+    assert s.compression_codes == pytest.approx(NLAT * NLON / 8)
+    assert zarr.open_group(str(out)).attrs["mia_codes"]["mode"] == "context"
+    ds = Decoder(make_location(str(out))).decode([1, 2])
+    assert ds["t2m"].shape == (2, NLAT, NLON) and np.isfinite(ds["t2m"].values).all()
+
+
+def test_bad_checkpoints_and_variables_give_clear_errors(meta_run, tmp_path, capsys):
+    run_dir = meta_run["run_dir"]
+    out = str(tmp_path / "codes.zarr")
+    with pytest.raises(EncodeError, match="does not exist"):
+        run_encode(options(meta_run, out, checkpoint=str(tmp_path / "nope.pt")))
+    corrupt = tmp_path / "corrupt" / "checkpoints" / "best.pt"
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_bytes(b"not a checkpoint")
+    cfg = str(run_dir / "config.yaml")
+    with pytest.raises(EncodeError, match="unreadable"):
+        run_encode(options(meta_run, out, checkpoint=str(corrupt), config=cfg))
+
+    # A checkpoint of another model size: the weights do not fit the config.
+    from mia_core.builders import build_learner
+
+    wide = load_config(cfg, ["model.width=24"])
+    other = build_learner(wide.model, wide.method, {"t2m": (2, 1)})
+    bad = save_checkpoint({"model": other.state_dict()}, tmp_path / "wide.pt")
+    with pytest.raises(EncodeError, match="does not fit"):
+        run_encode(options(meta_run, out, checkpoint=str(bad), config=cfg))
+
+    # A store without the meta-model's variable.
+    renamed = tmp_path / "renamed.zarr"
+    write_field_store(tiny_fields().rename(t2m="sst"), make_location(str(renamed)))
+    with pytest.raises(EncodeError, match=r"lacks \['t2m'\]"):
+        run_encode(options(meta_run, out, store=str(renamed)))
+
+    code = encode_main(
+        ["encode", "--store", str(renamed), "--checkpoint", str(run_dir), "--out", out, "--local"]
+    )
+    assert code == 2 and "lacks ['t2m']" in capsys.readouterr().err
