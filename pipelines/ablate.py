@@ -95,6 +95,7 @@ class AblationSpec:
             attention correlation.
         analysis_signals: test signals used by the trajectory and attention analyses.
         plot_signals: signals drawn in the trajectory figure.
+        run_figures: draw every run's reconstruction figures (off: seconds per run).
     """
 
     name: str
@@ -107,6 +108,7 @@ class AblationSpec:
     attention_ratio: list[float] = field(default_factory=lambda: [0.01, 0.5])
     analysis_signals: int = 64
     plot_signals: int = 3
+    run_figures: bool = False
 
 
 def load_ablation(
@@ -249,7 +251,9 @@ def run_ablation(
                         cavia_dir = root / "cavia" / f"seed{seed}" / "checkpoints"
                         ckpt = cavia_dir / "best.pt"
                         hook = an.freeze_inrs_hook(ckpt if ckpt.exists() else cavia_dir / "last.pt")
-                    runs[variant][seed] = _run(cfg, parent, ds, variant, hook, log)
+                    runs[variant][seed] = _run(
+                        cfg, parent, ds, variant, hook, log, spec.run_figures
+                    )
             tables.update(_tables(spec, ds, base, target, runs, root, figures, log))
         report = _report(spec, tables, figures, out, time.perf_counter() - t0)
     except BaseException:
@@ -265,7 +269,7 @@ def run_ablation(
     return AblationResult(out, report, tables, parent)
 
 
-def _run(cfg: Config, parent: str, ds: str, variant: str, hook, log) -> dict:
+def _run(cfg: Config, parent: str, ds: str, variant: str, hook, log, figures: bool) -> dict:
     """Train + evaluate one variant x seed unless finished; returns its metrics.json."""
     from pipelines.train import run_dir_of, run_training
 
@@ -282,7 +286,7 @@ def _run(cfg: Config, parent: str, ds: str, variant: str, hook, log) -> dict:
         tags={"ablation.dataset": ds, "ablation.variant": variant},
     )
     prefix = f"[{ds}/{variant}/{cfg.run.name}] "
-    run_training(cfg, log=lambda s: log(prefix + s), init_hook=hook)
+    run_training(cfg, log=lambda s: log(prefix + s), init_hook=hook, figures=figures)
     return json.loads(done.read_text())
 
 

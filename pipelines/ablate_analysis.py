@@ -90,8 +90,17 @@ def freeze_inrs_hook(cavia_ckpt: Path):
                 f"(missing {sorted(own - set(inrs))[:3]}, extra {sorted(set(inrs) - own)[:3]})"
             )
         trainer.learner.load_state_dict(inrs, strict=False)
-        for p in trainer.learner.inrs.parameters():
-            p.requires_grad_(False)
+        frozen = {id(p) for p in trainer.learner.inrs.parameters()}
+        for name, p in trainer.learner.inrs.named_parameters():
+            if name.endswith("context_init"):
+                # The inner loop differentiates w.r.t. contexts started from this tensor,
+                # so it keeps requires_grad; a zeroed gradient and no optimiser slot keep
+                # it fixed.
+                p.register_hook(torch.zeros_like)
+            else:
+                p.requires_grad_(False)
+        for group in trainer.opt.param_groups:
+            group["params"] = [p for p in group["params"] if id(p) not in frozen]
 
     return hook
 
@@ -225,7 +234,7 @@ def attention_correlation(
     mods = list(auxs[0]["msft_tokens"])
     sizes = [auxs[0]["msft_tokens"][m] for m in mods]
     bounds = np.cumsum([0, *sizes])
-    maps = torch.stack([a for aux in auxs for a in aux["msft_attention"]]).mean(0)  # (B, T, T)
+    maps = torch.stack([a.detach() for aux in auxs for a in aux["msft_attention"]]).mean(0)
     abar = torch.zeros(maps.shape[0], len(mods), len(mods))
     for i in range(len(mods)):
         for j in range(len(mods)):

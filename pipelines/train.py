@@ -199,10 +199,12 @@ def run_training(
     log: Callable[[str], None] = print,
     resume: bool = True,
     init_hook: Callable[[MetaTrainer], None] | None = None,
+    figures: bool = True,
 ) -> TrainResult:
     """Single-process meta-training + test evaluation (no Ray); see the module docstring.
 
-    ``init_hook`` is passed to :func:`train_loop`.
+    ``init_hook`` is passed to :func:`train_loop`, ``figures`` to
+    :func:`~pipelines.evaluate_run.evaluate_run`.
     """
     from pipelines.evaluate_run import evaluate_run
     from pipelines.tracking import Tracker
@@ -230,7 +232,7 @@ def run_training(
         tracker.close("FAILED")
         raise
     tracker.close()
-    rows = evaluate_run(run_dir, log=log)
+    rows = evaluate_run(run_dir, log=log, figures=figures)
     return TrainResult(run_dir, trainer.step, trainer.best_step, trainer.best_val, rows, history)
 
 
