@@ -96,6 +96,8 @@ class AblationSpec:
         analysis_signals: test signals used by the trajectory and attention analyses.
         plot_signals: signals drawn in the trajectory figure.
         run_figures: draw every run's reconstruction figures (off: seconds per run).
+        threads: torch intra-op threads while the study runs (1 is ~10x faster than 2
+            on a shared 2-core machine: OpenMP spin-waits under contention).
     """
 
     name: str
@@ -109,6 +111,7 @@ class AblationSpec:
     analysis_signals: int = 64
     plot_signals: int = 3
     run_figures: bool = False
+    threads: int = 1
 
 
 def load_ablation(
@@ -226,6 +229,10 @@ def run_ablation(
         tags={"ablation": spec.name},
     )
     t0 = time.perf_counter()
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(spec.threads)
     tables: dict[str, list[list[str]]] = {}
     figures: list[Path] = []
     try:
@@ -259,6 +266,8 @@ def run_ablation(
     except BaseException:
         run_groups.close_run(parent_cfg, parent, "FAILED")
         raise
+    finally:
+        torch.set_num_threads(threads)
     for name, rows in tables.items():
         _write_csv(rows, out / "tables" / f"{name}.csv")
     run_groups.log_artifacts(parent_cfg, parent, [report])
@@ -275,6 +284,15 @@ def _run(cfg: Config, parent: str, ds: str, variant: str, hook, log, figures: bo
 
     run_dir = run_dir_of(cfg)
     done = run_dir / "metrics.json"
+    if (run_dir / "config.yaml").exists():
+        old = load_config(run_dir / "config.yaml")
+        if old != cfg:
+            a, b = flatten_config(old), flatten_config(cfg)
+            diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+            raise ConfigError(
+                f"{run_dir} was made with another config (differs in {diff[:5]}); "
+                "change the study's name to run the new budget"
+            )
     if done.exists():
         log(f"[{ds}/{variant}/{cfg.run.name}] finished before: skipped")
         return json.loads(done.read_text())
