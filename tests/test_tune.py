@@ -128,3 +128,21 @@ def test_sweep_two_trials_mlflow_children_and_resume(ray_session, tmp_path):
     again = run_sweep(spec, base)
     assert {r["trial_id"] for r in again.rows} == {r["trial_id"] for r in res.rows}
     assert len(client.search_runs([exp.experiment_id])) == 3
+
+
+@pytest.mark.parametrize("search", ["tpe", "random"])
+def test_searchers_suggest_points_inside_the_space(tmp_path, search):
+    from pipelines.tune import _searcher
+
+    spec, base = load_sweep(write_sweep(tmp_path, search))
+    searcher = _searcher(spec, 2)
+    if search == "tpe":  # Optuna's TPE through Ray's OptunaSearch
+        assert searcher.set_search_properties("best_val", "min", search_space(spec))
+        for i in range(3):
+            point = decode(searcher.suggest(f"t{i}"))
+            assert point["method.inner_steps"] in (1, 2)
+            assert -0.5 <= point["method.sft.eta_init"] <= 0.5
+            assert point["data.support_ratio"] in ([0.05, 0.2], [0.1, 0.3])
+            apply_params(base, point)
+    else:
+        assert searcher.__class__.__name__ == "BasicVariantGenerator"
