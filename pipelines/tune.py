@@ -428,6 +428,13 @@ def _rows(spec: SweepSpec, grid, sweep_dir: Path, trial_base: Config) -> list[di
         )
     if not rows:
         raise RuntimeError(f"sweep {spec.name}: Tune returned no trial")
+    # A trial that died before its first report has no id in its results: close its
+    # child run from the id file so no MLflow run stays RUNNING.
+    seen = {r["mlflow_run_id"] for r in rows}
+    for id_file in (sweep_dir / "trials").glob("*/mlflow_run_id"):
+        run_id = id_file.read_text().strip()
+        if run_id not in seen:
+            run_groups.close_run(trial_base, run_id, "FAILED")
     return rows
 
 

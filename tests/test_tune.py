@@ -42,7 +42,11 @@ def write_sweep(tmp_path, search="random", params=None, **extra):
     spec = {
         "name": "tiny",
         "base": "/work/placeholder",
-        "overrides": [*TINY, f"run.out_dir={tmp_path}"],
+        "overrides": [
+            *TINY,
+            f"run.out_dir={tmp_path}",
+            f"run.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+        ],
         "search": search,
         "num_samples": 2,
         "max_concurrent_trials": 2,
