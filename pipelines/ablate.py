@@ -293,18 +293,21 @@ def _run(cfg: Config, parent: str, ds: str, variant: str, hook, log, figures: bo
                 f"{run_dir} was made with another config (differs in {diff[:5]}); "
                 "change the study's name to run the new budget"
             )
+    label = f"{ds}/{variant}/{cfg.run.name}"
     if done.exists():
-        log(f"[{ds}/{variant}/{cfg.run.name}] finished before: skipped")
-        return json.loads(done.read_text())
-    run_groups.open_run(
-        cfg,
-        run_dir / "mlflow_run_id",
-        f"{ds}/{variant}/{cfg.run.name}",
-        parent_id=parent,
-        tags={"ablation.dataset": ds, "ablation.variant": variant},
-    )
-    prefix = f"[{ds}/{variant}/{cfg.run.name}] "
-    run_training(cfg, log=lambda s: log(prefix + s), init_hook=hook, figures=figures)
+        log(f"[{label}] finished before: skipped")
+    else:
+        run_groups.open_run(
+            cfg,
+            run_dir / "mlflow_run_id",
+            label,
+            parent_id=parent,
+            tags={"ablation.dataset": ds, "ablation.variant": variant},
+        )
+        run_training(cfg, log=lambda s: log(f"[{label}] {s}"), init_hook=hook, figures=figures)
+    # The training Tracker names its MLflow run after run.name (seed<k>): restore the label.
+    run_id = (run_dir / "mlflow_run_id").read_text().strip()
+    run_groups.client_for(cfg).set_tag(run_id, "mlflow.runName", label)
     return json.loads(done.read_text())
 
 

@@ -394,7 +394,10 @@ def _scheduler(spec: SweepSpec, base: Config):
     return ASHAScheduler(
         time_attr="step",
         max_t=base.run.steps,
-        grace_period=int(spec.scheduler.get("grace_period", base.run.eval_every)),
+        # A grace period beyond the run would never stop anything (and ASHA rejects it).
+        grace_period=min(
+            int(spec.scheduler.get("grace_period", base.run.eval_every)), base.run.steps
+        ),
         reduction_factor=float(spec.scheduler.get("reduction_factor", 2)),
     )
 
