@@ -259,6 +259,10 @@ def trial_slots(per_trial_cpus: float, total_cpus: float, wanted: int) -> int:
     return max(1, min(wanted, fit))
 
 
+class SweepInterrupted(RuntimeError):
+    """The sweep stopped before every trial finished (it can be resumed)."""
+
+
 @dataclass
 class SweepResult:
     """What a sweep produced.
@@ -354,6 +358,13 @@ def run_sweep(
         f"{slots} trial(s) at a time x {per_trial:g} CPU"
     )
     grid = tuner.fit()
+    unfinished = len(grid) - grid.num_terminated - grid.num_errors
+    if unfinished:  # Ctrl-C / SIGINT: Tune saved the experiment and returned early
+        run_groups.close_run(trial_base, parent_id, "KILLED")
+        raise SweepInterrupted(
+            f"sweep {spec.name}: interrupted with {unfinished} unfinished trial(s); run the "
+            "same command again to resume them"
+        )
     try:
         rows = _rows(spec, grid, sweep_dir, trial_base)
         best = _best(spec, rows)
@@ -542,6 +553,7 @@ def _plot(spec: SweepSpec, rows: list[dict], path: Path) -> Path:
 
 
 __all__ = [
+    "SweepInterrupted",
     "SweepResult",
     "SweepSpec",
     "apply_params",

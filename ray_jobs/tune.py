@@ -33,14 +33,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("overrides", nargs="*", help="key=value or sweep.key=value overrides")
     args = parser.parse_args(argv)
-    from pipelines.tune import load_sweep, run_sweep
+    from pipelines.tune import SweepInterrupted, load_sweep, run_sweep
 
     try:
         spec, base = load_sweep(args.config, args.overrides)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
-    run_sweep(spec, base, resume=not args.no_resume, address=args.address)
+    try:
+        run_sweep(spec, base, resume=not args.no_resume, address=args.address)
+    except SweepInterrupted as err:
+        print(err, file=sys.stderr)
+        return 130
     return 0
 
 

@@ -64,6 +64,9 @@ def test_shipped_studies_load():
     spec, bases = load_ablation("configs/ablation/short.yaml")
     assert len(spec.seeds) >= 3 and set(spec.studies) == set(NEEDS)
     assert bases["synthetic1d"].run.steps <= 200
+    full, fbases = load_ablation("configs/ablation/full.yaml")
+    assert {"synthetic1d", "av_digits", "celeba_maps"} == set(fbases)
+    assert fbases["av_digits"].data.modalities == ["image", "audio"]
 
 
 def test_bad_studies_name_the_key(tmp_path):
