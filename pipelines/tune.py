@@ -529,9 +529,13 @@ def _plot(spec: SweepSpec, rows: list[dict], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     keys = list(spec.params)
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.2), squeeze=False)
+    cols = min(3, len(keys))
+    nrows = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.8 * cols, 3.2 * nrows), squeeze=False)
+    for ax in axes.flat[len(keys) :]:
+        ax.set_visible(False)
     ys = [r[spec.metric] for r in rows]
-    for ax, key in zip(axes[0], keys, strict=True):
+    for ax, key in zip(axes.flat, keys, strict=False):
         vals = [r["params"][key] for r in rows]
         numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in vals)
         if numeric:
