@@ -29,6 +29,7 @@ import csv
 import dataclasses
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,6 +299,10 @@ def run_sweep(
 
     _init_ray(address)
     sweep_dir = Path(base.run.out_dir).resolve() / "sweeps" / spec.name
+    if not resume and sweep_dir.exists():  # start afresh, keeping the old sweep aside
+        old = sweep_dir.with_name(f"{spec.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        sweep_dir.rename(old)
+        log(f"sweep {spec.name}: previous sweep moved to {old}")
     sweep_dir.mkdir(parents=True, exist_ok=True)
     # Trials share one tracking store and (unless a store-building key is swept) one store.
     run_cfg = dataclasses.replace(
