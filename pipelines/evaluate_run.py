@@ -28,6 +28,7 @@ def evaluate_run(
     repeats: int | None = None,
     log: Callable[[str], None] = print,
     track: bool = True,
+    figures: bool = True,
 ) -> list[EvalRow]:
     """Evaluate ``run_dir``'s best checkpoint (else its last) on the test split.
 
@@ -36,6 +37,8 @@ def evaluate_run(
         repeats: bootstrap factor; ``run.eval_repeats`` by default.
         log: line printer.
         track: log the outputs to the run's MLflow run.
+        figures: draw the reconstruction / attention figures (seconds per run; the
+            ablation study turns them off for its many small runs).
     """
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.yaml")
@@ -92,7 +95,7 @@ def evaluate_run(
             indent=1,
         )
     )
-    figures = _figures(learner, store, cfg, device, run_dir / "figures")
+    figures = _figures(learner, store, cfg, device, run_dir / "figures") if figures else []
     if track:
         from pipelines.tracking import Tracker
 

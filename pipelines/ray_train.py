@@ -105,7 +105,12 @@ def _init_ray(address: str | None) -> None:
 
 
 def run_ray_training(
-    cfg: Config, address: str | None = None, resume: bool = True, evaluate_after: bool = True
+    cfg: Config,
+    address: str | None = None,
+    resume: bool = True,
+    evaluate_after: bool = True,
+    callbacks: list | None = None,
+    read_cpus: float | None = None,
 ) -> TrainResult:
     """Run the distributed job for ``cfg``; see the module docstring.
 
@@ -114,6 +119,10 @@ def run_ray_training(
         address: Ray cluster address (default: ``RAY_ADDRESS`` or a new local instance).
         resume: continue from the run directory's ``last.pt`` if present.
         evaluate_after: evaluate the selected checkpoint on the test split.
+        callbacks: Ray Train ``UserCallback``s for ``RunConfig`` (a Tune trial passes
+            ``TuneReportCallback`` so the workers' reports reach Tune).
+        read_cpus: CPUs per Ray Data read task (default ``run.read_cpus``); fractions let concurrent
+            runs (Tune trials) read side by side on a small cluster.
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -130,7 +139,11 @@ def run_ray_training(
     store = open_training_store(cfg)
     save_config(cfg, run_dir / "config.yaml")
     train_ds = read_store(
-        store.location, store.modalities, "train", cfg.data.time_stride, num_cpus=cfg.run.read_cpus
+        store.location,
+        store.modalities,
+        "train",
+        cfg.data.time_stride,
+        num_cpus=read_cpus or cfg.run.read_cpus,
     )
     attempt = len(list((run_dir / "ray").glob("attempt-*"))) if (run_dir / "ray").exists() else 0
     trainer = TorchTrainer(
@@ -147,6 +160,7 @@ def run_ray_training(
             storage_path=str(run_dir / "ray"),
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
         ),
         datasets={"train": train_ds},
     )

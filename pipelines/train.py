@@ -90,6 +90,7 @@ def train_loop(
     resume_state: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
     tracker: Any = None,
+    init_hook: Callable[[MetaTrainer], None] | None = None,
 ) -> tuple[MetaTrainer, list[dict]]:
     """Meta-train until ``run.steps``; see the module docstring.
 
@@ -106,10 +107,14 @@ def train_loop(
             ``last.pt`` when present.
         log: line printer (rank 0 only prints).
         tracker: :class:`~pipelines.tracking.Tracker` on rank 0, or ``None``.
+        init_hook: called with the new trainer before any resume (e.g. the ablation
+            study loads and freezes a trained CAVIA's INRs there).
     """
     run_dir = run_dir_of(cfg)
     ckpt_dir = run_dir / "checkpoints"
     trainer = MetaTrainer(cfg, modality_dims(store), device)
+    if init_hook is not None:
+        init_hook(trainer)
     if resume_state is None and (ckpt_dir / "last.pt").exists():
         resume_state = load_checkpoint(ckpt_dir / "last.pt", device)
     if resume_state is not None:
@@ -190,9 +195,17 @@ def train_loop(
 
 
 def run_training(
-    cfg: Config, log: Callable[[str], None] = print, resume: bool = True
+    cfg: Config,
+    log: Callable[[str], None] = print,
+    resume: bool = True,
+    init_hook: Callable[[MetaTrainer], None] | None = None,
+    figures: bool = True,
 ) -> TrainResult:
-    """Single-process meta-training + test evaluation (no Ray); see the module docstring."""
+    """Single-process meta-training + test evaluation (no Ray); see the module docstring.
+
+    ``init_hook`` is passed to :func:`train_loop`, ``figures`` to
+    :func:`~pipelines.evaluate_run.evaluate_run`.
+    """
     from pipelines.evaluate_run import evaluate_run
     from pipelines.tracking import Tracker
 
@@ -212,12 +225,14 @@ def run_training(
 
     tracker = Tracker(cfg, run_dir)
     try:
-        trainer, history = train_loop(cfg, store, episodes, device, log=log, tracker=tracker)
+        trainer, history = train_loop(
+            cfg, store, episodes, device, log=log, tracker=tracker, init_hook=init_hook
+        )
     except BaseException:
         tracker.close("FAILED")
         raise
     tracker.close()
-    rows = evaluate_run(run_dir, log=log)
+    rows = evaluate_run(run_dir, log=log, figures=figures)
     return TrainResult(run_dir, trainer.step, trainer.best_step, trainer.best_val, rows, history)
 
 
