@@ -40,7 +40,14 @@ class Tracker:
         self.mlflow = mlflow
         self.uri = tracking_uri(cfg)
         Path(cfg.run.out_dir).mkdir(parents=True, exist_ok=True)
+        # set_tracking_uri also exports MLFLOW_TRACKING_URI; restore it so this run's
+        # store does not become the default of later runs in the same process.
+        previous = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(self.uri)
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
         exp = mlflow.get_experiment_by_name(cfg.run.experiment)
         if exp is not None:
             exp_id = exp.experiment_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -108,3 +109,15 @@ def test_entry_script_reports_bad_key(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "run.stepz" in err and "run.steps" in err
+
+
+def test_tracker_does_not_leak_its_uri_into_the_environment(tmp_path, monkeypatch):
+    from mia_core.config import config_from_dict
+    from pipelines.tracking import Tracker, tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first = config_from_dict({"run": {"out_dir": str(tmp_path / "a"), "name": "a"}})
+    Tracker(first, tmp_path / "a" / "a").close()
+    second = config_from_dict({"run": {"out_dir": str(tmp_path / "b"), "name": "b"}})
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert tracking_uri(second).endswith(str(tmp_path / "b" / "mlflow.db"))
