@@ -69,9 +69,7 @@ class MWTTrainer:
             {"params": list(self.model.classifier.parameters())},
         ]
         groups[1]["lr"] = cfg.method.mwt.alpha_lr
-        self.opt = torch.optim.AdamW(
-            groups, lr=cfg.run.outer_lr, weight_decay=cfg.run.weight_decay
-        )
+        self.opt = torch.optim.AdamW(groups, lr=cfg.run.outer_lr, weight_decay=cfg.run.weight_decay)
         self.sched = make_scheduler(self.opt, cfg)
         self.augment = build_augment(cfg.method)
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0

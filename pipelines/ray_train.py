@@ -115,6 +115,10 @@ def run_ray_training(
         resume: continue from the run directory's ``last.pt`` if present.
         evaluate_after: evaluate the selected checkpoint on the test split.
     """
+    if cfg.method.name == "mwt":  # INR classification has its own job: pipelines/mwt_ray.py
+        from pipelines.mwt_ray import run_mwt_ray
+
+        return run_mwt_ray(cfg, address, resume, evaluate_after)
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 

@@ -193,6 +193,10 @@ def run_training(
     cfg: Config, log: Callable[[str], None] = print, resume: bool = True
 ) -> TrainResult:
     """Single-process meta-training + test evaluation (no Ray); see the module docstring."""
+    if cfg.method.name == "mwt":  # INR classification has its own job: pipelines/mwt.py
+        from pipelines.mwt import run_mwt_training
+
+        return run_mwt_training(cfg, log, resume)
     from pipelines.evaluate_run import evaluate_run
     from pipelines.tracking import Tracker
 
