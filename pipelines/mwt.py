@@ -158,6 +158,13 @@ def evaluate_split(
     model: MWT, data: LabelledImages, split: str, batch_size: int, device: torch.device
 ) -> dict[str, float]:
     """Accuracy, PSNR (dB, data range 1) and MSE of ``split``, fitting every image in k steps."""
+    with torch.no_grad():  # the inner loop re-enables gradients for its own steps
+        return _evaluate_split(model, data, split, batch_size, device)
+
+
+def _evaluate_split(
+    model: MWT, data: LabelledImages, split: str, batch_size: int, device: torch.device
+) -> dict[str, float]:
     model.eval()
     idx = data.indices(split)
     correct, psnr, mse = 0, 0.0, 0.0

@@ -300,3 +300,14 @@ def test_ray_train_job_two_workers(ray_session, digits_store, tmp_path):
     res = run_ray_training(cfg)
     assert res.step == 4 and 0.0 <= res.test_metrics["test_accuracy"] <= 1.0
     assert (tmp_path / "ray" / "checkpoints" / "last.pt").exists()
+
+
+def test_first_order_drops_second_order_terms_only():
+    model, images, labels = _model("method.first_order=true", "method.mwt.w_cls=0")
+    g_fo = _grads(model, model(images, labels).rec_loss)
+    model.first_order = False
+    g_so = _grads(model, model(images, labels).rec_loss)
+    for n, g in g_fo.items():
+        if n.startswith("siren."):
+            assert g is not None and g.abs().sum() > 0, n
+    assert not torch.allclose(g_fo["siren.theta.0"], g_so["siren.theta.0"])

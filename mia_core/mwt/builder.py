@@ -46,7 +46,7 @@ def build_mwt(
         m.layerscale_init,
         beta_std=1.0 / m.input_scale if m.input_norm == "scale" else 2e-3,
     )
-    return MWT(siren, classifier, image_shape, m.w_cls, m.sample_fraction)
+    return MWT(siren, classifier, image_shape, m.w_cls, m.sample_fraction, method.first_order)
 
 
 def build_augment(method: MethodConfig) -> Augment:

@@ -74,6 +74,7 @@ class MWT(nn.Module):
         w_cls: weight of the classification gradient on ``theta`` and ``alpha``
             (0 = WT baseline).
         sample_fraction: pixel fraction ``s`` per inner step during training.
+        first_order: drop the second-order terms of the meta-gradient.
     """
 
     def __init__(
@@ -83,10 +84,12 @@ class MWT(nn.Module):
         image_shape: tuple[int, int],
         w_cls: float = 1.0,
         sample_fraction: float = 1.0,
+        first_order: bool = False,
     ) -> None:
         super().__init__()
         self.siren, self.classifier = siren, classifier
         self.w_cls, self.sample_fraction = float(w_cls), float(sample_fraction)
+        self.first_order = first_order
         self.image_shape = tuple(image_shape)
         self.register_buffer("coords", grid_coords(self.image_shape), persistent=False)
 
@@ -118,7 +121,9 @@ class MWT(nn.Module):
         values = images.reshape(images.shape[0], -1, images.shape[-1])
         frac = self.sample_fraction if create_graph else 1.0
         with torch.enable_grad():
-            phi, inner = self.siren.adapt(self.coords, values, frac, generator, create_graph)
+            phi, inner = self.siren.adapt(
+                self.coords, values, frac, generator, create_graph, self.first_order
+            )
         mse = ((self.siren(phi, self.coords.unsqueeze(0)) - values) ** 2).mean(dim=(1, 2))
         theta = self.siren.hidden(list(self.siren.theta))
         hidden = self.siren.hidden(phi)

@@ -87,6 +87,7 @@ class MetaSiren(nn.Module):
         sample_fraction: float = 1.0,
         generator: torch.Generator | None = None,
         create_graph: bool = True,
+        first_order: bool = False,
     ) -> tuple[list[Tensor], list[Tensor]]:
         """Fit every image of a batch in ``steps`` SGD steps from ``theta``.
 
@@ -98,6 +99,10 @@ class MetaSiren(nn.Module):
             generator: RNG of the pixel subsets (CPU generator).
             create_graph: keep the steps differentiable (meta-training); ``False`` for
                 evaluation, where only ``phi`` is needed.
+            first_order: with ``create_graph``, treat the inner gradients as constants
+                (first-order MAML): ``theta`` still gets the outer gradient through the
+                identity path and ``alpha`` through ``alpha * g``, without second-order
+                terms.
 
         Returns:
             The adapted weights ``phi`` (each ``(B, *shape)``) and the inner losses
@@ -119,7 +124,8 @@ class MetaSiren(nn.Module):
                 x, y = coords.unsqueeze(0), values
             err = ((self(params, x) - y) ** 2).mean(dim=(1, 2))
             # Summed over images: each image's gradient is that of its own mean MSE.
-            grads = torch.autograd.grad(err.sum(), params, create_graph=create_graph)
+            second = create_graph and not first_order
+            grads = torch.autograd.grad(err.sum(), params, create_graph=second)
             params = [t - a[k] * g for t, a, g in zip(params, self.alpha, grads, strict=True)]
             if not create_graph:
                 params = [t.detach().requires_grad_(k + 1 < self.steps) for t in params]
