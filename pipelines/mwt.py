@@ -146,10 +146,16 @@ class MWTTrainer:
 def epoch_batches(
     data: LabelledImages, cfg: Config, epoch: int, rank: int = 0, world: int = 1
 ) -> list[np.ndarray]:
-    """This worker's training batches of ``epoch`` (seeded order, last partial dropped)."""
+    """This worker's training batches of ``epoch`` (seeded order, last partial dropped).
+
+    The permutation is cut to a multiple of ``world`` first so that every worker gets
+    the same number of batches (a worker with one batch more would wait forever in the
+    gradient all-reduce).
+    """
     idx = data.indices("train")
     rng = np.random.default_rng([cfg.run.seed, epoch])
-    shard = idx[rng.permutation(len(idx))][rank::world]
+    perm = idx[rng.permutation(len(idx))]
+    shard = perm[: len(perm) - len(perm) % world][rank::world]
     bs = cfg.run.batch_size
     return [shard[i : i + bs] for i in range(0, len(shard) - bs + 1, bs)]
 

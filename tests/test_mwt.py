@@ -311,3 +311,21 @@ def test_first_order_drops_second_order_terms_only():
         if n.startswith("siren."):
             assert g is not None and g.abs().sum() > 0, n
     assert not torch.allclose(g_fo["siren.theta.0"], g_so["siren.theta.0"])
+
+
+def test_epoch_batches_shard_evenly_and_are_seeded(digits_store):
+    from pipelines.mwt import epoch_batches
+    from pipelines.mwt_data import load_labelled
+
+    cfg = load_config(None, [*JOB, f"data.store={digits_store}", "run.batch_size=5"])
+    data = load_labelled(cfg)
+    n_train = len(data.indices("train"))
+    for world in (1, 2, 3):
+        shards = [epoch_batches(data, cfg, 0, r, world) for r in range(world)]
+        assert len({len(s) for s in shards}) == 1
+        seen = np.concatenate([np.concatenate(s) for s in shards])
+        assert len(set(seen)) == len(seen) and set(seen) <= set(data.indices("train"))
+        assert len(seen) > n_train - world * 5 - world
+    a, b = epoch_batches(data, cfg, 0), epoch_batches(data, cfg, 1)
+    assert all(np.array_equal(x, y) for x, y in zip(a, epoch_batches(data, cfg, 0), strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
