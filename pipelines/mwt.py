@@ -330,6 +330,9 @@ def run_mwt_training(
 
     device = resolve_device(cfg.run.device)
     set_matmul_precision(cfg.run.matmul_precision)
+    # As many threads as one Ray worker: the tensors are small, and extra OpenMP threads
+    # mostly spin-wait (10x slower per step on a shared 2-core machine).
+    torch.set_num_threads(max(1, int(cfg.run.cpus_per_worker)))
     run_dir = run_dir_of(cfg)
     if not resume and (run_dir / "checkpoints" / "last.pt").exists():
         (run_dir / "checkpoints" / "last.pt").unlink()
