@@ -42,6 +42,11 @@ def evaluate_run(
     """
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.yaml")
+    if cfg.method.name == "mwt":  # classification metrics (metrics.json), no EvalRows
+        from pipelines.mwt import evaluate_mwt_run
+
+        evaluate_mwt_run(run_dir, log, track)
+        return []
     device = resolve_device(cfg.run.device)
     set_matmul_precision(cfg.run.matmul_precision)
     store = open_training_store(cfg)

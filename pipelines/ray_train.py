@@ -124,6 +124,10 @@ def run_ray_training(
         read_cpus: CPUs per Ray Data read task (default ``run.read_cpus``); fractions let concurrent
             runs (Tune trials) read side by side on a small cluster.
     """
+    if cfg.method.name == "mwt":  # INR classification has its own job: pipelines/mwt_ray.py
+        from pipelines.mwt_ray import run_mwt_ray
+
+        return run_mwt_ray(cfg, address, resume, evaluate_after)
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 

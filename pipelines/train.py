@@ -206,6 +206,10 @@ def run_training(
     ``init_hook`` is passed to :func:`train_loop`, ``figures`` to
     :func:`~pipelines.evaluate_run.evaluate_run`.
     """
+    if cfg.method.name == "mwt":  # INR classification has its own job: pipelines/mwt.py
+        from pipelines.mwt import run_mwt_training
+
+        return run_mwt_training(cfg, log, resume)
     from pipelines.evaluate_run import evaluate_run
     from pipelines.tracking import Tracker
 

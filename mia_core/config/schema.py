@@ -16,7 +16,7 @@ from mia_core.config.errors import ConfigError
 
 MODEL_FAMILIES = ("siren", "relu_ff", "functa", "composers")
 FUNCTA_MODULATIONS = ("scale", "shift", "scale_shift")
-METHOD_NAMES = ("cavia", "metasgd", "gap", "alfa", "mia", "maml", "meta_inr")
+METHOD_NAMES = ("cavia", "metasgd", "gap", "alfa", "mia", "maml", "meta_inr", "mwt")
 GAP_VARIANTS = ("exact", "approx")
 LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
@@ -242,12 +242,68 @@ class ModelConfig(_Validated):
 
 
 @dataclass
+class MWTConfig(_Validated):
+    """MWT: end-to-end classification of meta-learned SIREN weights (``method.name: mwt``).
+
+    The SIREN is ``model.width`` x ``model.depth`` with ``model.omega0``; it is fitted in
+    ``method.inner_steps`` SGD steps (second order unless ``method.first_order``).
+
+    Attributes:
+        w_cls: Weight of the classification gradient on the SIREN initialisation and
+            learning rates (0 = the WT baseline: SIREN trained on reconstruction only).
+        sample_fraction: Fraction ``s`` of the pixels used per inner step in training.
+        lr_init: ``[low, high]`` of the uniform initial per-step per-parameter rates.
+        alpha_lr: Outer (AdamW) learning rate of the inner learning rates.
+        input_scale: ``lambda`` in ``lambda (phi - theta + beta)``.
+        input_norm: ``scale`` (use ``input_scale``) or ``layernorm``.
+        cls_dim: Transformer token width.
+        cls_depth: Transformer blocks.
+        cls_heads: Attention heads (``cls_dim`` divisible by it).
+        cls_mlp_dim: Hidden width of the blocks' MLPs.
+        layerscale_init: Initial LayerScale value.
+        flip: Random horizontal flips.
+        shift: Maximal random shift, fraction of the image size.
+        rotate: Maximal random rotation in degrees.
+        scale: ``[low, high]`` random zoom range.
+        label_key: Store array holding the integer labels.
+        pixel_baseline: Also fit a logistic regression on raw pixels (train split) and
+            report its test accuracy next to MWT's.
+    """
+
+    w_cls: float = _num(1.0, ge=0.0)
+    sample_fraction: float = _num(1.0, gt=0.0, le=1.0)
+    lr_init: list[float] = _list(0.1, 1.0)
+    alpha_lr: float = _num(1e-2, gt=0.0)
+    input_scale: float = _num(500.0, gt=0.0)
+    input_norm: str = _choice("scale", ("scale", "layernorm"))
+    cls_dim: int = _num(64, ge=1)
+    cls_depth: int = _num(4, ge=1)
+    cls_heads: int = _num(2, ge=1)
+    cls_mlp_dim: int = _num(128, ge=1)
+    layerscale_init: float = _num(0.1, gt=0.0)
+    flip: bool = False
+    shift: float = _num(0.0, ge=0.0, le=0.5)
+    rotate: float = _num(0.0, ge=0.0, le=180.0)
+    scale: list[float] = _list(1.0, 1.0)
+    label_key: str = "labels"
+    pixel_baseline: bool = True
+
+    def _extra_problems(self) -> Problems:
+        yield from _interval_problems("lr_init", self.lr_init, 0.0, float("inf"), False)
+        yield from _interval_problems("scale", self.scale, 0.0, float("inf"), True)
+        if _is_number(self.cls_dim) and _is_number(self.cls_heads) and self.cls_heads > 0:
+            if self.cls_dim % self.cls_heads:
+                yield "cls_heads", f"cls_dim ({self.cls_dim}) must be divisible by it"
+
+
+@dataclass
 class MethodConfig(_Validated):
     """Meta-learning method and its inner loop.
 
     Attributes:
-        name: One of ``METHOD_NAMES`` (cavia, metasgd, gap, alfa, mia, maml, meta_inr;
-            ``meta_inr`` is MAML on field stores, Meta-INR).
+        name: One of ``METHOD_NAMES`` (cavia, metasgd, gap, alfa, mia, maml, meta_inr,
+            mwt; ``meta_inr`` is MAML on field stores, Meta-INR; ``mwt`` classifies
+            meta-learned SIREN weights and runs its own job, ``pipelines/mwt.py``).
         inner_steps: Inner-loop adaptation steps (>= 0).
         inner_lr: Inner-loop learning rate (initial value when learned), > 0.
         first_order: Drop second-order terms of the meta-gradient.
@@ -257,6 +313,7 @@ class MethodConfig(_Validated):
         uncertainty_weighting: Weight per-modality losses by learned uncertainty.
         sft: State Fusion Transformer settings (MIA).
         pruning: Pruning settings.
+        mwt: MWT classification settings (``name: mwt``).
     """
 
     name: str = _choice("cavia", METHOD_NAMES)
@@ -269,6 +326,7 @@ class MethodConfig(_Validated):
     uncertainty_weighting: bool = False
     sft: SFTConfig = field(default_factory=SFTConfig)
     pruning: PruningConfig = field(default_factory=PruningConfig)
+    mwt: MWTConfig = field(default_factory=MWTConfig)
 
     def _extra_problems(self) -> Problems:
         yield from _interval_problems("metasgd_clamp", self.metasgd_clamp, 0.0, float("inf"), False)

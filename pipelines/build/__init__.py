@@ -4,4 +4,4 @@ Each builder is one module exposing ``add_arguments(parser)`` and
 ``build(args, location) -> dict`` (a summary printed as JSON).
 """
 
-BUILDERS = ("synthetic1d", "era5", "av_digits", "images", "volumes")
+BUILDERS = ("synthetic1d", "era5", "av_digits", "images", "volumes", "digits", "mnist", "cifar10")

@@ -1,0 +1,60 @@
+"""Spatial augmentations in image space (MWT, Sec. 4): flip, shift, rotate, scale.
+
+Possible because an image's INR is fitted in ``k`` steps inside every training step:
+the augmented image is simply fitted instead of the original. One random affine map
+per image, applied with ``grid_sample`` (bilinear, zeros outside the image).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random affine augmentation settings.
+
+    Attributes:
+        flip: horizontal flip with probability 1/2.
+        shift: maximal translation as a fraction of the image size (each axis, uniform).
+        rotate: maximal rotation in degrees (uniform in ``[-rotate, rotate]``).
+        scale: ``(low, high)`` zoom factor range (uniform; > 1 zooms in).
+    """
+
+    flip: bool = False
+    shift: float = 0.0
+    rotate: float = 0.0
+    scale: tuple[float, float] = (1.0, 1.0)
+
+    @property
+    def active(self) -> bool:
+        """Whether any augmentation is switched on."""
+        return self.flip or self.shift > 0 or self.rotate > 0 or tuple(self.scale) != (1.0, 1.0)
+
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Augment ``(B, H, W, C)`` images; identity when nothing is switched on."""
+        if not self.active:
+            return images
+        b = images.shape[0]
+
+        def uniform(lo: float, hi: float) -> Tensor:
+            return torch.rand(b, generator=generator, dtype=torch.float64) * (hi - lo) + lo
+
+        angle = uniform(-self.rotate, self.rotate) * math.pi / 180.0
+        zoom = uniform(*self.scale)
+        sx = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0) if self.flip else 1.0
+        tx, ty = uniform(-self.shift, self.shift) * 2, uniform(-self.shift, self.shift) * 2
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        # Output pixel -> input location (affine_grid's convention), x horizontal.
+        theta = torch.stack(
+            [torch.stack([cos * sx, -sin, tx], -1), torch.stack([sin * sx, cos, ty], -1)], 1
+        ).to(images)
+        x = images.permute(0, 3, 1, 2)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=True)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        return out.permute(0, 2, 3, 1)

@@ -1,0 +1,120 @@
+"""MWT on Ray Train: ``run.num_workers`` data-parallel workers (``TorchTrainer``).
+
+Every worker loads the (small, in-memory) labelled store itself and takes every
+``world``-th image of each epoch's seeded permutation, so no Ray Data pipeline is
+needed; gradients are averaged with one flat all-reduce per step (see
+:class:`pipelines.mwt.MWTTrainer`). Rank 0 validates, writes ``best.pt``/``last.pt``
+and reports ``last.pt`` to Ray Train, so ``FailureConfig(max_failures)`` restarts the
+group from it; a new driver on the same run directory resumes from ``last.pt`` too.
+The driver evaluates the selected checkpoint on the test split afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mia_core.config import Config, config_from_dict, config_to_dict, save_config
+from pipelines.train import run_dir_of
+
+
+def _mwt_worker(loop_config: dict[str, Any]) -> None:
+    """Body of every Ray Train worker."""
+    import ray.train
+    import ray.train.torch as rtt
+    import torch
+
+    from mia_core.runtime import set_matmul_precision
+    from pipelines.checkpoint import load_checkpoint
+    from pipelines.mwt import mwt_loop
+    from pipelines.mwt_data import load_labelled
+    from pipelines.tracking import Tracker
+
+    cfg: Config = config_from_dict(loop_config["config"], "train_loop_config")
+    rank = ray.train.get_context().get_world_rank()
+    torch.set_num_threads(max(1, int(cfg.run.cpus_per_worker)))
+    set_matmul_precision(cfg.run.matmul_precision)
+    device = rtt.get_device()
+    data = load_labelled(cfg)
+    resume_state = None
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            if (Path(d) / "last.pt").exists():
+                resume_state = load_checkpoint(Path(d) / "last.pt", device)
+
+    def report(metrics: dict[str, Any], ckpt_dir: Path | None) -> None:
+        if ckpt_dir is None:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            os.link(ckpt_dir / "last.pt", Path(tmp) / "last.pt")
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+    tracker = Tracker(cfg, run_dir_of(cfg)) if rank == 0 else None
+    try:
+        mwt_loop(cfg, data, device, rank, report, resume_state, print, tracker)
+    except BaseException:
+        if tracker is not None:
+            tracker.close("FAILED")
+        raise
+    if tracker is not None:
+        tracker.close()
+
+
+def run_mwt_ray(
+    cfg: Config, address: str | None = None, resume: bool = True, evaluate_after: bool = True
+):
+    """Run MWT training for ``cfg`` on Ray Train; returns a :class:`pipelines.mwt.MWTResult`.
+
+    Args:
+        cfg: resolved config with ``method.name: mwt``.
+        address: Ray cluster address (default: ``RAY_ADDRESS`` or a new local instance).
+        resume: continue from the run directory's ``last.pt`` if present.
+        evaluate_after: evaluate the selected checkpoint on the test split.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from pipelines.checkpoint import load_checkpoint
+    from pipelines.mwt import MWTResult, evaluate_mwt_run
+    from pipelines.mwt_data import resolve_labelled_store
+    from pipelines.ray_train import _init_ray
+
+    _init_ray(address)
+    run_dir = run_dir_of(cfg)
+    last = run_dir / "checkpoints" / "last.pt"
+    if not resume and last.exists():
+        last.unlink()
+    resolve_labelled_store(cfg)  # build the digits store once, before the workers start
+    save_config(cfg, run_dir / "config.yaml")
+    attempt = len(list((run_dir / "ray").glob("attempt-*"))) if (run_dir / "ray").exists() else 0
+    trainer = TorchTrainer(
+        _mwt_worker,
+        train_loop_config={"config": config_to_dict(cfg)},
+        scaling_config=ScalingConfig(
+            num_workers=cfg.run.num_workers,
+            use_gpu=cfg.run.use_gpu,
+            resources_per_worker={"CPU": cfg.run.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name=f"attempt-{attempt}",
+            storage_path=str(run_dir / "ray"),
+            failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    state = load_checkpoint(last)
+    metrics = evaluate_mwt_run(run_dir) if evaluate_after else {}
+    return MWTResult(
+        run_dir,
+        int(state["step"]),
+        int(state["best_step"]),
+        float(state["best_val"]),
+        test_metrics=metrics,
+    )
