@@ -17,7 +17,13 @@ from mia_core.config import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG_FILES = sorted((ROOT / "configs").rglob("*.yaml"))
+# Sweep (configs/tune) and study (configs/ablation) files have their own loaders and tests.
+STUDY_DIRS = ("tune", "ablation")
+CONFIG_FILES = sorted(
+    p
+    for p in (ROOT / "configs").rglob("*.yaml")
+    if p.relative_to(ROOT / "configs").parts[0] not in STUDY_DIRS
+)
 
 
 def write(path: Path, text: str) -> Path:
