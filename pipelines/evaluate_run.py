@@ -123,7 +123,10 @@ def evaluate_run(
 def _figures(learner, store, cfg, device, out: Path) -> list[Path]:
     lo, hi = cfg.run.eval_bins[0]
     spec = episode_spec(cfg, store, seed_offset=3, ratio=(lo, hi))
-    episode = next(iter(store_episodes(store, spec, 4, "test", 0, False, cfg.data.time_stride)))
+    stream = store_episodes(store, spec, 4, "test", 0, False, cfg.data.time_stride)
+    episode = next(iter(stream), None)
+    if episode is None:  # e.g. data.time_stride leaves no test signal to draw
+        return []
     episode = {m: b.to(device) for m, b in episode.items()}
     with torch.enable_grad():
         params, auxs = learner.adapt(episode, create_graph=False, prune=False, track_graph=False)
