@@ -284,7 +284,8 @@ class MCLConfig(_Validated):
         if not self.eval_budgets or not all(
             isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in self.eval_budgets
         ):
-            yield "eval_budgets", f"must be a non-empty list of ints >= 1, got {self.eval_budgets!r}"
+            got = self.eval_budgets
+            yield "eval_budgets", f"must be a non-empty list of ints >= 1, got {got!r}"
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""Meta-continual learning of neural fields (MCL-NF): task sequences, modular INRs,
-the FIM loss, and the baselines MAML+CL, OML, ER and EWC.
+"""Meta-continual learning of neural fields (MCL-NF).
+
+Task sequences, modular INRs, the FIM loss, and the baselines MAML+CL, OML, ER and EWC.
 """
 
 from mia_core.mcl.fim import FIMLearner, fim_weights, update_fisher, weighted_mse

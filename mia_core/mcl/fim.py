@@ -55,7 +55,9 @@ def update_fisher(
 
     Args:
         fisher: ``(B, C, W + 1)`` previous estimate, or ``None`` to start from this batch.
-        residual: ``(B, P, C)``; feats: ``(B, P, W)``; mask: ``(B, P)``.
+        residual: ``(B, P, C)`` ``s - s_hat``.
+        feats: ``(B, P, W)`` penultimate features.
+        mask: ``(B, P)`` float, 1 where observed.
         decay: EMA factor (0 = this batch only).
 
     Returns:

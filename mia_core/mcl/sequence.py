@@ -329,15 +329,12 @@ class SequenceLearner(nn.Module):
         out = {}
         for steps in budgets:
             rows: list[Tensor] = []
+
+            def record(_i: int, st: ContinualState, rows: list[Tensor] = rows) -> None:
+                rows.append(self.task_psnr(st, seq, data_range))
+
             with torch.enable_grad():
-                self.run(
-                    seq,
-                    steps,
-                    meta=False,
-                    lr=lr,
-                    optimizer=optimizer,
-                    on_task_end=lambda _i, st: rows.append(self.task_psnr(st, seq, data_range)),
-                )
+                self.run(seq, steps, False, lr, optimizer, on_task_end=record)
             out[steps] = torch.stack(rows)
         return out
 
