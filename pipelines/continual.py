@@ -239,8 +239,11 @@ __all__ = [
 def run_continual_on_ray(
     cfg: Config, address: str | None = None, resume: bool = True
 ) -> dict[str, object]:
-    """:func:`run_continual` as one Ray task with ``run.cpus_per_worker`` CPUs (and a GPU
-    when ``run.use_gpu``), on the cluster at ``address`` or a local instance."""
+    """Run :func:`run_continual` as one Ray task.
+
+    The task reserves ``run.cpus_per_worker`` CPUs (and a GPU when ``run.use_gpu``) on
+    the cluster at ``address``, or on a local instance.
+    """
     import ray
 
     if not ray.is_initialized():
