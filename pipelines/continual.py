@@ -246,8 +246,9 @@ def run_continual_on_ray(
     """
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=address)
+    from pipelines.ray_train import _init_ray
+
+    _init_ray(address)  # forwards S3 credentials/endpoints to the task's environment
     task = ray.remote(num_cpus=cfg.run.cpus_per_worker, num_gpus=1 if cfg.run.use_gpu else 0)(
         run_continual
     )

@@ -237,3 +237,16 @@ def load_frame(out: str | Path, t: int, run_dir: str | Path | None = None) -> np
     frame = load_checkpoint(out / "modules" / f"t{t:07d}.pt")
     coords = torch.from_numpy(grid_coords(tuple(pin["grid_shape"])))
     return enc.decode(frame["modules"], coords).numpy()
+
+
+def encode_continual_on_ray(
+    run_dir: str | Path, store_url: str, out: str | Path, address: str | None = None, **kwargs
+) -> dict[str, Any]:
+    """Run :func:`encode_continual` as one Ray task (one CPU) on ``address`` or locally."""
+    import ray
+
+    from pipelines.ray_train import _init_ray
+
+    _init_ray(address)
+    task = ray.remote(num_cpus=1)(encode_continual)
+    return ray.get(task.remote(str(run_dir), store_url, str(out), **kwargs))

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="section.key=value config overrides")
     args = parser.parse_args(argv)
     from mia_core.config import ConfigError
-    from pipelines.encode_continual import encode_continual
+    from pipelines.encode_continual import encode_continual, encode_continual_on_ray
     from pipelines.stores import StoreError
 
     kwargs = dict(
@@ -47,11 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.ray:
-            import ray
-
-            ray.init(address=args.address)
-            task = ray.remote(num_cpus=1)(encode_continual)
-            ray.get(task.remote(str(args.run_dir), args.store, str(args.out), **kwargs))
+            encode_continual_on_ray(args.run_dir, args.store, args.out, args.address, **kwargs)
         else:
             encode_continual(args.run_dir, args.store, args.out, **kwargs)
     except (ConfigError, StoreError, FileNotFoundError, ValueError) as err:
