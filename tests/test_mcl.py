@@ -189,8 +189,8 @@ def test_mcl_nf_never_changes_earlier_modules_and_does_not_forget():
 
     learner.run(seq, 5, meta=False, on_task_end=snap)
     final = snaps[-1]
-    for i, mods in enumerate(snaps):
-        for j, m in enumerate(mods):  # module j after task i equals its final weights
+    for mods in snaps:
+        for j, m in enumerate(mods):  # module j never changes after it is added
             assert all(torch.equal(m[n], final[j][n]) for n in m)
     mats = learner.continual_eval(seq, [3], data_range=1.0)[3]
     for i in range(4):
