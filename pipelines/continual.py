@@ -148,6 +148,9 @@ def run_continual(
     seqs = {s: (None if q is None else q.to(device)) for s, q in seqs.items()}
     val = seqs["val"] if seqs["val"] is not None else seqs["train"]
     test = seqs["test"] if seqs["test"] is not None else val
+    for split, used in (("val", "train"), ("test", "val" if seqs["val"] is not None else "train")):
+        if seqs[split] is None:
+            log(f"warning: the {split} split yields no task sequence; using the {used} split")
     save_config(cfg, run_dir / "config.yaml")
     torch.manual_seed(cfg.run.seed)
     learner = build_learner_for(cfg, seqs["train"]).to(device)
