@@ -109,8 +109,10 @@ def test_fim_hook_on_meta_learner(make_learner, make_ep):
     assert weighted.loss > base(episode).loss
     weighted.loss.backward()
     assert all(p.grad is not None for p in base.inrs.parameters() if p.requires_grad)
-    cfg = load_config(None, ["method.name=cavia", "method.fim_lambda=0.5", "model.width=16"])
-    cfg.model.context_dim = 16
+    cfg = load_config(
+        None,
+        ["method.name=cavia", "method.fim_lambda=0.5", "model.width=16", "model.context_dim=16"],
+    )
     learner = build_learner(cfg.model, cfg.method, {"sine": (1, 1)})
     assert isinstance(learner, FIMLearner) and isinstance(learner, MetaLearner)
     assert learner.lam == 0.5
