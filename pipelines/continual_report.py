@@ -184,9 +184,11 @@ def compare_runs(run_dirs: list[Path], out: Path) -> str:
     lines = [
         "# Continual evaluation: methods compared",
         "",
-        "Final-model mean PSNR (dB) over all tasks / forgetting (dB) per step budget.",
+        "Final-model mean PSNR (dB) over all tasks / forgetting (dB) per step budget. "
+        "meta-params: the meta-learned weights (for mcl_nf one module's init; a signal's "
+        "representation holds one module per task).",
         "",
-        "| method (run) | params | " + " | ".join(f"{b} steps" for b in budgets) + " |",
+        "| method (run) | meta-params | " + " | ".join(f"{b} steps" for b in budgets) + " |",
         "|---" * (len(budgets) + 2) + "|",
     ]
     rows = []
