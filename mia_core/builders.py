@@ -8,7 +8,9 @@ import torch
 
 from mia_core.adapt import ALFA, GAP, SGD, MetaSGD, StateFusionTransformer, UpdateRule
 from mia_core.config import MethodConfig, ModelConfig
+from mia_core.config.schema import CONTINUAL_METHOD_NAMES
 from mia_core.inr import INR, ComposersINR, FunctaINR, ReluFourierMLP, Siren
+from mia_core.mcl.fim import FIMLearner
 from mia_core.meta.learner import MetaLearner, PruningSpec, adapted_shapes
 
 
@@ -115,6 +117,11 @@ def build_learner(
         method: the ``method`` section.
         modalities: modality -> ``(d_in, d_out)``, in a fixed order.
     """
+    if method.name in CONTINUAL_METHOD_NAMES:
+        raise ValueError(
+            f"method.name={method.name!r} is a meta-continual method: run it with "
+            "ray_jobs/continual.py (mia_core.mcl.build.build_sequence_learner)"
+        )
     mode = adapt_mode(method)
     inrs = {
         m: build_inr(model, d_in, d_out, use_context=mode == "context")
@@ -125,7 +132,7 @@ def build_learner(
     if method.pruning.enabled:
         p = method.pruning
         pruning = PruningSpec(p.keep_ratio, p.bootstrap_steps, p.bootstrap_weight)
-    return MetaLearner(
+    learner = MetaLearner(
         inrs,
         build_rule(method, shapes, groups),
         method.inner_steps,
@@ -134,3 +141,6 @@ def build_learner(
         pruning,
         method.uncertainty_weighting,
     )
+    if method.fim_lambda > 0:  # FIM loss hook (mia_core/mcl/fim.py)
+        learner = FIMLearner(learner, method.fim_lambda, method.fim_decay)
+    return learner

@@ -17,6 +17,10 @@ from mia_core.config.errors import ConfigError
 MODEL_FAMILIES = ("siren", "relu_ff", "functa", "composers")
 FUNCTA_MODULATIONS = ("scale", "shift", "scale_shift")
 METHOD_NAMES = ("cavia", "metasgd", "gap", "alfa", "mia", "maml", "meta_inr", "mwt")
+CONTINUAL_METHOD_NAMES = ("mcl_nf", "maml_cl", "oml", "er", "ewc")
+METHOD_NAMES = METHOD_NAMES + CONTINUAL_METHOD_NAMES
+MCL_TASK_KINDS = ("spatial", "temporal", "segments")
+MCL_EVAL_OPTIMIZERS = ("sgd", "adam")
 GAP_VARIANTS = ("exact", "approx")
 LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
@@ -297,6 +301,50 @@ class MWTConfig(_Validated):
 
 
 @dataclass
+class MCLConfig(_Validated):
+    """Meta-continual learning (``method.name`` in ``CONTINUAL_METHOD_NAMES``).
+
+    Attributes:
+        tasks: One of ``MCL_TASK_KINDS``: ``spatial`` (strips of each signal along grid
+            ``axis``), ``temporal`` (``num_tasks`` consecutive time steps, one per task)
+            or ``segments`` (1-D signals cut along their axis).
+        num_tasks: Tasks per sequence ``T``.
+        axis: Grid axis cut by ``spatial`` tasks.
+        module_width: Hidden width of each MCL-NF module (0 = ``model.width``).
+        eval_budgets: Test-time steps per task evaluated (PSNR after each budget).
+        eval_optimizer: One of ``MCL_EVAL_OPTIMIZERS`` for test-time optimisation.
+        eval_lr: Test-time step size (0 = ``method.inner_lr``).
+        eval_signals: Test sequences evaluated (0 = all of the test split).
+        oml_layers: Layers adapted in the inner loop by ``oml`` (1 = output layer).
+        replay_points: Points kept per past task by ``er``.
+        ewc_lambda: Penalty weight of ``ewc``.
+        encode_steps: Steps per new time step in continual encoding.
+        encode_batch: Time steps encoded together (batched) in continual encoding.
+    """
+
+    tasks: str = _choice("spatial", MCL_TASK_KINDS)
+    num_tasks: int = _num(4, ge=1)
+    axis: int = _num(1, ge=0)
+    module_width: int = _num(0, ge=0)
+    eval_budgets: list[int] = _list(1, 2, 4, 8, 16, 32)
+    eval_optimizer: str = _choice("sgd", MCL_EVAL_OPTIMIZERS)
+    eval_lr: float = _num(0.0, ge=0.0)
+    eval_signals: int = _num(0, ge=0)
+    oml_layers: int = _num(1, ge=1)
+    replay_points: int = _num(64, ge=1)
+    ewc_lambda: float = _num(100.0, ge=0.0)
+    encode_steps: int = _num(32, ge=1)
+    encode_batch: int = _num(8, ge=1)
+
+    def _extra_problems(self) -> Problems:
+        if not self.eval_budgets or not all(
+            isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in self.eval_budgets
+        ):
+            got = self.eval_budgets
+            yield "eval_budgets", f"must be a non-empty list of ints >= 1, got {got!r}"
+
+
+@dataclass
 class MethodConfig(_Validated):
     """Meta-learning method and its inner loop.
 
@@ -314,6 +362,10 @@ class MethodConfig(_Validated):
         sft: State Fusion Transformer settings (MIA).
         pruning: Pruning settings.
         mwt: MWT classification settings (``name: mwt``).
+        fim_lambda: FIM loss weight ``lambda`` (MCL-NF paper): per-point weights
+            ``1 + lambda g^T F^-1 g / D`` in the inner and outer losses; 0 = plain MSE.
+        fim_decay: EMA factor of the FIM loss's running diagonal Fisher.
+        mcl: Meta-continual learning settings.
     """
 
     name: str = _choice("cavia", METHOD_NAMES)
@@ -327,6 +379,9 @@ class MethodConfig(_Validated):
     sft: SFTConfig = field(default_factory=SFTConfig)
     pruning: PruningConfig = field(default_factory=PruningConfig)
     mwt: MWTConfig = field(default_factory=MWTConfig)
+    fim_lambda: float = _num(0.0, ge=0.0)
+    fim_decay: float = _num(0.9, ge=0.0, le=1.0)
+    mcl: MCLConfig = field(default_factory=MCLConfig)
 
     def _extra_problems(self) -> Problems:
         yield from _interval_problems("metasgd_clamp", self.metasgd_clamp, 0.0, float("inf"), False)
