@@ -506,19 +506,24 @@ def log_summary(summary: EncodeSummary, opts: EncodeOptions, cfg, attrs: dict[st
     """Log the summary to MLflow (params redacted); returns the MLflow run id."""
     import mlflow
 
-    from pipelines.tracking import tracking_uri
+    from pipelines.tracking import set_fluent_tracking_uri, tracking_uri
 
     uri = opts.tracking_uri or tracking_uri(cfg)
     Path(cfg.run.out_dir).mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(opts.experiment) is None:
+    set_fluent_tracking_uri(uri)
+    # An explicit experiment id, not mlflow.set_experiment: that one is process-global
+    # and makes later start_run(run_id=...) calls of other runs fail.
+    exp = mlflow.get_experiment_by_name(opts.experiment)
+    if exp is None:
         local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
         where = (Path(cfg.run.out_dir).resolve() / "mlartifacts").as_uri() if local else None
-        mlflow.create_experiment(opts.experiment, artifact_location=where)
-    mlflow.set_experiment(opts.experiment)
+        exp_id = mlflow.create_experiment(opts.experiment, artifact_location=where)
+    else:
+        exp_id = exp.experiment_id
     if mlflow.active_run() is not None:
         mlflow.end_run()
-    with mlflow.start_run(run_name=f"encode {Path(attrs['out']).name}") as run:
+    name = f"encode {Path(attrs['out']).name}"
+    with mlflow.start_run(run_name=name, experiment_id=exp_id) as run:
         params = {
             "store": attrs["store"],
             "out": attrs["out"],

@@ -26,6 +26,23 @@ def tracking_uri(cfg: Config) -> str:
     return f"sqlite:///{Path(cfg.run.out_dir).resolve() / 'mlflow.db'}"
 
 
+def set_fluent_tracking_uri(uri: str) -> None:
+    """Point MLflow's fluent API at ``uri`` without changing the process environment.
+
+    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``, which
+    :func:`tracking_uri` would then prefer: one run's store would become the default of
+    every later run in the same process (sweeps, ablations, tests).
+    """
+    import mlflow
+
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
 class Tracker:
     """Thin wrapper over MLflow's fluent API for one run directory.
 
@@ -40,14 +57,7 @@ class Tracker:
         self.mlflow = mlflow
         self.uri = tracking_uri(cfg)
         Path(cfg.run.out_dir).mkdir(parents=True, exist_ok=True)
-        # set_tracking_uri also exports MLFLOW_TRACKING_URI; restore it so this run's
-        # store does not become the default of later runs in the same process.
-        previous = os.environ.get("MLFLOW_TRACKING_URI")
-        mlflow.set_tracking_uri(self.uri)
-        if previous is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = previous
+        set_fluent_tracking_uri(self.uri)
         exp = mlflow.get_experiment_by_name(cfg.run.experiment)
         if exp is not None:
             exp_id = exp.experiment_id
