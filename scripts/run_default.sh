@@ -23,16 +23,36 @@ done
 OUT="$ROOT/runs"
 mkdir -p "$OUT"
 DASH="http://127.0.0.1:8265"
-started=0
-stop_ray() { if [[ "$started" == 1 ]]; then echo "[run] stopping the Ray head this script started"; ray stop >/dev/null 2>&1 || true; fi; }
+ray_sid=""
+# Stop only the head this script started: its processes share the session of `setsid ray
+# start` (`ray stop` would stop every Ray instance on the machine).
+stop_ray() {
+    if [[ -n "$ray_sid" ]]; then
+        echo "[run] stopping the Ray head this script started"
+        pkill -TERM -s "$ray_sid" 2>/dev/null || true
+        for _ in $(seq 10); do pgrep -s "$ray_sid" >/dev/null || break; sleep 1; done
+        pkill -KILL -s "$ray_sid" 2>/dev/null || true
+    fi
+}
 trap stop_ray EXIT
 if curl -sf "$DASH/api/version" >/dev/null 2>&1; then
     echo "[run] using the Ray cluster already running at $DASH"
 else
     echo "[run] starting a local Ray head (2 CPUs, dashboard $DASH)"
-    ray start --head --num-cpus=2 --dashboard-host=127.0.0.1 --dashboard-port=8265 \
-        --temp-dir=/tmp/mia-ray --disable-usage-stats >/dev/null
-    started=1
+    # A background child is no process-group leader, so setsid keeps its pid as the sid.
+    # Free ports for the node's agents, so another Ray instance on the machine (holding the
+    # defaults) cannot leave the head without a job agent.
+    free_port() { python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+    # RAY_ADDRESS: Ray's helpers (Train's placement-group cleaner) find this head by it.
+    gcs_port="$(free_port)"
+    RAY_ADDRESS="127.0.0.1:$gcs_port" setsid ray start --head --num-cpus=2 \
+        --dashboard-host=127.0.0.1 --dashboard-port=8265 \
+        --port="$gcs_port" --dashboard-agent-listen-port="$(free_port)" \
+        --dashboard-agent-grpc-port="$(free_port)" --runtime-env-agent-port="$(free_port)" \
+        --metrics-export-port="$(free_port)" \
+        --temp-dir=/tmp/mia-ray --disable-usage-stats >/dev/null &
+    ray_sid=$!
+    wait "$ray_sid"
     for _ in $(seq 60); do curl -sf "$DASH/api/version" >/dev/null 2>&1 && break; sleep 1; done
 fi
 
