@@ -11,9 +11,6 @@ The driver evaluates the selected checkpoint on the test split afterwards.
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from mia_core.config import Config, config_from_dict, config_to_dict, save_config
@@ -27,9 +24,9 @@ def _mwt_worker(loop_config: dict[str, Any]) -> None:
     import torch
 
     from mia_core.runtime import set_matmul_precision
-    from pipelines.checkpoint import load_checkpoint
     from pipelines.mwt import mwt_loop
     from pipelines.mwt_data import load_labelled
+    from pipelines.ray_train import report_to_ray, worker_resume_state
     from pipelines.tracking import Tracker
 
     cfg: Config = config_from_dict(loop_config["config"], "train_loop_config")
@@ -38,21 +35,8 @@ def _mwt_worker(loop_config: dict[str, Any]) -> None:
     set_matmul_precision(cfg.run.matmul_precision)
     device = rtt.get_device()
     data = load_labelled(cfg)
-    resume_state = None
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            if (Path(d) / "last.pt").exists():
-                resume_state = load_checkpoint(Path(d) / "last.pt", device)
-
-    def report(metrics: dict[str, Any], ckpt_dir: Path | None) -> None:
-        if ckpt_dir is None:
-            ray.train.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            os.link(ckpt_dir / "last.pt", Path(tmp) / "last.pt")
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-
+    resume_state = worker_resume_state(device)
+    report = report_to_ray
     tracker = Tracker(cfg, run_dir_of(cfg)) if rank == 0 else None
     try:
         mwt_loop(cfg, data, device, rank, report, resume_state, print, tracker)

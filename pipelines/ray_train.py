@@ -36,6 +36,36 @@ FORWARDED_ENV = (
 )
 
 
+def worker_resume_state(device: Any) -> dict[str, Any] | None:
+    """Inside a Ray Train worker: the ``last.pt`` of Ray's checkpoint, if it restored one."""
+    import ray.train
+
+    from pipelines.checkpoint import load_checkpoint
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return None
+    with ckpt.as_directory() as d:
+        path = Path(d) / "last.pt"
+        return load_checkpoint(path, device) if path.exists() else None
+
+
+def report_to_ray(metrics: dict[str, Any], ckpt_dir: Path | None) -> None:
+    """Report ``metrics`` to Ray Train, with ``ckpt_dir/last.pt`` as checkpoint when given.
+
+    The file is hard-linked into a temporary directory, so Ray copies only ``last.pt``
+    and not the other checkpoints beside it.
+    """
+    import ray.train
+
+    if ckpt_dir is None:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        os.link(ckpt_dir / "last.pt", Path(tmp) / "last.pt")
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
 def _worker_loop(loop_config: dict[str, Any]) -> None:
     """Body of every Ray Train worker."""
     import ray.train
@@ -43,7 +73,6 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     import torch
 
     from mia_core.runtime import set_matmul_precision
-    from pipelines.checkpoint import load_checkpoint
     from pipelines.data_source import episode_spec, open_training_store
     from pipelines.streams import dataset_episodes
     from pipelines.tracking import Tracker
@@ -64,21 +93,8 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
         it = dataset_episodes(shard, store, spec, cfg.run.batch_size, epoch, drop_last=True)
         return itertools.islice(it, skip, None)
 
-    resume_state = None
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            if (Path(d) / "last.pt").exists():
-                resume_state = load_checkpoint(Path(d) / "last.pt", device)
-
-    def report(metrics: dict[str, Any], ckpt_dir: Path | None) -> None:
-        if ckpt_dir is None:
-            ray.train.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            os.link(ckpt_dir / "last.pt", Path(tmp) / "last.pt")
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-
+    resume_state = worker_resume_state(device)
+    report = report_to_ray
     tracker = Tracker(cfg, run_dir_of(cfg)) if rank == 0 else None
     try:
         train_loop(cfg, store, episodes, device, rank, report, resume_state, print, tracker)
