@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mia_core.config import Config, config_from_dict, config_to_dict, save_config
+from mia_core.config import Config, config_from_dict, save_config
 from pipelines.train import run_dir_of
 
 
@@ -59,13 +59,10 @@ def run_mwt_ray(
         resume: continue from the run directory's ``last.pt`` if present.
         evaluate_after: evaluate the selected checkpoint on the test split.
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     from pipelines.checkpoint import load_checkpoint
     from pipelines.mwt import MWTResult, evaluate_mwt_run
     from pipelines.mwt_data import resolve_labelled_store
-    from pipelines.ray_train import _init_ray
+    from pipelines.ray_train import _init_ray, fit_torch_trainer
 
     _init_ray(address)
     run_dir = run_dir_of(cfg)
@@ -74,25 +71,7 @@ def run_mwt_ray(
         last.unlink()
     resolve_labelled_store(cfg)  # build the digits store once, before the workers start
     save_config(cfg, run_dir / "config.yaml")
-    attempt = len(list((run_dir / "ray").glob("attempt-*"))) if (run_dir / "ray").exists() else 0
-    trainer = TorchTrainer(
-        _mwt_worker,
-        train_loop_config={"config": config_to_dict(cfg)},
-        scaling_config=ScalingConfig(
-            num_workers=cfg.run.num_workers,
-            use_gpu=cfg.run.use_gpu,
-            resources_per_worker={"CPU": cfg.run.cpus_per_worker},
-        ),
-        run_config=RunConfig(
-            name=f"attempt-{attempt}",
-            storage_path=str(run_dir / "ray"),
-            failure_config=FailureConfig(max_failures=cfg.run.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-        ),
-    )
-    result = trainer.fit()
-    if result.error:
-        raise result.error
+    fit_torch_trainer(cfg, _mwt_worker, run_dir)
     state = load_checkpoint(last)
     metrics = evaluate_mwt_run(run_dir) if evaluate_after else {}
     return MWTResult(

@@ -120,6 +120,46 @@ def _init_ray(address: str | None) -> None:
     ray.init(address=address, **kwargs)
 
 
+def fit_torch_trainer(
+    cfg: Config,
+    worker: Any,
+    run_dir: Path,
+    datasets: dict[str, Any] | None = None,
+    callbacks: list | None = None,
+) -> None:
+    """Run ``worker`` on a ``TorchTrainer`` sized by ``cfg.run``; raise its error.
+
+    Each driver start is a new Ray run ``attempt-<n>`` under ``run_dir/ray``; within it
+    ``FailureConfig`` restarts the worker group from the last reported checkpoint.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    ray_dir = run_dir / "ray"
+    attempt = len(list(ray_dir.glob("attempt-*"))) if ray_dir.exists() else 0
+    trainer = TorchTrainer(
+        worker,
+        train_loop_config={"config": config_to_dict(cfg)},
+        scaling_config=ScalingConfig(
+            num_workers=cfg.run.num_workers,
+            use_gpu=cfg.run.use_gpu,
+            resources_per_worker={"CPU": cfg.run.cpus_per_worker},
+            placement_strategy=cfg.run.placement_strategy,
+        ),
+        run_config=RunConfig(
+            name=f"attempt-{attempt}",
+            storage_path=str(ray_dir),
+            failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
+        ),
+        datasets=datasets,
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+
+
 def run_ray_training(
     cfg: Config,
     address: str | None = None,
@@ -144,9 +184,6 @@ def run_ray_training(
         from pipelines.mwt_ray import run_mwt_ray
 
         return run_mwt_ray(cfg, address, resume, evaluate_after)
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     from pipelines.data_source import open_training_store
     from pipelines.datasource import read_store
     from pipelines.evaluate_run import evaluate_run
@@ -165,28 +202,9 @@ def run_ray_training(
         cfg.data.time_stride,
         num_cpus=read_cpus or cfg.run.read_cpus,
     )
-    attempt = len(list((run_dir / "ray").glob("attempt-*"))) if (run_dir / "ray").exists() else 0
-    trainer = TorchTrainer(
-        _worker_loop,
-        train_loop_config={"config": config_to_dict(cfg)},
-        scaling_config=ScalingConfig(
-            num_workers=cfg.run.num_workers,
-            use_gpu=cfg.run.use_gpu,
-            resources_per_worker={"CPU": cfg.run.cpus_per_worker},
-            placement_strategy=cfg.run.placement_strategy,
-        ),
-        run_config=RunConfig(
-            name=f"attempt-{attempt}",
-            storage_path=str(run_dir / "ray"),
-            failure_config=FailureConfig(max_failures=cfg.run.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-            callbacks=callbacks,
-        ),
-        datasets={"train": train_ds},
+    fit_torch_trainer(
+        cfg, _worker_loop, run_dir, datasets={"train": train_ds}, callbacks=callbacks
     )
-    result = trainer.fit()
-    if result.error:
-        raise result.error
     from pipelines.checkpoint import load_checkpoint
 
     state = load_checkpoint(last)
