@@ -43,8 +43,8 @@ if str(ROOT) not in sys.path:
 
 from mia_core.builders import build_learner  # noqa: E402
 from mia_core.config import load_config  # noqa: E402
-from pipelines.episodes import EpisodeSpec  # noqa: E402
-from pipelines.stores import (  # noqa: E402
+from pipelines.data.episodes import EpisodeSpec  # noqa: E402
+from pipelines.data.stores import (  # noqa: E402
     ModalityData,
     make_location,
     open_store,
@@ -224,7 +224,7 @@ def load_note() -> str:
 
 def engine_rate(store, batch: int, iters: int, warmup: int, wait: float) -> dict:
     """Signals/s of MetaLearner forward + backward on episodes from the synthetic store."""
-    from pipelines.streams import store_episodes
+    from pipelines.data.streams import store_episodes
 
     cfg = load_config(CONFIG)
     mods = list(store.modalities)
@@ -289,8 +289,8 @@ def data_rate(location, spec: EpisodeSpec, batch: int, epochs: int, path: str, w
     ``path``: ``direct`` (``store_episodes``), ``ray`` (``read_store`` with Ray's automatic
     number of read tasks + ``dataset_episodes``) or ``ray-<n>`` (``override_num_blocks=n``).
     """
-    from pipelines.datasource import read_store
-    from pipelines.streams import dataset_episodes, store_episodes
+    from pipelines.data.ray_source import read_store
+    from pipelines.data.streams import dataset_episodes, store_episodes
 
     store = open_store(location)
     first = store.modalities[0]
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
                 name: make_location(f"s3://{BUCKET}/{name}.zarr", opts, endpoint_url=endpoint)
                 for name in ("synthetic", "field")
             }
-        from pipelines.stores.field_writer import split_by_time, write_field_store
+        from pipelines.data.stores.field_writer import split_by_time, write_field_store
 
         ds = field_dataset(n_time)
         for locs in locations.values():

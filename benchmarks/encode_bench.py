@@ -34,12 +34,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mia_core.config import load_config  # noqa: E402
-from pipelines.codestore import open_code_store  # noqa: E402
-from pipelines.encode import EncodeOptions, open_field_store, run_encode, store_dims  # noqa: E402
-from pipelines.encode_report import fit_from_scratch, write_report  # noqa: E402
-from pipelines.meta_model import load_meta_model  # noqa: E402
-from pipelines.stores import make_location, open_store  # noqa: E402
-from pipelines.train import run_training  # noqa: E402
+from pipelines.codecs.codestore import open_code_store  # noqa: E402
+from pipelines.codecs.encode import EncodeOptions, open_field_store, run_encode, store_dims  # noqa: E402
+from pipelines.codecs.meta_model import load_meta_model  # noqa: E402
+from pipelines.data.stores import make_location, open_store  # noqa: E402
+from pipelines.engine.loop import run_training  # noqa: E402
+from pipelines.reports.encoding import fit_from_scratch, write_report  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     store = out / "data" / f"{name}_{args.size}x{args.frames}.zarr"
     if not store.exists():
         subprocess.run(
-            [sys.executable, "-m", "pipelines.build", "volumes", "--simulate", args.simulate]
+            [
+                sys.executable,
+                "-m",
+                "pipelines.data.builders",
+                "volumes",
+                "--simulate",
+                args.simulate,
+            ]
             + ["--size", str(args.size), "--steps", str(args.frames), "--out", str(store)],
             check=True,
             cwd=ROOT,

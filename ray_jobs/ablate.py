@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="study YAML (see configs/ablation/)")
     parser.add_argument("overrides", nargs="*", help="ablation.key=value or budget key=value")
     args = parser.parse_args(argv)
-    from pipelines.ablate import load_ablation, run_ablation
+    from pipelines.studies.ablation import load_ablation, run_ablation
 
     try:
         spec, bases = load_ablation(args.config, args.overrides)

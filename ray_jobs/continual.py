@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
     args = parser.parse_args(argv)
     if args.compare:
-        from pipelines.continual_report import compare_runs
+        from pipelines.reports.continual import compare_runs
 
         print(compare_runs(args.compare, args.out))
         print(f"written to {args.out}/comparison.{{md,csv,png}}")
@@ -47,11 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {err}", file=sys.stderr)
         return 2
     if args.ray:
-        from pipelines.continual import run_continual_on_ray
+        from pipelines.tasks.continual import run_continual_on_ray
 
         run_continual_on_ray(cfg, address=args.address, resume=not args.no_resume)
     else:
-        from pipelines.continual import run_continual
+        from pipelines.tasks.continual import run_continual
 
         run_continual(cfg, resume=not args.no_resume)
     return 0

@@ -68,10 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     _decode_args(sub.add_parser("decode", help="reconstruct time steps from codes"))
     args = parser.parse_args(argv)
 
-    from pipelines.decode import decode_to, parse_resolution, parse_times
-    from pipelines.encode import EncodeOptions, run_encode
-    from pipelines.meta_model import EncodeError
-    from pipelines.stores import StoreError
+    from pipelines.codecs.decode import decode_to, parse_resolution, parse_times
+    from pipelines.codecs.encode import EncodeOptions, run_encode
+    from pipelines.codecs.meta_model import EncodeError
+    from pipelines.data.stores import StoreError
 
     try:
         if args.command == "decode":

@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="section.key=value config overrides")
     args = parser.parse_args(argv)
     from mia_core.config import ConfigError
-    from pipelines.encode_continual import encode_continual, encode_continual_on_ray
-    from pipelines.stores import StoreError
+    from pipelines.codecs.continual import encode_continual, encode_continual_on_ray
+    from pipelines.data.stores import StoreError
 
     kwargs = dict(
         modality=args.modality,

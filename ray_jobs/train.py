@@ -40,11 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {err}", file=sys.stderr)
         return 2
     if args.local:
-        from pipelines.train import run_training
+        from pipelines.engine.loop import run_training
 
         run_training(cfg, resume=not args.no_resume)
     else:
-        from pipelines.ray_train import run_ray_training
+        from pipelines.engine.ray_train import run_ray_training
 
         run_ray_training(cfg, address=args.address, resume=not args.no_resume)
     return 0

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("overrides", nargs="*", help="key=value or sweep.key=value overrides")
     args = parser.parse_args(argv)
-    from pipelines.tune import SweepInterrupted, load_sweep, run_sweep
+    from pipelines.studies.sweep import SweepInterrupted, load_sweep, run_sweep
 
     try:
         spec, base = load_sweep(args.config, args.overrides)

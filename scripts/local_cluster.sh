@@ -23,4 +23,4 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 # The Python side traps its own exit: every `ray start` runs in its own session and is
 # ended by session id in a finally block; SIGINT/SIGTERM become exceptions so that it runs.
-exec "$PY" -m pipelines.local_cluster_run "$@"
+exec "$PY" -m pipelines.cluster.local_run "$@"

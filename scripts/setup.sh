@@ -55,7 +55,7 @@ fi
 if command -v espeak-ng >/dev/null 2>&1; then
     log "espeak-ng present"
 elif command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == "0" ]]; then
-    log "installing espeak-ng via apt-get (optional, for python -m pipelines.build av-digits)"
+    log "installing espeak-ng via apt-get (optional, for python -m pipelines.data.builders av-digits)"
     apt-get install -y espeak-ng >/dev/null 2>&1 \
         || log "warning: could not install espeak-ng; the av-digits builder will not run"
 else

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from mia_core.config import ConfigError
-from pipelines.ablate import NEEDS, VARIANTS, load_ablation, run_ablation, variant_config
+from pipelines.studies.ablation import NEEDS, VARIANTS, load_ablation, run_ablation, variant_config
 
 TINY_BUDGET = [
     "data.num_functions=40",

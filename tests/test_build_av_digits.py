@@ -7,8 +7,8 @@ import pytest
 from skimage.transform import resize
 from sklearn.datasets import load_digits
 
-from pipelines.build.__main__ import main
-from pipelines.stores import make_location, open_store
+from pipelines.data.builders.__main__ import main
+from pipelines.data.stores import make_location, open_store
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from pipelines.build import era5
-from pipelines.stores import make_location, open_store
+from pipelines.data.builders import era5
+from pipelines.data.stores import make_location, open_store
 
 LEVELS = [500, 850]
 
@@ -370,7 +370,7 @@ def test_s3_output_without_secrets(tmp_path, s3_server):
 
 
 def test_s3_cli_credentials_from_env(tmp_path, s3_server, monkeypatch, capsys):
-    from pipelines.build import __main__ as cli
+    from pipelines.data.builders import __main__ as cli
 
     s3 = s3_server
     s3["make_bucket"]("era5-cli")
@@ -411,7 +411,7 @@ def test_s3_cli_credentials_from_env(tmp_path, s3_server, monkeypatch, capsys):
 
 
 def test_names_both_ways_and_aliases():
-    from pipelines.build.era5_names import canonical, describe, resolve
+    from pipelines.data.builders.era5_names import canonical, describe, resolve
 
     assert resolve("t", ["temperature", "geopotential"]) == "temperature"
     assert resolve("2m_temperature", ["t2m", "sp"]) == "t2m"

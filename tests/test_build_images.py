@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from skimage.io import imsave
 
-from pipelines.build.__main__ import main
-from pipelines.stores import make_location, open_store
-from pipelines.stores.writer import invert_norm
+from pipelines.data.builders.__main__ import main
+from pipelines.data.stores import make_location, open_store
+from pipelines.data.stores.writer import invert_norm
 
 NAMES = ["a", "b", "c", "d", "e"]
 

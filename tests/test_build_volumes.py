@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from pipelines.build.__main__ import main
-from pipelines.stores import make_location, open_store
+from pipelines.data.builders.__main__ import main
+from pipelines.data.stores import make_location, open_store
 
 NONE = ("--normalisation", "none")
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 import xarray as xr
 
-from pipelines.datasource import ZarrStoreDatasource, read_store
-from pipelines.episodes import EpisodeSpec
-from pipelines.stores import ModalityData, make_location, open_store, write_signal_store
-from pipelines.stores.field_writer import write_field_store
-from pipelines.stores.reader import FieldStore, SignalStore
-from pipelines.streams import dataset_episodes, store_episodes
+from pipelines.data.episodes import EpisodeSpec
+from pipelines.data.ray_source import ZarrStoreDatasource, read_store
+from pipelines.data.stores import ModalityData, make_location, open_store, write_signal_store
+from pipelines.data.stores.field_writer import write_field_store
+from pipelines.data.stores.reader import FieldStore, SignalStore
+from pipelines.data.streams import dataset_episodes, store_episodes
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -116,7 +116,7 @@ def test_read_tasks_cover_each_chunk_once(store_loc, monkeypatch):
         assert sorted(reads) == open_store(store_loc).chunk_ranges()  # each chunk once
         assert sorted(rows) == list(range(N))
     # one open per worker process and dataset, not one per read task
-    import pipelines.datasource as dsrc
+    import pipelines.data.ray_source as dsrc
 
     fresh = ZarrStoreDatasource(store_loc)
     opens = []

@@ -8,14 +8,14 @@ import xarray as xr
 import zarr
 
 from mia_core.config import load_config
-from pipelines.checkpoint import save_checkpoint
-from pipelines.codestore import pending_units
-from pipelines.decode import Decoder, decode_to
-from pipelines.encode import EncodeOptions, run_encode
-from pipelines.meta_model import EncodeError
-from pipelines.stores import StoreError, make_location
-from pipelines.stores.field_writer import split_by_time, write_field_store
-from pipelines.train import run_training
+from pipelines.codecs.codestore import pending_units
+from pipelines.codecs.decode import Decoder, decode_to
+from pipelines.codecs.encode import EncodeOptions, run_encode
+from pipelines.codecs.meta_model import EncodeError
+from pipelines.data.stores import StoreError, make_location
+from pipelines.data.stores.field_writer import split_by_time, write_field_store
+from pipelines.engine.checkpoint import save_checkpoint
+from pipelines.engine.loop import run_training
 from ray_jobs.encode import main as encode_main
 
 T, NLAT, NLON, CHUNK = 12, 8, 10, 4

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.episodes import EpisodeSpec, build_episode, stride_index
-from pipelines.stores import StoreError
-from pipelines.stores.reader import grid_coords
+from pipelines.data.episodes import EpisodeSpec, build_episode, stride_index
+from pipelines.data.stores import StoreError
+from pipelines.data.stores.reader import grid_coords
 
 RANGES = {"line": (0.05, 0.2), "img": (0.5, 0.9), "cloud": (0.3, 0.3)}
 
@@ -195,7 +195,7 @@ def test_all_nan_signal_names_store_variable_and_index():
 
 
 def test_support_order_is_a_stable_argsort_prefix():
-    from pipelines.episodes import _smallest
+    from pipelines.data.episodes import _smallest
 
     rng = np.random.default_rng(0)
     for _ in range(500):
@@ -207,9 +207,9 @@ def test_support_order_is_a_stable_argsort_prefix():
 
 
 def test_store_episodes_reads_each_chunk_once_per_shuffled_epoch(tmp_path, monkeypatch):
-    from pipelines.stores import ModalityData, make_location, open_store, write_signal_store
-    from pipelines.stores.reader import SignalStore
-    from pipelines.streams import store_episodes
+    from pipelines.data.stores import ModalityData, make_location, open_store, write_signal_store
+    from pipelines.data.stores.reader import SignalStore
+    from pipelines.data.streams import store_episodes
 
     rng = np.random.default_rng(0)
     loc = make_location(str(tmp_path / "s"))

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from mia_core.config import load_config
-from pipelines.local_cluster import LocalCluster, session_pids
-from pipelines.local_cluster_run import train_on_local_cluster
-from pipelines.ray_train import FORWARDED_ENV
+from pipelines.cluster.local import LocalCluster, session_pids
+from pipelines.cluster.local_run import train_on_local_cluster
+from pipelines.engine.ray_train import FORWARDED_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 INFRA = REPO / "infra"
@@ -225,7 +225,7 @@ TINY = [
 def test_two_node_cluster_trains_across_both_nodes_from_s3(tmp_path, capfd):
     import ray
 
-    from pipelines.checkpoint import load_checkpoint
+    from pipelines.engine.checkpoint import load_checkpoint
 
     was_initialized = ray.is_initialized()
     placement = train_on_local_cluster(

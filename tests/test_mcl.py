@@ -22,7 +22,7 @@ from mia_core.mcl import (
 from mia_core.mcl.build import build_sequence_learner
 from mia_core.mcl.fim import EPS
 from mia_core.meta.learner import MetaLearner
-from pipelines.stores.reader import grid_coords
+from pipelines.data.stores.reader import grid_coords
 
 TINY = ["model.family=siren", "model.width=16", "model.depth=2", "model.omega0=10.0"]
 
@@ -260,8 +260,8 @@ def test_sequence_rejects_mismatched_shapes():
 def _field_store(path, n_time):
     import xarray as xr
 
-    from pipelines.stores import make_location
-    from pipelines.stores.field_writer import write_field_store
+    from pipelines.data.stores import make_location
+    from pipelines.data.stores.field_writer import write_field_store
 
     rng = np.random.default_rng(0)
     lat, lon = np.linspace(-40, 40, 6), np.linspace(0, 350, 8)
@@ -279,8 +279,8 @@ def _field_store(path, n_time):
 
 @pytest.mark.integration
 def test_continual_job_resumes_reports_and_encodes_only_new_steps(tmp_path):
-    from pipelines.continual import run_continual
-    from pipelines.encode_continual import encode_continual, load_frame
+    from pipelines.codecs.continual import encode_continual, load_frame
+    from pipelines.tasks.continual import run_continual
 
     store = _field_store(tmp_path / "air.zarr", 12)
     over = [
@@ -324,7 +324,7 @@ def test_continual_job_resumes_reports_and_encodes_only_new_steps(tmp_path):
     index = json.loads((out / "index.json").read_text())
     assert sorted(map(int, index)) == list(range(15))
     assert load_frame(out, 14).shape == (48, 1)
-    from pipelines.stores import StoreError
+    from pipelines.data.stores import StoreError
 
     with pytest.raises(StoreError, match="air_other"):
         encode_continual(run, store, out, modality="air_other", log=lines.append)

@@ -14,8 +14,8 @@ import zarr
 
 from mia_core.config import load_config
 from mia_core.mwt import Augment, build_mwt, count_lrs
-from pipelines.build.__main__ import main as build_main
-from pipelines.stores import StoreError
+from pipelines.data.builders.__main__ import main as build_main
+from pipelines.data.stores import StoreError
 
 TINY = [
     "method.name=mwt",
@@ -264,7 +264,7 @@ def test_training_job_evaluates_tracks_and_resumes(digits_store, tmp_path, capsy
 
 
 def test_store_without_labels_is_a_clear_error(tmp_path):
-    from pipelines.mwt_data import load_labelled
+    from pipelines.data.labelled_images import load_labelled
 
     out = tmp_path / "nolabels.zarr"
     assert build_main(["images", "--out", str(out), "--skimage-samples", "--num", "3"]) == 0
@@ -284,7 +284,7 @@ def test_shipped_configs_load():
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_ray_train_job_two_workers(ray_session, digits_store, tmp_path):
-    from pipelines.ray_train import run_ray_training
+    from pipelines.engine.ray_train import run_ray_training
 
     cfg = load_config(
         "configs/experiments/wt_digits.yaml",
@@ -314,8 +314,8 @@ def test_first_order_drops_second_order_terms_only():
 
 
 def test_epoch_batches_shard_evenly_and_are_seeded(digits_store):
-    from pipelines.mwt import epoch_batches
-    from pipelines.mwt_data import load_labelled
+    from pipelines.data.labelled_images import load_labelled
+    from pipelines.tasks.mwt import epoch_batches
 
     cfg = load_config(None, [*JOB, f"data.store={digits_store}", "run.batch_size=5"])
     data = load_labelled(cfg)

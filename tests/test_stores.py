@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 import zarr
 
-from pipelines.stores import (
+from pipelines.data.stores import (
     ModalityData,
     StoreError,
     StoreLocation,
@@ -18,9 +18,9 @@ from pipelines.stores import (
     open_store,
     write_signal_store,
 )
-from pipelines.stores.field_writer import split_by_time, write_field_store
-from pipelines.stores.reader import grid_coords
-from pipelines.stores.writer import invert_norm
+from pipelines.data.stores.field_writer import split_by_time, write_field_store
+from pipelines.data.stores.reader import grid_coords
+from pipelines.data.stores.writer import invert_norm
 
 # Distinctive credentials: any occurrence in a message, repr or stored byte is a leak.
 KEY = "AKIAMIALEAKCHECK7Q2Z"
@@ -319,8 +319,8 @@ def test_grid_shape_disagrees_with_metadata(tmp_path):
 
 @pytest.mark.timeout(60)
 def test_all_nan_signal_fails_episode_building(tmp_path):
-    from pipelines.episodes import EpisodeSpec
-    from pipelines.streams import store_episodes
+    from pipelines.data.episodes import EpisodeSpec
+    from pipelines.data.streams import store_episodes
 
     loc, _ = _write_signals(tmp_path / "sig", n=8, nan_signal=5)
     store = open_store(loc)

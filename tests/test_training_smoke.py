@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from mia_core.config import load_config
-from pipelines.checkpoint import load_checkpoint, save_checkpoint
-from pipelines.train import run_training
+from pipelines.engine.checkpoint import load_checkpoint, save_checkpoint
+from pipelines.engine.loop import run_training
 from ray_jobs.train import main as train_main
 
 TINY = [
@@ -113,7 +113,7 @@ def test_entry_script_reports_bad_key(tmp_path, capsys):
 
 def test_tracker_does_not_leak_its_uri_into_the_environment(tmp_path, monkeypatch):
     from mia_core.config import config_from_dict
-    from pipelines.tracking import Tracker, tracking_uri
+    from pipelines.tracking.tracker import Tracker, tracking_uri
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     first = config_from_dict({"run": {"out_dir": str(tmp_path / "a"), "name": "a"}})

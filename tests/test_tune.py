@@ -7,7 +7,7 @@ import json
 import pytest
 
 from mia_core.config import ConfigError, load_config
-from pipelines.tune import (
+from pipelines.studies.sweep import (
     apply_params,
     decode,
     encode,
@@ -136,7 +136,7 @@ def test_sweep_two_trials_mlflow_children_and_resume(ray_session, tmp_path):
 
 @pytest.mark.parametrize("search", ["tpe", "random"])
 def test_searchers_suggest_points_inside_the_space(tmp_path, search):
-    from pipelines.tune import _searcher
+    from pipelines.studies.sweep import _searcher
 
     spec, base = load_sweep(write_sweep(tmp_path, search))
     searcher = _searcher(spec, 2)

@@ -351,7 +351,7 @@ class MethodConfig(_Validated):
     Attributes:
         name: One of ``METHOD_NAMES`` (cavia, metasgd, gap, alfa, mia, maml, meta_inr,
             mwt; ``meta_inr`` is MAML on field stores, Meta-INR; ``mwt`` classifies
-            meta-learned SIREN weights and runs its own job, ``pipelines/mwt.py``).
+            meta-learned SIREN weights and runs its own job, ``pipelines/tasks/mwt.py``).
         inner_steps: Inner-loop adaptation steps (>= 0).
         inner_lr: Inner-loop learning rate (initial value when learned), > 0.
         first_order: Drop second-order terms of the meta-gradient.

@@ -1,7 +1,0 @@
-"""Store builders: ``python -m pipelines.build <name> --out URL [options]``.
-
-Each builder is one module exposing ``add_arguments(parser)`` and
-``build(args, location) -> dict`` (a summary printed as JSON).
-"""
-
-BUILDERS = ("synthetic1d", "era5", "av_digits", "images", "volumes", "digits", "mnist", "cifar10")

@@ -1,0 +1,242 @@
+"""A local multi-node Ray cluster on one machine: a head and raylets joining it on 127.0.0.1.
+
+``ray start --head`` plus ``ray start --address 127.0.0.1:<port>`` for every further node
+gives separate raylets (own object store, own workers, own temp dir) that Ray schedules
+across exactly as on a real cluster: the job's working directory is shipped to each node,
+Ray Data read tasks and Ray Train workers are placed per node, and checkpoints go to a
+storage path every node reaches (here: one directory of the shared file system).
+
+Every ``ray start`` runs in its own session (``setsid``), and :meth:`LocalCluster.stop`
+ends exactly the processes of those sessions (GCS, raylets, dashboard, workers, job
+driver). ``ray stop`` is never used: it kills every Ray process of the machine, including
+other users' clusters and test sessions.
+
+``pipelines/cluster/local_run.py`` runs the training job across such a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1 (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ray_cli() -> str:
+    """The ``ray`` executable of this interpreter's environment."""
+    candidate = Path(sys.executable).parent / "ray"
+    return str(candidate) if candidate.exists() else "ray"
+
+
+def session_pids(sid: int) -> list[int]:
+    """Live (not zombie) processes whose session id is ``sid``, read from /proc."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getsid(int(entry)) != sid:
+                    continue
+                with open(f"/proc/{entry}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except (ProcessLookupError, PermissionError, FileNotFoundError, IndexError):
+                continue
+            if state != "Z":
+                pids.append(int(entry))
+    return pids
+
+
+@dataclass
+class LocalCluster:
+    """A head and ``num_nodes - 1`` raylets joining it on 127.0.0.1.
+
+    Attributes:
+        num_nodes: Ray nodes including the head.
+        cpus_per_node: logical CPUs each node advertises (``--num-cpus``).
+        object_store_mb: object store size per node.
+        root: directory for the nodes' temp dirs and logs; a short new ``/tmp`` directory
+            if empty (Unix socket paths under it must stay below 107 characters).
+        env: extra environment for every node (reaches the job driver, tasks and actors;
+            the place for S3 credentials, which never go into a runtime_env file).
+    """
+
+    num_nodes: int = 2
+    cpus_per_node: int = 1
+    object_store_mb: int = 128
+    root: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    gcs_port: int = 0
+    dashboard_port: int = 0
+    sessions: list[int] = field(default_factory=list)
+
+    @property
+    def gcs_address(self) -> str:
+        """``127.0.0.1:<port>`` of the head's GCS (what ``ray start --address`` takes)."""
+        return f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        """Job submission / state API address of the head."""
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def node_env(self) -> dict[str, str]:
+        """Environment of the nodes: this one, this interpreter first on PATH, no tokens."""
+        env = dict(os.environ)
+        # Ray's own helpers (e.g. Train's placement group cleaner) look the cluster up by
+        # address="auto", which fails when the machine runs several clusters.
+        env["RAY_ADDRESS"] = self.gcs_address
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env.setdefault("RAY_AUTH_MODE", "disabled")
+        env["RAY_USAGE_STATS_ENABLED"] = "0"
+        env.update(self.env)
+        return env
+
+    def _ray_start(self, name: str, args: list[str]) -> None:
+        temp = Path(self.root) / name
+        temp.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            ray_cli(),
+            "start",
+            *args,
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={self.cpus_per_node}",
+            "--num-gpus=0",
+            f"--object-store-memory={self.object_store_mb * 1024**2}",
+            f"--temp-dir={temp}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            "--disable-usage-stats",
+        ]
+        log = Path(self.root) / f"{name}.start.log"
+        with open(log, "w") as out:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.node_env(),
+                start_new_session=True,
+            )
+            # The session id is the pid of `ray start`; its daemons keep it after it exits.
+            self.sessions.append(proc.pid)
+            rc = proc.wait(timeout=120)
+        if rc != 0:
+            raise RuntimeError(f"ray start for {name} failed (rc={rc}); see {log}")
+
+    def start(self, timeout: float = 90.0) -> LocalCluster:
+        """Start the head, join the other nodes and wait until all are alive."""
+        if not self.root:
+            self.root = tempfile.mkdtemp(prefix="mia-lc-", dir="/tmp")
+        self.gcs_port, self.dashboard_port = free_port(), free_port()
+        self._ray_start(
+            "head",
+            [
+                "--head",
+                f"--port={self.gcs_port}",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.dashboard_port}",
+                f"--ray-client-server-port={free_port()}",
+            ],
+        )
+        for i in range(1, self.num_nodes):
+            self._ray_start(f"node{i}", [f"--address={self.gcs_address}"])
+        self.wait_for_nodes(timeout)
+        return self
+
+    def nodes(self) -> list[dict]:
+        """Alive nodes as ``{"node_id", "is_head", "cpus"}`` from the state API."""
+        from ray.util.state import list_nodes
+
+        out = []
+        for n in list_nodes(address=self.dashboard_url, filters=[("state", "=", "ALIVE")]):
+            out.append(
+                {
+                    "node_id": n.node_id,
+                    "is_head": bool(n.is_head_node),
+                    "cpus": float(n.resources_total.get("CPU", 0)),
+                }
+            )
+        return out
+
+    def wait_for_nodes(self, timeout: float) -> list[dict]:
+        """Block until ``num_nodes`` nodes are alive; raise with the last count otherwise."""
+        deadline = time.time() + timeout
+        alive: list[dict] = []
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.dashboard_url}/api/version", timeout=2)
+                alive = self.nodes()
+                if len(alive) >= self.num_nodes:
+                    return alive
+            except Exception:  # dashboard still starting
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(
+            f"only {len(alive)} of {self.num_nodes} Ray nodes alive after {timeout:.0f} s "
+            f"(logs under {self.root})"
+        )
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, reaped children included) of the cluster's processes.
+
+        Independent of how busy the machine is, unlike wall time; processes that already
+        exited count only if their parent reaped them (e.g. a finished job driver).
+        """
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in (p for sid in self.sessions for p in session_pids(sid)):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            total += sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
+        return total / tick
+
+    def stop(self, grace: float = 5.0, remove_root: bool = False) -> int:
+        """End every process of the sessions this cluster started.
+
+        Args:
+            grace: seconds to wait after SIGTERM (and again after SIGKILL).
+            remove_root: delete the temp/log directory once nothing runs in it.
+
+        Returns:
+            How many processes were still alive at the end (0 when all are gone).
+        """
+        pids = [p for sid in self.sessions for p in session_pids(sid)]
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.time() + grace
+            while time.time() < deadline and any(session_pids(s) for s in self.sessions):
+                time.sleep(0.2)
+            pids = [p for sid in self.sessions for p in session_pids(sid)]
+            if not pids:
+                break
+        if remove_root and not pids and self.root:
+            shutil.rmtree(self.root, ignore_errors=True)
+        return len(pids)
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,175 @@
+"""The code store: per-time-step INR codes of a field store, as Zarr v3 aligned with time.
+
+Layout (every array chunked along time with the same chunk length, so one unit of work
+writes whole chunks; xarray opens it through ``dimension_names``):
+
+* ``codes (time, code)``: weight deltas from the meta-model or context vectors, in
+  ``code_dtype``;
+* ``mse, psnr (time, variable)`` float32: reconstruction quality measured on the stored
+  (possibly float16) codes at full resolution, in normalised units;
+* ``encode_seconds (time,)``: each step's share of its batch's adaptation time;
+* ``done (time,)`` uint8: 1 once the time step's codes and metrics are complete. It is
+  written after them, so a crash between the two leaves the step pending and a rerun
+  encodes it again; readers use only steps with ``done == 1``. Chunk writes are atomic
+  (Zarr's local store writes a temporary file and renames; an S3 PUT is atomic), so a
+  reader never sees a half-written chunk;
+* ``time (time,)``: the field store's time coordinate (datetimes as CF-encoded ns);
+* group ``meta``: the meta-model's weights (one float32 array per parameter), so decoding
+  needs nothing but the code store.
+
+The root attribute ``mia_codes`` holds the meta-model reference and hash, its resolved
+config (credentials redacted), the encoder settings, the code layout and, per variable,
+the grid, dimension names, coordinates and normalisation needed to decode.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import zarr
+
+from pipelines.data.stores import StoreError, StoreLocation
+
+FORMAT = "mia-codes/1"
+# Settings that change what a code means: a rerun with other values must not mix codes.
+IDENTITY_KEYS = ("meta_sha256", "mode", "code_dim", "code_dtype", "variables", "num_time", "store")
+
+
+def _array(group: zarr.Group, name: str, shape, chunks, dtype, dims, fill=0) -> zarr.Array:
+    return group.create_array(
+        name,
+        shape=shape,
+        chunks=chunks,
+        dtype=dtype,
+        fill_value=fill,
+        dimension_names=dims,
+        overwrite=True,
+    )
+
+
+def create_code_store(
+    location: StoreLocation,
+    attrs: dict[str, Any],
+    chunk: int,
+    time_values: np.ndarray,
+    time_attrs: dict[str, Any],
+    meta_state: dict[str, np.ndarray],
+    overwrite: bool = False,
+) -> zarr.Group:
+    """Create the code store, or reopen a compatible one for resuming.
+
+    Args:
+        location: destination.
+        attrs: the ``mia_codes`` attribute (must hold ``IDENTITY_KEYS`` and ``code_dim``,
+            ``variables``, ``num_time``, ``code_dtype``).
+        chunk: time steps per chunk.
+        time_values: ``(T,)`` numeric time coordinate.
+        time_attrs: attributes of the time array (``units``/``calendar`` for datetimes).
+        meta_state: meta-model parameters by name.
+        overwrite: replace an existing store instead of resuming it.
+
+    Raises:
+        StoreError: an existing store written with another meta-model or settings.
+    """
+    attrs = {**attrs, "format": FORMAT}
+    if not overwrite:
+        try:
+            group = zarr.open_group(location.zarr_store("w"), mode="r+")
+            old = dict(group.attrs.get("mia_codes", {}))
+        except Exception:  # nothing there yet (or not a group): create below
+            old = None
+        if old:
+            diff = [k for k in IDENTITY_KEYS if old.get(k) != attrs.get(k)]
+            if diff:
+                detail = ", ".join(f"{k}: {old.get(k)!r} -> {attrs.get(k)!r}" for k in diff)
+                raise StoreError(
+                    f"{location}: an existing code store was written with other settings "
+                    f"({detail}); pass --overwrite or choose another output"
+                )
+            if int(old.get("chunk", -1)) != chunk:
+                raise StoreError(
+                    f"{location}: existing code store has time chunks of {old.get('chunk')}, "
+                    f"not {chunk}"
+                )
+            return group
+        elif old is not None and len(list(group.keys())):
+            raise StoreError(f"{location}: exists and is not a code store; choose another output")
+    group = zarr.open_group(location.zarr_store("w"), mode="w", zarr_format=3)
+    n_t, dim, n_var = attrs["num_time"], attrs["code_dim"], len(attrs["variables"])
+    _array(group, "codes", (n_t, dim), (chunk, dim), attrs["code_dtype"], ["time", "code"])
+    for name in ("mse", "psnr"):
+        _array(group, name, (n_t, n_var), (chunk, n_var), "float32", ["time", "variable"], np.nan)
+    _array(group, "encode_seconds", (n_t,), (chunk,), "float32", ["time"], np.nan)
+    _array(group, "done", (n_t,), (chunk,), "uint8", ["time"])
+    t = _array(group, "time", (n_t,), (n_t,), time_values.dtype, ["time"])
+    t[...] = time_values
+    t.attrs.update(time_attrs)
+    meta = group.create_group("meta")
+    for name, value in meta_state.items():
+        arr = meta.create_array(name, shape=value.shape, dtype="float32", overwrite=True)
+        arr[...] = value.astype(np.float32)
+    group.attrs["mia_codes"] = {**attrs, "chunk": chunk}
+    return group
+
+
+def open_code_store(location: StoreLocation, mode: str = "r") -> zarr.Group:
+    """Open an existing code store, checking its format.
+
+    Raises:
+        StoreError: unreachable or not a code store (naming the location).
+    """
+    try:
+        group = zarr.open_group(location.zarr_store(mode), mode="r" if mode == "r" else "r+")
+        attrs = dict(group.attrs.get("mia_codes", {}))
+    except Exception as err:
+        raise StoreError(
+            f"{location}: cannot open code store: {type(err).__name__}: {err}"
+        ) from err
+    if attrs.get("format") != FORMAT:
+        raise StoreError(f"{location}: not a code store (no 'mia_codes' attribute of {FORMAT})")
+    return group
+
+
+def pending_units(done: np.ndarray, chunk: int, start: int, stop: int) -> list[tuple[int, int]]:
+    """Contiguous runs of not-done steps in ``[start, stop)``, never crossing a chunk."""
+    units = []
+    for c0 in range(start - start % chunk, stop, chunk):
+        a, b = max(start, c0), min(stop, c0 + chunk)
+        t = a
+        while t < b:
+            if done[t]:
+                t += 1
+                continue
+            u = t
+            while t < b and not done[t]:
+                t += 1
+            units.append((u, t))
+    return units
+
+
+def write_unit(
+    group: zarr.Group,
+    start: int,
+    codes: np.ndarray,
+    mse: np.ndarray,
+    psnr: np.ndarray,
+    seconds: np.ndarray,
+) -> None:
+    """Write the results of steps ``start .. start + len(codes)``; ``done`` last."""
+    stop = start + len(codes)
+    group["codes"][start:stop] = codes
+    group["mse"][start:stop] = mse.astype(np.float32)
+    group["psnr"][start:stop] = psnr.astype(np.float32)
+    group["encode_seconds"][start:stop] = seconds.astype(np.float32)
+
+
+def mark_done(group: zarr.Group, start: int, stop: int) -> None:
+    """Publish steps ``[start, stop)`` (after :func:`write_unit`)."""
+    group["done"][start:stop] = np.ones(stop - start, np.uint8)
+
+
+def meta_state(group: zarr.Group) -> dict[str, np.ndarray]:
+    """The meta-model parameters stored with the codes (names as in the state dict)."""
+    meta = group["meta"]
+    return {name: np.asarray(meta[name][...]) for name in meta.array_keys()}

@@ -1,0 +1,366 @@
+"""era5: ERA5 fields (netCDF, GRIB or Zarr; local or cloud) regridded into a field store.
+
+Inputs are read as users hold them: CDS netCDF (old and new layouts), GRIB (cfgrib),
+the ARCO-ERA5 Zarr (long names, ``s3://``/``gs://`` with ``--anon``) and the NCEP
+reanalysis sample of ``hvsampledata`` (``--input hvsampledata:air_temperature``). Dims
+are normalised to ``(time, [member], [level], latitude, longitude)``, the selection
+(variables, levels, members, time) is applied lazily, and the data are loaded in time
+blocks of bounded size and regridded bilinearly onto an even lat/lon grid: global
+(latitudes ``[-90, 90]`` inclusive, longitudes ``[0, 360)``) when the input is, else
+the input's own extent (``--domain``). The result is written by ``write_field_store``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import importlib.util
+import os
+import re
+import warnings
+from dataclasses import dataclass
+
+import fsspec
+import numpy as np
+import xarray as xr
+
+from pipelines.data.builders.era5_names import FIELD_DIMS, select_variables, standardise
+from pipelines.data.stores.field_writer import split_by_time, write_field_store
+from pipelines.data.stores.location import StoreLocation, make_location, redact_url
+from pipelines.data.stores.writer import NORMALISATIONS
+
+GRIB_SUFFIXES = (".grib", ".grb", ".grib2", ".grb2")
+NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".cdf", ".h5", ".hdf5")
+BLOCK_BYTES = 256 * 2**20  # native-resolution data loaded at once (per input)
+PICKS = (("level", "--levels"), ("member", "--members"))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Builder options."""
+    p.add_argument(
+        "--input",
+        action="append",
+        required=True,
+        help="netCDF/GRIB file, Zarr store or URL (repeatable; local globs allowed), "
+        "or hvsampledata:air_temperature",
+    )
+    p.add_argument(
+        "--variables",
+        default="",
+        help="comma-separated short or long names (default: t2m, else the first three)",
+    )
+    p.add_argument("--levels", default="", help="pressure levels to keep, e.g. 500,850")
+    p.add_argument("--members", default="", help="ensemble members to keep, e.g. 0,1,2")
+    p.add_argument("--time-slice", default="", help="START:STOP (ISO dates, inclusive)")
+    p.add_argument("--time-stride", type=int, default=1, help="keep every k-th time step")
+    p.add_argument("--resolution", default="46x90", help="target grid NLATxNLON")
+    p.add_argument(
+        "--domain",
+        choices=("auto", "global", "input"),
+        default="auto",
+        help="target extent; auto: global if the input covers the globe, else the input's",
+    )
+    p.add_argument("--normalisation", choices=NORMALISATIONS, default="minmax01")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--test-fraction", type=float, default=0.1)
+    p.add_argument("--anon", action="store_true", help="anonymous access to s3:// / gs:// inputs")
+    p.add_argument(
+        "--input-endpoint-url",
+        default=None,
+        help="S3-compatible endpoint of the inputs (else AWS_ENDPOINT_URL)",
+    )
+
+
+def build(args: argparse.Namespace, location: StoreLocation) -> dict:
+    """Read, select, regrid, normalise and write; returns the summary."""
+    shape = _parse_ints(args.resolution, "x", "--resolution")
+    if len(shape) != 2 or min(shape) < 2:
+        raise ValueError(f"--resolution must be NLATxNLON with both >= 2, got {args.resolution!r}")
+    if args.time_stride < 1 or not 0 <= args.val_fraction + args.test_fraction < 1:
+        raise ValueError("--time-stride must be >= 1 and val + test fractions in [0, 1)")
+    sources = _expand(args.input, args)
+    shown = [redact_url(s) for s in sources]
+    opened: list[xr.Dataset] = []
+    try:
+        for src, name in zip(sources, shown, strict=True):
+            try:
+                opened.append(_open(src, args))
+            except (ValueError, FileNotFoundError):
+                raise
+            except Exception as err:  # engine/IO errors: name the input
+                raise ValueError(f"cannot open {name}: {type(err).__name__}: {err}") from err
+        datasets = [standardise(ds, name) for ds, name in zip(opened, shown, strict=True)]
+        mapping = select_variables(datasets, args.variables, shown)
+        parts = _select(datasets, mapping, args, shown)
+        target = _plan(parts[0], shape, args.domain)
+        regridded = [_regrid(ds, target) for ds in parts]
+    finally:
+        for ds in opened:
+            ds.close()
+    try:
+        out = (
+            xr.combine_by_coords(regridded, combine_attrs="override")
+            if len(parts) > 1
+            else regridded[0]
+        )
+    except ValueError as err:
+        raise ValueError(f"cannot combine inputs {shown} (overlapping times?): {err}") from err
+    out = out.transpose(*[d for d in FIELD_DIMS if d in out.dims])
+    for mod, src in mapping.items():
+        if bool(out[mod].isnull().all()):
+            raise ValueError(
+                f"variable {mod!r} ({src}) is all NaN on the target grid; "
+                "check --domain against the input's extent"
+            )
+        keep = {k: str(v) for k, v in out[mod].attrs.items() if k in ("units", "long_name")}
+        out[mod].attrs = {**keep, "source_name": src}
+    split = split_by_time(out.sizes["time"], args.val_fraction, args.test_fraction)
+    times = out["time"].values
+    info = {
+        "source": "era5",
+        "inputs": shown,
+        "variables": mapping,
+        "resolution": list(shape),
+        "domain": {"latitude": _span(target.lat), "longitude": _span(target.lon)},
+        "regrid": "bilinear (lat/lon, periodic in longitude)" if target.periodic else "bilinear",
+        "levels": _values(out, "level"),
+        "members": _values(out, "member"),
+        "time_range": [str(times[0]), str(times[-1])],
+        "time_stride": args.time_stride,
+    }
+    write_field_store(out, location, args.chunk, split, args.normalisation, info)
+    return {
+        "time_steps": int(out.sizes["time"]),
+        "grid": list(shape),
+        **{k: info[k] for k in ("variables", "levels", "members", "time_range")},
+        **info["domain"],
+        "split": {k: int((split == i).sum()) for i, k in enumerate(("train", "val", "test"))},
+        "bytes_written": _bytes_written(location),
+    }
+
+
+# --- inputs ---------------------------------------------------------------------------
+
+
+def _options(url: str, args: argparse.Namespace) -> dict:
+    if url.startswith("s3://"):
+        opts = {"anon": True} if args.anon else {}
+        return make_location(url, opts, endpoint_url=args.input_endpoint_url).storage_options
+    if url.startswith(("gs://", "gcs://")) and args.anon:
+        return {"token": "anon"}
+    return {}
+
+
+def _expand(inputs: list[str], args: argparse.Namespace) -> list[str]:
+    out: list[str] = []
+    for item in inputs:
+        if item.startswith("hvsampledata:"):
+            out.append(item)
+        elif "://" in item and not item.startswith("file://"):
+            if any(c in item for c in "*?["):
+                fs, _ = fsspec.core.url_to_fs(item, **_options(item, args))
+                out += sorted(fs.unstrip_protocol(p) for p in fs.glob(item))
+            else:
+                out.append(item)
+        else:
+            path = item.removeprefix("file://")
+            found = sorted(glob.glob(path)) if any(c in path for c in "*?[") else [path]
+            missing = [f for f in found if not os.path.exists(f)]
+            if not found or missing:
+                raise FileNotFoundError(f"no input matches {item!r}")
+            out += found
+    return out
+
+
+def _open(src: str, args: argparse.Namespace) -> xr.Dataset:
+    if src.startswith("hvsampledata:"):
+        if importlib.util.find_spec("hvsampledata") is None:
+            raise ValueError(f"{src} needs the hvsampledata package: pip install hvsampledata")
+        import hvsampledata
+
+        if src.split(":", 1)[1] != "air_temperature":
+            raise ValueError(f"{src}: only hvsampledata:air_temperature is a gridded dataset")
+        return hvsampledata.air_temperature("xarray")
+    low = src.split("?", 1)[0].lower().rstrip("/")
+    remote = "://" in src and not src.startswith("file://")
+    if low.endswith(GRIB_SUFFIXES):
+        if importlib.util.find_spec("cfgrib") is None:
+            raise ValueError(
+                f"GRIB input {redact_url(src)} needs the cfgrib engine (with eccodes)"
+                ": pip install cfgrib, or convert the file to netCDF"
+            )
+        if remote:
+            raise ValueError(f"GRIB input {redact_url(src)}: cfgrib reads local files only")
+        return xr.open_dataset(src, engine="cfgrib", backend_kwargs={"indexpath": ""})
+    if low.endswith(NETCDF_SUFFIXES):
+        if remote:
+            return xr.open_dataset(fsspec.open(src, **_options(src, args)).open(), chunks=None)
+        return xr.open_dataset(src, chunks=None)
+    if not remote and not os.path.isdir(src):
+        return xr.open_dataset(src, chunks=None)  # unknown suffix: let xarray guess
+    store = make_location(src, _options(src, args)).zarr_store("r")
+    with warnings.catch_warnings():  # consolidated metadata is tried first (ARCO has it)
+        warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated")
+        return xr.open_zarr(store, chunks=None, consolidated=None)
+
+
+# --- selection ------------------------------------------------------------------------
+
+
+def _select(
+    datasets: list[xr.Dataset], mapping: dict[str, str], args: argparse.Namespace, shown: list[str]
+) -> list[xr.Dataset]:
+    """Per input: the selected variables (named as modalities), levels, members and times."""
+    union = np.unique(np.concatenate([ds["time"].values for ds in datasets]))
+    times = xr.DataArray(union, dims="time", coords={"time": union})
+    if args.time_slice:
+        parts = re.split(r":(?=\d{4}-|$)", args.time_slice, maxsplit=1)
+        start, stop = parts if len(parts) == 2 else args.time_slice.split(":", 1)
+        if not np.issubdtype(union.dtype, np.datetime64):
+            start, stop = (float(start) if start else None), (float(stop) if stop else None)
+        times = times.sel(time=slice(start or None, stop or None))
+    chosen = times.values[:: args.time_stride]
+    if chosen.size == 0:
+        raise ValueError(
+            f"time selection {args.time_slice!r} is empty; the inputs cover "
+            f"{union[0]} .. {union[-1]}"
+        )
+    parts_out = []
+    for ds, name in zip(datasets, shown, strict=True):
+        here = {m: ds[s] for m, s in mapping.items() if s in ds.data_vars}
+        if not here:
+            continue
+        sub = xr.Dataset(here)
+        sub = sub.isel(time=np.flatnonzero(np.isin(sub["time"].values, chosen))).sortby("time")
+        for dim, flag in PICKS:
+            if opt := getattr(args, dim + "s"):
+                sub = _pick(sub, dim, [float(x) for x in opt.split(",")], flag, name)
+        for m, da in sub.data_vars.items():
+            extra = set(da.dims) - {*FIELD_DIMS, "expver"}
+            if extra:
+                raise ValueError(
+                    f"{name}: variable {mapping[m]!r} has unsupported dims "
+                    f"{sorted(extra)} (dims {da.dims})"
+                )
+        parts_out.append(sub)
+    for dim, flag in PICKS:
+        if getattr(args, dim + "s") and not any(dim in p.dims for p in parts_out):
+            raise ValueError(f"{flag} given but no selected variable has a {dim} dimension")
+    return parts_out
+
+
+def _pick(ds: xr.Dataset, dim: str, wanted: list[float], flag: str, name: str) -> xr.Dataset:
+    if dim not in ds.dims:
+        return ds
+    have = np.asarray(ds[dim].values, float)
+    idx = [np.flatnonzero(np.isclose(have, w)) for w in wanted]
+    missing = [w for w, i in zip(wanted, idx, strict=True) if i.size == 0]
+    if missing:
+        raise ValueError(f"{name}: {flag} {missing} not available; {dim}s: {have.tolist()}")
+    return ds.isel({dim: [int(i[0]) for i in idx]})
+
+
+# --- regridding -----------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """Target grid (ascending latitudes and longitudes) and whether it wraps around."""
+
+    lat: np.ndarray
+    lon: np.ndarray
+    periodic: bool
+
+
+def _wrap(lon: np.ndarray, offset: float) -> np.ndarray:
+    return (np.asarray(lon, float) - offset) % 360.0 + offset
+
+
+def _layout(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, bool, bool]:
+    """Source grid facts.
+
+    Returns:
+        Sorted unique latitudes; longitudes in [0, 360); the offset (0 or -180) in which
+        the longitudes are contiguous (a box across 0 E needs -180); periodic in longitude;
+        near-global in latitude (the outer rows at most one spacing from the poles).
+    """
+    lat, lon = np.unique(np.asarray(lat, float)), np.unique(_wrap(lon, 0.0))
+    if lat.size < 2 or lon.size < 2:
+        raise ValueError(f"need at least 2 latitudes and longitudes, got {lat.size}x{lon.size}")
+    dlat, dlon, gap = np.median(np.diff(lat)), np.median(np.diff(lon)), np.diff(lon).max()
+    periodic = max(gap, 360.0 - (lon[-1] - lon[0])) <= 1.5 * dlon  # no gap around the circle
+    near_global = lat[0] - 1.01 * dlat <= -90 and lat[-1] + 1.01 * dlat >= 90
+    return lat, lon, 0.0 if gap <= 1.5 * dlon else -180.0, bool(periodic), bool(near_global)
+
+
+def _plan(ds: xr.Dataset, shape: tuple[int, ...], domain: str) -> Target:
+    """The target grid: global or the extent of ``ds`` (the first input), see ``--domain``."""
+    lat, lon, offset, periodic, near_global = _layout(ds["latitude"].values, ds["longitude"].values)
+    if domain == "global" or (domain == "auto" and periodic):
+        tlon = np.arange(shape[1]) * (360.0 / shape[1])
+    else:
+        src = np.sort(_wrap(lon, offset))
+        tlon = np.linspace(src[0], src[-1], shape[1])
+    glob_lat = domain == "global" or (domain == "auto" and near_global)
+    tlat = np.linspace(*((-90.0, 90.0) if glob_lat else (lat[0], lat[-1])), shape[0])
+    return Target(tlat, tlon, periodic and domain != "input")
+
+
+def _regrid_block(blk: xr.Dataset, t: Target) -> xr.Dataset:
+    """Bilinear in (latitude, longitude); NaN outside the source, except near the poles."""
+    lat, _, offset, periodic, near_global = _layout(blk["latitude"], blk["longitude"])
+    blk = blk.assign_coords(longitude=_wrap(blk["longitude"].values, offset))
+    blk = blk.drop_duplicates("longitude").sortby(["latitude", "longitude"])
+    if periodic:  # one column each side so targets past the last source column interpolate
+        lon = blk["longitude"].values
+        left = blk.isel(longitude=[-1]).assign_coords(longitude=[lon[-1] - 360.0])
+        right = blk.isel(longitude=[0]).assign_coords(longitude=[lon[0] + 360.0])
+        blk = xr.concat([left, blk, right], "longitude")
+    # cell-centred global grids: target rows between the outer row and a pole take its values
+    qlat = np.clip(t.lat, lat[0], lat[-1]) if near_global else t.lat
+    out = blk.interp(latitude=qlat, longitude=_wrap(t.lon, offset), method="linear")
+    return out.assign_coords(latitude=t.lat, longitude=t.lon).astype(np.float32)
+
+
+def _regrid(ds: xr.Dataset, t: Target) -> xr.Dataset:
+    """Load ``ds`` in time blocks of at most ``BLOCK_BYTES`` and regrid each onto ``t``."""
+    per_step = sum(8 * da.size // max(da.sizes["time"], 1) for da in ds.data_vars.values())
+    step = max(1, BLOCK_BYTES // max(per_step, 1))
+    blocks = []
+    for i in range(0, ds.sizes["time"], step):
+        blk = ds.isel(time=slice(i, i + step)).load()
+        if "expver" in blk.dims:  # ERA5 + ERA5T: first non-NaN along expver
+            merged = blk.isel(expver=0)
+            for k in range(1, blk.sizes["expver"]):
+                merged = merged.fillna(blk.isel(expver=k))
+            blk = merged.drop_vars("expver", errors="ignore")
+        blocks.append(_regrid_block(blk, t))
+    return xr.concat(blocks, "time") if len(blocks) > 1 else blocks[0]
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+def _parse_ints(text: str, sep: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.lower().split(sep))
+    except ValueError:
+        raise ValueError(f"{flag}: cannot parse {text!r}") from None
+
+
+def _span(values: np.ndarray) -> list[float]:
+    return [float(values[0]), float(values[-1])]
+
+
+def _values(ds: xr.Dataset, dim: str) -> list | None:
+    return np.asarray(ds[dim].values).tolist() if dim in ds.dims else None
+
+
+def _bytes_written(location: StoreLocation) -> int | None:
+    try:
+        fs, path = fsspec.core.url_to_fs(
+            location.url, skip_instance_cache=True, **location.storage_options
+        )
+        return int(fs.du(path))
+    except Exception:  # the size is informative only
+        return None

@@ -1,0 +1,112 @@
+"""Resolve a config's data section to a store, building the synthetic store when needed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from mia_core.config import Config
+from mia_core.data import generate_synthetic1d
+from pipelines.data.episodes import EpisodeSpec
+from pipelines.data.stores import (
+    ModalityData,
+    Store,
+    StoreLocation,
+    make_location,
+    open_store,
+    write_signal_store,
+)
+
+
+def synthetic_split(num_functions: int, num_train: int, val_fraction: float) -> np.ndarray:
+    """First ``num_train`` functions train (their last ``val_fraction`` validation), rest test."""
+    split = np.full(num_functions, 2, np.int8)
+    n_val = int(num_train * val_fraction)
+    split[: num_train - n_val] = 0
+    split[num_train - n_val : num_train] = 1
+    return split
+
+
+def build_synthetic_store(cfg: Config, location: StoreLocation, chunk: int = 64) -> None:
+    """Write the synthetic benchmark described by ``cfg.data`` to ``location``."""
+    d = cfg.data
+    sig = generate_synthetic1d(
+        d.num_functions, d.num_points, tuple(d.x_range), d.noise_std, tuple(d.modalities), d.seed
+    )
+    data = {
+        m: ModalityData(v.numpy(), "grid", [list(d.x_range)], normalisation="none")
+        for m, v in sig.values.items()
+    }
+    write_signal_store(
+        location,
+        data,
+        synthetic_split(d.num_functions, d.num_train, d.val_fraction),
+        sig.scale.numpy(),
+        {"source": "synthetic1d", "seed": d.seed},
+        chunk,
+    )
+
+
+def resolve_store(cfg: Config) -> StoreLocation:
+    """The store location of ``cfg``; builds the synthetic store once (atomically) if unset.
+
+    The synthetic store's path carries a hash of the generator settings, so changing any
+    of them builds a new store and an existing one is reused as is.
+    """
+    d = cfg.data
+    if d.store:
+        return make_location(d.store, endpoint_url=d.endpoint_url or None)
+    keys = (
+        "num_functions",
+        "num_train",
+        "num_points",
+        "x_range",
+        "noise_std",
+        "modalities",
+        "val_fraction",
+        "seed",
+    )
+    digest = hashlib.sha1(json.dumps({k: getattr(d, k) for k in keys}).encode()).hexdigest()[:10]
+    path = Path(cfg.run.out_dir).resolve() / "data" / f"{d.name}-{digest}.zarr"
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        build_synthetic_store(cfg, make_location(str(tmp)))
+        try:
+            os.replace(tmp, path)
+        except OSError:  # another process won the race: theirs is identical
+            shutil.rmtree(tmp, ignore_errors=True)
+    return make_location(str(path))
+
+
+def open_training_store(cfg: Config) -> Store:
+    """Open the resolved store restricted to ``cfg.data.modalities``."""
+    return open_store(resolve_store(cfg), list(cfg.data.modalities))
+
+
+def episode_spec(
+    cfg: Config, store: Store, seed_offset: int = 0, ratio: tuple[float, float] | None = None
+) -> EpisodeSpec:
+    """Episode settings for ``store``: per-modality ratios (or one ``ratio`` for all)."""
+    ranges = {}
+    for m in store.modalities:
+        lo, hi = ratio or cfg.data.support_ratio_per_modality.get(m, cfg.data.support_ratio)
+        ranges[m] = (float(lo), float(hi))
+    return EpisodeSpec(
+        ranges, cfg.run.seed + seed_offset, cfg.data.spatial_stride, store.location.display
+    )
+
+
+def modality_dims(store: Store) -> dict[str, tuple[int, int]]:
+    """Modality -> ``(d_in, d_out)`` for :func:`mia_core.builders.build_learner`."""
+    out = {}
+    for m in store.modalities:
+        info = store.info[m]
+        d_in = info.coords.shape[-1] if info.coords is not None else len(info.grid_shape)
+        out[m] = (int(d_in), int(info.channels))
+    return out

@@ -1,0 +1,111 @@
+"""Write an xarray field store (climate fields, time-varying volumes) as Zarr v3.
+
+Each data variable is normalised per channel (level) with statistics from the training
+time steps, stored in the variable's ``mia_norm`` attribute so readers and decoders can
+undo it; arrays are chunked along time only (whole spatial fields per chunk). An
+optional ``split(time)`` int8 variable marks train (0) / val (1) / test (2) time steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from pipelines.data.stores.errors import StoreError
+from pipelines.data.stores.location import StoreLocation
+from pipelines.data.stores.reader import LEVEL_DIMS, TIME_DIMS
+from pipelines.data.stores.writer import NORMALISATIONS, apply_norm
+
+
+def split_by_time(n_time: int, val_fraction: float = 0.1, test_fraction: float = 0.1) -> np.ndarray:
+    """Contiguous split along time: first train, then val, then test (no leakage)."""
+    split = np.zeros(n_time, np.int8)
+    n_test = int(round(n_time * test_fraction))
+    n_val = int(round(n_time * val_fraction))
+    if n_test:
+        split[n_time - n_test :] = 2
+    if n_val:
+        split[n_time - n_test - n_val : n_time - n_test] = 1
+    return split
+
+
+def _norm_stats(da: xr.DataArray, tdim: str, train: np.ndarray, how: str) -> dict[str, Any]:
+    ldim = next((d for d in LEVEL_DIMS if d in da.dims), None)
+    sub = da.isel({tdim: np.flatnonzero(train)}) if train.any() else da
+    reduce = [d for d in sub.dims if d != ldim]
+    with np.errstate(all="ignore"):
+        if how == "zscore":
+            return {
+                "kind": how,
+                "mean": np.atleast_1d(sub.mean(reduce, skipna=True).values).tolist(),
+                "std": np.atleast_1d(sub.std(reduce, skipna=True).values).tolist(),
+            }
+        return {
+            "kind": how,
+            "min": np.atleast_1d(sub.min(reduce, skipna=True).values).tolist(),
+            "max": np.atleast_1d(sub.max(reduce, skipna=True).values).tolist(),
+        }
+
+
+def write_field_store(
+    ds: xr.Dataset,
+    location: StoreLocation,
+    chunk_time: int = 16,
+    split: np.ndarray | None = None,
+    normalisation: str = "minmax01",
+    attrs: dict[str, Any] | None = None,
+) -> None:
+    """Normalise and write ``ds`` (overwriting the destination).
+
+    Args:
+        ds: dataset whose data variables share a time dimension (see ``reader.py``).
+        location: destination.
+        chunk_time: time steps per chunk.
+        split: ``(time,)`` split codes; train-only when omitted.
+        normalisation: one of ``NORMALISATIONS`` (per variable and level).
+        attrs: extra global attributes (source, builder arguments).
+    """
+    if normalisation not in NORMALISATIONS:
+        raise StoreError(f"{location}: normalisation must be one of {NORMALISATIONS}")
+    if not ds.data_vars:
+        raise StoreError(f"{location}: refusing to write a field store without variables")
+    tdim = next((d for d in TIME_DIMS if d in ds.dims), None)
+    if tdim is None:
+        raise StoreError(f"{location}: dataset has no time dimension (dims {dict(ds.sizes)})")
+    n_time = ds.sizes[tdim]
+    if n_time == 0:
+        raise StoreError(f"{location}: refusing to write an empty store ({tdim!r} of length 0)")
+    split = np.zeros(n_time, np.int8) if split is None else np.asarray(split, np.int8)
+    # Zarr lists arrays alphabetically; the variable order is kept explicitly.
+    out = xr.Dataset(
+        coords=ds.coords,
+        attrs={**ds.attrs, **(attrs or {}), "mia_variables": [str(v) for v in ds.data_vars]},
+    )
+    encoding = {}
+    for name, da in ds.data_vars.items():
+        if tdim not in da.dims:
+            raise StoreError(
+                f"{location}: variable {name!r} has no {tdim!r} dimension (dims {da.dims})"
+            )
+        stats = _norm_stats(da, tdim, split == 0, normalisation)
+        ldim = next((d for d in LEVEL_DIMS if d in da.dims), None)
+        arr = da.transpose(*[d for d in da.dims if d != ldim], *([ldim] if ldim else [])).values
+        normed = apply_norm(
+            arr.astype(np.float64) if ldim else arr[..., None].astype(np.float64), stats
+        )
+        normed = normed if ldim else normed[..., 0]
+        dims = [d for d in da.dims if d != ldim] + ([ldim] if ldim else [])
+        var = xr.DataArray(
+            normed.astype(np.float32), dims=dims, attrs={**da.attrs, "mia_norm": stats}
+        )
+        out[name] = var.transpose(*da.dims)
+        encoding[name] = {
+            "chunks": tuple(min(chunk_time, n_time) if d == tdim else out.sizes[d] for d in da.dims)
+        }
+    out["split"] = xr.DataArray(split, dims=[tdim])
+    encoding["split"] = {"chunks": (n_time,)}  # tiny, read whole by every open: one request
+    out.to_zarr(
+        location.zarr_store("w"), mode="w", zarr_format=3, encoding=encoding, consolidated=False
+    )

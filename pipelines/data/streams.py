@@ -1,0 +1,128 @@
+"""Episode streams: from a Ray Data dataset (or shard), or straight from a store.
+
+Both yield :class:`~mia_core.data.Episode` batches built by
+:func:`pipelines.data.episodes.build_episode`, so the two paths give identical episodes for
+the same signals, seed and epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import numpy as np
+
+from mia_core.data import Episode
+from pipelines.data.episodes import EpisodeSpec, build_episode
+from pipelines.data.stores import Store
+from pipelines.data.stores.writer import SPLITS
+
+CACHE_BYTES = 256 * 2**20  # decoded chunks kept by store_episodes
+
+
+def _named(spec: EpisodeSpec, store: Store) -> EpisodeSpec:
+    """``spec`` with the store's redacted URL as label when it has none (error messages)."""
+    if spec.store_name != EpisodeSpec.store_name:
+        return spec
+    return dataclasses.replace(spec, store_name=store.location.display)
+
+
+def _episode_from_columns(batch: dict, store: Store, spec: EpisodeSpec, epoch: int) -> Episode:
+    rows, coords = {}, {}
+    for m in store.modalities:
+        rows[m] = np.asarray(batch[f"m:{m}"])
+        c = store.info[m].coords
+        coords[m] = c if c is not None else np.asarray(batch[f"c:{m}"])
+    shapes = {m: store.info[m].grid_shape for m in store.modalities}
+    return build_episode(
+        rows, np.asarray(batch["index"]), coords, spec, epoch, np.asarray(batch["scale"]), shapes
+    )
+
+
+def dataset_episodes(
+    dataset,
+    store: Store,
+    spec: EpisodeSpec,
+    batch_size: int,
+    epoch: int = 0,
+    local_shuffle_buffer_size: int | None = None,
+    seed: int | None = None,
+    drop_last: bool = False,
+) -> Iterator[Episode]:
+    """Episodes from a Ray ``Dataset`` or ``DataIterator`` (a Ray Train worker's shard).
+
+    Batches arrive through ``iter_torch_batches`` (zero-copy CPU tensors) and are turned
+    into episodes in the consuming process.
+    """
+    spec = _named(spec, store)
+    kwargs = {"batch_size": batch_size, "drop_last": drop_last}
+    if local_shuffle_buffer_size:
+        kwargs.update(local_shuffle_buffer_size=local_shuffle_buffer_size, local_shuffle_seed=seed)
+    for batch in dataset.iter_torch_batches(**kwargs):
+        yield _episode_from_columns({k: v.numpy() for k, v in batch.items()}, store, spec, epoch)
+
+
+def store_episodes(
+    store: Store,
+    spec: EpisodeSpec,
+    batch_size: int,
+    split: str | None = "train",
+    epoch: int = 0,
+    shuffle: bool = True,
+    time_stride: int = 1,
+    skip_batches: int = 0,
+) -> Iterator[Episode]:
+    """Episodes read directly from a store in one process (tests, small runs).
+
+    Reads whole chunks; with ``shuffle`` the signal order is permuted per epoch from
+    ``(spec.seed, epoch)``; ``skip_batches`` starts after that many batches (resume).
+    """
+    spec = _named(spec, store)
+    idx = np.arange(store.num_signals)
+    keep = idx % time_stride == 0
+    if split is not None:
+        keep &= store.split == SPLITS[split]
+    selected = idx[keep]
+    if shuffle:
+        selected = np.random.default_rng([spec.seed, epoch]).permutation(selected)
+    # Decoded chunks (values and per-signal coordinates), first in first out, bounded in
+    # bytes: a shuffled epoch over a store that fits reads every chunk once.
+    cache: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+    cached_bytes = 0
+    ranges = store.chunk_ranges()
+    shapes = {m: store.info[m].grid_shape for m in store.modalities}
+    per_signal = [m for m in store.modalities if store.info[m].coords is None]
+    for s in range(skip_batches * batch_size, len(selected), batch_size):
+        batch_idx = selected[s : s + batch_size]
+        rows = {m: [] for m in store.modalities}
+        coords_rows = {m: [] for m in store.modalities}
+        for i in batch_idx:
+            r = ranges[int(i) // store.chunk_size]
+            if r not in cache:
+                data = store.read(*r)
+                data.update({f"c:{m}": store.read_coords(m, *r) for m in per_signal})
+                size = sum(v.nbytes for v in data.values())
+                while cache and cached_bytes + size > CACHE_BYTES:
+                    cached_bytes -= sum(v.nbytes for v in cache.pop(next(iter(cache))).values())
+                cache[r], cached_bytes = data, cached_bytes + size
+            for m in store.modalities:
+                rows[m].append(cache[r][m][int(i) - r[0]])
+                if m in per_signal:
+                    coords_rows[m].append(cache[r][f"c:{m}"][int(i) - r[0]])
+        coords = {
+            m: (
+                store.info[m].coords
+                if store.info[m].coords is not None
+                else np.stack(coords_rows[m])
+            )
+            for m in store.modalities
+        }
+        yield build_episode(
+            {m: np.stack(v) for m, v in rows.items()},
+            batch_idx,
+            coords,
+            spec,
+            epoch,
+            store.scale[batch_idx],
+            shapes,
+        )

@@ -1,0 +1,4 @@
+"""Evaluation metrics, tables, figures and written reports.
+
+Imports data, tracking, cluster and engine.
+"""

@@ -1,0 +1,152 @@
+"""Evaluate a finished run: the validation-selected checkpoint on the test split.
+
+Writes ``results.md`` (paper-shaped tables per metric), ``results.csv``,
+``metrics.json``, reconstruction plots per modality and, for MIA, the MSFT attention
+heatmap, then logs them to the run's MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from mia_core.builders import build_learner
+from mia_core.config import load_config
+from mia_core.runtime import resolve_device, set_matmul_precision
+from pipelines.data.resolve import episode_spec, modality_dims, open_training_store
+from pipelines.data.streams import store_episodes
+from pipelines.engine.checkpoint import load_checkpoint
+from pipelines.reports.evaluation import EvalRow, evaluate, markdown_table, write_csv
+from pipelines.reports.plots import plot_attention, plot_reconstruction
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    repeats: int | None = None,
+    log: Callable[[str], None] = print,
+    track: bool = True,
+    figures: bool = True,
+) -> list[EvalRow]:
+    """Evaluate ``run_dir``'s best checkpoint (else its last) on the test split.
+
+    Args:
+        run_dir: a run directory with ``config.yaml`` and ``checkpoints/``.
+        repeats: bootstrap factor; ``run.eval_repeats`` by default.
+        log: line printer.
+        track: log the outputs to the run's MLflow run.
+        figures: draw the reconstruction / attention figures (seconds per run; the
+            ablation study turns them off for its many small runs).
+    """
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.yaml")
+    if cfg.method.name == "mwt":  # classification metrics (metrics.json), no EvalRows
+        from pipelines.tasks.mwt import evaluate_mwt_run
+
+        evaluate_mwt_run(run_dir, log, track)
+        return []
+    device = resolve_device(cfg.run.device)
+    set_matmul_precision(cfg.run.matmul_precision)
+    store = open_training_store(cfg)
+    learner = build_learner(cfg.model, cfg.method, modality_dims(store)).to(device)
+    ckpt = run_dir / "checkpoints" / "best.pt"
+    if not ckpt.exists():
+        ckpt = run_dir / "checkpoints" / "last.pt"
+    state = load_checkpoint(ckpt, device)
+    learner.load_state_dict(state["model"])
+    learner.eval()
+    repeats = repeats or cfg.run.eval_repeats
+    bins = [(float(lo), float(hi)) for lo, hi in cfg.run.eval_bins]
+    rows = evaluate(
+        learner,
+        store,
+        "test",
+        bins,
+        repeats,
+        cfg.run.eval_batch_size,
+        cfg.run.seed + 2,
+        device,
+        cfg.data.psnr_range,
+        cfg.data.spatial_stride,
+        cfg.data.time_stride,
+    )
+    nmse = markdown_table(rows, "nmse_all", 100.0)
+    log(
+        f"test split, {ckpt.name} of step {state['step']} "
+        f"(normalised MSE x 1e2, {repeats} repeats):"
+    )
+    log(nmse)
+    (run_dir / "results.md").write_text(
+        f"# {cfg.run.name}: test split ({ckpt.name}, step {state['step']}, {repeats} repeats)\n\n"
+        f"Normalised MSE x 1e2\n\n{nmse}\n\nMSE\n\n{markdown_table(rows, 'mse_all')}\n\n"
+        f"PSNR (dB)\n\n{markdown_table(rows, 'psnr_all')}\n"
+    )
+    write_csv(rows, run_dir / "results.csv")
+    (run_dir / "metrics.json").write_text(
+        json.dumps(
+            {
+                "checkpoint": ckpt.name,
+                "step": state["step"],
+                "best_step": state["best_step"],
+                "best_val_nmse": state["best_val"],
+                "repeats": repeats,
+                "test": [
+                    {"modality": r.modality, "r_min": r.r_min, "r_max": r.r_max, **r.metrics}
+                    for r in rows
+                ],
+            },
+            indent=1,
+        )
+    )
+    figures = _figures(learner, store, cfg, device, run_dir / "figures") if figures else []
+    if track:
+        from pipelines.tracking.tracker import Tracker
+
+        tracker = Tracker(cfg, run_dir)
+        for r in rows:
+            tag = f"{r.modality}_{r.r_min:g}-{r.r_max:g}"
+            tracker.metrics(
+                {f"test/{k}/{tag}": v for k, v in r.metrics.items()}, int(state["step"])
+            )
+        for name in ("config.yaml", "results.md", "results.csv", "metrics.json"):
+            tracker.artifact(run_dir / name)
+        tracker.artifact(run_dir / "checkpoints", "checkpoints")
+        for f in figures:
+            tracker.artifact(f, "figures")
+        tracker.close()
+        log(f"logged to MLflow run {tracker.run_id} at {tracker.display_uri}")
+    return rows
+
+
+def _figures(learner, store, cfg, device, out: Path) -> list[Path]:
+    lo, hi = cfg.run.eval_bins[0]
+    spec = episode_spec(cfg, store, seed_offset=3, ratio=(lo, hi))
+    stream = store_episodes(store, spec, 4, "test", 0, False, cfg.data.time_stride)
+    episode = next(iter(stream), None)
+    if episode is None:  # e.g. data.time_stride leaves no test signal to draw
+        return []
+    episode = {m: b.to(device) for m, b in episode.items()}
+    with torch.enable_grad():
+        params, auxs = learner.adapt(episode, create_graph=False, prune=False, track_graph=False)
+    paths = []
+    with torch.no_grad():
+        for m, mb in episode.items():
+            pred = learner.predict(m, mb.query_x, params)
+            shape = store.info[m].grid_shape
+            if cfg.data.spatial_stride > 1:
+                shape = tuple(len(range(0, n, cfg.data.spatial_stride)) for n in shape)
+            paths.append(
+                plot_reconstruction(
+                    mb,
+                    pred,
+                    shape,
+                    f"{cfg.run.name}: {m} (R in [{lo:g}, {hi:g}])",
+                    out / f"reconstruction_{m}.png",
+                )
+            )
+    maps = [a["msft_attention"][-1] for a in auxs if "msft_attention" in a]
+    if maps:
+        paths.append(plot_attention(maps, auxs[0]["msft_tokens"], out / "msft_attention.png"))
+    return paths

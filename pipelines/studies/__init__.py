@@ -1,0 +1,4 @@
+"""Sweeps, ablations and reproduction studies built from many training runs.
+
+Imports every other room.
+"""

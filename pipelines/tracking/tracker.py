@@ -1,0 +1,103 @@
+"""MLflow tracking for a run: one MLflow run per training run, resumed across restarts.
+
+The tracking URI comes from ``run.tracking_uri``, else ``MLFLOW_TRACKING_URI``, else a
+sqlite store ``<run.out_dir>/mlflow.db`` (MLflow's file store is deprecated). The MLflow
+run id is kept in ``<run_dir>/mlflow_run_id`` so a resumed or evaluated run logs into
+the same MLflow run. Parameters are the flattened resolved config with secrets
+redacted; URIs are printed without credentials.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from mia_core.config import Config, flatten_config
+from pipelines.data.stores.location import redact_url
+
+
+def tracking_uri(cfg: Config) -> str:
+    """The MLflow tracking URI for ``cfg`` (see the module docstring)."""
+    if cfg.run.tracking_uri:
+        return cfg.run.tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{Path(cfg.run.out_dir).resolve() / 'mlflow.db'}"
+
+
+def set_fluent_tracking_uri(uri: str) -> None:
+    """Point MLflow's fluent API at ``uri`` without changing the process environment.
+
+    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``, which
+    :func:`tracking_uri` would then prefer: one run's store would become the default of
+    every later run in the same process (sweeps, ablations, tests).
+    """
+    import mlflow
+
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+class Tracker:
+    """Thin wrapper over MLflow's fluent API for one run directory.
+
+    Args:
+        cfg: resolved config.
+        run_dir: the run directory (holds ``mlflow_run_id``).
+    """
+
+    def __init__(self, cfg: Config, run_dir: Path) -> None:
+        import mlflow
+
+        self.mlflow = mlflow
+        self.uri = tracking_uri(cfg)
+        Path(cfg.run.out_dir).mkdir(parents=True, exist_ok=True)
+        set_fluent_tracking_uri(self.uri)
+        exp = mlflow.get_experiment_by_name(cfg.run.experiment)
+        if exp is not None:
+            exp_id = exp.experiment_id
+        else:
+            # A local store keeps artifacts beside it, not in ./mlruns of the caller's cwd.
+            local = self.uri.startswith(("sqlite:", "file:")) or "://" not in self.uri
+            where = (Path(cfg.run.out_dir).resolve() / "mlartifacts").as_uri() if local else None
+            exp_id = mlflow.create_experiment(cfg.run.experiment, artifact_location=where)
+        id_file = run_dir / "mlflow_run_id"
+        run_id = id_file.read_text().strip() if id_file.exists() else None
+        if mlflow.active_run() is not None:
+            mlflow.end_run()
+        self.run = mlflow.start_run(run_id=run_id, experiment_id=exp_id, run_name=cfg.run.name)
+        self.run_id = self.run.info.run_id
+        if run_id is None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            id_file.write_text(self.run_id)
+            params = flatten_config(cfg)
+            for i in range(0, len(params), 100):
+                mlflow.log_params(dict(list(params.items())[i : i + 100]))
+
+    @property
+    def display_uri(self) -> str:
+        """Tracking URI without credentials."""
+        return redact_url(self.uri)
+
+    def metrics(self, values: dict[str, Any], step: int) -> None:
+        """Log finite numeric values at ``step`` (MLflow keys: ``/`` kept, others as is)."""
+        clean = {k: float(v) for k, v in values.items() if isinstance(v, int | float) and v == v}
+        if clean:
+            self.mlflow.log_metrics(clean, step=step)
+
+    def artifact(self, path: str | Path, subdir: str | None = None) -> None:
+        """Upload a file or directory."""
+        path = Path(path)
+        if path.is_dir():
+            self.mlflow.log_artifacts(str(path), subdir)
+        elif path.exists():
+            self.mlflow.log_artifact(str(path), subdir)
+
+    def close(self, status: str = "FINISHED") -> None:
+        """End the MLflow run."""
+        self.mlflow.end_run(status=status)
