@@ -38,7 +38,7 @@ from pipelines.codecs.codestore import open_code_store  # noqa: E402
 from pipelines.codecs.encode import EncodeOptions, open_field_store, run_encode, store_dims  # noqa: E402
 from pipelines.codecs.meta_model import load_meta_model  # noqa: E402
 from pipelines.data.stores import make_location, open_store  # noqa: E402
-from pipelines.engine.loop import run_training  # noqa: E402
+from pipelines.jobs import train  # noqa: E402
 from pipelines.reports.encoding import fit_from_scratch, write_report  # noqa: E402
 
 
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
         t0 = time.perf_counter()
-        res = run_training(cfg, log=lambda s: print(f"  [meta] {s}"))
+        res = train(cfg, local=True, log=lambda s: print(f"  [meta] {s}"))
         meta_s = time.perf_counter() - t0
         checkpoint = str(res.run_dir)
     codes = out / "codes" / f"{name}_{args.size}.zarr"

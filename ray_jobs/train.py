@@ -1,53 +1,41 @@
-"""Meta-training job: parse a config (+ ``key=value`` overrides) and run it on Ray Train.
+"""Training job: parse a config (+ ``key=value`` overrides) and train its task.
 
 Usage (local Ray, or inside ``ray job submit``)::
 
     python ray_jobs/train.py --config configs/experiments/default.yaml run.steps=100
-    python ray_jobs/train.py --config ... --local     # single process, no Ray
+    python ray_jobs/train.py --config ... --local     # one process, no Ray
+    mia-inr train --config ...                        # the same
+
+Every ``method.name`` (meta-learning, ``meta_inr``, ``mwt``, the continual methods)
+trains through the same engine; the validation-selected checkpoint is then evaluated on
+the test split. Submitting the same run name again resumes it.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mia_core.config import load_config
+from pipelines.jobs import train
+from ray_jobs.common import add_run_arguments, run_main
 
-from mia_core.config import ConfigError, load_config  # noqa: E402
+
+def _main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="mia-inr train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_run_arguments(parser, "experiment YAML (see configs/experiments/)")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    train(cfg, local=args.local, address=args.address, resume=not args.no_resume)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments and run; a bad config exits with status 2 and a one-line reason."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--config", required=True, help="experiment YAML (see configs/experiments/)"
-    )
-    parser.add_argument(
-        "--no-resume", action="store_true", help="ignore an existing last checkpoint"
-    )
-    parser.add_argument("--local", action="store_true", help="single process without Ray")
-    parser.add_argument(
-        "--address", default=None, help="Ray address (default: RAY_ADDRESS or a local instance)"
-    )
-    parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
-    if args.local:
-        from pipelines.engine.loop import run_training
-
-        run_training(cfg, resume=not args.no_resume)
-    else:
-        from pipelines.engine.ray_train import run_ray_training
-
-        run_ray_training(cfg, address=args.address, resume=not args.no_resume)
-    return 0
+    """Run the job; a user error prints one line and returns 2."""
+    return run_main(_main, argv)
 
 
 if __name__ == "__main__":

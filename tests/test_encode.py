@@ -15,7 +15,7 @@ from pipelines.codecs.meta_model import EncodeError
 from pipelines.data.stores import StoreError, make_location
 from pipelines.data.stores.field_writer import split_by_time, write_field_store
 from pipelines.engine.checkpoint import save_checkpoint
-from pipelines.engine.loop import run_training
+from pipelines.jobs import train
 from ray_jobs.encode import main as encode_main
 
 T, NLAT, NLON, CHUNK = 12, 8, 10, 4
@@ -75,7 +75,7 @@ def meta_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("encode")
     store = str(root / "fields.zarr")
     write_tiny_store(store)
-    res = run_training(meta_config(store, root / "runs"), log=lambda _s: None)
+    res = train(meta_config(store, root / "runs"), local=True, log=lambda _s: None)
     return {"root": root, "store": store, "run_dir": res.run_dir}
 
 

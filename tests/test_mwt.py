@@ -284,7 +284,7 @@ def test_shipped_configs_load():
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_ray_train_job_two_workers(ray_session, digits_store, tmp_path):
-    from pipelines.engine.ray_train import run_ray_training
+    from pipelines.jobs import train
 
     cfg = load_config(
         "configs/experiments/wt_digits.yaml",
@@ -297,8 +297,8 @@ def test_ray_train_job_two_workers(ray_session, digits_store, tmp_path):
             "run.cpus_per_worker=0.5",
         ],
     )
-    res = run_ray_training(cfg)
-    assert res.step == 4 and 0.0 <= res.test_metrics["test_accuracy"] <= 1.0
+    res = train(cfg)
+    assert res.step == 4 and 0.0 <= res.evaluation["test_accuracy"] <= 1.0
     assert (tmp_path / "ray" / "checkpoints" / "last.pt").exists()
 
 

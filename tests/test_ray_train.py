@@ -8,7 +8,7 @@ import pytest
 
 from mia_core.config import load_config
 from pipelines.engine.checkpoint import load_checkpoint
-from pipelines.engine.ray_train import run_ray_training
+from pipelines.jobs import train as run_ray_training
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -11,8 +11,12 @@ import torch
 
 from mia_core.config import load_config
 from pipelines.engine.checkpoint import load_checkpoint, save_checkpoint
-from pipelines.engine.loop import run_training
+from pipelines.jobs import train
 from ray_jobs.train import main as train_main
+
+
+def train_local(cfg, **kw):
+    return train(cfg, local=True, **kw)
 
 TINY = [
     "data.num_functions=40",
@@ -49,7 +53,7 @@ def tiny_config(tmp_path, *extra: str):
 
 def test_run_writes_config_checkpoints_and_results(tmp_path):
     logs: list[str] = []
-    res = run_training(tiny_config(tmp_path), log=logs.append)
+    res = train_local(tiny_config(tmp_path), log=logs.append)
     run_dir = tmp_path / "default"
     assert res.step == 4 and res.best_step in (2, 4)
     for name in (
@@ -70,14 +74,14 @@ def test_run_writes_config_checkpoints_and_results(tmp_path):
 
 
 def test_resume_continues_from_last_checkpoint(tmp_path):
-    run_training(tiny_config(tmp_path, "run.steps=2"), log=lambda s: None)
+    train_local(tiny_config(tmp_path, "run.steps=2"), log=lambda s: None)
     logs: list[str] = []
-    res = run_training(tiny_config(tmp_path, "run.steps=4"), log=logs.append)
+    res = train_local(tiny_config(tmp_path, "run.steps=4"), log=logs.append)
     assert any("resumed" in line and "step 2" in line for line in logs)
     assert res.step == 4
     # Resumed run ends with the same parameters as an uninterrupted one.
     straight = tmp_path / "straight"
-    run_training(tiny_config(straight, "run.steps=4"), log=lambda s: None)
+    train_local(tiny_config(straight, "run.steps=4"), log=lambda s: None)
     a = load_checkpoint(tmp_path / "default/checkpoints/last.pt")["model"]
     b = load_checkpoint(straight / "default/checkpoints/last.pt")["model"]
     for k in a:
@@ -86,7 +90,7 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
 
 def test_non_finite_loss_names_step_and_keeps_checkpoint(tmp_path):
     with pytest.raises(FloatingPointError, match="non-finite outer loss at step 1"):
-        run_training(
+        train_local(
             tiny_config(tmp_path, "method.name=cavia", "method.inner_lr=1.0e12"), log=lambda s: None
         )
 

@@ -426,6 +426,12 @@ class RunConfig(_Validated):
             nodes, e.g. one per GPU machine; ``PACK`` fills a node first).
         read_cpus: CPUs reserved per Ray Data read task (fractions allowed). Below 1 lets
             reads run beside the training workers on nodes with a single CPU.
+        storage_path: Ray Train's storage for checkpoints and run state: a path every
+            node sees (NFS/EFS) or an ``s3://`` URI (endpoint from ``data.endpoint_url``
+            or ``AWS_ENDPOINT_URL``); empty = ``<out_dir>/ray_results``. A job submitted
+            again with the same ``name`` resumes from it.
+        keep_checkpoints: checkpoints Ray keeps, ranked by validation score (the latest
+            one is always kept as well).
     """
 
     name: str = "default"
@@ -458,6 +464,8 @@ class RunConfig(_Validated):
     out_dir: str = "runs"
     placement_strategy: str = _choice("PACK", PLACEMENT_STRATEGIES)
     read_cpus: float = _num(1.0, gt=0.0)
+    storage_path: str = ""
+    keep_checkpoints: int = _num(1, ge=1)
 
     def _extra_problems(self) -> Problems:
         for i, interval in enumerate(self.eval_bins):

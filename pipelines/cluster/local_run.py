@@ -7,6 +7,11 @@ API on which node every training worker and read task ran, and stops everything 
 started. ``scripts/local_cluster.sh`` is the command line::
 
     python -m pipelines.cluster.local_run --out runs/local-cluster [--s3] run.steps=20
+
+Credentials (the moto server's S3 keys) reach the nodes only through the environment of
+their ``ray start`` (:attr:`LocalCluster.env`), never through ``--runtime-env``/
+``--runtime-env-json``, the entrypoint or a config: Ray shows runtime_envs and entrypoints
+in plain text in its state API, dashboard and logs.
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from pipelines.cluster.local import LocalCluster, free_port, ray_cli
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RUNTIME_ENV = REPO / "infra" / "ray" / "runtime_env.yaml"
 
 
@@ -35,7 +41,8 @@ def submit_job(
 ) -> str:
     """``ray job submit --runtime-env <recipe> --working-dir <repo>``; returns the job id.
 
-    Streams the job's logs to stdout and raises if the job does not succeed.
+    Streams the job's logs to stdout and raises if the job does not succeed. The recipe is
+    a committed file without secrets; the job gets credentials from its node's environment.
     """
     submission_id = f"mia-local-{int(time.time())}-{os.getpid()}"
     cmd = [
@@ -86,12 +93,21 @@ def job_placement(cluster: LocalCluster, submission_id: str) -> dict:
     }
 
 
+# Throwaway credentials of the local moto server (moto accepts any).
+MOTO_CREDENTIALS = ("local-cluster-key", "local-cluster-secret")
+
+
 @contextlib.contextmanager
-def moto_s3(bucket: str, timeout: float = 30.0) -> Iterator[dict[str, str]]:
+def moto_s3(
+    bucket: str, timeout: float = 30.0, credentials: tuple[str, str] = MOTO_CREDENTIALS
+) -> Iterator[dict[str, str]]:
     """A moto S3 server on 127.0.0.1 with ``bucket``; yields the AWS_* environment for it.
 
-    The credentials are moto's throwaway test values; they travel to the nodes only
-    through the environment, never through a runtime_env file or a config.
+    Args:
+        bucket: bucket to create.
+        timeout: seconds to wait for the server.
+        credentials: ``(access key id, secret access key)`` to use; they travel to the
+            nodes only through the environment, never through a runtime_env or a config.
     """
     import boto3
 
@@ -104,8 +120,8 @@ def moto_s3(bucket: str, timeout: float = 30.0) -> Iterator[dict[str, str]]:
         start_new_session=True,
     )
     env = {
-        "AWS_ACCESS_KEY_ID": "local-cluster-key",
-        "AWS_SECRET_ACCESS_KEY": "local-cluster-secret",
+        "AWS_ACCESS_KEY_ID": credentials[0],
+        "AWS_SECRET_ACCESS_KEY": credentials[1],
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_DEFAULT_REGION": "us-east-1",
     }
@@ -152,6 +168,8 @@ def train_on_local_cluster(
     overrides: list[str],
     num_nodes: int = 2,
     s3: bool = False,
+    s3_credentials: tuple[str, str] = MOTO_CREDENTIALS,
+    probe: Callable[[LocalCluster, str], Any] | None = None,
 ) -> dict:
     """Start a local cluster, run ``ray_jobs/train.py`` across it, stop it; returns placement.
 
@@ -168,6 +186,10 @@ def train_on_local_cluster(
         num_nodes: Ray nodes including the head.
         s3: put the signal store on a local moto S3 server (``data.store=s3://...``); every
             node reads it with credentials from its environment.
+        s3_credentials: ``(key id, secret key)`` of that server, exported into the
+            environment of every ``ray start``.
+        probe: called as ``probe(cluster, submission_id)`` after the job succeeded, while
+            the cluster still runs; its result is returned as ``placement["probe"]``.
 
     Raises:
         ConfigError: the config or an override is invalid (checked before any start).
@@ -188,15 +210,20 @@ def train_on_local_cluster(
     with contextlib.ExitStack() as stack:
         env: dict[str, str] = {}
         if s3:
-            env = stack.enter_context(moto_s3("mia-local-cluster"))
+            env = stack.enter_context(moto_s3("mia-local-cluster", credentials=s3_credentials))
             url = "s3://mia-local-cluster/synthetic.zarr"
             build_s3_store(str(REPO / config), overrides, url, env)
             job_overrides.append(f"data.store={url}")
         entry = ["python", "ray_jobs/train.py", "--config", config, *job_overrides]
-        return _train(entry, num_nodes, env)
+        return _train(entry, num_nodes, env, probe)
 
 
-def _train(entry: list[str], num_nodes: int, env: dict[str, str]) -> dict:
+def _train(
+    entry: list[str],
+    num_nodes: int,
+    env: dict[str, str],
+    probe: Callable[[LocalCluster, str], Any] | None = None,
+) -> dict:
     cluster = LocalCluster(num_nodes=num_nodes, env=env)
     t0 = time.time()
     timings: dict[str, float] = {}
@@ -212,6 +239,8 @@ def _train(entry: list[str], num_nodes: int, env: dict[str, str]) -> dict:
         submission_id = submit_job(cluster, entry)
         timings["job_s"] = round(time.time() - t1, 1)
         placement = job_placement(cluster, submission_id)
+        if probe is not None:
+            placement["probe"] = probe(cluster, submission_id)
         timings["cluster_cpu_s"] = round(cluster.cpu_seconds(), 1)
         ok = True
     finally:

@@ -1,11 +1,11 @@
-"""The outer-loop state of one worker: learner, optimiser, schedule, gradient sync.
+"""The one outer-loop Trainer: optimiser, schedule, gradient sync, checks, for every task.
 
-Used unchanged by the single-process loop and by every Ray Train worker. Meta-gradients
-are averaged across workers with one flat ``all_reduce`` per step instead of
+Used unchanged by the single-process loop and by every Ray Train worker. Gradients are
+averaged across workers with one flat ``all_reduce`` per step instead of
 ``DistributedDataParallel``: DDP's reducer hooks do not support the inner
-``autograd.grad(create_graph=True)`` of second-order meta-learning. The loss is reduced
-in the same buffer, so a non-finite loss on any worker stops every worker at the same
-step (no worker left waiting in a collective).
+``autograd.grad(create_graph=True)`` of second-order meta-learning. The loss and the
+task's statistics are reduced in the same buffer, so a non-finite loss on any worker
+stops every worker at the same step (no worker left waiting in a collective).
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ import torch
 import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-from mia_core.builders import build_learner
 from mia_core.config import Config
-from mia_core.data import Episode
+from pipelines.engine.task import Task
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: Config) -> torch.optim.lr_scheduler.LambdaLR:
@@ -37,21 +36,26 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: Config) -> torch.optim.lr_sc
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-class MetaTrainer:
-    """One worker's meta-learner and outer optimiser.
+class Trainer:
+    """One worker's task, outer optimiser and schedule.
 
     Args:
-        cfg: resolved config.
-        dims: modality -> ``(d_in, d_out)``.
-        device: where the learner lives.
+        task: the task (its model already on the worker's device).
+        cfg: resolved config (``run`` gives the optimiser, schedule and clipping).
+
+    Attributes:
+        model: ``task.model`` (init hooks may freeze parts of it and edit ``opt``).
+        opt: AdamW over ``task.param_groups()``.
+        step: completed outer steps; ``epoch`` / ``batch_in_epoch``: the data position.
+        best_val / best_step: the best validation score so far and its step.
     """
 
-    def __init__(self, cfg: Config, dims: dict[str, tuple[int, int]], device: torch.device) -> None:
-        self.cfg, self.device = cfg, device
-        torch.manual_seed(cfg.run.seed)
-        self.learner = build_learner(cfg.model, cfg.method, dims).to(device)
+    def __init__(self, task: Task, cfg: Config) -> None:
+        self.task, self.cfg = task, cfg
+        self.model = task.model
+        self.device = task.ctx.device
         self.opt = torch.optim.AdamW(
-            self.learner.parameters(), lr=cfg.run.outer_lr, weight_decay=cfg.run.weight_decay
+            task.param_groups(), lr=cfg.run.outer_lr, weight_decay=cfg.run.weight_decay
         )
         self.sched = make_scheduler(self.opt, cfg)
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
@@ -63,28 +67,32 @@ class MetaTrainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 
-    def train_step(self, episode: Episode) -> dict[str, float]:
-        """One meta-iteration on this worker's episode batch; returns logged values."""
-        episode = {m: b.to(self.device) for m, b in episode.items()}
+    def _params(self) -> list[torch.nn.Parameter]:
+        return [p for g in self.opt.param_groups for p in g["params"] if p.requires_grad]
+
+    def train_step(self, batch: Any) -> dict[str, float]:
+        """One outer step on this worker's ``batch``; returns the logged values."""
         with self._autocast():
-            out = self.learner(episode)
+            loss, stats = self.task.loss(batch, self.step + 1)
         self.opt.zero_grad(set_to_none=True)
-        if torch.isfinite(out.loss):
-            out.loss.backward()
-        params = [p for p in self.learner.parameters() if p.requires_grad]
+        if torch.isfinite(loss):
+            loss.backward()
+        params = self._params()
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        losses = torch.stack([out.loss.detach().float(), *[v.float() for v in out.losses.values()]])
-        flat = _flatten_dense_tensors([*grads, losses.to(grads[0].dtype)])
+        names = list(stats)
+        values = torch.stack([loss.detach().float(), *[stats[k].detach().float() for k in names]])
+        dtype = grads[0].dtype if grads else values.dtype
+        flat = _flatten_dense_tensors([*grads, values.to(device=self.device, dtype=dtype)])
         if self.world > 1:
             dist.all_reduce(flat)
             flat /= self.world
-        synced = _unflatten_dense_tensors(flat, [*grads, losses])
-        loss_vals = synced[-1]
-        if not torch.isfinite(loss_vals[0]):
-            per_mod = {m: float(v) for m, v in zip(out.losses, loss_vals[1:], strict=True)}
+        synced = _unflatten_dense_tensors(flat, [*grads, values])
+        vals = synced[-1]
+        if not torch.isfinite(vals[0]):
+            detail = {k: float(v) for k, v in zip(names, vals[1:], strict=True)}
             raise FloatingPointError(
-                f"non-finite outer loss at step {self.step + 1} (per modality: {per_mod}); "
-                "the last checkpoint is intact. Lower method.inner_lr or run.outer_lr."
+                f"non-finite outer loss at step {self.step + 1} ({detail}); the last "
+                f"checkpoint is intact. {self.task.nonfinite_hint}"
             )
         for p, g in zip(params, synced[:-1], strict=True):
             p.grad = g
@@ -93,18 +101,14 @@ class MetaTrainer:
         self.opt.step()
         self.sched.step()
         self.step += 1
-        rec = {
-            "loss": float(loss_vals[0]),
-            "grad_norm": float(norm),
-            "lr": self.sched.get_last_lr()[0],
-        }
-        rec.update({f"loss/{m}": float(v) for m, v in zip(out.losses, loss_vals[1:], strict=True)})
+        rec = {"loss": float(vals[0]), "grad_norm": float(norm), "lr": self.sched.get_last_lr()[0]}
+        rec.update({k: float(v) for k, v in zip(names, vals[1:], strict=True)})
         return rec
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume (``weights_only``-loadable)."""
         return {
-            "model": self.learner.state_dict(),
+            "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
             "step": self.step,
@@ -113,14 +117,17 @@ class MetaTrainer:
             "best_val": self.best_val,
             "best_step": self.best_step,
             "torch_rng": torch.get_rng_state(),
+            "task": self.task.extra_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
-        self.learner.load_state_dict(state["model"])
+        self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
         self.best_val, self.best_step = float(state["best_val"]), int(state["best_step"])
-        torch.set_rng_state(state["torch_rng"])
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"])
+        self.task.load_extra_state(state.get("task", {}))

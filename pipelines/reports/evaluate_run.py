@@ -19,8 +19,10 @@ from mia_core.runtime import resolve_device, set_matmul_precision
 from pipelines.data.resolve import episode_spec, modality_dims, open_training_store
 from pipelines.data.streams import store_episodes
 from pipelines.engine.checkpoint import load_checkpoint
+from pipelines.engine.run_dir import selected_checkpoint
 from pipelines.reports.evaluation import EvalRow, evaluate, markdown_table, write_csv
 from pipelines.reports.plots import plot_attention, plot_reconstruction
+from pipelines.tracking.tracker import Tracker
 
 
 def evaluate_run(
@@ -42,18 +44,11 @@ def evaluate_run(
     """
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.yaml")
-    if cfg.method.name == "mwt":  # classification metrics (metrics.json), no EvalRows
-        from pipelines.tasks.mwt import evaluate_mwt_run
-
-        evaluate_mwt_run(run_dir, log, track)
-        return []
     device = resolve_device(cfg.run.device)
     set_matmul_precision(cfg.run.matmul_precision)
     store = open_training_store(cfg)
     learner = build_learner(cfg.model, cfg.method, modality_dims(store)).to(device)
-    ckpt = run_dir / "checkpoints" / "best.pt"
-    if not ckpt.exists():
-        ckpt = run_dir / "checkpoints" / "last.pt"
+    ckpt = selected_checkpoint(run_dir)
     state = load_checkpoint(ckpt, device)
     learner.load_state_dict(state["model"])
     learner.eval()
@@ -102,8 +97,6 @@ def evaluate_run(
     )
     figures = _figures(learner, store, cfg, device, run_dir / "figures") if figures else []
     if track:
-        from pipelines.tracking.tracker import Tracker
-
         tracker = Tracker(cfg, run_dir)
         for r in rows:
             tag = f"{r.modality}_{r.r_min:g}-{r.r_max:g}"

@@ -1,39 +1,43 @@
-"""Meta-continual learning job: task sequences from a store, meta-training, evaluation.
+"""Meta-continual learning (MCL-NF and its baselines) as a task of the one engine.
 
-``run_continual(cfg)`` runs one continual method (``method.name`` in
-``CONTINUAL_METHOD_NAMES``) end to end in one process:
+``method.name`` in ``CONTINUAL_METHOD_NAMES``; trained with ``mia-inr train`` (or
+``mia-inr continual``) like every task:
 
 1. task sequences from the store's first ``data.modalities`` entry, per split: every
    signal cut into ``method.mcl.num_tasks`` strips (``spatial``/``segments``), or
    non-overlapping windows of consecutive time steps (``temporal``, one frame per task);
-2. meta-training (MAML over the task sequence) with AdamW for ``run.steps`` steps on
-   batches of ``run.batch_size`` training sequences, drawn from a generator seeded by
-   ``(run.seed, step)`` so a resumed run draws the same batches; validation (mean
-   final PSNR after ``method.inner_steps`` steps per task) every ``run.eval_every``
-   steps picks ``best.pt``; ``last.pt`` every ``run.checkpoint_every`` steps (resume);
-3. test-time continual learning of the test sequences from ``best.pt`` with each budget
-   of ``method.mcl.eval_budgets`` steps per task: PSNR of every task after every later
-   task, written by :mod:`pipelines.reports.continual` (``results.md``, ``results.csv``,
-   ``metrics.json``, ``figures/``) and logged to MLflow with the config and checkpoints.
+2. meta-training (MAML over the task sequence): each batch is ``run.batch_size``
+   training sequences drawn from ``(run.seed, epoch, batch, rank)``, so a resumed run
+   draws the same batches; the validation score is minus the mean final PSNR after
+   ``method.inner_steps`` steps per task (lower is better, as for every task);
+3. the report: test-time continual learning of the test sequences from the selected
+   checkpoint with each budget of ``method.mcl.eval_budgets`` steps per task, PSNR of
+   every task after every later task, written by :mod:`pipelines.reports.continual`
+   (``results.md``, ``results.csv``, ``metrics.json``, ``figures/``) and logged to MLflow.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from mia_core.config import Config, save_config
+from mia_core.config import Config, load_config
 from mia_core.config.schema import CONTINUAL_METHOD_NAMES
 from mia_core.mcl import SequenceLearner, TaskSequence, grid_task_sequence
 from mia_core.mcl.build import build_sequence_learner
 from mia_core.runtime import resolve_device, set_matmul_precision
 from pipelines.data.resolve import open_training_store
 from pipelines.data.stores import Store, StoreError
-from pipelines.engine.checkpoint import load_checkpoint, save_checkpoint
+from pipelines.engine.checkpoint import load_checkpoint
+from pipelines.engine.run_dir import selected_checkpoint
+from pipelines.engine.task import Task, WorkerContext
+from pipelines.reports.continual import write_report
+from pipelines.tracking.tracker import Tracker
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
 
@@ -121,138 +125,121 @@ def evaluate_budgets(
     return {b: torch.cat(v, 2).cpu().numpy() for b, v in parts.items()}
 
 
-def run_continual(
-    cfg: Config, log: Callable[[str], None] = print, resume: bool = True
-) -> dict[str, object]:
-    """Meta-train and evaluate one continual method (module docstring); returns metrics."""
-    from pipelines.engine.loop import run_dir_of
-    from pipelines.reports.continual import write_report
-    from pipelines.tracking.tracker import Tracker
-
-    if cfg.method.name not in CONTINUAL_METHOD_NAMES:
-        raise ValueError(
-            f"method.name={cfg.method.name!r} is not a continual method "
-            f"{CONTINUAL_METHOD_NAMES}; use ray_jobs/train.py"
-        )
-    device = resolve_device(cfg.run.device)
-    set_matmul_precision(cfg.run.matmul_precision)
-    run_dir = run_dir_of(cfg)
-    ckpt_dir = run_dir / "checkpoints"
-    if not resume:
-        for name in ("last.pt", "best.pt"):
-            (ckpt_dir / name).unlink(missing_ok=True)
-    store = open_training_store(cfg)
+def _splits(cfg: Config, store: Store, log: Callable[[str], None]) -> dict[str, TaskSequence]:
+    """Train, val and test sequences; a missing val/test split falls back (with a warning)."""
     seqs = {s: store_sequences(cfg, store, s) for s in SPLITS}
     if seqs["train"] is None:
         raise StoreError(f"{store.location}: the training split yields no task sequence")
-    seqs = {s: (None if q is None else q.to(device)) for s, q in seqs.items()}
-    val = seqs["val"] if seqs["val"] is not None else seqs["train"]
-    test = seqs["test"] if seqs["test"] is not None else val
-    for split, used in (("val", "train"), ("test", "val" if seqs["val"] is not None else "train")):
+    for split, fallback in (("val", "train"), ("test", "val")):
         if seqs[split] is None:
-            log(f"warning: the {split} split yields no task sequence; using the {used} split")
-    save_config(cfg, run_dir / "config.yaml")
-    torch.manual_seed(cfg.run.seed)
+            log(f"warning: the {split} split yields no task sequence; using the {fallback} split")
+            seqs[split] = seqs[fallback]
+    return seqs
+
+
+class ContinualTask(Task):
+    """Meta-continual learning of a task sequence; see the module docstring."""
+
+    nonfinite_hint = "Lower method.inner_lr or run.outer_lr."
+
+    def __init__(self, cfg: Config, ctx: WorkerContext) -> None:
+        super().__init__(cfg, ctx)
+        if cfg.method.name not in CONTINUAL_METHOD_NAMES:
+            raise ValueError(
+                f"method.name={cfg.method.name!r} is not a continual method "
+                f"{CONTINUAL_METHOD_NAMES}"
+            )
+        say = print if ctx.rank == 0 else (lambda _s: None)
+        self.store = open_training_store(cfg)
+        self.seqs = {s: q.to(ctx.device) for s, q in _splits(cfg, self.store, say).items()}
+        self.model = build_learner_for(cfg, self.seqs["train"]).to(ctx.device)
+
+    @classmethod
+    def prepare(cls, cfg: Config) -> None:
+        """Resolve the store once on the driver."""
+        open_training_store(cfg)
+
+    @classmethod
+    def evaluate(
+        cls,
+        run_dir: Path,
+        log: Callable[[str], None] = print,
+        track: bool = True,
+        figures: bool = True,
+    ) -> dict[str, Any]:
+        """Test-time continual learning per budget from the selected checkpoint."""
+        return evaluate_continual_run(run_dir, log, track)
+
+    def batches(self, epoch: int, skip: int) -> Iterable[TaskSequence]:
+        """Random batches of training sequences; one epoch is ``ceil(n / batch)`` of them."""
+        train, size = self.seqs["train"], self.cfg.run.batch_size
+        count = max(1, -(-train.batch_size // size))
+        for b in range(skip, count):
+            seed = ((self.cfg.run.seed * 1_000_003 + epoch) * 10_007 + b) * 101 + self.ctx.rank
+            gen = torch.Generator().manual_seed(seed)
+            idx = torch.randperm(train.batch_size, generator=gen)[:size]
+            yield subset(train, idx.to(self.ctx.device))
+
+    def loss(self, batch: TaskSequence, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The continual learner's meta-loss over the sequence batch."""
+        return self.model(batch), {}
+
+    def batch_size(self, batch: TaskSequence) -> int:
+        """Sequences in the batch."""
+        return batch.batch_size
+
+    def validate(self) -> tuple[float, dict[str, float]]:
+        """Minus the validation sequences' mean final PSNR (lower is better)."""
+        cfg = self.cfg
+        v = mean_final_psnr(
+            self.model, self.seqs["val"], cfg.method.inner_steps, cfg, cfg.run.eval_batch_size
+        )
+        return -v, {"val_psnr": v}
+
+    def describe(self) -> str:
+        """Method, INR family, sizes and the task sequences."""
+        cfg = self.cfg
+        n = sum(p.numel() for p in self.model.parameters())
+        return (
+            f"{cfg.method.name} on {cfg.model.family} ({n:,} meta-parameters), "
+            f"{self.seqs['train'].batch_size} training sequences of "
+            f"{cfg.method.mcl.num_tasks} {cfg.method.mcl.tasks} tasks"
+        )
+
+
+def evaluate_continual_run(
+    run_dir: str | Path, log: Callable[[str], None] = print, track: bool = True
+) -> dict[str, Any]:
+    """Continual-learning report of a finished run (module docstring, step 3)."""
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.yaml")
+    device = resolve_device(cfg.run.device)
+    set_matmul_precision(cfg.run.matmul_precision)
+    seqs = _splits(cfg, open_training_store(cfg), log)
+    ckpt = selected_checkpoint(run_dir)
+    state = load_checkpoint(ckpt, device)
     learner = build_learner_for(cfg, seqs["train"]).to(device)
-    opt = torch.optim.AdamW(
-        learner.parameters(), lr=cfg.run.outer_lr, weight_decay=cfg.run.weight_decay
-    )
-    state = {"step": 0, "best_val": -float("inf"), "best_step": 0}
-    if resume and (ckpt_dir / "last.pt").exists():
-        ck = load_checkpoint(ckpt_dir / "last.pt", device)
-        learner.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        state.update({k: ck[k] for k in state})
-        log(f"resumed at step {state['step']}")
+    learner.load_state_dict(state["model"])
+    test = seqs["test"].to(device)
+    if cfg.method.mcl.eval_signals:
+        test = subset(test, torch.arange(min(test.batch_size, cfg.method.mcl.eval_signals)))
+    t1 = time.perf_counter()
+    mats = evaluate_budgets(learner, test, cfg, cfg.run.eval_batch_size)
+    log(f"test-time evaluation of {test.batch_size} sequences: {time.perf_counter() - t1:.1f}s")
     n_params = sum(p.numel() for p in learner.parameters())
-    log(
-        f"run {cfg.run.name}: {cfg.method.name} on {cfg.model.family} ({n_params:,} "
-        f"meta-parameters), {seqs['train'].batch_size} training sequences of "
-        f"{cfg.method.mcl.num_tasks} {cfg.method.mcl.tasks} tasks, device {device}"
-    )
-    tracker = Tracker(cfg, run_dir)
-
-    def checkpoint(name: str) -> Path:
-        return save_checkpoint(
-            {"model": learner.state_dict(), "optimizer": opt.state_dict(), **state},
-            ckpt_dir / name,
-        )
-
-    try:
-        t0, start = time.perf_counter(), state["step"]
-        train = seqs["train"]
-        while state["step"] < cfg.run.steps:
-            step = state["step"] + 1
-            gen = torch.Generator().manual_seed(cfg.run.seed * 1_000_003 + step)
-            idx = torch.randperm(train.batch_size, generator=gen)[: cfg.run.batch_size]
-            loss = learner(subset(train, idx.to(device)))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.run.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(learner.parameters(), cfg.run.grad_clip)
-            opt.step()
-            state["step"] = step
-            if step % cfg.run.log_every == 0 or step == cfg.run.steps:
-                rate = (step - start) / (time.perf_counter() - t0)
-                log(f"step {step:>6}/{cfg.run.steps} loss {loss.item():.4g} {rate:.2f} steps/s")
-                tracker.metrics({"loss": loss.item()}, step)
-            if step % cfg.run.eval_every == 0 or step == cfg.run.steps:
-                v = mean_final_psnr(
-                    learner, val, cfg.method.inner_steps, cfg, cfg.run.eval_batch_size
-                )
-                best = v > state["best_val"]
-                if best:
-                    state["best_val"], state["best_step"] = v, step
-                    checkpoint("best.pt")
-                log(f"step {step:>6} validation psnr {v:.3f}{' (best)' if best else ''}")
-                tracker.metrics({"val_psnr": v}, step)
-            if step % cfg.run.checkpoint_every == 0 or step == cfg.run.steps:
-                checkpoint("last.pt")
-        if (ckpt_dir / "best.pt").exists():
-            learner.load_state_dict(load_checkpoint(ckpt_dir / "best.pt", device)["model"])
-        if cfg.method.mcl.eval_signals:
-            test = subset(test, torch.arange(min(test.batch_size, cfg.method.mcl.eval_signals)))
-        t1 = time.perf_counter()
-        mats = evaluate_budgets(learner, test, cfg, cfg.run.eval_batch_size)
-        log(f"test-time evaluation of {test.batch_size} sequences: {time.perf_counter() - t1:.1f}s")
-        metrics = write_report(run_dir, cfg, mats, n_params, state, log)
-        tracker.metrics(
-            {k: v for k, v in metrics["flat"].items() if isinstance(v, float)}, state["step"]
-        )
+    summary = {
+        "step": int(state["step"]),
+        "best_step": int(state["best_step"]),
+        "best_val": -float(state["best_val"]),  # the validation PSNR
+    }
+    metrics = write_report(run_dir, cfg, mats, n_params, summary, log)
+    if track:
+        tracker = Tracker(cfg, run_dir)
+        flat = {k: v for k, v in metrics["flat"].items() if isinstance(v, float)}
+        tracker.metrics(flat, summary["step"])
         for name in ("config.yaml", "results.md", "results.csv", "metrics.json"):
             tracker.artifact(run_dir / name)
         tracker.artifact(run_dir / "figures", "figures")
-        tracker.artifact(ckpt_dir, "checkpoints")
-    except BaseException:
-        tracker.close("FAILED")
-        raise
-    tracker.close()
+        tracker.artifact(run_dir / "checkpoints", "checkpoints")
+        tracker.close()
     return metrics
-
-
-__all__ = [
-    "build_learner_for",
-    "evaluate_budgets",
-    "run_continual",
-    "store_sequences",
-    "subset",
-]
-
-
-def run_continual_on_ray(
-    cfg: Config, address: str | None = None, resume: bool = True
-) -> dict[str, object]:
-    """Run :func:`run_continual` as one Ray task.
-
-    The task reserves ``run.cpus_per_worker`` CPUs (and a GPU when ``run.use_gpu``) on
-    the cluster at ``address``, or on a local instance.
-    """
-    import ray
-
-    from pipelines.engine.ray_train import _init_ray
-
-    _init_ray(address)  # forwards S3 credentials/endpoints to the task's environment
-    task = ray.remote(num_cpus=cfg.run.cpus_per_worker, num_gpus=1 if cfg.run.use_gpu else 0)(
-        run_continual
-    )
-    return ray.get(task.remote(cfg, resume=resume))

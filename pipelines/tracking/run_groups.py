@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mia_core.config import Config, flatten_config
+from pipelines.tracking.experiments import ensure_experiment
 from pipelines.tracking.tracker import tracking_uri
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -31,18 +32,7 @@ def client_for(cfg: Config):
 
 def experiment_id(cfg: Config) -> str:
     """Id of ``run.experiment``, created (artifacts beside a local store) if missing."""
-    client = client_for(cfg)
-    exp = client.get_experiment_by_name(cfg.run.experiment)
-    if exp is not None:
-        return exp.experiment_id
-    uri = tracking_uri(cfg)
-    local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
-    where = (Path(cfg.run.out_dir).resolve() / "mlartifacts").as_uri() if local else None
-    Path(cfg.run.out_dir).mkdir(parents=True, exist_ok=True)
-    try:
-        return client.create_experiment(cfg.run.experiment, artifact_location=where)
-    except Exception:  # created concurrently by another process
-        return client.get_experiment_by_name(cfg.run.experiment).experiment_id
+    return ensure_experiment(tracking_uri(cfg), cfg.run.experiment, cfg.run.out_dir)
 
 
 def _params(client, run_id: str, params: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from mia_core.config import Config, flatten_config
 from pipelines.data.stores.location import redact_url
+from pipelines.tracking.experiments import ensure_experiment
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -58,14 +59,7 @@ class Tracker:
         self.uri = tracking_uri(cfg)
         Path(cfg.run.out_dir).mkdir(parents=True, exist_ok=True)
         set_fluent_tracking_uri(self.uri)
-        exp = mlflow.get_experiment_by_name(cfg.run.experiment)
-        if exp is not None:
-            exp_id = exp.experiment_id
-        else:
-            # A local store keeps artifacts beside it, not in ./mlruns of the caller's cwd.
-            local = self.uri.startswith(("sqlite:", "file:")) or "://" not in self.uri
-            where = (Path(cfg.run.out_dir).resolve() / "mlartifacts").as_uri() if local else None
-            exp_id = mlflow.create_experiment(cfg.run.experiment, artifact_location=where)
+        exp_id = ensure_experiment(self.uri, cfg.run.experiment, cfg.run.out_dir)
         id_file = run_dir / "mlflow_run_id"
         run_id = id_file.read_text().strip() if id_file.exists() else None
         if mlflow.active_run() is not None:

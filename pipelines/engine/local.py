@@ -1,0 +1,84 @@
+"""Run a task in this process, without Ray: checkpoints in the run directory.
+
+``checkpoints/best.pt`` is written whenever validation improves and
+``checkpoints/last.pt`` every ``run.checkpoint_every`` steps (atomically); a later call
+with the same run name resumes from ``last.pt``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mia_core.config import Config, save_config
+from mia_core.runtime import resolve_device, set_matmul_precision
+from pipelines.engine.checkpoint import load_checkpoint, save_checkpoint
+from pipelines.engine.loop import TrainResult, train_loop
+from pipelines.engine.run_dir import checkpoint_dir, run_dir_of
+from pipelines.engine.task import Task, WorkerContext
+from pipelines.engine.trainer import Trainer
+from pipelines.tracking.tracker import Tracker
+
+
+class RunDirSink:
+    """Checkpoints as files in ``<run_dir>/checkpoints`` (see the module docstring)."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.dir = checkpoint_dir(run_dir_of(cfg))
+
+    def __call__(
+        self, trainer: Trainer, metrics: dict[str, float], improved: bool, last: bool
+    ) -> None:
+        """Write ``best.pt`` when ``improved`` and ``last.pt`` when ``last``."""
+        if improved or last:
+            state = trainer.state_dict()
+            if improved:
+                save_checkpoint(state, self.dir / "best.pt")
+            if last:
+                save_checkpoint(state, self.dir / "last.pt")
+
+
+def run_local(
+    task_cls: type[Task],
+    cfg: Config,
+    log: Callable[[str], None] = print,
+    resume: bool = True,
+    init_hook: Callable[[Trainer], None] | None = None,
+) -> TrainResult:
+    """Train ``task_cls`` on ``cfg`` in this process; returns the result (not evaluated).
+
+    Args:
+        task_cls: the registered task of ``cfg.method.name``.
+        cfg: resolved config.
+        log: line printer.
+        resume: continue from ``checkpoints/last.pt`` when present; ``False`` deletes the
+            run's checkpoints first.
+        init_hook: see :func:`~pipelines.engine.loop.train_loop`.
+    """
+    device = resolve_device(cfg.run.device)
+    set_matmul_precision(cfg.run.matmul_precision)
+    task_cls.configure_process(cfg)
+    run_dir = run_dir_of(cfg)
+    ckpts = checkpoint_dir(run_dir)
+    if not resume:
+        for name in ("last.pt", "best.pt"):
+            (ckpts / name).unlink(missing_ok=True)
+    task_cls.prepare(cfg)
+    save_config(cfg, run_dir / "config.yaml")
+    state = load_checkpoint(ckpts / "last.pt", device) if (ckpts / "last.pt").exists() else None
+    tracker = Tracker(cfg, run_dir)
+    try:
+        trainer, history = train_loop(
+            task_cls,
+            cfg,
+            WorkerContext(device),
+            RunDirSink(cfg),
+            state,
+            log,
+            tracker,
+            init_hook,
+        )
+    except BaseException:
+        tracker.close("FAILED")
+        raise
+    tracker.close()
+    return TrainResult(run_dir, trainer.step, trainer.best_step, trainer.best_val, None, history)

@@ -1,0 +1,51 @@
+"""Run directories: where a run keeps its config, checkpoints, results and MLflow run id.
+
+Layout of ``<run.out_dir>/<run.name>``: ``config.yaml`` (the resolved config),
+``checkpoints/best.pt`` (chosen on the validation split) and ``checkpoints/last.pt``,
+``mlflow_run_id``, then whatever the task's evaluation writes (``results.md``,
+``metrics.json``, ``figures/``). On Ray Train the checkpoints live in Ray's storage and
+the driver copies the best and the latest into ``checkpoints/`` after training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mia_core.config import Config
+
+
+class CheckpointMissing(FileNotFoundError):
+    """A run directory (or checkpoint path) holds no usable checkpoint."""
+
+
+def run_dir_of(cfg: Config) -> Path:
+    """``<run.out_dir>/<run.name>`` as an absolute path."""
+    return Path(cfg.run.out_dir).resolve() / cfg.run.name
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    """``<run_dir>/checkpoints``."""
+    return Path(run_dir) / "checkpoints"
+
+
+def selected_checkpoint(path: str | Path) -> Path:
+    """The checkpoint a run stands for: ``best.pt`` (validation-selected), else ``last.pt``.
+
+    Args:
+        path: a run directory, its ``checkpoints/`` folder, or a ``.pt`` file.
+
+    Raises:
+        CheckpointMissing: neither file exists (the message names both paths).
+    """
+    path = Path(path)
+    if path.suffix == ".pt":
+        if not path.is_file():
+            raise CheckpointMissing(f"checkpoint {path} does not exist")
+        return path
+    folder = path if path.name == "checkpoints" else checkpoint_dir(path)
+    for name in ("best.pt", "last.pt"):
+        if (folder / name).is_file():
+            return folder / name
+    raise CheckpointMissing(
+        f"{path}: no checkpoints/best.pt or checkpoints/last.pt (not a finished run directory)"
+    )

@@ -1,0 +1,71 @@
+"""The jobs every entry point calls: train a config's task, evaluate a finished run.
+
+``train`` looks ``method.name`` up in the task registry and runs the one engine on the
+task, in this process (``local=True``) or on Ray Train, then evaluates the
+validation-selected checkpoint on the test split; ``evaluate`` re-runs that report for
+a run directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mia_core.config import Config, load_config
+from pipelines.engine.local import run_local
+from pipelines.engine.loop import TrainResult
+from pipelines.engine.ray_train import run_on_ray
+from pipelines.engine.trainer import Trainer
+from pipelines.tasks.registry import get_task
+
+
+def train(
+    cfg: Config,
+    *,
+    local: bool = False,
+    address: str | None = None,
+    resume: bool = True,
+    evaluate_after: bool = True,
+    log: Callable[[str], None] = print,
+    init_hook: Callable[[Trainer], None] | None = None,
+    figures: bool = True,
+    callbacks: list | None = None,
+    read_cpus: float | None = None,
+) -> TrainResult:
+    """Train ``cfg``'s task, then evaluate the validation-selected checkpoint on test.
+
+    Args:
+        cfg: resolved config.
+        local: one process without Ray; otherwise Ray Train on ``address``.
+        address: Ray cluster address (default ``RAY_ADDRESS`` or a new local instance).
+        resume: continue an interrupted (or finished) run of the same name; ``False``
+            starts afresh.
+        evaluate_after: run the task's test-split report at the end.
+        log: line printer (one process; Ray workers print to the job log).
+        init_hook: called with the trainer before any resume (one process only).
+        figures: draw the report's figures.
+        callbacks: Ray Train callbacks (a Tune trial passes its report callback).
+        read_cpus: CPUs per Ray Data read task (default ``run.read_cpus``).
+    """
+    task = get_task(cfg.method.name)
+    if local:
+        result = run_local(task, cfg, log, resume, init_hook)
+    else:
+        if init_hook is not None:
+            raise ValueError("init_hook needs local=True (it runs in this process)")
+        result = run_on_ray(task, cfg, address, resume, callbacks, read_cpus)
+    if evaluate_after:
+        result.evaluation = task.evaluate(result.run_dir, log=log, figures=figures)
+    return result
+
+
+def evaluate(
+    run_dir: str | Path,
+    log: Callable[[str], None] = print,
+    track: bool = True,
+    figures: bool = True,
+) -> Any:
+    """Evaluate a finished run directory's selected checkpoint on the test split."""
+    cfg = load_config(Path(run_dir) / "config.yaml")
+    return get_task(cfg.method.name).evaluate(Path(run_dir), log=log, track=track, figures=figures)

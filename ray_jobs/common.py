@@ -1,0 +1,65 @@
+"""What every entry point shares: one-line user errors with exit status 2.
+
+A user error (a bad config or sweep file, a missing or corrupt store, variable, chunk or
+checkpoint) prints ``error: <what and where>`` on stderr and exits with status 2; the
+traceback is shown only with ``--traceback`` on the command line or ``MIA_TRACEBACK=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from mia_core.config import ConfigError
+from pipelines.codecs.meta_model import EncodeError
+from pipelines.data.stores import StoreError
+from pipelines.engine.run_dir import CheckpointMissing
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    StoreError,
+    EncodeError,
+    CheckpointMissing,
+    FileNotFoundError,
+    UnicodeDecodeError,
+)
+
+
+def run_main(main: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> int:
+    """Call ``main(argv)``; turn a user error into one line on stderr and status 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    show = "--traceback" in args or os.environ.get("MIA_TRACEBACK") == "1"
+    args = [a for a in args if a != "--traceback"]
+    try:
+        return main(args)
+    except USER_ERRORS as err:
+        if show:
+            raise
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, UnicodeDecodeError):
+        return f"not a text file ({err.reason} at byte {err.start}); pass a YAML config"
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
+    """The flags every config-driven job shares (the same names in every job).
+
+    ``--config FILE``, positional ``key=value`` overrides, ``--local`` (one process, no
+    Ray), ``--address`` (Ray cluster; default ``RAY_ADDRESS`` or a local instance) and
+    ``--no-resume`` (start the run afresh instead of resuming it).
+    """
+    parser.add_argument("--config", required=True, help=config_help)
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    parser.add_argument("--local", action="store_true", help="one process, no Ray")
+    parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS)")
+    parser.add_argument("--no-resume", action="store_true", help="start afresh, do not resume")
