@@ -1,26 +1,40 @@
-"""infra/: every manifest parses and points at code and configs that exist; the local
-two-node Ray cluster trains across both nodes and leaves nothing running."""
+"""infra/: every manifest parses and points at code and configs that exist; drivers forward
+no credentials through Ray's runtime_env; the local two-node Ray cluster trains across both
+nodes, leaks no credential into Ray's APIs, logs or the run's outputs, and leaves nothing
+running."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
 import subprocess
 import time
+import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
 from mia_core.config import load_config
+from pipelines.cluster import connect
+from pipelines.cluster.connect import FORWARDED_ENV, forwarded_env
 from pipelines.cluster.local import LocalCluster, session_pids
 from pipelines.cluster.local_run import train_on_local_cluster
-from pipelines.engine.ray_train import FORWARDED_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 INFRA = REPO / "infra"
 YAMLS = sorted([*INFRA.rglob("*.yaml"), *INFRA.rglob("*.yml"), *(REPO / "configs").rglob("*.yaml")])
 SECRETISH = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY", re.I)
+CREDENTIAL_VARS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_PASSWORD",
+)
 
 
 def docs(path: Path) -> list[dict]:
@@ -178,6 +192,75 @@ def test_runtime_env_recipe_excludes_outputs_and_sets_no_driver_forwarded_vars()
     assert not any(SECRETISH.search(k) for k in env["env_vars"])
 
 
+def test_forwarded_env_holds_settings_but_never_credentials():
+    environ = {name: f"value-of-{name}" for name in CREDENTIAL_VARS}
+    environ |= {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_REGION": "eu-west-1",
+        "MLFLOW_TRACKING_URI": "http://mlflow.internal:5000",
+        "HOME": "/home/someone",
+    }
+    env = forwarded_env(environ)
+    assert env == {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_REGION": "eu-west-1",
+        "MLFLOW_TRACKING_URI": "http://mlflow.internal:5000",
+        "RAY_AUTH_MODE": "disabled",
+    }
+    assert not set(FORWARDED_ENV) & set(CREDENTIAL_VARS)
+    assert not any(SECRETISH.search(name) for name in FORWARDED_ENV)
+    assert forwarded_env({"RAY_AUTH_MODE": "token"}) == {"RAY_AUTH_MODE": "token"}
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://user:s3cr3t@mlflow.example.com",
+        "http://token@mlflow.example.com:5000",
+        "https://mlflow.example.com/?token=s3cr3t",
+        "postgresql://mlflow:s3cr3t@db:5432/mlflow",
+    ],
+)
+def test_tracking_uri_with_credentials_is_not_forwarded(uri):
+    env = forwarded_env({"MLFLOW_TRACKING_URI": uri, "AWS_SECRET_ACCESS_KEY": "x"})
+    assert env == {"RAY_AUTH_MODE": "disabled"}
+
+
+def test_init_ray_passes_only_forwarded_env(monkeypatch):
+    import ray
+
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    for name in CREDENTIAL_VARS:
+        monkeypatch.setenv(name, f"fake-{name}-{uuid.uuid4().hex}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://u:p@mlflow.example.com")
+    with pytest.warns(UserWarning, match="not forwarded") as warned:
+        connect.init_ray()
+    assert "u:p@" not in str(warned[0].message)
+    (kwargs,) = calls
+    env = kwargs["runtime_env"]["env_vars"]
+    assert env == forwarded_env(os.environ)
+    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9000"
+    assert not set(env) & set(CREDENTIAL_VARS)
+    assert not any(os.environ[name] in json.dumps(kwargs) for name in CREDENTIAL_VARS)
+    # A new local instance: no dashboard, worker logs on the driver; an address: neither.
+    assert kwargs["address"] is None
+    assert kwargs["include_dashboard"] is False and kwargs["log_to_driver"] is True
+    calls.clear()
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    connect.init_ray()
+    assert calls[0]["address"] == "127.0.0.1:6379" and "include_dashboard" not in calls[0]
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    connect.init_ray("127.0.0.1:1")  # already connected: no second init
+    assert len(calls) == 1
+
+
 def test_stop_ends_exactly_the_clusters_sessions():
     ours = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60; wait"], start_new_session=True)
     other = subprocess.Popen(["sleep", "60"], start_new_session=True)
@@ -220,16 +303,74 @@ TINY = [
 ]
 
 
+def files_holding(root: Path, needles: list[bytes]) -> tuple[int, list[str]]:
+    """(regular files under ``root``, those whose bytes contain any of ``needles``)."""
+    count, hits = 0, []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = Path(folder) / name
+            if path.is_symlink() or not path.is_file():
+                continue
+            count += 1
+            data = path.read_bytes()
+            if any(n in data for n in needles):
+                hits.append(str(path))
+    return count, hits
+
+
+def leak_probe(secrets: list[str]):
+    """A ``probe`` for ``train_on_local_cluster``: where the live cluster shows ``secrets``.
+
+    Scans the state API (actors, jobs, tasks with ``detail=True``), the dashboard's
+    ``/api/jobs/`` and every file under each node's temp dir (``session_*/logs`` included).
+    """
+
+    def probe(cluster: LocalCluster, submission_id: str) -> dict:
+        from ray.util.state import list_actors, list_jobs, list_tasks
+
+        kw = dict(address=cluster.dashboard_url, detail=True, limit=10000, timeout=60)
+        views = {f.__name__: str(f(**kw)) for f in (list_actors, list_jobs, list_tasks)}
+        with urllib.request.urlopen(f"{cluster.dashboard_url}/api/jobs/", timeout=30) as r:
+            views["/api/jobs/"] = r.read().decode()
+        leaks = [where for where, text in views.items() if any(s in text for s in secrets)]
+        logs = [Path(cluster.root) / n / "session_latest/logs" for n in ("head", "node1")]
+        count, hits = files_holding(Path(cluster.root), [s.encode() for s in secrets])
+        return {
+            "leaks": leaks + hits,
+            "files": count,
+            "runtime_env_agent_logs": sum((d / "runtime_env_agent.log").is_file() for d in logs),
+            "jobs_api_has_job": submission_id in views["/api/jobs/"],
+            # Forwarded settings are visible there: the scan does see runtime_envs.
+            "endpoint_shown": any("AWS_ENDPOINT_URL" in v for v in views.values()),
+        }
+
+    return probe
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(420)
-def test_two_node_cluster_trains_across_both_nodes_from_s3(tmp_path, capfd):
+def test_two_node_cluster_trains_across_both_nodes_from_s3(tmp_path, capfd, monkeypatch):
     import ray
 
     from pipelines.engine.checkpoint import load_checkpoint
 
+    # Unique fake credentials in the environment of this process, the `ray job submit` CLI
+    # and every node: none may show up in Ray's APIs, logs, the run directory or MLflow.
+    key, secret = f"fake-key-{uuid.uuid4().hex}", f"fake-secret-{uuid.uuid4().hex}"
+    token = f"fake-token-{uuid.uuid4().hex}"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", token)
+    secrets = [key, secret, token]
     was_initialized = ray.is_initialized()
     placement = train_on_local_cluster(
-        "configs/experiments/default.yaml", tmp_path, TINY, num_nodes=2, s3=True
+        "configs/experiments/default.yaml",
+        tmp_path,
+        TINY,
+        num_nodes=2,
+        s3=True,
+        s3_credentials=(key, secret),
+        probe=leak_probe(secrets),
     )
     out = capfd.readouterr().out
     with capfd.disabled():  # visible with -s: where the time went
@@ -244,7 +385,16 @@ def test_two_node_cluster_trains_across_both_nodes_from_s3(tmp_path, capfd):
     assert load_checkpoint(tmp_path / "default/checkpoints/last.pt")["step"] == 2
     assert (tmp_path / "default/results.md").is_file()
     assert "store s3://mia-local-cluster/synthetic.zarr" in out
-    assert "local-cluster-secret" not in out  # credentials reach nodes by environment only
+    # Credentials reach the nodes by their environment only: no runtime_env carries them.
+    probe = placement["probe"]
+    assert probe["leaks"] == [], f"credentials found in {probe['leaks']}"
+    assert probe["files"] > 20 and probe["runtime_env_agent_logs"] == 2
+    assert probe["jobs_api_has_job"] and probe["endpoint_shown"]
+    assert not any(s in out for s in secrets)
+    # ... nor in the run directory and the MLflow store (sqlite file, artifacts).
+    assert (tmp_path / "mlflow.db").is_file()
+    count, hits = files_holding(tmp_path, [s.encode() for s in secrets])
+    assert count > 3 and hits == [], f"credentials found in {hits}"
     # Nothing of the cluster is left, and the test process never joined it.
     assert not [p for sid in placement["sessions"] for p in session_pids(sid)]
     assert ray.is_initialized() == was_initialized

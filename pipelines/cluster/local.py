@@ -69,8 +69,9 @@ class LocalCluster:
         object_store_mb: object store size per node.
         root: directory for the nodes' temp dirs and logs; a short new ``/tmp`` directory
             if empty (Unix socket paths under it must stay below 107 characters).
-        env: extra environment for every node (reaches the job driver, tasks and actors;
-            the place for S3 credentials, which never go into a runtime_env file).
+        env: extra environment for every node's ``ray start`` (reaches the job driver,
+            tasks and actors, which inherit it; the place for S3 credentials, which never go
+            into a runtime_env: see :mod:`pipelines.cluster.connect`).
     """
 
     num_nodes: int = 2
@@ -93,7 +94,10 @@ class LocalCluster:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     def node_env(self) -> dict[str, str]:
-        """Environment of the nodes: this one, this interpreter first on PATH, no tokens."""
+        """Environment of every ``ray start``: this one (credentials included) plus ``env``.
+
+        This interpreter comes first on PATH; Ray's auth tokens are disabled.
+        """
         env = dict(os.environ)
         # Ray's own helpers (e.g. Train's placement group cleaner) look the cluster up by
         # address="auto", which fails when the machine runs several clusters.
