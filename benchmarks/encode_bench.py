@@ -35,7 +35,9 @@ import torch  # noqa: E402
 
 from mia_core.config import load_config  # noqa: E402
 from pipelines.codecs.codestore import open_code_store  # noqa: E402
-from pipelines.codecs.encode import EncodeOptions, open_field_store, run_encode, store_dims  # noqa: E402
+from pipelines.codecs.encode import run_encode  # noqa: E402
+from pipelines.codecs.encode_spec import EncodeSpec  # noqa: E402
+from pipelines.codecs.encoder import open_field_store, store_dims  # noqa: E402
 from pipelines.codecs.meta_model import load_meta_model  # noqa: E402
 from pipelines.data.stores import make_location, open_store  # noqa: E402
 from pipelines.jobs import train  # noqa: E402
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = str(res.run_dir)
     codes = out / "codes" / f"{name}_{args.size}.zarr"
     summary = run_encode(
-        EncodeOptions(
+        EncodeSpec(
             store=str(store),
             checkpoint=checkpoint,
             out=str(codes),
@@ -130,10 +132,10 @@ def main(argv: list[str] | None = None) -> int:
             optimizer=args.optimizer,
             points_per_step=args.points_per_step,
             chunk=args.chunk,
-            use_ray=not args.local,
             overwrite=True,
             progress=False,
-        )
+        ),
+        local=args.local,
     )
     group = open_code_store(make_location(str(codes)))
     loc = make_location(str(store))

@@ -8,6 +8,7 @@ import torch
 from mia_core.builders import build_learner
 from mia_core.config import load_config
 from mia_core.data import generate_synthetic1d, make_episode
+from pipelines.cluster.local_run import moto_s3
 
 # The tensors here are tiny: intra-op threads only add OpenMP spin-waiting, which turns
 # into minutes when another process shares the two cores.
@@ -90,13 +91,8 @@ def float64_default():
 
 # --- shared services: one Ray instance and one S3 server per test session ---------------
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+S3_KEY, S3_SECRET = "testing-key-id", "testing-secret-value"
+S3_CREDENTIAL_ENV = {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET}
 
 
 @pytest.fixture(scope="session")
@@ -107,6 +103,11 @@ def ray_session(tmp_path_factory):
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
+    # The workers get the test S3 server's credentials from their node's environment,
+    # as on a real cluster (exported before `ray start`), never through a runtime_env;
+    # this process's environment is left as it was.
+    saved = {k: os.environ.get(k) for k in S3_CREDENTIAL_ENV}
+    os.environ.update(S3_CREDENTIAL_ENV)
     if not ray.is_initialized():
         ray.init(
             address="local",
@@ -117,6 +118,11 @@ def ray_session(tmp_path_factory):
             log_to_driver=False,
             runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}},
         )
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     yield ray
     ray.shutdown()
 
@@ -126,49 +132,34 @@ def s3_server():
     """A real S3-compatible HTTP server (moto's server mode) on 127.0.0.1:<free port>.
 
     Yields a dict with ``endpoint_url``, ``key``, ``secret`` and ``storage_options``
-    (what fsspec/s3fs need), and a ``make_bucket(name)`` helper.
+    (what fsspec/s3fs need), a boto3 ``client``, and ``make_bucket(name)`` (a bucket an
+    earlier test of the session created is fine).
     """
-    import subprocess
-    import sys
-    import time
-    import urllib.request
+    import boto3
 
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while True:
-        try:
-            urllib.request.urlopen(endpoint, timeout=1)
-            break
-        except Exception:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("moto server did not start") from None
-            time.sleep(0.2)
-    key, secret = "testing-key-id", "testing-secret-value"
-
-    def make_bucket(name: str) -> None:
-        import boto3
-
-        boto3.client(
+    key, secret = S3_KEY, S3_SECRET
+    with moto_s3("mia-test", credentials=(key, secret)) as env:
+        endpoint = env["AWS_ENDPOINT_URL"]
+        client = boto3.client(
             "s3",
             endpoint_url=endpoint,
             aws_access_key_id=key,
             aws_secret_access_key=secret,
             region_name="us-east-1",
-        ).create_bucket(Bucket=name)
+        )
 
-    yield {
-        "endpoint_url": endpoint,
-        "key": key,
-        "secret": secret,
-        "storage_options": {"key": key, "secret": secret, "endpoint_url": endpoint},
-        "make_bucket": make_bucket,
-    }
-    proc.terminate()
-    proc.wait(timeout=10)
+        def make_bucket(name: str) -> None:
+            try:
+                client.create_bucket(Bucket=name)
+            except client.exceptions.ClientError as err:
+                if not err.response["Error"]["Code"].startswith("BucketAlready"):
+                    raise
+
+        yield {
+            "endpoint_url": endpoint,
+            "key": key,
+            "secret": secret,
+            "storage_options": {"key": key, "secret": secret, "endpoint_url": endpoint},
+            "client": client,
+            "make_bucket": make_bucket,
+        }

@@ -1,68 +1,22 @@
-"""ERA5 builder: input layouts, names, selection, regridding, normalisation, S3 output."""
+"""ERA5 builder: input layouts, names, selection, normalisation, splits, S3 output."""
 
-import argparse
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from era5_samples import LEVELS, build_args, build_store, era5_dataset
 
+from pipelines.data.builders import __main__ as cli
 from pipelines.data.builders import era5
+from pipelines.data.builders.era5_names import canonical, describe, resolve
 from pipelines.data.stores import make_location, open_store
-
-LEVELS = [500, 850]
-
-
-def _grid(nlat=19, nlon=36, lat_desc=True, lon_offset=5.0):
-    lat = np.linspace(90, -90, nlat) if lat_desc else np.linspace(-90, 90, nlat)
-    lon = lon_offset + np.arange(nlon) * (360.0 / nlon)
-    return lat, lon
-
-
-def _era5(nt=12, long_names=False, lat_desc=True, lon_offset=5.0, seed=0, nlat=19, nlon=36):
-    """ERA5-like dataset: t on 2 levels (K) and sp (Pa), old CDS layout."""
-    rng = np.random.default_rng(seed)
-    lat, lon = _grid(nlat, nlon, lat_desc, lon_offset)
-    time = pd.date_range("2020-01-01", periods=nt, freq="6h")
-    t = (
-        250
-        + 30 * np.cos(np.deg2rad(lat))[None, None, :, None]
-        + rng.normal(0, 2, (nt, 2, lat.size, lon.size))
-    )
-    t[:, 1] += 20
-    sp = 1e5 + rng.normal(0, 500, (nt, lat.size, lon.size))
-    names = ("temperature", "surface_pressure") if long_names else ("t", "sp")
-    return xr.Dataset(
-        {
-            names[0]: (("time", "level", "latitude", "longitude"), t, {"units": "K"}),
-            names[1]: (("time", "latitude", "longitude"), sp, {"units": "Pa"}),
-        },
-        coords={"time": time, "level": LEVELS, "latitude": lat, "longitude": lon},
-    )
-
-
-def _args(inputs, out, *extra):
-    p = argparse.ArgumentParser()
-    p.add_argument("--out")
-    p.add_argument("--endpoint-url", default=None)
-    p.add_argument("--chunk", type=int, default=4)
-    era5.add_arguments(p)
-    argv = ["--out", str(out)]
-    for i in inputs if isinstance(inputs, list) else [inputs]:
-        argv += ["--input", str(i)]
-    return p.parse_args(argv + list(extra))
-
-
-def _build(tmp_path, inputs, *extra, name="store.zarr"):
-    out = tmp_path / name
-    summary = era5.build(_args(inputs, out, *extra), make_location(str(out)))
-    return summary, open_store(make_location(str(out)))
 
 
 def test_netcdf_short_names_regrid_normalise_split(tmp_path):
-    _era5().to_netcdf(tmp_path / "era5.nc")
-    summary, store = _build(
+    era5_dataset().to_netcdf(tmp_path / "era5.nc")
+    summary, store = build_store(
         tmp_path,
         tmp_path / "era5.nc",
         "--variables",
@@ -100,11 +54,11 @@ def test_netcdf_short_names_regrid_normalise_split(tmp_path):
 
 
 def test_long_names_multiple_files_glob_and_default_variables(tmp_path):
-    ds = _era5(long_names=True)
+    ds = era5_dataset(long_names=True)
     ds.isel(time=slice(0, 6)).to_netcdf(tmp_path / "part_a.nc")
     ds.isel(time=slice(6, 12)).to_netcdf(tmp_path / "part_b.nc")
     # short names asked, long names stored, two files joined along time
-    summary, store = _build(
+    summary, store = build_store(
         tmp_path, tmp_path / "part_*.nc", "--variables", "t,sp", "--resolution", "10x20"
     )
     assert store.num_signals == 12 and summary["variables"] == {
@@ -113,12 +67,12 @@ def test_long_names_multiple_files_glob_and_default_variables(tmp_path):
     }
     assert [s.rsplit("/", 1)[-1] for s in store.attrs["inputs"]] == ["part_a.nc", "part_b.nc"]
     # no t2m: the first variables found are taken under their own names
-    _, store = _build(tmp_path, tmp_path / "part_a.nc", "--resolution", "10x20", name="d.zarr")
+    _, store = build_store(tmp_path, tmp_path / "part_a.nc", "--resolution", "10x20", name="d.zarr")
     assert sorted(store.modalities) == ["surface_pressure", "temperature"]
 
 
 def _arco(nt=6):
-    ds = _era5(nt, long_names=True, lat_desc=True, lon_offset=0.0)
+    ds = era5_dataset(nt, long_names=True, lat_desc=True, lon_offset=0.0)
     ds["geopotential"] = ds["temperature"] * 100
     ds["2m_temperature"] = ds["surface_pressure"] / 400
     return ds
@@ -126,7 +80,7 @@ def _arco(nt=6):
 
 def test_arco_zarr_layout_levels_and_missing_level(tmp_path):
     _arco().to_zarr(tmp_path / "arco.zarr", zarr_format=3, consolidated=False)
-    summary, store = _build(
+    summary, store = build_store(
         tmp_path,
         tmp_path / "arco.zarr",
         "--variables",
@@ -139,19 +93,21 @@ def test_arco_zarr_layout_levels_and_missing_level(tmp_path):
     assert sorted(store.modalities) == ["2m_temperature", "t", "z"] and summary["levels"] == [850]
     assert store.info["t"].channels == 1 and store.info["2m_temperature"].channels == 1
     # the default on an ARCO store is 2m temperature, found under its long name
-    _, store = _build(tmp_path, tmp_path / "arco.zarr", "--resolution", "10x20", name="d.zarr")
+    _, store = build_store(tmp_path, tmp_path / "arco.zarr", "--resolution", "10x20", name="d.zarr")
     assert store.modalities == ["2m_temperature"]
     with pytest.raises(ValueError, match=r"--levels \[700.0\] not available.*500.0, 850.0"):
-        _build(tmp_path, tmp_path / "arco.zarr", "--variables", "t", "--levels", "700,850")
+        build_store(tmp_path, tmp_path / "arco.zarr", "--variables", "t", "--levels", "700,850")
 
 
 def test_ensemble_members_multiply_signals(tmp_path):
-    base = _era5(nt=4)
+    base = era5_dataset(nt=4)
     ds = xr.concat([base + i for i in range(3)], dim=pd.Index([0, 1, 2], name="number"))
     ds.transpose("time", "number", ...).to_netcdf(tmp_path / "ens.nc")
-    _, store = _build(tmp_path, tmp_path / "ens.nc", "--variables", "t", "--resolution", "10x20")
+    _, store = build_store(
+        tmp_path, tmp_path / "ens.nc", "--variables", "t", "--resolution", "10x20"
+    )
     assert store.num_signals == 12 and store.info["t"].channels == 2
-    summary, store = _build(
+    summary, store = build_store(
         tmp_path,
         tmp_path / "ens.nc",
         "--variables",
@@ -166,14 +122,14 @@ def test_ensemble_members_multiply_signals(tmp_path):
     v = store.read(0, 8)["t"]
     assert np.all(v[1] > v[0])  # member 2 is member 0 + 2 K everywhere
     with pytest.raises(ValueError, match="--members"):
-        _build(tmp_path, tmp_path / "ens.nc", "--variables", "t", "--members", "5")
+        build_store(tmp_path, tmp_path / "ens.nc", "--variables", "t", "--members", "5")
 
 
 def test_new_cds_layout_valid_time_pressure_level(tmp_path):
-    ds = _era5(nt=6).rename(time="valid_time", level="pressure_level")
+    ds = era5_dataset(nt=6).rename(time="valid_time", level="pressure_level")
     ds = ds.assign_coords(number=0, expver=("valid_time", ["0001"] * 6))
     ds.to_netcdf(tmp_path / "cds.nc")
-    summary, store = _build(
+    summary, store = build_store(
         tmp_path,
         tmp_path / "cds.nc",
         "--variables",
@@ -204,7 +160,7 @@ def test_expver_dimension_combined(tmp_path):
             "lon": lon,
         },
     ).to_netcdf(tmp_path / "expver.nc")
-    _, store = _build(
+    _, store = build_store(
         tmp_path, tmp_path / "expver.nc", "--resolution", "10x20", "--normalisation", "none"
     )
     v = store.read(0, 4)["t2m"].reshape(4, 10, 20)
@@ -212,9 +168,9 @@ def test_expver_dimension_combined(tmp_path):
 
 
 def test_missing_variable_lists_available(tmp_path):
-    _era5(nt=2).to_netcdf(tmp_path / "era5.nc")
+    era5_dataset(nt=2).to_netcdf(tmp_path / "era5.nc")
     with pytest.raises(ValueError) as err:
-        _build(tmp_path, tmp_path / "era5.nc", "--variables", "t,q")
+        build_store(tmp_path, tmp_path / "era5.nc", "--variables", "t,q")
     msg = str(err.value)
     assert "'q'" in msg and "era5.nc" in msg and "t (temperature)" in msg
     assert "sp (surface_pressure)" in msg
@@ -229,118 +185,24 @@ def test_grib_without_cfgrib(tmp_path, monkeypatch):
     )
     (tmp_path / "era5.grib").write_bytes(b"GRIB")
     with pytest.raises(ValueError, match="pip install cfgrib"):
-        _build(tmp_path, tmp_path / "era5.grib")
+        build_store(tmp_path, tmp_path / "era5.grib")
 
 
 def test_bad_inputs(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing"):
-        _build(tmp_path, tmp_path / "nothing*.nc")
-    _era5(nt=4).to_netcdf(tmp_path / "era5.nc")
+        build_store(tmp_path, tmp_path / "nothing*.nc")
+    era5_dataset(nt=4).to_netcdf(tmp_path / "era5.nc")
     with pytest.raises(ValueError, match="empty"):
-        _build(tmp_path, tmp_path / "era5.nc", "--time-slice", "2030-01-01:")
+        build_store(tmp_path, tmp_path / "era5.nc", "--time-slice", "2030-01-01:")
     with pytest.raises(ValueError, match="--resolution"):
-        _build(tmp_path, tmp_path / "era5.nc", "--resolution", "10")
-
-
-def test_hvsampledata_ncep_air_temperature(tmp_path):
-    summary, store = _build(
-        tmp_path,
-        "hvsampledata:air_temperature",
-        "--time-stride",
-        "5",
-        "--resolution",
-        "13x27",
-        "--val-fraction",
-        "0",
-        "--test-fraction",
-        "0.25",
-    )
-    assert store.modalities == ["air"] and store.num_signals == 4
-    assert summary["latitude"] == [15.0, 75.0] and summary["longitude"] == [200.0, 330.0]
-    v = store.read(0, 4)["air"]
-    assert v.shape == (4, 13 * 27, 1) and not np.isnan(v).any()
-    assert store.info["air"].norm["kind"] == "minmax01"
-    assert 220 < store.info["air"].norm["min"][0] < store.info["air"].norm["max"][0] < 310
-    # asked as t2m: the modality carries the requested name
-    summary, store = _build(
-        tmp_path,
-        "hvsampledata:air_temperature",
-        "--variables",
-        "t2m",
-        "--time-slice",
-        "2014-02-24:2014-02-24T18:00",
-        "--resolution",
-        "13x27",
-        name="t2m.zarr",
-    )
-    assert store.modalities == ["t2m"] and store.num_signals == 4
-    assert summary["variables"] == {"t2m": "air"}
-
-
-def test_regridding_matches_smooth_field(tmp_path):
-    # cell-centred 2-degree grid, longitudes in [-180, 180), latitude descending
-    lat = np.arange(89, -90, -2.0)
-    lon = np.arange(-179, 180, 2.0)
-    f = np.cos(np.deg2rad(lat))[:, None] * np.sin(np.deg2rad(lon))[None, :]
-    xr.Dataset(
-        {"t2m": (("time", "lat", "lon"), np.stack([f, 2 * f]))},
-        coords={"time": pd.date_range("2000-01-01", periods=2), "lat": lat, "lon": lon},
-    ).to_netcdf(tmp_path / "smooth.nc")
-    _, store = _build(
-        tmp_path, tmp_path / "smooth.nc", "--resolution", "19x40", "--normalisation", "none"
-    )
-    v = store.read(0, 2)["t2m"].reshape(2, 19, 40)
-    tlat, tlon = np.linspace(-90, 90, 19), np.arange(40) * 9.0
-    want = np.cos(np.deg2rad(tlat))[:, None] * np.sin(np.deg2rad(tlon))[None, :]
-    assert not np.isnan(v).any()
-    inner = slice(1, -1)  # poles: nearest outer row (1 degree away)
-    bound = 2 * np.deg2rad(2.0) ** 2 / 8  # bilinear: h^2/8 max|f''| per direction
-    np.testing.assert_allclose(v[0, inner], want[inner], atol=bound)
-    np.testing.assert_allclose(v[1, inner], 2 * want[inner], atol=2 * bound)
-    np.testing.assert_allclose(v[0, [0, -1]], want[[0, -1]], atol=0.02)
-    # target 0 E lies between source columns 359 E (= -1) and 1 E, target 351 E between
-    # 349 E and 351 E: both wrap across the [-180, 180) -> [0, 360) seam without NaN
-
-
-def test_regional_box_across_greenwich(tmp_path):
-    lat, lon = np.arange(30.0, 71.0, 2.0), np.arange(-20.0, 41.0, 2.0)  # Europe, [-180, 180)
-    f = np.deg2rad(lat)[:, None] + np.deg2rad(lon)[None, :]  # linear: bilinear is exact
-    xr.Dataset(
-        {"msl": (("time", "lat", "lon"), np.stack([f, f]), {"units": "Pa"})},
-        coords={"time": pd.date_range("2000-01-01", periods=2), "lat": lat, "lon": lon % 360},
-    ).to_netcdf(tmp_path / "europe.nc")  # stored as 0..40 then 340..358
-    summary, store = _build(
-        tmp_path, tmp_path / "europe.nc", "--resolution", "5x7", "--normalisation", "none"
-    )
-    assert summary["latitude"] == [30.0, 70.0] and summary["longitude"] == [-20.0, 40.0]
-    v = store.read(0, 1)["msl"].reshape(5, 7)
-    want = np.deg2rad(np.linspace(30, 70, 5))[:, None] + np.deg2rad(np.linspace(-20, 40, 7))
-    np.testing.assert_allclose(v, want, atol=1e-5)
-    # on the global grid: NaN outside the box, exact inside, nothing across the gap
-    _, store = _build(
-        tmp_path,
-        tmp_path / "europe.nc",
-        "--resolution",
-        "19x36",
-        "--domain",
-        "global",
-        "--normalisation",
-        "none",
-        name="g.zarr",
-    )
-    g = store.read(0, 1)["msl"].reshape(19, 36)
-    tlat, tlon = np.linspace(-90, 90, 19), np.arange(36) * 10.0
-    inside = ((tlat >= 30) & (tlat <= 70))[:, None] & ((tlon <= 40) | (tlon >= 340))[None, :]
-    assert np.isnan(g[~inside]).all() and not np.isnan(g[inside]).any()
-    want = np.deg2rad(tlat)[:, None] + np.deg2rad((tlon + 180) % 360 - 180)[None, :]
-    np.testing.assert_allclose(g[inside], want[inside], atol=1e-5)
+        build_store(tmp_path, tmp_path / "era5.nc", "--resolution", "10")
 
 
 def test_files_per_variable_are_merged(tmp_path):
-    ds = _era5(nt=4)
+    ds = era5_dataset(nt=4)
     ds[["t"]].to_netcdf(tmp_path / "t.nc")
     ds[["sp"]].to_netcdf(tmp_path / "sp.nc")
-    _, store = _build(
+    _, store = build_store(
         tmp_path,
         [tmp_path / "t.nc", tmp_path / "sp.nc"],
         "--variables",
@@ -356,13 +218,13 @@ def test_files_per_variable_are_merged(tmp_path):
 def test_s3_output_without_secrets(tmp_path, s3_server):
     s3 = s3_server
     s3["make_bucket"]("era5-test")
-    _era5(nt=4).to_netcdf(tmp_path / "era5.nc")
+    era5_dataset(nt=4).to_netcdf(tmp_path / "era5.nc")
     loc = make_location(
         "s3://era5-test/api.zarr",
         storage_options={"key": s3["key"], "secret": s3["secret"]},
         endpoint_url=s3["endpoint_url"],
     )
-    summary = era5.build(_args(tmp_path / "era5.nc", loc.url, "--resolution", "10x20"), loc)
+    summary = era5.build(build_args(tmp_path / "era5.nc", loc.url, "--resolution", "10x20"), loc)
     store = open_store(loc)
     assert sorted(store.modalities) == ["sp", "t"]  # no t2m: the first variables found
     assert store.num_signals == 4 and summary["bytes_written"] > 0
@@ -370,8 +232,6 @@ def test_s3_output_without_secrets(tmp_path, s3_server):
 
 
 def test_s3_cli_credentials_from_env(tmp_path, s3_server, monkeypatch, capsys):
-    from pipelines.data.builders import __main__ as cli
-
     s3 = s3_server
     s3["make_bucket"]("era5-cli")
 
@@ -379,7 +239,9 @@ def test_s3_cli_credentials_from_env(tmp_path, s3_server, monkeypatch, capsys):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3["key"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3["secret"])
     src = make_location("s3://era5-cli/in.zarr", s3["storage_options"])
-    _era5(nt=4, long_names=True).to_zarr(src.zarr_store("w"), zarr_format=3, consolidated=False)
+    era5_dataset(nt=4, long_names=True).to_zarr(
+        src.zarr_store("w"), zarr_format=3, consolidated=False
+    )
     rc = cli.main(
         [
             "era5",
@@ -411,8 +273,6 @@ def test_s3_cli_credentials_from_env(tmp_path, s3_server, monkeypatch, capsys):
 
 
 def test_names_both_ways_and_aliases():
-    from pipelines.data.builders.era5_names import canonical, describe, resolve
-
     assert resolve("t", ["temperature", "geopotential"]) == "temperature"
     assert resolve("2m_temperature", ["t2m", "sp"]) == "t2m"
     assert resolve("T2M", ["2m_temperature"]) == "2m_temperature"
@@ -422,18 +282,3 @@ def test_names_both_ways_and_aliases():
     assert describe("sp") == "sp (surface_pressure)" and describe("geopotential") == (
         "geopotential (z)"
     )
-
-
-def test_last_longitude_column_wraps_to_the_first(tmp_path):
-    lat, lon = np.linspace(-90, 90, 4), np.arange(36) * 10.0  # last source column: 350 E
-    f = np.random.default_rng(2).normal(size=(1, 4, 36))
-    xr.Dataset(
-        {"u10": (("time", "latitude", "longitude"), f)},
-        coords={"time": pd.date_range("2000-01-01", periods=1), "latitude": lat, "longitude": lon},
-    ).to_netcdf(tmp_path / "wrap.nc")
-    _, store = _build(
-        tmp_path, tmp_path / "wrap.nc", "--resolution", "4x40", "--normalisation", "none"
-    )
-    v = store.read(0, 1)["u10"].reshape(4, 40)  # target columns every 9 degrees: last 351 E
-    np.testing.assert_allclose(v[:, -1], 0.9 * f[0, :, -1] + 0.1 * f[0, :, 0], rtol=1e-5)
-    np.testing.assert_allclose(v[:, 0], f[0, :, 0], rtol=1e-5)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from episode_checks import assert_same_signal, signal_tensors
 
 from pipelines.data.episodes import EpisodeSpec
 from pipelines.data.ray_source import ZarrStoreDatasource, read_store
@@ -166,19 +167,7 @@ def _by_signal(episodes):
         for b in range(len(scale)):
             i = int(scale[b]) - 1
             assert i not in out
-            sig = {}
-            for m, mb in ep.items():
-                n = int(mb.support_mask[b].sum())
-                qx = mb.query_x[0 if mb.query_x.shape[0] == 1 else b]
-                sig[m] = (
-                    mb.support_x[b, :n],
-                    mb.support_y[b, :n],
-                    qx,
-                    mb.query_y[b],
-                    mb.query_mask[b],
-                    mb.query_support[b],
-                )
-            out[i] = sig
+            out[i] = signal_tensors(ep, b)
     return out
 
 
@@ -191,9 +180,7 @@ def test_dataset_episodes_match_store_episodes(ray_session, store_loc):
     direct = _by_signal(store_episodes(store, spec, batch_size=8, split="train", epoch=2))
     assert sorted(via_ray) == sorted(direct) == np.flatnonzero(SPLIT == 0).tolist()
     for i in direct:
-        for m in RANGES:
-            for x, y in zip(via_ray[i][m], direct[i][m], strict=True):
-                torch.testing.assert_close(x, y, rtol=0, atol=0)
+        assert_same_signal(via_ray[i], direct[i])
     assert direct[8]["wave"][4].sum() == 20  # signal 8 lost 10 points to NaN
     # another epoch draws other support sets
     other = _by_signal(store_episodes(store, spec, batch_size=8, split="train", epoch=3))
@@ -217,20 +204,12 @@ def test_field_store_through_ray(ray_session, tmp_path):
         np.testing.assert_array_equal(r["m:tp"], want[int(r["index"])])
 
 
-def _bucket(s3, name):
-    try:
-        s3["make_bucket"](name)
-    except Exception as err:  # created by an earlier test of this session
-        if "BucketAlready" not in str(err):
-            raise
-
-
 def test_s3_store_through_ray(ray_session, s3_server, monkeypatch):
     # credentials travel inside the StoreLocation (pickled into the read tasks), not
     # through environment variables, which workers of a `ray start` cluster would not see
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(var, raising=False)
-    _bucket(s3_server, "mia-data")
+    s3_server["make_bucket"]("mia-data")
     loc = make_location(
         "s3://mia-data/ray/sig.zarr",
         {"key": s3_server["key"], "secret": s3_server["secret"]},

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from episode_checks import assert_same_signal, signal_tensors
 
 from pipelines.data.episodes import EpisodeSpec, build_episode, stride_index
 from pipelines.data.stores import StoreError
@@ -42,31 +43,6 @@ def _support_indices(mb, b):
     lookup = {tuple(x): i for i, x in enumerate(qx)}
     n = int(mb.support_mask[b].sum())
     return [lookup[tuple(x)] for x in mb.support_x[b, :n].numpy()]
-
-
-def _per_signal(ep, b):
-    """Everything of signal ``b`` that must not depend on the batch (padding trimmed)."""
-    out = {}
-    for m, mb in ep.items():
-        n = int(mb.support_mask[b].sum())
-        qx = mb.query_x[0 if mb.query_x.shape[0] == 1 else b]
-        out[m] = [
-            mb.support_x[b, :n],
-            mb.support_y[b, :n],
-            qx,
-            mb.query_y[b],
-            mb.query_mask[b],
-            mb.query_support[b],
-            mb.scale[b],
-        ]
-    return out
-
-
-def _assert_same_signal(a, b):
-    assert a.keys() == b.keys()
-    for m in a:
-        for x, y in zip(a[m], b[m], strict=True):
-            torch.testing.assert_close(x, y, rtol=0, atol=0)
 
 
 def test_support_counts_respect_ratio_range_per_modality():
@@ -145,8 +121,8 @@ def test_independent_of_batching_and_order():
     alone = {i: _build(rows, coords, [i], spec, epoch=1) for i in (2, 5, 9)}
     for i in (2, 5, 9):
         pos_a, pos_b = int(np.flatnonzero(batch_a == i)[0]), int(np.flatnonzero(batch_b == i)[0])
-        _assert_same_signal(_per_signal(ep_a, pos_a), _per_signal(ep_b, pos_b))
-        _assert_same_signal(_per_signal(ep_a, pos_a), _per_signal(alone[i], 0))
+        assert_same_signal(signal_tensors(ep_a, pos_a), signal_tensors(ep_b, pos_b))
+        assert_same_signal(signal_tensors(ep_a, pos_a), signal_tensors(alone[i], 0))
 
 
 def test_spatial_stride_keeps_the_right_grid_points():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +101,52 @@ def test_new_driver_resumes_from_last_checkpoint(ray_session, tmp_path, capsys):
     assert res.step == 4
     _, runs = mlflow_runs(tmp_path)
     assert len(runs) == 1  # the resumed driver logs into the same MLflow run
+
+
+def test_run_dir_on_another_file_system_than_the_temp_dir(ray_session, tmp_path):
+    # Checkpoints are written into a temporary directory and copied by Ray into its
+    # storage: no hard links, so a run directory on another file system works (NFS/EFS).
+    import os
+    import shutil
+    import tempfile
+    import uuid
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tempfile.gettempdir()).st_dev:
+        pytest.skip("needs a tmpfs /dev/shm apart from the temp dir")
+    out = shm / f"mia-test-{uuid.uuid4().hex[:8]}"
+    try:
+        res = run_ray_training(
+            cfg_for(out, "run.steps=2", "run.checkpoint_every=2", "run.eval_every=2"),
+            evaluate_after=False,
+        )
+        assert res.step == 2
+        assert load_checkpoint(out / "default/checkpoints/last.pt")["step"] == 2
+        assert (out / "default/checkpoints/best.pt").exists()
+        assert list((out / "ray_results" / "default").glob("checkpoint_*"))
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def test_resubmitted_run_resumes_from_s3_storage(ray_session, s3_server, monkeypatch, tmp_path):
+    # Ray Train's storage on the S3 server: the second job finds the first one's
+    # checkpoint there (not in the run directory) and continues from step 2.
+    import shutil
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server["key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server["secret"])
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server["endpoint_url"])
+    s3_server["make_bucket"]("mia-ray")
+    storage = f"run.storage_path=s3://mia-ray/{tmp_path.name}"
+    run_ray_training(
+        cfg_for(tmp_path, "run.steps=2", "run.checkpoint_every=2", storage), evaluate_after=False
+    )
+    shutil.rmtree(tmp_path / "default" / "checkpoints")
+    keys = s3_server["client"].list_objects_v2(Bucket="mia-ray", Prefix=tmp_path.name)
+    assert any("checkpoint_" in o["Key"] for o in keys.get("Contents", []))
+    res = run_ray_training(
+        cfg_for(tmp_path, "run.steps=4", "run.checkpoint_every=2", storage), evaluate_after=False
+    )
+    assert res.step == 4
+    state = load_checkpoint(tmp_path / "default/checkpoints/last.pt")
+    assert state["step"] == 4

@@ -113,27 +113,20 @@ def test_learner_aux_holds_attention_per_step(make_learner, make_ep):
 # --- state inputs ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("state_params", [False, True])
-def test_state_params_switch(state_params):
-    rule = make_sft(state_params=state_params)
+@pytest.mark.parametrize("on", [False, True])
+@pytest.mark.parametrize("state", ["params", "grads"])
+def test_state_input_switch(state, on):
+    # residual_sgd=False: no direct gradient path, so gradients reach the update only as
+    # state inputs
+    rule = make_sft(**{f"state_{state}": on})
     params, grads = random_state()
-    params2 = {k: v + torch.randn_like(v) for k, v in params.items()}
-    base, pert = update_of(rule, params, grads), update_of(rule, params2, grads)
+    perturbed = {
+        k: v + torch.randn_like(v) for k, v in (params if state == "params" else grads).items()
+    }
+    inputs = (perturbed, grads) if state == "params" else (params, perturbed)
+    base, pert = update_of(rule, params, grads), update_of(rule, *inputs)
     for k in SHAPES:
-        if state_params:
-            assert changed(base[k], pert[k])
-        else:
-            torch.testing.assert_close(base[k], pert[k], rtol=0, atol=1e-12)
-
-
-@pytest.mark.parametrize("state_grads", [False, True])
-def test_state_grads_switch(state_grads):
-    rule = make_sft(state_grads=state_grads)  # residual_sgd=False: no direct gradient path
-    params, grads = random_state()
-    grads2 = {k: v + torch.randn_like(v) for k, v in grads.items()}
-    base, pert = update_of(rule, params, grads), update_of(rule, params, grads2)
-    for k in SHAPES:
-        if state_grads:
+        if on:
             assert changed(base[k], pert[k])
         else:
             torch.testing.assert_close(base[k], pert[k], rtol=0, atol=1e-12)

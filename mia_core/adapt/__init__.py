@@ -1,5 +1,6 @@
 """Inner-loop update rules sharing one interface (:class:`UpdateRule`)."""
 
+from mia_core.adapt.adam import Adam
 from mia_core.adapt.alfa import ALFA
 from mia_core.adapt.base import Params, UpdateRule
 from mia_core.adapt.gap import GAP
@@ -7,4 +8,13 @@ from mia_core.adapt.metasgd import MetaSGD
 from mia_core.adapt.sft import StateFusionTransformer
 from mia_core.adapt.sgd import SGD
 
-__all__ = ["ALFA", "GAP", "SGD", "MetaSGD", "Params", "StateFusionTransformer", "UpdateRule"]
+__all__ = [
+    "ALFA",
+    "Adam",
+    "GAP",
+    "SGD",
+    "MetaSGD",
+    "Params",
+    "StateFusionTransformer",
+    "UpdateRule",
+]

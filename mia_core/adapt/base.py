@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
+from typing import Self
 
 from torch import Tensor, nn
 
@@ -32,6 +33,20 @@ class UpdateRule(nn.Module, abc.ABC):
         missing = set(self.shapes) - set(self.groups)
         if missing:
             raise ValueError(f"no modality group for adapted tensors {sorted(missing)}")
+
+    @classmethod
+    def for_params(
+        cls, params: Params, groups: Mapping[str, str] | None = None, **kwargs: object
+    ) -> Self:
+        """The rule for the batched tensors ``params`` (key -> ``(B, *shape)``).
+
+        Args:
+            params: the tensors the rule will update; their shapes minus ``B`` are used.
+            groups: key -> modality; by default every key is its own group.
+            **kwargs: the rule's own settings (e.g. ``lr``).
+        """
+        shapes = {k: tuple(v.shape[1:]) for k, v in params.items()}
+        return cls(shapes, dict(groups) if groups is not None else {k: k for k in params}, **kwargs)
 
     def init_state(self, params: Params) -> dict:
         """Per-episode state carried across inner steps (empty for stateless rules)."""

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from mia_core.adapt import SGD, Adam
 from mia_core.inr.base import INR
 from mia_core.mcl.fim import fim_weights, update_fisher, weighted_mse
 from mia_core.mcl.modular import ModularINR
@@ -169,7 +170,8 @@ class SequenceLearner(nn.Module):
             steps: optimisation steps on this task.
             meta: keep the graph to the meta-parameters (meta-training).
             lr: step size (default ``inner_lr``).
-            optimizer: ``sgd`` or ``adam`` (test-time only; meta-training uses SGD).
+            optimizer: ``sgd`` or ``adam`` (:class:`~mia_core.adapt.Adam`, one state per
+                signal, fresh for every task; test-time only, meta-training uses SGD).
         """
         lr = self.spec.inner_lr if lr is None else lr
         create_graph = meta and not self.spec.first_order
@@ -178,18 +180,19 @@ class SequenceLearner(nn.Module):
         else:
             params, x = st.params, task.signal_coords
         keys = self.adapted
-        fisher, moments = None, ({}, {})
+        adapted = {n: params[n] for n in keys}
+        rule_cls = Adam if optimizer == "adam" and not meta else SGD
+        rule = rule_cls.for_params(adapted, lr=lr)
+        fisher, rule_state = None, rule.init_state(adapted)
         for k in range(steps):
             loss, fisher = self._task_loss(st, params, task, x, fisher)
-            grads = torch.autograd.grad(loss, [params[n] for n in keys], create_graph=create_graph)
-            new = dict(params)
-            for n, g in zip(keys, grads, strict=True):
-                if optimizer == "adam" and not meta:
-                    g = _adam_direction(n, g, moments, k + 1)
-                new[n] = params[n] - lr * g
-                if not meta:
-                    new[n] = new[n].detach().requires_grad_(True)
-            params = new
+            grads = torch.autograd.grad(loss, list(adapted.values()), create_graph=create_graph)
+            adapted, rule_state, _ = rule(
+                adapted, dict(zip(keys, grads, strict=True)), rule_state, k
+            )
+            if not meta:
+                adapted = {n: p.detach().requires_grad_(True) for n, p in adapted.items()}
+            params = {**params, **adapted}
         if self.modular:
             st.modular.add_module(params)
         else:
@@ -337,14 +340,3 @@ class SequenceLearner(nn.Module):
                 self.run(seq, steps, False, lr, optimizer, on_task_end=record)
             out[steps] = torch.stack(rows)
         return out
-
-
-def _adam_direction(
-    name: str, g: Tensor, moments: tuple[Params, Params], t: int, b1=0.9, b2=0.999, eps=1e-8
-) -> Tensor:
-    """Bias-corrected Adam direction for one tensor (state kept in ``moments``)."""
-    m, v = moments
-    m[name] = b1 * m.get(name, torch.zeros_like(g)) + (1 - b1) * g
-    v[name] = b2 * v.get(name, torch.zeros_like(g)) + (1 - b2) * g.square()
-    mh, vh = m[name] / (1 - b1**t), v[name] / (1 - b2**t)
-    return mh / (vh.sqrt() + eps)

@@ -30,9 +30,11 @@ import torch
 from mia_core.config import load_config
 from mia_core.mcl import SequenceLearner, TaskSequence, grid_task_sequence
 from mia_core.mcl.tasks import AxisPartition
+from pipelines.cluster.connect import init_ray
 from pipelines.data.stores import Store, StoreError, make_location, open_store
 from pipelines.data.stores.location import redact_url
 from pipelines.engine.checkpoint import load_checkpoint, save_checkpoint
+from pipelines.engine.run_dir import selected_checkpoint
 from pipelines.tasks.continual import build_learner_for
 
 
@@ -56,6 +58,11 @@ class ContinualEncoder:
     Args:
         run_dir: a finished ``mcl_nf`` run of ``ray_jobs/continual.py``.
         overrides: config overrides (e.g. ``method.mcl.encode_steps=64``).
+
+    Raises:
+        FileNotFoundError: no ``config.yaml``, or no ``best.pt``/``last.pt`` (then a
+            :class:`~pipelines.engine.run_dir.CheckpointMissing`).
+        ValueError: the run is not an ``mcl_nf`` run.
     """
 
     def __init__(self, run_dir: str | Path, overrides: list[str] | None = None) -> None:
@@ -68,13 +75,8 @@ class ContinualEncoder:
                 f"{self.run_dir}: method.name={self.cfg.method.name!r}; continual encoding "
                 "needs an mcl_nf run (one module per task from a shared init)"
             )
-        ckpt = self.run_dir / "checkpoints" / "best.pt"
-        if not ckpt.exists():
-            ckpt = self.run_dir / "checkpoints" / "last.pt"
-        if not ckpt.exists():
-            raise FileNotFoundError(f"{self.run_dir}: no checkpoints/best.pt or last.pt")
-        self.checkpoint = ckpt
-        self.state = load_checkpoint(ckpt)["model"]
+        self.checkpoint = selected_checkpoint(self.run_dir)
+        self.state = load_checkpoint(self.checkpoint)["model"]
         self.learner: SequenceLearner | None = None
 
     def fingerprint(self) -> str:
@@ -245,8 +247,6 @@ def encode_continual_on_ray(
     """Run :func:`encode_continual` as one Ray task (one CPU) on ``address`` or locally."""
     import ray
 
-    from pipelines.engine.ray_train import _init_ray
-
-    _init_ray(address)
+    init_ray(address)
     task = ray.remote(num_cpus=1)(encode_continual)
     return ray.get(task.remote(str(run_dir), store_url, str(out), **kwargs))

@@ -195,12 +195,15 @@ def parse_times(text: str | None) -> TimeSelection:
     """``"5"`` -> 5, ``"10:20"`` -> slice, ``"1,4,9"`` -> list, empty -> every encoded step."""
     if not text:
         return None
-    if ":" in text:
-        a, b = text.split(":", 1)
-        return slice(int(a) if a else None, int(b) if b else None)
-    if "," in text:
-        return [int(t) for t in text.split(",")]
-    return int(text)
+    try:
+        if ":" in text:
+            a, b = text.split(":", 1)
+            return slice(int(a) if a else None, int(b) if b else None)
+        if "," in text:
+            return [int(t) for t in text.split(",")]
+        return int(text)
+    except ValueError as err:
+        raise EncodeError(f"time must look like 5, 10:20 or 1,4,9, got {text!r}") from err
 
 
 def parse_resolution(text: str | None) -> tuple[int, ...] | None:

@@ -29,11 +29,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mia_core.adapt import SGD, Adam, UpdateRule
 from mia_core.builders import build_learner
 from mia_core.config import Config, load_config
 from mia_core.meta.learner import MetaLearner
 from mia_core.meta.metrics import masked_mse, psnr
 from pipelines.engine.checkpoint import load_checkpoint
+from pipelines.engine.run_dir import CheckpointMissing, selected_checkpoint
 
 OPTIMIZERS = ("adam", "sgd", "rule")
 
@@ -83,21 +85,20 @@ def file_sha256(path: str | Path) -> str:
 def resolve_checkpoint(checkpoint: str | Path, config: str | Path | None) -> tuple[Path, Path]:
     """Checkpoint file and its config: a run directory, or a ``.pt`` inside one.
 
-    A run directory ``runs/<name>`` resolves to ``checkpoints/best.pt`` (else ``last.pt``);
-    the config defaults to the run's ``config.yaml`` two levels above the checkpoint.
+    A run directory ``runs/<name>`` (or its ``checkpoints/``) resolves to ``best.pt``, else
+    ``last.pt`` (:func:`~pipelines.engine.run_dir.selected_checkpoint`); an existing file
+    is taken as it is. The config defaults to the run's ``config.yaml`` two levels above
+    the checkpoint.
 
     Raises:
         EncodeError: a missing checkpoint or config, naming the path.
     """
     ckpt = Path(checkpoint)
-    if ckpt.is_dir():
-        cands = [ckpt / "checkpoints" / "best.pt", ckpt / "checkpoints" / "last.pt"]
-        found = next((c for c in cands if c.exists()), None)
-        if found is None:
-            raise EncodeError(f"meta-model: no checkpoints/best.pt or last.pt under {ckpt}")
-        ckpt = found
-    if not ckpt.exists():
-        raise EncodeError(f"meta-model checkpoint {ckpt} does not exist")
+    if ckpt.is_dir() or not ckpt.exists():
+        try:
+            ckpt = selected_checkpoint(ckpt)
+        except CheckpointMissing as err:
+            raise EncodeError(f"meta-model: {err}") from err
     cfg_path = Path(config) if config else ckpt.resolve().parent.parent / "config.yaml"
     if not cfg_path.exists():
         raise EncodeError(
@@ -288,6 +289,24 @@ class FitResult:
     history: list[tuple[int, float]] = field(default_factory=list)
 
 
+def fit_rule(
+    learner: MetaLearner, optimizer: str, lr: float, params: Mapping[str, Tensor]
+) -> UpdateRule:
+    """The rule :func:`fit_batch` steps ``params`` (key -> ``(B, *shape)``) with.
+
+    ``adam`` keeps one Adam state per signal, ``sgd`` uses ``lr`` too, ``rule`` is the
+    update rule the learner was meta-trained with (its own rates; ``lr`` unused).
+
+    Raises:
+        EncodeError: ``optimizer`` is not one of ``OPTIMIZERS``.
+    """
+    if optimizer not in OPTIMIZERS:
+        raise EncodeError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
+    if optimizer == "rule":
+        return learner.rule
+    return (Adam if optimizer == "adam" else SGD).for_params(dict(params), lr=lr)
+
+
 def fit_batch(
     learner: MetaLearner,
     coords: Mapping[str, Tensor],
@@ -322,15 +341,12 @@ def fit_batch(
         eval_every: evaluation period for ``target_psnr``.
         data_range: PSNR peak-to-peak range.
     """
-    if optimizer not in OPTIMIZERS:
-        raise EncodeError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
     bsz = next(iter(values.values())).shape[0]
     start = init if init is not None else learner.initial_params(bsz)
     params = {k: v.detach().clone().requires_grad_(True) for k, v in start.items()}
     keys = list(params)
-    m1 = {k: torch.zeros_like(v) for k, v in params.items()}
-    m2 = {k: torch.zeros_like(v) for k, v in params.items()}
-    rule_state = learner.rule.init_state(params) if optimizer == "rule" else None
+    rule = fit_rule(learner, optimizer, lr, params)
+    rule_state = rule.init_state(params)
     gen = torch.Generator().manual_seed(seed)
     reached = torch.full((bsz,), -1, dtype=torch.long)
     reached_s = torch.full((bsz,), math.nan)
@@ -348,20 +364,9 @@ def fit_batch(
             loss = loss + masked_mse(learner.predict(m, x[None], params), y, mask).sum()
         grads = torch.autograd.grad(loss, [params[key] for key in keys])
         with torch.no_grad():
-            if optimizer == "rule":
-                g = dict(zip(keys, grads, strict=True))
-                new, rule_state, _ = learner.rule(params, g, rule_state, k - 1)
-                params = {key: v.detach().requires_grad_(True) for key, v in new.items()}
-            else:
-                for key, g in zip(keys, grads, strict=True):
-                    p = params[key]
-                    if optimizer == "sgd":
-                        p.sub_(lr * g)
-                        continue
-                    m1[key].mul_(0.9).add_(g, alpha=0.1)
-                    m2[key].mul_(0.999).addcmul_(g, g, value=0.001)
-                    denom = (m2[key] / (1 - 0.999**k)).sqrt_().add_(1e-8)
-                    p.addcdiv_(m1[key], denom, value=-lr / (1 - 0.9**k))
+            g = dict(zip(keys, grads, strict=True))
+            new, rule_state, _ = rule(params, g, rule_state, k - 1)
+        params = {key: v.detach().requires_grad_(True) for key, v in new.items()}
         seconds += time.perf_counter() - t0
         if target_psnr is not None and (k % eval_every == 0 or k == steps):
             _, p_db = field_metrics(learner, coords, values, valid, params, data_range)

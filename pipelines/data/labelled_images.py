@@ -10,8 +10,6 @@ scikit-learn ships the images).
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +18,8 @@ import torch
 from torch import Tensor
 
 from mia_core.config import Config
+from pipelines.data.builders.digits import build as build_digits
+from pipelines.data.resolve import build_once
 from pipelines.data.stores import StoreError, StoreLocation, make_location, open_store
 from pipelines.data.stores.reader import SignalStore
 
@@ -60,26 +60,16 @@ def resolve_labelled_store(cfg: Config) -> StoreLocation:
             f"data.name=digits; got data.name={d.name!r}"
         )
     path = Path(cfg.run.out_dir).resolve() / "data" / f"digits-seed{d.seed}.zarr"
-    if not path.exists():
-        from pipelines.data.builders.digits import build
-
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        args = argparse.Namespace(
-            size=None,
-            val_fraction=0.1,
-            test_fraction=0.2,
-            limit=None,
-            normalisation="minmax01",
-            seed=d.seed,
-            chunk=256,
-        )
-        build(args, make_location(str(tmp)))
-        try:
-            os.replace(tmp, path)
-        except OSError:  # another process won the race: theirs is identical
-            shutil.rmtree(tmp, ignore_errors=True)
-    return make_location(str(path))
+    args = argparse.Namespace(
+        size=None,
+        val_fraction=0.1,
+        test_fraction=0.2,
+        limit=None,
+        normalisation="minmax01",
+        seed=d.seed,
+        chunk=256,
+    )
+    return build_once(path, lambda loc: build_digits(args, loc))
 
 
 def load_labelled(cfg: Config) -> LabelledImages:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,25 @@ def build_synthetic_store(cfg: Config, location: StoreLocation, chunk: int = 64)
     )
 
 
+def build_once(path: Path, build: Callable[[StoreLocation], None]) -> StoreLocation:
+    """A local store at ``path``, written by ``build`` unless it exists already.
+
+    ``build`` writes into a temporary sibling folder that is renamed to ``path`` when it
+    is complete, so concurrent processes (Ray workers, parallel runs) never see a partial
+    store; when two build at once, the first rename wins and the other copy is dropped
+    (the builds are deterministic, so both are identical).
+    """
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        build(make_location(str(tmp)))
+        try:
+            os.replace(tmp, path)
+        except OSError:  # another process won the race: theirs is identical
+            shutil.rmtree(tmp, ignore_errors=True)
+    return make_location(str(path))
+
+
 def resolve_store(cfg: Config) -> StoreLocation:
     """The store location of ``cfg``; builds the synthetic store once (atomically) if unset.
 
@@ -73,15 +93,7 @@ def resolve_store(cfg: Config) -> StoreLocation:
     )
     digest = hashlib.sha1(json.dumps({k: getattr(d, k) for k in keys}).encode()).hexdigest()[:10]
     path = Path(cfg.run.out_dir).resolve() / "data" / f"{d.name}-{digest}.zarr"
-    if not path.exists():
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        build_synthetic_store(cfg, make_location(str(tmp)))
-        try:
-            os.replace(tmp, path)
-        except OSError:  # another process won the race: theirs is identical
-            shutil.rmtree(tmp, ignore_errors=True)
-    return make_location(str(path))
+    return build_once(path, lambda loc: build_synthetic_store(cfg, loc))
 
 
 def open_training_store(cfg: Config) -> Store:

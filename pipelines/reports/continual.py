@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mia_core.config import Config  # noqa: E402
+from pipelines.reports.plots import save_figure  # noqa: E402
 
 
 def summarise(mat: np.ndarray) -> dict[str, Any]:
@@ -147,9 +148,7 @@ def _plot_budgets(summ: dict, budgets: list[int], label: str, path: Path) -> Non
     ax.plot(budgets, [summ[b]["final"] for b in budgets], "k--", lw=2, label="mean")
     ax.set(xscale="log", xlabel="steps per task", ylabel="final PSNR (dB)", title=label)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_forgetting(s: dict, budget: int, label: str, path: Path) -> None:
@@ -159,9 +158,7 @@ def _plot_forgetting(s: dict, budget: int, label: str, path: Path) -> None:
         ax.plot(range(i, mat.shape[0]), mat[i:, i], "o-", label=f"task {i}")
     ax.set(xlabel="after learning task", ylabel="PSNR (dB)", title=f"{label}, {budget} steps/task")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def compare_runs(run_dirs: list[Path], out: Path) -> str:
@@ -218,7 +215,5 @@ def compare_runs(run_dirs: list[Path], out: Path) -> str:
     axes[1].set(xlabel="after learning task", ylabel="PSNR of task 0 (dB)")
     for ax in axes:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "comparison.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "comparison.png")
     return md

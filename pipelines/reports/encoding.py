@@ -28,6 +28,7 @@ from pipelines.codecs.codestore import open_code_store  # noqa: E402
 from pipelines.codecs.encode import open_field_store, store_dims  # noqa: E402
 from pipelines.codecs.meta_model import MetaModel, batch_tensors, fit_batch  # noqa: E402
 from pipelines.data.stores import StoreLocation  # noqa: E402
+from pipelines.reports.plots import save_figure  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -147,10 +148,7 @@ def plot_psnr_over_time(group: Any, path: Path) -> Path:
         ax.plot(t, psnr[done, i], ".-", label=v, ms=3)
     ax.set(xlabel="time step", ylabel="PSNR (dB)", title="encoder PSNR over time")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_code_projection(group: Any, path: Path, method: str = "pca", seed: int = 0) -> Path:
@@ -173,10 +171,7 @@ def plot_code_projection(group: Any, path: Path, method: str = "pca", seed: int 
     sc = ax.scatter(xy[:, 0], xy[:, 1], c=done, cmap="viridis", s=14)
     fig.colorbar(sc, ax=ax, label="time step")
     ax.set(title=f"codes over time ({method.upper()})", xticks=[], yticks=[])
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def write_report(

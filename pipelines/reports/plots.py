@@ -14,6 +14,23 @@ import torch  # noqa: E402
 from mia_core.data import ModalityBatch  # noqa: E402
 
 
+def save_figure(fig: plt.Figure, path: Path, dpi: int = 110, tight: bool = True) -> Path:
+    """Write ``fig`` to ``path`` (parent folders created), close it, return ``path``.
+
+    Args:
+        fig: the figure.
+        path: PNG (or any format matplotlib infers from the suffix).
+        dpi: resolution.
+        tight: apply ``tight_layout`` first (off for figures with a shared colorbar).
+    """
+    if tight:
+        fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def plot_reconstruction(
     mb: ModalityBatch,
     pred: torch.Tensor,
@@ -61,11 +78,7 @@ def plot_reconstruction(
             axes[i, 0].set_title("ground truth + support", fontsize=7)
             axes[i, 1].set_title("reconstruction", fontsize=7)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def plot_attention(maps: list[torch.Tensor], tokens: dict[str, int], path: Path) -> Path:
@@ -90,7 +103,4 @@ def plot_attention(maps: list[torch.Tensor], tokens: dict[str, int], path: Path)
         ax.set_yticks(range(len(mods)), mods, fontsize=7)
         ax.set_title(f"inner step {k + 1}", fontsize=8)
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90, tight=False)

@@ -73,30 +73,39 @@ def _stats(values: np.ndarray, train: np.ndarray, how: str, name: str) -> dict[s
         return {"kind": how, "min": np.nanmin(flat, 0).tolist(), "max": np.nanmax(flat, 0).tolist()}
 
 
-def apply_norm(values: np.ndarray, norm: Mapping[str, Any]) -> np.ndarray:
-    """Normalise ``values (..., C)`` with stored statistics."""
+def norm_affine(norm: Mapping[str, Any]) -> tuple[np.ndarray | float, np.ndarray | float]:
+    """``(offset, scale)`` with ``normalised = (values - offset) / scale`` per channel.
+
+    A zero spread (a constant channel) counts as 1, so constants map to 0 (``zscore``,
+    ``minmax01``) or -1 (``minmax11``) instead of NaN; ``none`` is ``(0, 1)``.
+    """
     kind = norm["kind"]
     if kind == "none":
-        return values
+        return 0.0, 1.0
     if kind == "zscore":
-        std = np.where(np.asarray(norm["std"]) > 0, norm["std"], 1.0)
-        return (values - np.asarray(norm["mean"])) / std
+        std = np.asarray(norm["std"])
+        return np.asarray(norm["mean"]), np.where(std > 0, std, 1.0)
     lo, hi = np.asarray(norm["min"]), np.asarray(norm["max"])
-    unit = (values - lo) / np.where(hi > lo, hi - lo, 1.0)
-    return unit if kind == "minmax01" else unit * 2.0 - 1.0
+    spread = np.where(hi > lo, hi - lo, 1.0)
+    if kind == "minmax01":
+        return lo, spread
+    return lo + spread / 2.0, spread / 2.0  # minmax11: [lo, hi] -> [-1, 1]
+
+
+def apply_norm(values: np.ndarray, norm: Mapping[str, Any]) -> np.ndarray:
+    """Normalise ``values (..., C)`` with stored statistics."""
+    if norm["kind"] == "none":
+        return values
+    offset, scale = norm_affine(norm)
+    return (values - offset) / scale
 
 
 def invert_norm(values: np.ndarray, norm: Mapping[str, Any]) -> np.ndarray:
-    """Undo :func:`apply_norm`."""
-    kind = norm["kind"]
-    if kind == "none":
+    """Undo :func:`apply_norm` (``values (..., C)``)."""
+    if norm["kind"] == "none":
         return values
-    if kind == "zscore":
-        std = np.where(np.asarray(norm["std"]) > 0, norm["std"], 1.0)
-        return values * std + np.asarray(norm["mean"])
-    lo, hi = np.asarray(norm["min"]), np.asarray(norm["max"])
-    unit = values if kind == "minmax01" else (values + 1.0) / 2.0
-    return unit * np.where(hi > lo, hi - lo, 1.0) + lo
+    offset, scale = norm_affine(norm)
+    return values * scale + offset
 
 
 def write_signal_store(

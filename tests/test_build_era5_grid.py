@@ -1,0 +1,115 @@
+"""ERA5 builder geometry: regridding to the target grid, regional boxes, longitude wrap."""
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from era5_samples import build_store
+
+
+def test_hvsampledata_ncep_air_temperature(tmp_path):
+    summary, store = build_store(
+        tmp_path,
+        "hvsampledata:air_temperature",
+        "--time-stride",
+        "5",
+        "--resolution",
+        "13x27",
+        "--val-fraction",
+        "0",
+        "--test-fraction",
+        "0.25",
+    )
+    assert store.modalities == ["air"] and store.num_signals == 4
+    assert summary["latitude"] == [15.0, 75.0] and summary["longitude"] == [200.0, 330.0]
+    v = store.read(0, 4)["air"]
+    assert v.shape == (4, 13 * 27, 1) and not np.isnan(v).any()
+    assert store.info["air"].norm["kind"] == "minmax01"
+    assert 220 < store.info["air"].norm["min"][0] < store.info["air"].norm["max"][0] < 310
+    # asked as t2m: the modality carries the requested name
+    summary, store = build_store(
+        tmp_path,
+        "hvsampledata:air_temperature",
+        "--variables",
+        "t2m",
+        "--time-slice",
+        "2014-02-24:2014-02-24T18:00",
+        "--resolution",
+        "13x27",
+        name="t2m.zarr",
+    )
+    assert store.modalities == ["t2m"] and store.num_signals == 4
+    assert summary["variables"] == {"t2m": "air"}
+
+
+def test_regridding_matches_smooth_field(tmp_path):
+    # cell-centred 2-degree grid, longitudes in [-180, 180), latitude descending
+    lat = np.arange(89, -90, -2.0)
+    lon = np.arange(-179, 180, 2.0)
+    f = np.cos(np.deg2rad(lat))[:, None] * np.sin(np.deg2rad(lon))[None, :]
+    xr.Dataset(
+        {"t2m": (("time", "lat", "lon"), np.stack([f, 2 * f]))},
+        coords={"time": pd.date_range("2000-01-01", periods=2), "lat": lat, "lon": lon},
+    ).to_netcdf(tmp_path / "smooth.nc")
+    _, store = build_store(
+        tmp_path, tmp_path / "smooth.nc", "--resolution", "19x40", "--normalisation", "none"
+    )
+    v = store.read(0, 2)["t2m"].reshape(2, 19, 40)
+    tlat, tlon = np.linspace(-90, 90, 19), np.arange(40) * 9.0
+    want = np.cos(np.deg2rad(tlat))[:, None] * np.sin(np.deg2rad(tlon))[None, :]
+    assert not np.isnan(v).any()
+    inner = slice(1, -1)  # poles: nearest outer row (1 degree away)
+    bound = 2 * np.deg2rad(2.0) ** 2 / 8  # bilinear: h^2/8 max|f''| per direction
+    np.testing.assert_allclose(v[0, inner], want[inner], atol=bound)
+    np.testing.assert_allclose(v[1, inner], 2 * want[inner], atol=2 * bound)
+    np.testing.assert_allclose(v[0, [0, -1]], want[[0, -1]], atol=0.02)
+    # target 0 E lies between source columns 359 E (= -1) and 1 E, target 351 E between
+    # 349 E and 351 E: both wrap across the [-180, 180) -> [0, 360) seam without NaN
+
+
+def test_regional_box_across_greenwich(tmp_path):
+    lat, lon = np.arange(30.0, 71.0, 2.0), np.arange(-20.0, 41.0, 2.0)  # Europe, [-180, 180)
+    f = np.deg2rad(lat)[:, None] + np.deg2rad(lon)[None, :]  # linear: bilinear is exact
+    xr.Dataset(
+        {"msl": (("time", "lat", "lon"), np.stack([f, f]), {"units": "Pa"})},
+        coords={"time": pd.date_range("2000-01-01", periods=2), "lat": lat, "lon": lon % 360},
+    ).to_netcdf(tmp_path / "europe.nc")  # stored as 0..40 then 340..358
+    summary, store = build_store(
+        tmp_path, tmp_path / "europe.nc", "--resolution", "5x7", "--normalisation", "none"
+    )
+    assert summary["latitude"] == [30.0, 70.0] and summary["longitude"] == [-20.0, 40.0]
+    v = store.read(0, 1)["msl"].reshape(5, 7)
+    want = np.deg2rad(np.linspace(30, 70, 5))[:, None] + np.deg2rad(np.linspace(-20, 40, 7))
+    np.testing.assert_allclose(v, want, atol=1e-5)
+    # on the global grid: NaN outside the box, exact inside, nothing across the gap
+    _, store = build_store(
+        tmp_path,
+        tmp_path / "europe.nc",
+        "--resolution",
+        "19x36",
+        "--domain",
+        "global",
+        "--normalisation",
+        "none",
+        name="g.zarr",
+    )
+    g = store.read(0, 1)["msl"].reshape(19, 36)
+    tlat, tlon = np.linspace(-90, 90, 19), np.arange(36) * 10.0
+    inside = ((tlat >= 30) & (tlat <= 70))[:, None] & ((tlon <= 40) | (tlon >= 340))[None, :]
+    assert np.isnan(g[~inside]).all() and not np.isnan(g[inside]).any()
+    want = np.deg2rad(tlat)[:, None] + np.deg2rad((tlon + 180) % 360 - 180)[None, :]
+    np.testing.assert_allclose(g[inside], want[inside], atol=1e-5)
+
+
+def test_last_longitude_column_wraps_to_the_first(tmp_path):
+    lat, lon = np.linspace(-90, 90, 4), np.arange(36) * 10.0  # last source column: 350 E
+    f = np.random.default_rng(2).normal(size=(1, 4, 36))
+    xr.Dataset(
+        {"u10": (("time", "latitude", "longitude"), f)},
+        coords={"time": pd.date_range("2000-01-01", periods=1), "latitude": lat, "longitude": lon},
+    ).to_netcdf(tmp_path / "wrap.nc")
+    _, store = build_store(
+        tmp_path, tmp_path / "wrap.nc", "--resolution", "4x40", "--normalisation", "none"
+    )
+    v = store.read(0, 1)["u10"].reshape(4, 40)  # target columns every 9 degrees: last 351 E
+    np.testing.assert_allclose(v[:, -1], 0.9 * f[0, :, -1] + 0.1 * f[0, :, 0], rtol=1e-5)
+    np.testing.assert_allclose(v[:, 0], f[0, :, 0], rtol=1e-5)
