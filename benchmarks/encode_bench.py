@@ -38,10 +38,10 @@ from pipelines.codecs.codestore import open_code_store  # noqa: E402
 from pipelines.codecs.encode import run_encode  # noqa: E402
 from pipelines.codecs.encode_spec import EncodeSpec  # noqa: E402
 from pipelines.codecs.encoder import open_field_store, store_dims  # noqa: E402
+from pipelines.codecs.evaluation import fit_from_scratch, write_report  # noqa: E402
 from pipelines.codecs.meta_model import load_meta_model  # noqa: E402
 from pipelines.data.stores import make_location, open_store  # noqa: E402
 from pipelines.jobs import train  # noqa: E402
-from pipelines.reports.encoding import fit_from_scratch, write_report  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

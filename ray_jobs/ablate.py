@@ -9,40 +9,32 @@ Usage::
 ``ablation.<field>=value`` overrides the study file; other ``key=value`` arguments are
 appended to its budget (applied to every run). Re-running continues a study: finished
 variant x seed runs are skipped, interrupted ones resume from their last checkpoint.
-The runs train in this process (no Ray needed); the report is written to
-``<run.out_dir>/ablation/<name>/report.md`` and logged to MLflow.
+The runs always train in this process (no Ray, so no ``--local``/``--address``); the
+report is written to ``<run.out_dir>/ablation/<name>/report.md`` and logged to MLflow.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mia_core.config import ConfigError  # noqa: E402
+from pipelines.studies.ablation import run_ablation
+from pipelines.studies.ablation_spec import load_ablation
+from ray_jobs.common import run_main
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse arguments and run the study; a bad study file exits with status 2."""
+def main(argv: list[str]) -> int:
+    """Parse arguments and run the study; user errors propagate to ``run_main``."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", required=True, help="study YAML (see configs/ablation/)")
     parser.add_argument("overrides", nargs="*", help="ablation.key=value or budget key=value")
     args = parser.parse_args(argv)
-    from pipelines.studies.ablation import load_ablation, run_ablation
-
-    try:
-        spec, bases = load_ablation(args.config, args.overrides)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
+    spec, bases = load_ablation(args.config, args.overrides)
     result = run_ablation(spec, bases)
     print(result.report.read_text())
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

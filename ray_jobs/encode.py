@@ -2,51 +2,42 @@ r"""Batch-encode a field store's time steps with a meta-trained INR, or decode t
 
 Usage (local Ray, or inside ``ray job submit``)::
 
-    python ray_jobs/encode.py encode --store runs/data/gray_scott.zarr \\
-        --checkpoint runs/meta_inr_gray_scott --out runs/codes/gray_scott.zarr
+    python ray_jobs/encode.py encode --config configs/encode/default.yaml \\
+        --store runs/data/gray_scott.zarr --checkpoint runs/meta_inr_gray_scott \\
+        --out runs/codes/gray_scott.zarr encode.steps=32 encode.time_range=[0,16]
+    python ray_jobs/encode.py encode --config configs/encode/gray_scott.yaml --local
     python ray_jobs/encode.py decode runs/codes/gray_scott.zarr --out decoded.nc \\
         --time 10:20 --resolution 64x64x64
 
-A rerun of ``encode`` with the same output resumes: steps already done are skipped.
+``encode`` takes an ``encode:`` spec file (default: the spec's defaults, as in
+``configs/encode/default.yaml``) and ``encode.<key>=value`` overrides; ``--store``,
+``--checkpoint`` and ``--out`` are short for ``encode.store=...`` etc. It runs an actor
+pool on Ray (``--address`` or ``RAY_ADDRESS``, else a local instance) unless ``--local``.
+A rerun with the same output resumes: steps already done are skipped. ``decode`` keeps its
+few flags (no spec file): the codes, ``--out`` and what to reconstruct.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
+import json
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipelines.codecs.decode import decode_to, parse_resolution, parse_times
+from pipelines.codecs.encode import run_encode
+from pipelines.codecs.encode_spec import load_encode_spec
+from ray_jobs.common import run_main
+
+ALIASES = ("store", "checkpoint", "out")  # --store X == encode.store=X
 
 
 def _encode_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", required=True, help="field store URL (local path or s3://)")
-    p.add_argument("--checkpoint", required=True, help="meta-model run directory or .pt file")
-    p.add_argument("--out", required=True, help="code store URL (local path or s3://)")
-    p.add_argument("--config", default=None, help="the run's config (default: beside the run)")
-    p.add_argument("--steps", type=int, default=16, help="adaptation steps K per time step")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate of adam/sgd")
-    p.add_argument(
-        "--optimizer",
-        default="rule",
-        choices=("rule", "adam", "sgd"),
-        help="rule: the meta-trained inner-loop update (default)",
-    )
-    p.add_argument("--points-per-step", type=int, default=0, help="sampled points (0: all)")
-    p.add_argument("--batch-size", type=int, default=0, help="time steps adapted together")
-    p.add_argument("--chunk", type=int, default=0, help="code chunk (0: the store's time chunk)")
-    p.add_argument("--time", default="", help="START:STOP time indices (default: all)")
-    p.add_argument("--code-dtype", default="float32", choices=("float32", "float16"))
-    p.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint")
+    p.add_argument("--config", default=None, help="encode spec YAML (see configs/encode/)")
+    p.add_argument("--store", help="field store URL (= encode.store)")
+    p.add_argument("--checkpoint", help="meta-model run directory or .pt (= encode.checkpoint)")
+    p.add_argument("--out", help="code store URL (= encode.out)")
     p.add_argument("--local", action="store_true", help="one process, no Ray")
     p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS/local)")
-    p.add_argument("--concurrency", type=int, default=2, help="encoder actors")
-    p.add_argument("--cpus-per-actor", type=float, default=0.5)
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true", help="discard an existing code store")
-    p.add_argument("--tracking-uri", default="", help="MLflow URI (default: the run's)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("overrides", nargs="*", help="encode.key=value overrides")
 
 
 def _decode_args(p: argparse.ArgumentParser) -> None:
@@ -58,8 +49,8 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse arguments and run; bad input exits with status 2 and a one-line reason."""
+def main(argv: list[str]) -> int:
+    """Parse arguments and run; user errors propagate to :func:`ray_jobs.common.run_main`."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -67,59 +58,23 @@ def main(argv: list[str] | None = None) -> int:
     _encode_args(sub.add_parser("encode", help="encode a field store"))
     _decode_args(sub.add_parser("decode", help="reconstruct time steps from codes"))
     args = parser.parse_args(argv)
-
-    from pipelines.codecs.decode import decode_to, parse_resolution, parse_times
-    from pipelines.codecs.encode import EncodeOptions, run_encode
-    from pipelines.codecs.meta_model import EncodeError
-    from pipelines.data.stores import StoreError
-
-    try:
-        if args.command == "decode":
-            ds = decode_to(
-                args.codes,
-                args.out,
-                parse_times(args.time),
-                parse_resolution(args.resolution),
-                [v for v in args.variables.split(",") if v] or None,
-                args.endpoint_url,
-            )
-            print(f"wrote {args.out}: {dict(ds.sizes)}")
-            return 0
-        time_range = None
-        if args.time:
-            a, b = args.time.split(":")
-            time_range = (int(a), int(b))
-        run_encode(
-            EncodeOptions(
-                store=args.store,
-                checkpoint=args.checkpoint,
-                out=args.out,
-                config=args.config,
-                steps=args.steps,
-                lr=args.lr,
-                optimizer=args.optimizer,
-                points_per_step=args.points_per_step,
-                batch_size=args.batch_size,
-                chunk=args.chunk,
-                time_range=time_range,
-                code_dtype=args.code_dtype,
-                endpoint_url=args.endpoint_url,
-                use_ray=not args.local,
-                address=args.address,
-                concurrency=args.concurrency,
-                cpus_per_actor=args.cpus_per_actor,
-                device=args.device,
-                seed=args.seed,
-                overwrite=args.overwrite,
-                tracking_uri=args.tracking_uri,
-                progress=not args.no_progress,
-            )
+    if args.command == "decode":
+        ds = decode_to(
+            args.codes,
+            args.out,
+            parse_times(args.time),
+            parse_resolution(args.resolution),
+            [v for v in args.variables.split(",") if v] or None,
+            args.endpoint_url,
         )
-    except (EncodeError, StoreError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        print(f"wrote {args.out}: {dict(ds.sizes)}")
+        return 0
+    # JSON strings are YAML strings: a URL or path reaches the spec exactly as typed.
+    aliases = [f"encode.{k}={json.dumps(getattr(args, k))}" for k in ALIASES if getattr(args, k)]
+    spec = load_encode_spec(args.config, [*aliases, *args.overrides])
+    run_encode(spec, local=args.local, address=args.address)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

@@ -8,20 +8,21 @@ Usage::
     # only the new ones (already encoded time steps are skipped)
 
 Extra ``key=value`` arguments override the run's config (``method.mcl.encode_steps=64``).
-With ``--ray`` the encoding runs as one Ray task on the current cluster.
+The encoding runs as one Ray task (``--address`` or ``RAY_ADDRESS``, else a local
+instance) by default, in this process with ``--local``.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipelines.codecs.continual import encode_continual, encode_continual_on_ray
+from ray_jobs.common import run_main
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse arguments and encode; bad input exits with status 2 and a one-line reason."""
+def main(argv: list[str]) -> int:
+    """Parse arguments and encode; user errors propagate to ``run_main``."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -31,30 +32,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modality", default=None, help="variable (default: the run's)")
     parser.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint")
     parser.add_argument("--limit", type=int, default=0, help="encode at most N new steps")
-    parser.add_argument("--ray", action="store_true", help="run as one Ray task")
-    parser.add_argument("--address", default=None, help="Ray address (with --ray)")
+    parser.add_argument("--local", action="store_true", help="one process, no Ray")
+    parser.add_argument(
+        "--address", default=None, help="Ray address (default: RAY_ADDRESS or a local instance)"
+    )
     parser.add_argument("overrides", nargs="*", help="section.key=value config overrides")
     args = parser.parse_args(argv)
-    from mia_core.config import ConfigError
-    from pipelines.codecs.continual import encode_continual, encode_continual_on_ray
-    from pipelines.data.stores import StoreError
-
     kwargs = dict(
         modality=args.modality,
         endpoint_url=args.endpoint_url,
         overrides=args.overrides,
         limit=args.limit,
     )
-    try:
-        if args.ray:
-            encode_continual_on_ray(args.run_dir, args.store, args.out, args.address, **kwargs)
-        else:
-            encode_continual(args.run_dir, args.store, args.out, **kwargs)
-    except (ConfigError, StoreError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if args.local:
+        encode_continual(args.run_dir, args.store, args.out, **kwargs)
+    else:
+        encode_continual_on_ray(args.run_dir, args.store, args.out, args.address, **kwargs)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

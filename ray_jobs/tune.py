@@ -4,25 +4,27 @@ Usage (local Ray, or inside ``ray job submit``)::
 
     python ray_jobs/tune.py --config configs/tune/mia_random.yaml run.steps=100
     python ray_jobs/tune.py --config configs/tune/mia_tpe.yaml sweep.num_samples=20
+    python ray_jobs/tune.py --config configs/tune/mia_grid.yaml sweep.scheduler.name=none
     python ray_jobs/train.py --config runs/sweeps/mia_random/best_config.yaml
 
-``key=value`` arguments override the base experiment; ``sweep.<field>=value`` overrides
-the sweep file. A second call resumes an interrupted sweep unless ``--no-resume``.
+``sweep.<field>=value`` overrides the sweep file (``sweep.params.<config key>={...}`` adds
+or replaces one swept key); any other ``key=value`` overrides the base experiment. A
+second call resumes an interrupted sweep unless ``--no-resume``. Ray Tune needs Ray, so
+there is no ``--local``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipelines.studies.sweep import SweepInterrupted, run_sweep
+from pipelines.studies.sweep_spec import load_sweep
+from ray_jobs.common import run_main
 
-from mia_core.config import ConfigError  # noqa: E402
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Parse arguments and run the sweep; a bad sweep file exits with status 2."""
+def main(argv: list[str]) -> int:
+    """Parse arguments and run the sweep; user errors propagate to ``run_main``."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -33,13 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("overrides", nargs="*", help="key=value or sweep.key=value overrides")
     args = parser.parse_args(argv)
-    from pipelines.studies.sweep import SweepInterrupted, load_sweep, run_sweep
-
-    try:
-        spec, base = load_sweep(args.config, args.overrides)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
+    spec, base = load_sweep(args.config, args.overrides)
     try:
         run_sweep(spec, base, resume=not args.no_resume, address=args.address)
     except SweepInterrupted as err:
@@ -49,4 +45,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

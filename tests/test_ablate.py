@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from mia_core.config import ConfigError
-from pipelines.studies.ablation import NEEDS, VARIANTS, load_ablation, run_ablation, variant_config
+from pipelines.studies.ablation import run_ablation
+from pipelines.studies.ablation_spec import NEEDS, VARIANTS, load_ablation, variant_config
 
 TINY_BUDGET = [
     "data.num_functions=40",
@@ -70,10 +71,16 @@ def test_shipped_studies_load():
 
 
 def test_bad_studies_name_the_key(tmp_path):
-    with pytest.raises(ConfigError, match="seeds: need at least two"):
+    with pytest.raises(ConfigError, match=r"'ablation\.seeds': need at least two"):
         load_ablation(study_file(tmp_path, seeds=[0]))
-    with pytest.raises(ConfigError, match=r"studies: unknown \['memory'\]"):
+    with pytest.raises(ConfigError, match=r"'ablation\.studies': unknown \['memory'\]"):
         load_ablation(study_file(tmp_path, studies=["memory"]))
+    with pytest.raises(ConfigError, match=r"study\.yaml: unknown key 'ablation\.seed'; did you"):
+        load_ablation(study_file(tmp_path, seed=[0, 1]))
+    with pytest.raises(ConfigError, match=r"missing required key 'ablation\.datasets\.x\.target'"):
+        load_ablation(study_file(tmp_path), ["ablation.datasets.x.base=a.yaml"])
+    with pytest.raises(ConfigError, match=r"'ablation\.threads' expects int"):
+        load_ablation(study_file(tmp_path), ["ablation.threads=many"])
     bad = study_file(tmp_path)
     with pytest.raises(ConfigError, match=r"target: 'rgb' is not one of"):
         load_ablation(
@@ -84,6 +91,17 @@ def test_bad_studies_name_the_key(tmp_path):
                 "target: rgb}}"
             ],
         )
+    with pytest.raises(ConfigError, match=r"synthetic1d\.target: 'tanh' is not one of"):
+        load_ablation(
+            bad, ["ablation.datasets.synthetic1d.target=tanh", "data.modalities=[sine,relu]"]
+        )
+
+
+def test_ablation_overrides_reach_spec_and_budget(tmp_path):
+    spec, bases = load_ablation(study_file(tmp_path), ["ablation.seeds=[3,4,5]", "run.steps=3"])
+    assert spec.seeds == [3, 4, 5] and spec.budget[-1] == "run.steps=3"
+    assert bases["synthetic1d"].run.steps == 3
+    assert Path(spec.datasets["synthetic1d"].base).is_absolute()
 
 
 def test_variants_switch_the_sft(tmp_path):
@@ -157,3 +175,12 @@ def test_tiny_study_fills_every_cell_and_resumes(tmp_path):
     again = run_ablation(spec, bases, log=lines.append)
     assert sum("skipped" in line for line in lines) == 8 * 2
     assert again.tables == res.tables
+
+
+def test_ablate_job_reports_bad_input_in_one_line(tmp_path, capsys):
+    from ray_jobs.ablate import main
+    from ray_jobs.common import run_main
+
+    assert run_main(main, ["--config", str(study_file(tmp_path)), "ablation.seeds=[0]"]) == 2
+    err = capsys.readouterr().err
+    assert "'ablation.seeds': need at least two" in err and err.count("\n") == 1

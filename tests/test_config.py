@@ -15,10 +15,12 @@ from mia_core.config import (
     redact,
     save_config,
 )
+from mia_core.config.spec import Validated, bounded, choice, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
-# Sweep (configs/tune) and study (configs/ablation) files have their own loaders and tests.
-STUDY_DIRS = ("tune", "ablation")
+# Sweep (configs/tune), study (configs/ablation) and encoding (configs/encode) files are
+# specs (mia_core.config.spec) with their own tests.
+STUDY_DIRS = ("tune", "ablation", "encode")
 CONFIG_FILES = sorted(
     p
     for p in (ROOT / "configs").rglob("*.yaml")
@@ -247,3 +249,79 @@ def test_redact():
     assert out["context_tokens"] == 8
     assert raw["client_secret"] == "s"  # input untouched
     assert flatten_config(raw)["tracking.password"] == "***"
+
+
+def test_binary_file_is_one_line_error_naming_the_file(tmp_path):
+    for name, data in (("nul.yaml", b"run:\x00\x01"), ("img.png", b"\x89PNG\r\n\x1a\n")):
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(ConfigError) as err:
+            load_config(path)
+        msg = str(err.value)
+        assert name in msg and "not a text file" in msg and "\n" not in msg
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path)
+
+
+# --- specs: any dataclass through the same loader ------------------------------------
+
+
+@dataclasses.dataclass
+class _Part:
+    lo: float = 0.0
+    kind: str = dataclasses.field(default="a", metadata={"choices": ("a", "b")})
+
+
+@dataclasses.dataclass
+class _Job(Validated):
+    out: str
+    steps: int = bounded(4, ge=1)
+    mode: str = choice("fast", ("fast", "slow"))
+    window: list[int] | None = None
+    part: _Part = dataclasses.field(default_factory=_Part)
+    parts: dict[str, _Part] = dataclasses.field(default_factory=dict)
+
+    def _extra_problems(self):
+        if self.window is not None and len(self.window) != 2:
+            yield "window", "must be [start, stop]"
+
+
+def test_spec_loads_section_includes_and_overrides(tmp_path):
+    write(tmp_path / "base.yaml", "job:\n  steps: 2\n  parts: {p.q: {lo: 1}}\n")
+    top = write(tmp_path / "top.yaml", "include: base.yaml\njob:\n  out: x\n  mode: slow\n")
+    spec = load_spec(_Job, top, ["job.part.kind=b", "job.parts.p.q.kind=b", "job.out=2024"], "job")
+    assert (spec.out, spec.steps, spec.mode, spec.part.kind) == ("2024", 2, "slow", "b")
+    assert spec.parts == {"p.q": _Part(lo=1.0, kind="b")}  # a dict key may contain dots
+    flat = write(tmp_path / "flat.yaml", "out: y\nwindow: [1, 2]\n")
+    assert load_spec(_Job, flat, ["job.steps=3"], "job", nested=False).window == [1, 2]
+    assert load_spec(_Job, None, ["out=z"]).out == "z"  # no section: bare keys
+
+
+@pytest.mark.parametrize(
+    "text, overrides, pattern",
+    [
+        (
+            "job: {out: x, stepz: 1}",
+            [],
+            r"f\.yaml: unknown key 'job\.stepz'; did you mean 'job\.steps'",
+        ),
+        (
+            "job: {out: x}",
+            ["job.kind=b"],
+            r"override 'job\.kind=b'.*did you mean 'job\.part\.kind'",
+        ),
+        ("job: {out: x, steps: many}", [], r"f\.yaml: 'job\.steps' expects int, got 'many'"),
+        ("job: {out: x, window: [1, y]}", [], r"'job\.window\[1\]' expects int"),
+        ("job: {out: x, mode: medium}", [], r"invalid value for 'job\.mode': must be one of"),
+        ("job: {out: x, steps: 0}", [], r"f\.yaml: invalid value for 'job\.steps': must be >= 1"),
+        ("job: {out: x}", ["job.part.kind=c"], r"override.*'job\.part\.kind': must be one of"),
+        ("job: {out: x}", ["job.window=[1]"], r"override.*'job\.window': must be \[start"),
+        ("job: {steps: 2}", [], r"f\.yaml: missing required key 'job\.out'"),
+        ("job: {out: x}", ["steps=2"], r"expected 'job\.key=value'"),
+        ("jobs: {out: x}", [], r"unknown top-level key 'jobs'; did you mean 'job'"),
+    ],
+)
+def test_spec_errors_name_source_key_and_problem(tmp_path, text, overrides, pattern):
+    path = write(tmp_path / "f.yaml", text + "\n")
+    with pytest.raises(ConfigError, match=pattern):
+        load_spec(_Job, path, overrides, "job")

@@ -7,15 +7,17 @@ import pytest
 import xarray as xr
 import zarr
 
-from mia_core.config import load_config
+from mia_core.config import ConfigError, load_config
 from pipelines.codecs.codestore import pending_units
 from pipelines.codecs.decode import Decoder, decode_to
-from pipelines.codecs.encode import EncodeOptions, run_encode
+from pipelines.codecs.encode import run_encode
+from pipelines.codecs.encode_spec import EncodeSpec, load_encode_spec
 from pipelines.codecs.meta_model import EncodeError
 from pipelines.data.stores import StoreError, make_location
 from pipelines.data.stores.field_writer import split_by_time, write_field_store
 from pipelines.engine.checkpoint import save_checkpoint
 from pipelines.jobs import train
+from ray_jobs.common import run_main
 from ray_jobs.encode import main as encode_main
 
 T, NLAT, NLON, CHUNK = 12, 8, 10, 4
@@ -79,7 +81,7 @@ def meta_run(tmp_path_factory):
     return {"root": root, "store": store, "run_dir": res.run_dir}
 
 
-def options(meta_run, out, **kw) -> EncodeOptions:
+def options(meta_run, out, **kw) -> EncodeSpec:
     base = dict(
         store=meta_run["store"],
         checkpoint=str(meta_run["run_dir"]),
@@ -87,10 +89,14 @@ def options(meta_run, out, **kw) -> EncodeOptions:
         steps=30,
         lr=1e-2,
         optimizer="adam",
-        use_ray=False,
         progress=False,
     )
-    return EncodeOptions(**{**base, **kw})
+    return EncodeSpec(**{**base, **kw})
+
+
+def encode(spec: EncodeSpec, **kw):
+    """``run_encode`` in this process (``local=False``: on Ray), quietly."""
+    return run_encode(spec, log=lambda _s: None, **{"local": True, **kw})
 
 
 def test_meta_inr_config_is_maml_on_strided_fields():
@@ -102,7 +108,7 @@ def test_meta_inr_config_is_maml_on_strided_fields():
 
 def test_encode_decode_round_trip(meta_run, tmp_path):
     out = tmp_path / "codes.zarr"
-    s = run_encode(options(meta_run, out), log=lambda _s: None)
+    s = encode(options(meta_run, out))
     assert (s.encoded, s.done, s.skipped) == (T, T, 0)
     assert s.psnr["min"] > PSNR_FLOOR, s.psnr
     assert s.code_dim > 0 and s.compression_codes == pytest.approx(NLAT * NLON / s.code_dim)
@@ -134,7 +140,7 @@ def test_encode_decode_round_trip(meta_run, tmp_path):
 def test_interrupted_encode_resumes_every_step_exactly_once(meta_run, tmp_path):
     out = tmp_path / "codes.zarr"
     with pytest.raises(RuntimeError, match="injected fault"):
-        run_encode(options(meta_run, out, fault_at=5), log=lambda _s: None)
+        encode(options(meta_run, out), fault_at=5)
     group = zarr.open_group(str(out), mode="r")
     done = np.asarray(group["done"][...]).astype(bool)
     # Unit 0:4 finished; 4:8 wrote its codes but crashed before publishing them.
@@ -144,29 +150,29 @@ def test_interrupted_encode_resumes_every_step_exactly_once(meta_run, tmp_path):
     with pytest.raises(EncodeError, match="not encoded yet"):
         Decoder(make_location(str(out))).decode(slice(0, 6))
 
-    s = run_encode(options(meta_run, out), log=lambda _s: None)
+    s = encode(options(meta_run, out))
     assert (s.skipped, s.encoded, s.done) == (4, T - 4, T)
-    again = run_encode(options(meta_run, out), log=lambda _s: None)
+    again = encode(options(meta_run, out))
     assert (again.skipped, again.encoded) == (T, 0)
 
     # Same codes as an uninterrupted run: resuming changes nothing.
     clean = tmp_path / "clean.zarr"
-    run_encode(options(meta_run, clean), log=lambda _s: None)
+    encode(options(meta_run, clean))
     np.testing.assert_allclose(
         zarr.open_group(str(out))["codes"][...], zarr.open_group(str(clean))["codes"][...]
     )
     with pytest.raises(StoreError, match="other settings"):
-        run_encode(options(meta_run, out, code_dtype="float16"), log=lambda _s: None)
+        encode(options(meta_run, out, code_dtype="float16"))
 
 
 @pytest.mark.integration
 def test_ray_actor_pool_encodes_and_resumes(meta_run, tmp_path, ray_session):
     out = tmp_path / "codes.zarr"
     with pytest.raises(Exception, match="injected fault"):
-        run_encode(options(meta_run, out, use_ray=True, fault_at=9), log=lambda _s: None)
+        encode(options(meta_run, out), local=False, fault_at=9)
     done_before = int(np.asarray(zarr.open_group(str(out))["done"][...]).sum())
     assert done_before < T
-    s = run_encode(options(meta_run, out, use_ray=True, code_dtype="float32"), log=lambda _s: None)
+    s = encode(options(meta_run, out, code_dtype="float32"), local=False)
     assert s.skipped == done_before and s.encoded == T - done_before and s.done == T
     assert s.psnr["min"] > PSNR_FLOOR
 
@@ -187,7 +193,7 @@ def test_s3_round_trip(meta_run, s3_server, monkeypatch, tmp_path):
         steps=10,
         tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
     )
-    s = run_encode(opts, log=lambda _s: None)
+    s = encode(opts)
     assert s.done == T and s.compression_codes == pytest.approx(2 * NLAT * NLON / s.code_dim)
     local = tmp_path / "decoded.zarr"
     ds = decode_to("s3://encode/codes.zarr", str(local), [0, 11], endpoint_url=endpoint)
@@ -215,10 +221,7 @@ def test_context_codes_from_a_cavia_meta_model(meta_run, tmp_path):
     save_checkpoint({"model": learner.state_dict()}, run / "checkpoints" / "best.pt")
     save_config(cfg, run / "config.yaml")
     out = tmp_path / "codes.zarr"
-    s = run_encode(
-        options(meta_run, out, checkpoint=str(run), time_range=(0, CHUNK), optimizer="rule"),
-        log=lambda _s: None,
-    )
+    s = encode(options(meta_run, out, checkpoint=str(run), time_range=[0, CHUNK], optimizer="rule"))
     assert (s.done, s.code_dim) == (CHUNK, 8)  # 2 context vectors of 4 per time step
     assert s.compression_codes == pytest.approx(NLAT * NLON / 8)
     assert zarr.open_group(str(out)).attrs["mia_codes"]["mode"] == "context"
@@ -230,13 +233,13 @@ def test_bad_checkpoints_and_variables_give_clear_errors(meta_run, tmp_path, cap
     run_dir = meta_run["run_dir"]
     out = str(tmp_path / "codes.zarr")
     with pytest.raises(EncodeError, match="does not exist"):
-        run_encode(options(meta_run, out, checkpoint=str(tmp_path / "nope.pt")))
+        encode(options(meta_run, out, checkpoint=str(tmp_path / "nope.pt")))
     corrupt = tmp_path / "corrupt" / "checkpoints" / "best.pt"
     corrupt.parent.mkdir(parents=True)
     corrupt.write_bytes(b"not a checkpoint")
     cfg = str(run_dir / "config.yaml")
     with pytest.raises(EncodeError, match="unreadable"):
-        run_encode(options(meta_run, out, checkpoint=str(corrupt), config=cfg))
+        encode(options(meta_run, out, checkpoint=str(corrupt), run_config=cfg))
 
     # A checkpoint of another model size: the weights do not fit the config.
     from mia_core.builders import build_learner
@@ -245,15 +248,57 @@ def test_bad_checkpoints_and_variables_give_clear_errors(meta_run, tmp_path, cap
     other = build_learner(wide.model, wide.method, {"t2m": (2, 1)})
     bad = save_checkpoint({"model": other.state_dict()}, tmp_path / "wide.pt")
     with pytest.raises(EncodeError, match="does not fit"):
-        run_encode(options(meta_run, out, checkpoint=str(bad), config=cfg))
+        encode(options(meta_run, out, checkpoint=str(bad), run_config=cfg))
 
     # A store without the meta-model's variable.
     renamed = tmp_path / "renamed.zarr"
     write_field_store(tiny_fields().rename(t2m="sst"), make_location(str(renamed)))
     with pytest.raises(EncodeError, match=r"lacks \['t2m'\]"):
-        run_encode(options(meta_run, out, store=str(renamed)))
+        encode(options(meta_run, out, store=str(renamed)))
 
-    code = encode_main(
-        ["encode", "--store", str(renamed), "--checkpoint", str(run_dir), "--out", out, "--local"]
+    code = run_main(
+        encode_main,
+        ["encode", "--store", str(renamed), "--checkpoint", str(run_dir), "--out", out, "--local"],
     )
     assert code == 2 and "lacks ['t2m']" in capsys.readouterr().err
+    code = run_main(encode_main, ["encode", "--local", f"encode.store={renamed}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "missing required keys 'encode.checkpoint', 'encode.out'" in err
+    code = run_main(encode_main, ["encode", "--store", "x", "encode.stepz=3"])
+    assert code == 2 and "did you mean 'encode.steps'" in capsys.readouterr().err
+
+
+def test_encode_spec_files_and_overrides(tmp_path):
+    spec = load_encode_spec("configs/encode/gray_scott.yaml", ["encode.time_range=[0,8]"])
+    assert spec.store == "runs/data/gray_scott.zarr" and spec.time_range == [0, 8]
+    spec = load_encode_spec(
+        "configs/encode/default.yaml",
+        ["encode.store=s3://b/x.zarr", "encode.checkpoint=run", "encode.out=2024"],
+    )
+    assert (spec.store, spec.out, spec.steps, spec.optimizer) == (
+        "s3://b/x.zarr",
+        "2024",
+        16,
+        "rule",
+    )
+    bad = tmp_path / "enc.yaml"
+    bad.write_text("encode:\n  steps: 0\n  store: a\n  checkpoint: b\n  out: c\n")
+    with pytest.raises(ConfigError, match=r"enc\.yaml: invalid value for 'encode\.steps'"):
+        load_encode_spec(bad)
+    bad.write_text("encoding:\n  steps: 3\n")
+    with pytest.raises(ConfigError, match=r"unknown top-level key 'encoding'; did you mean"):
+        load_encode_spec(bad)
+    with pytest.raises(ConfigError, match=r"'encode\.optimizer': must be one of"):
+        load_encode_spec("configs/encode/gray_scott.yaml", ["encode.optimizer=lbfgs"])
+
+
+def test_encode_job_runs_a_spec_file_with_overrides(meta_run, tmp_path):
+    out = tmp_path / "codes.zarr"
+    argv = ["encode", "--config", "configs/encode/default.yaml", "--local"]
+    argv += ["--store", meta_run["store"], "--checkpoint", str(meta_run["run_dir"])]
+    argv += ["--out", str(out), "encode.steps=2", "encode.time_range=[0,4]"]
+    assert run_main(encode_main, [*argv, "encode.progress=false"]) == 0
+    group = zarr.open_group(str(out), mode="r")
+    done = np.asarray(group["done"][...]).astype(bool)
+    assert done[:4].all() and not done[4:].any()
+    assert group.attrs["mia_codes"]["encoder"]["steps"] == 2

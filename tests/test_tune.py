@@ -7,15 +7,15 @@ import json
 import pytest
 
 from mia_core.config import ConfigError, load_config
-from pipelines.studies.sweep import (
-    apply_params,
+from pipelines.studies.sweep import run_sweep
+from pipelines.studies.sweep_search import (
     decode,
     encode,
-    load_sweep,
-    run_sweep,
+    make_searcher,
     search_space,
     trial_slots,
 )
+from pipelines.studies.sweep_spec import apply_params, load_sweep
 
 TINY = [
     "data.num_functions=40",
@@ -79,12 +79,45 @@ def test_shipped_sweeps_load():
 def test_bad_sweeps_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"params\.method\.inner_stpes.*unknown config key"):
         load_sweep(write_sweep(tmp_path, params={"method.inner_stpes": {"values": [1]}}))
-    with pytest.raises(ConfigError, match=r"params\.method\.inner_lr: grid search needs"):
+    with pytest.raises(ConfigError, match=r"'sweep\.params\.method\.inner_lr': grid search"):
         load_sweep(write_sweep(tmp_path, "grid", {"method.inner_lr": {"uniform": [0.1, 1.0]}}))
     with pytest.raises(ConfigError, match=r"params\.method\.inner_steps.*must be >= 0"):
         load_sweep(write_sweep(tmp_path, params={"method.inner_steps": {"randint": [-2, 1]}}))
-    with pytest.raises(ConfigError, match="unknown sweep key"):
+    with pytest.raises(ConfigError, match=r"sweep\.yaml: unknown key 'sweep\.serch'; did you"):
         load_sweep(write_sweep(tmp_path, serch="grid"))
+    with pytest.raises(ConfigError, match=r"'sweep\.params\.run\.outer_lr\.unifrom'.*'unif"):
+        load_sweep(write_sweep(tmp_path, params={"run.outer_lr": {"unifrom": [0.1, 1.0]}}))
+    with pytest.raises(ConfigError, match=r"'sweep\.scheduler\.name': must be one of"):
+        load_sweep(write_sweep(tmp_path), ["sweep.scheduler.name=hyperband"])
+    with pytest.raises(ConfigError, match=r"missing required key 'sweep\.base'"):
+        load_sweep(_no_base(tmp_path))
+
+
+def _no_base(tmp_path):
+    import yaml
+
+    path = write_sweep(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    del raw["base"]
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_sweep_overrides_reach_spec_and_base(tmp_path):
+    path = write_sweep(tmp_path)
+    spec, base = load_sweep(
+        path,
+        [
+            "sweep.num_samples=3",
+            "sweep.params.method.inner_lr={loguniform: [0.1, 1.0]}",
+            "sweep.params.method.inner_steps.values=[3]",
+            "run.steps=5",
+        ],
+    )
+    assert spec.num_samples == 3 and base.run.steps == 5 and spec.overrides[-1] == "run.steps=5"
+    assert spec.params["method.inner_lr"].to_dict() == {"loguniform": [0.1, 1.0]}
+    assert spec.params["method.inner_steps"].values == [3]
+    assert spec.params["data.support_ratio"].kind == "values"  # file entries are kept
 
 
 def test_params_round_trip_through_encoding():
@@ -136,10 +169,8 @@ def test_sweep_two_trials_mlflow_children_and_resume(ray_session, tmp_path):
 
 @pytest.mark.parametrize("search", ["tpe", "random"])
 def test_searchers_suggest_points_inside_the_space(tmp_path, search):
-    from pipelines.studies.sweep import _searcher
-
     spec, base = load_sweep(write_sweep(tmp_path, search))
-    searcher = _searcher(spec, 2)
+    searcher = make_searcher(spec, 2)
     if search == "tpe":  # Optuna's TPE through Ray's OptunaSearch
         assert searcher.set_search_properties("best_val", "min", search_space(spec))
         for i in range(3):
@@ -150,3 +181,16 @@ def test_searchers_suggest_points_inside_the_space(tmp_path, search):
             apply_params(base, point)
     else:
         assert searcher.__class__.__name__ == "BasicVariantGenerator"
+
+
+def test_tune_job_reports_bad_input_in_one_line(tmp_path, capsys):
+    from ray_jobs.common import run_main
+    from ray_jobs.tune import main
+
+    assert run_main(main, ["--config", str(write_sweep(tmp_path)), "sweep.serch=grid"]) == 2
+    assert "did you mean 'sweep.search'" in capsys.readouterr().err
+    binary = tmp_path / "sweep.bin"
+    binary.write_bytes(b"\x00\xff" * 8)
+    assert run_main(main, ["--config", str(binary)]) == 2
+    err = capsys.readouterr().err
+    assert "sweep.bin: not a text file" in err and err.count("\n") == 1

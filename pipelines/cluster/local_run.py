@@ -30,7 +30,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from mia_core.config import ConfigError, load_config
 from pipelines.cluster.local import LocalCluster, free_port, ray_cli
+from pipelines.data.resolve import build_synthetic_store
+from pipelines.data.stores import make_location
 
 REPO = Path(__file__).resolve().parents[2]
 RUNTIME_ENV = REPO / "infra" / "ray" / "runtime_env.yaml"
@@ -153,10 +156,6 @@ def moto_s3(
 
 def build_s3_store(config: str, overrides: list[str], url: str, env: dict[str, str]) -> None:
     """Write the synthetic store described by ``config`` + ``overrides`` to ``url`` on S3."""
-    from mia_core.config import load_config
-    from pipelines.data.resolve import build_synthetic_store
-    from pipelines.data.stores import make_location
-
     cfg = load_config(config, overrides)
     opts = {"key": env["AWS_ACCESS_KEY_ID"], "secret": env["AWS_SECRET_ACCESS_KEY"]}
     build_synthetic_store(cfg, make_location(url, opts, endpoint_url=env["AWS_ENDPOINT_URL"]))
@@ -196,8 +195,6 @@ def train_on_local_cluster(
         RuntimeError: a node did not come up, the job failed, or the training workers did
             not run on ``num_nodes`` different nodes.
     """
-    from mia_core.config import load_config
-
     job_overrides = [
         f"run.out_dir={Path(out_dir).resolve()}",
         f"run.num_workers={num_nodes}",
@@ -282,8 +279,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     # SIGTERM becomes SystemExit so that the cluster's finally block stops what it started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    from mia_core.config import ConfigError
-
     try:
         placement = train_on_local_cluster(
             args.config, Path(args.out), args.overrides, args.nodes, args.s3

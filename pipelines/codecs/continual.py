@@ -28,11 +28,12 @@ import numpy as np
 import torch
 
 from mia_core.config import load_config
-from mia_core.mcl import SequenceLearner, TaskSequence, grid_task_sequence
+from mia_core.mcl import ModularINR, SequenceLearner, TaskSequence, grid_task_sequence
 from mia_core.mcl.tasks import AxisPartition
 from pipelines.cluster.connect import init_ray
 from pipelines.data.stores import Store, StoreError, make_location, open_store
 from pipelines.data.stores.location import redact_url
+from pipelines.data.stores.reader import grid_coords
 from pipelines.engine.checkpoint import load_checkpoint, save_checkpoint
 from pipelines.engine.run_dir import selected_checkpoint
 from pipelines.tasks.continual import build_learner_for
@@ -130,8 +131,6 @@ class ContinualEncoder:
         values = torch.zeros(1, coords.shape[0], 1)
         seq = frame_sequence(self.cfg, values, coords)
         learner = self.learner_for(seq)
-        from mia_core.mcl import ModularINR
-
         mod = ModularINR(learner.inr, seq.partition, 1)
         for m in modules:
             mod.add_module({n: w.unsqueeze(0) for n, w in m.items()})
@@ -234,7 +233,6 @@ def load_frame(out: str | Path, t: int, run_dir: str | Path | None = None) -> np
     out = Path(out)
     pin = json.loads((out / "encoder.json").read_text())
     enc = ContinualEncoder(run_dir or pin["run_dir"])
-    from pipelines.data.stores.reader import grid_coords
 
     frame = load_checkpoint(out / "modules" / f"t{t:07d}.pt")
     coords = torch.from_numpy(grid_coords(tuple(pin["grid_shape"])))

@@ -81,9 +81,7 @@ def _worker(loop_config: dict[str, Any]) -> None:
     worker = WorkerContext(device, rank, ctx.get_world_size(), shard)
     tracker = Tracker(cfg, run_dir_of(cfg)) if rank == 0 else None
     try:
-        train_loop(
-            task_cls, cfg, worker, report_to_ray, _restored_state(device), print, tracker
-        )
+        train_loop(task_cls, cfg, worker, report_to_ray, _restored_state(device), print, tracker)
     except BaseException:
         if tracker is not None:
             tracker.close("FAILED")

@@ -24,6 +24,7 @@ import torch
 from mia_core.builders import build_learner
 from mia_core.config import load_config
 from mia_core.meta import MetaLearner
+from mia_core.meta.metrics import signal_metrics
 from pipelines.data.episodes import EpisodeSpec
 from pipelines.data.resolve import modality_dims
 from pipelines.data.stores import Store
@@ -74,7 +75,7 @@ def load_learner(run_dir: Path, store: Store, device: torch.device) -> MetaLearn
 
 
 def freeze_inrs_hook(cavia_ckpt: Path):
-    """``train_loop`` init hook: copy a trained CAVIA's INRs and freeze them.
+    """Training init hook: copy a trained CAVIA's INRs into ``trainer.model`` and freeze them.
 
     Only the update rule (the SFT) is then meta-learned, so the context trajectories of
     CAVIA and CAVIA + SFT share one space.
@@ -83,15 +84,15 @@ def freeze_inrs_hook(cavia_ckpt: Path):
     def hook(trainer) -> None:
         state = load_checkpoint(cavia_ckpt, trainer.device)["model"]
         inrs = {k: v for k, v in state.items() if k.startswith("inrs.")}
-        own = {k for k in trainer.learner.state_dict() if k.startswith("inrs.")}
+        own = {k for k in trainer.model.state_dict() if k.startswith("inrs.")}
         if set(inrs) != own:
             raise ValueError(
                 f"{cavia_ckpt}: its INRs do not match the SFT run's model "
                 f"(missing {sorted(own - set(inrs))[:3]}, extra {sorted(set(inrs) - own)[:3]})"
             )
-        trainer.learner.load_state_dict(inrs, strict=False)
-        frozen = {id(p) for p in trainer.learner.inrs.parameters()}
-        for name, p in trainer.learner.inrs.named_parameters():
+        trainer.model.load_state_dict(inrs, strict=False)
+        frozen = {id(p) for p in trainer.model.inrs.parameters()}
+        for name, p in trainer.model.inrs.named_parameters():
             if name.endswith("context_init"):
                 # The inner loop differentiates w.r.t. contexts started from this tensor,
                 # so it keeps requires_grad; a zeroed gradient and no optimiser slot keep
@@ -118,8 +119,6 @@ def trajectory(learner: MetaLearner, episode, modality: str) -> tuple[np.ndarray
         ``(traj, nmse)``: ``(B, K + 1, S * D)`` contexts (step 0 = initial) and ``(B,)``
         normalised MSE on all query points after ``K`` steps.
     """
-    from mia_core.meta.metrics import signal_metrics
-
     b = episode[modality].batch_size
     with torch.enable_grad():
         params = {k: v.detach().requires_grad_(True) for k, v in learner.initial_params(b).items()}

@@ -1,0 +1,98 @@
+"""The settings of an encoding job: a typed :class:`EncodeSpec` and its YAML loader.
+
+A file (``configs/encode/*.yaml``) holds the fields under one ``encode:`` section and may
+``include`` others; on the command line every field is ``encode.<field>=value``
+(``encode.steps=32``, ``encode.time_range=[0,100]``). ``store``, ``checkpoint`` and ``out``
+have no default: a file or the command line must set them. Where the job runs (``--local``,
+``--address``) is not part of the spec, and neither are storage credentials: fsspec
+options go to :func:`~pipelines.codecs.encode.run_encode` directly, and the environment
+provides the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mia_core.config.spec import Problems, Validated, bounded, choice, load_spec
+
+CODE_DTYPES = ("float32", "float16")
+ENCODE_OPTIMIZERS = ("rule", "adam", "sgd")
+ENCODE_DEVICES = ("cpu", "cuda", "auto")
+SECTION = "encode"
+
+
+@dataclass
+class EncodeSpec(Validated):
+    """What to encode and how.
+
+    Attributes:
+        store: field store URL (local path or ``s3://``).
+        checkpoint: meta-model run directory or checkpoint file.
+        out: code store URL.
+        run_config: the meta-model run's config (empty: ``config.yaml`` of the
+            checkpoint's run).
+        steps: adaptation steps ``K`` per time step.
+        lr: learning rate of ``adam``/``sgd`` (``rule`` uses the meta-trained rates).
+        optimizer: ``rule`` (the inner-loop update the model was meta-trained with: MAML's
+            SGD at ``method.inner_lr``, learned MetaSGD rates...), ``adam`` or ``sgd``. A
+            MAML initialisation is tuned for its own inner rule; Adam's first steps move
+            every weight by about ``lr`` and undo much of it.
+        points_per_step: points sampled per step (0: every grid point, full resolution).
+        batch_size: time steps adapted together (vectorised); 0: a whole chunk.
+        chunk: time steps per code-store chunk (0: the field store's time chunk).
+        time_range: ``[start, stop)`` time indices to encode; ``None``: all.
+        code_dtype: ``float32`` or ``float16`` (metrics are measured on stored codes).
+        endpoint_url: S3-compatible endpoint for both stores (empty: the environment's).
+        concurrency: encoder actors (Ray).
+        cpus_per_actor: CPUs each actor reserves (fractional: leaves room for Ray Data).
+        device: ``cpu``, ``cuda`` or ``auto``.
+        seed: point sampling seed.
+        overwrite: discard an existing code store.
+        tracking_uri: MLflow URI (empty: the meta-model run's tracking store).
+        experiment: MLflow experiment.
+        progress: show a progress bar.
+    """
+
+    store: str
+    checkpoint: str
+    out: str
+    run_config: str = ""
+    steps: int = bounded(16, ge=1)
+    lr: float = bounded(1e-3, gt=0.0)
+    optimizer: str = choice("rule", ENCODE_OPTIMIZERS)
+    points_per_step: int = bounded(0, ge=0)
+    batch_size: int = bounded(0, ge=0)
+    chunk: int = bounded(0, ge=0)
+    time_range: list[int] | None = None
+    code_dtype: str = choice("float32", CODE_DTYPES)
+    endpoint_url: str = ""
+    concurrency: int = bounded(2, ge=1)
+    cpus_per_actor: float = bounded(0.5, gt=0.0)
+    device: str = choice("cpu", ENCODE_DEVICES)
+    seed: int = bounded(0, ge=0)
+    overwrite: bool = False
+    tracking_uri: str = ""
+    experiment: str = "mia-inr-encode"
+    progress: bool = True
+
+    def _extra_problems(self) -> Problems:
+        for name in ("store", "checkpoint", "out"):
+            if getattr(self, name) == "":
+                yield name, "must not be empty"
+        tr = self.time_range
+        if tr is not None and not (len(tr) == 2 and 0 <= tr[0] < tr[1]):
+            yield "time_range", f"must be [start, stop] with 0 <= start < stop, got {tr}"
+
+
+def load_encode_spec(path: str | Path | None, overrides: Sequence[str] = ()) -> EncodeSpec:
+    """Load an ``encode:`` file (``None``: the defaults) with ``encode.<key>=value`` overrides.
+
+    Raises:
+        ConfigError: naming the file or override and the dotted key (``encode.steps``).
+    """
+    return load_spec(EncodeSpec, path, overrides, SECTION)
+
+
+__all__ = ["CODE_DTYPES", "EncodeSpec", "load_encode_spec"]

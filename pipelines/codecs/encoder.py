@@ -1,0 +1,151 @@
+"""The encoding worker: one :class:`ChunkEncoder` per Ray actor (or the local process).
+
+An encoder opens the field store, the code store and the meta-model once; each unit of
+time steps (whole store chunks, never crossing a code-store chunk) is read, adapted in
+vectorised batches of ``batch_size`` time steps, measured at full resolution from the
+codes as stored (after the ``code_dtype`` cast), written, and only then flagged ``done``:
+a crash between the two leaves the unit pending, so a rerun writes it again with the
+same codes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from mia_core.config import config_from_dict
+from mia_core.runtime import set_matmul_precision
+from pipelines.codecs.codestore import mark_done, open_code_store, write_unit
+from pipelines.codecs.meta_model import (
+    EncodeError,
+    MetaModel,
+    batch_tensors,
+    codes_to_params,
+    field_metrics,
+    fit_batch,
+    load_meta_model,
+    params_to_codes,
+)
+from pipelines.data.stores import StoreLocation, open_store
+from pipelines.data.stores.reader import FieldStore
+
+
+def open_field_store(location: StoreLocation, variables: list[str]) -> FieldStore:
+    """Open a field store for encoding, with errors naming the store and variables."""
+    store = open_store(location)
+    if not isinstance(store, FieldStore):
+        raise EncodeError(f"{location}: encoding needs a field store with a time axis")
+    missing = [v for v in variables if v not in store.modalities]
+    if missing:
+        raise EncodeError(
+            f"{location}: the meta-model encodes variables {variables}; the store lacks "
+            f"{missing} (it has {store.modalities})"
+        )
+    store = FieldStore(location, store.ds, variables, store.group)
+    for v in variables:
+        if store.layout[v][1] is not None:
+            raise EncodeError(f"{location}: variable {v!r} has a member dimension; not supported")
+    return store
+
+
+def store_dims(store: FieldStore) -> dict[str, tuple[int, int]]:
+    """Variable -> ``(d_in, channels)``."""
+    return {v: (len(store.info[v].grid_shape), store.info[v].channels) for v in store.modalities}
+
+
+class ChunkEncoder:
+    """Encodes units of time steps; one instance per Ray actor (or the local process).
+
+    Args:
+        spec: picklable settings from :func:`run_encode` (locations, the meta-model's
+            state and config, encoder options).
+    """
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        threads = max(1, int(round(spec["threads"])))
+        torch.set_num_threads(threads)
+        self.device = torch.device(spec["device"])
+        cfg = config_from_dict(spec["config"], "meta-model config")
+        set_matmul_precision(cfg.run.matmul_precision)
+        self.store = open_field_store(spec["store"], spec["variables"])
+        self.model: MetaModel = load_meta_model(
+            spec["reference"],
+            store_dims(self.store),
+            state=spec["state"],
+            cfg=cfg,
+            sha256=spec["sha256"],
+            device=self.device,
+        )
+        self.group = open_code_store(spec["out"], "r+")
+        self.coords = {
+            m: torch.from_numpy(self.store.info[m].coords).to(self.device)
+            for m in self.model.modalities
+        }
+
+    def encode_unit(self, start: int, stop: int) -> dict[str, float]:
+        """Encode steps ``[start, stop)`` and publish them; returns a progress record."""
+        s, t0 = self.spec, time.perf_counter()
+        rows = self.store.read(start, stop)
+        learner = self.model.learner
+        bsz = s["batch_size"] or (stop - start)
+        codes, mses, psnrs, secs = [], [], [], []
+        for a in range(0, stop - start, bsz):
+            part = {m: rows[m][a : a + bsz] for m in learner.modalities}
+            values, valid = batch_tensors(part, self.device)
+            fit = fit_batch(
+                learner,
+                self.coords,
+                values,
+                valid,
+                s["steps"],
+                s["lr"],
+                s["optimizer"],
+                s["points_per_step"],
+                seed=s["seed"] + start + a,
+            )
+            code = params_to_codes(learner, fit.params).to(getattr(torch, s["code_dtype"]))
+            stored = codes_to_params(learner, code.float())
+            mse, p_db = field_metrics(
+                learner, self.coords, values, valid, stored, self.model.cfg.data.psnr_range
+            )
+            n = code.shape[0]
+            codes.append(code.cpu().numpy())
+            mses.append(mse.cpu().numpy())
+            psnrs.append(p_db.cpu().numpy())
+            secs.append(np.full(n, fit.seconds / n))
+        write_unit(
+            self.group,
+            start,
+            np.concatenate(codes),
+            np.concatenate(mses),
+            np.concatenate(psnrs),
+            np.concatenate(secs),
+        )
+        if s["fault_at"] is not None and start <= s["fault_at"] < stop:
+            raise RuntimeError(
+                f"injected fault after writing the codes of time steps {start}:{stop} "
+                "(run_encode(fault_at=...))"
+            )
+        mark_done(self.group, start, stop)
+        psnr_all = np.concatenate(psnrs)
+        return {
+            "start": start,
+            "stop": stop,
+            "seconds": time.perf_counter() - t0,
+            "psnr": float(np.mean(psnr_all)),
+        }
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Ray Data entry: ``batch`` has ``start``/``stop`` columns (one row per unit)."""
+        recs = [
+            self.encode_unit(int(a), int(b))
+            for a, b in zip(batch["start"], batch["stop"], strict=True)
+        ]
+        return {k: np.asarray([r[k] for r in recs]) for k in recs[0]}
+
+
+__all__ = ["ChunkEncoder", "open_field_store", "store_dims"]
