@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_configs import TINY_META_MODEL
 
 from mia_core.config import load_config
 from pipelines.cluster import connect
@@ -285,13 +286,7 @@ TINY = [
     "data.num_train=50",
     "data.num_points=40",
     "data.modalities=[sine,tanh]",
-    "model.width=16",
-    "model.context_dim=16",
-    "model.context_tokens=4",
-    "method.inner_steps=2",
-    "method.sft.dim=16",
-    "method.sft.mlp_dim=16",
-    "method.sft.heads=2",
+    *TINY_META_MODEL,
     "run.eval_bins=[[0.05,0.1]]",
     "run.eval_batch_size=16",
     "run.eval_repeats=1",

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from tiny_configs import TINY_MWT_MODEL
 
 from mia_core.config import load_config
 from mia_core.mwt import Augment, build_mwt, count_lrs
@@ -19,16 +20,7 @@ from pipelines.data.stores import StoreError
 
 TINY = [
     "method.name=mwt",
-    "model.family=siren",
-    "model.width=8",
-    "model.depth=3",
-    "model.omega0=10.0",
-    "method.inner_steps=2",
-    "method.mwt.lr_init=[0.01,0.1]",
-    "method.mwt.cls_dim=8",
-    "method.mwt.cls_depth=1",
-    "method.mwt.cls_heads=2",
-    "method.mwt.cls_mlp_dim=8",
+    *TINY_MWT_MODEL,
 ]
 
 
@@ -279,27 +271,6 @@ def test_shipped_configs_load():
     assert mwt.method.name == wt.method.name == "mwt"
     assert mwt.method.mwt.w_cls > 0 and wt.method.mwt.w_cls == 0
     assert mwt.run.steps == wt.run.steps and mwt.model == wt.model
-
-
-@pytest.mark.integration
-@pytest.mark.timeout(300)
-def test_ray_train_job_two_workers(ray_session, digits_store, tmp_path):
-    from pipelines.jobs import train
-
-    cfg = load_config(
-        "configs/experiments/wt_digits.yaml",
-        [
-            *JOB,
-            f"data.store={digits_store}",
-            f"run.out_dir={tmp_path}",
-            "run.name=ray",
-            "run.num_workers=2",
-            "run.cpus_per_worker=0.5",
-        ],
-    )
-    res = train(cfg)
-    assert res.step == 4 and 0.0 <= res.evaluation["test_accuracy"] <= 1.0
-    assert (tmp_path / "ray" / "checkpoints" / "last.pt").exists()
 
 
 def test_first_order_drops_second_order_terms_only():

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny_configs import TINY_META_MODEL
 
 from mia_core.config import load_config
 from pipelines.engine.checkpoint import load_checkpoint
@@ -18,13 +19,7 @@ TINY = [
     "data.num_train=50",
     "data.num_points=40",
     "data.modalities=[sine,tanh]",
-    "model.width=16",
-    "model.context_dim=16",
-    "model.context_tokens=4",
-    "method.inner_steps=2",
-    "method.sft.dim=16",
-    "method.sft.mlp_dim=16",
-    "method.sft.heads=2",
+    *TINY_META_MODEL,
     "run.eval_bins=[[0.05,0.1],[0.1,0.2]]",
     "run.eval_batch_size=16",
     "run.eval_repeats=1",
@@ -49,13 +44,36 @@ def mlflow_runs(tmp_path):
     return client, client.search_runs([exp.experiment_id])
 
 
-def test_two_workers_write_checkpoints_mlflow_and_results(ray_session, tmp_path):
+@pytest.fixture
+def other_fs_dir(tmp_path):
+    """A run directory on another file system than the temp dir (tmpfs), else ``tmp_path``.
+
+    Checkpoints are written into a temporary directory and copied by Ray into its
+    storage, never hard-linked, so this is the NFS/EFS layout of a real cluster.
+    """
+    import os
+    import shutil
+    import tempfile
+    import uuid
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tempfile.gettempdir()).st_dev:
+        yield tmp_path
+        return
+    out = shm / f"mia-test-{uuid.uuid4().hex[:8]}"
+    yield out
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def test_two_workers_write_checkpoints_mlflow_and_results(ray_session, other_fs_dir):
+    tmp_path = other_fs_dir
     cfg = cfg_for(tmp_path, "run.steps=4", "run.eval_every=2", "run.checkpoint_every=2")
     res = run_ray_training(cfg)
     run_dir = tmp_path / "default"
     assert res.step == 4
     assert load_checkpoint(run_dir / "checkpoints/last.pt")["step"] == 4
     assert (run_dir / "checkpoints/best.pt").exists()
+    assert list((tmp_path / "ray_results" / "default").glob("checkpoint_*"))
     table = (run_dir / "results.md").read_text()
     # Paper shape: one column per (modality, bin), rows all/support/nonsupport.
     header = table.splitlines()[4]
@@ -91,43 +109,6 @@ def test_worker_failure_resumes_from_checkpoint(ray_session, tmp_path):
     assert load_checkpoint(run_dir / "checkpoints/last.pt")["step"] == 6
 
 
-def test_new_driver_resumes_from_last_checkpoint(ray_session, tmp_path, capsys):
-    run_ray_training(
-        cfg_for(tmp_path, "run.steps=2", "run.checkpoint_every=2"), evaluate_after=False
-    )
-    res = run_ray_training(
-        cfg_for(tmp_path, "run.steps=4", "run.checkpoint_every=2"), evaluate_after=False
-    )
-    assert res.step == 4
-    _, runs = mlflow_runs(tmp_path)
-    assert len(runs) == 1  # the resumed driver logs into the same MLflow run
-
-
-def test_run_dir_on_another_file_system_than_the_temp_dir(ray_session, tmp_path):
-    # Checkpoints are written into a temporary directory and copied by Ray into its
-    # storage: no hard links, so a run directory on another file system works (NFS/EFS).
-    import os
-    import shutil
-    import tempfile
-    import uuid
-
-    shm = Path("/dev/shm")
-    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tempfile.gettempdir()).st_dev:
-        pytest.skip("needs a tmpfs /dev/shm apart from the temp dir")
-    out = shm / f"mia-test-{uuid.uuid4().hex[:8]}"
-    try:
-        res = run_ray_training(
-            cfg_for(out, "run.steps=2", "run.checkpoint_every=2", "run.eval_every=2"),
-            evaluate_after=False,
-        )
-        assert res.step == 2
-        assert load_checkpoint(out / "default/checkpoints/last.pt")["step"] == 2
-        assert (out / "default/checkpoints/best.pt").exists()
-        assert list((out / "ray_results" / "default").glob("checkpoint_*"))
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
-
-
 def test_resubmitted_run_resumes_from_s3_storage(ray_session, s3_server, monkeypatch, tmp_path):
     # Ray Train's storage on the S3 server: the second job finds the first one's
     # checkpoint there (not in the run directory) and continues from step 2.
@@ -150,3 +131,5 @@ def test_resubmitted_run_resumes_from_s3_storage(ray_session, s3_server, monkeyp
     assert res.step == 4
     state = load_checkpoint(tmp_path / "default/checkpoints/last.pt")
     assert state["step"] == 4
+    _, runs = mlflow_runs(tmp_path)
+    assert len(runs) == 1  # the resubmitted job logs into the same MLflow run

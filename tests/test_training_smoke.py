@@ -8,6 +8,7 @@ import os
 
 import pytest
 import torch
+from tiny_configs import TINY_META_MODEL
 
 from mia_core.config import load_config
 from pipelines.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -22,13 +23,7 @@ TINY = [
     "data.num_functions=40",
     "data.num_train=30",
     "data.num_points=50",
-    "model.width=16",
-    "model.context_dim=16",
-    "model.context_tokens=4",
-    "method.inner_steps=2",
-    "method.sft.dim=16",
-    "method.sft.mlp_dim=16",
-    "method.sft.heads=2",
+    *TINY_META_MODEL,
     "run.eval_bins=[[0.05,0.1],[0.1,0.2]]",
     "run.eval_batch_size=16",
 ]

@@ -31,6 +31,7 @@ from mia_core.config import load_config
 from mia_core.mcl import ModularINR, SequenceLearner, TaskSequence, grid_task_sequence
 from mia_core.mcl.tasks import AxisPartition
 from pipelines.cluster.connect import init_ray
+from pipelines.codecs.meta_model import EncodeError
 from pipelines.data.stores import Store, StoreError, make_location, open_store
 from pipelines.data.stores.location import redact_url
 from pipelines.data.stores.reader import grid_coords
@@ -63,7 +64,7 @@ class ContinualEncoder:
     Raises:
         FileNotFoundError: no ``config.yaml``, or no ``best.pt``/``last.pt`` (then a
             :class:`~pipelines.engine.run_dir.CheckpointMissing`).
-        ValueError: the run is not an ``mcl_nf`` run.
+        EncodeError: the run is not an ``mcl_nf`` run (a ``ValueError``).
     """
 
     def __init__(self, run_dir: str | Path, overrides: list[str] | None = None) -> None:
@@ -72,7 +73,7 @@ class ContinualEncoder:
             raise FileNotFoundError(f"{self.run_dir}: no config.yaml (not a continual run)")
         self.cfg = load_config(self.run_dir / "config.yaml", overrides or [])
         if self.cfg.method.name != "mcl_nf":
-            raise ValueError(
+            raise EncodeError(
                 f"{self.run_dir}: method.name={self.cfg.method.name!r}; continual encoding "
                 "needs an mcl_nf run (one module per task from a shared init)"
             )
@@ -185,7 +186,7 @@ def encode_continual(
         diff = sorted(k for k in pin if old.get(k) != pin[k] and k != "run_dir")
         if diff:
             before = {k: old.get(k) for k in diff}
-            raise ValueError(
+            raise EncodeError(
                 f"{out}: encodings were made with other {diff} ({before}); "
                 "use a new output directory"
             )

@@ -253,5 +253,4 @@ def run_encode(
     return summary
 
 
-# open_field_store and store_dims stay importable from here (pipelines.reports.encoding).
-__all__ = ["EncodeSpec", "EncodeSummary", "open_field_store", "run_encode", "store_dims"]
+__all__ = ["EncodeSpec", "EncodeSummary", "run_encode"]

@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from mia_core.builders import build_learner  # noqa: E402
 from pipelines.codecs.codestore import open_code_store  # noqa: E402
-from pipelines.codecs.encode import open_field_store, store_dims  # noqa: E402
+from pipelines.codecs.encoder import open_field_store, store_dims  # noqa: E402
 from pipelines.codecs.meta_model import MetaModel, batch_tensors, fit_batch  # noqa: E402
 from pipelines.data.stores import StoreLocation  # noqa: E402
 from pipelines.reports.plots import save_figure  # noqa: E402

@@ -103,7 +103,7 @@ def resolve_checkpoint(checkpoint: str | Path, config: str | Path | None) -> tup
     if not cfg_path.exists():
         raise EncodeError(
             f"meta-model config {cfg_path} does not exist "
-            "(pass the run's config.yaml with --config)"
+            "(set encode.run_config to the run's config.yaml)"
         )
     return ckpt, cfg_path
 
