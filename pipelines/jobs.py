@@ -43,7 +43,7 @@ def train(
             starts afresh.
         evaluate_after: run the task's test-split report at the end.
         log: line printer (one process; Ray workers print to the job log).
-        init_hook: called with the trainer before any resume (one process only).
+        init_hook: called with each worker's trainer before any resume.
         figures: draw the report's figures.
         callbacks: Ray Train callbacks (a Tune trial passes its report callback).
         read_cpus: CPUs per Ray Data read task (default ``run.read_cpus``).
@@ -52,9 +52,7 @@ def train(
     if local:
         result = run_local(task, cfg, log, resume, init_hook)
     else:
-        if init_hook is not None:
-            raise ValueError("init_hook needs local=True (it runs in this process)")
-        result = run_on_ray(task, cfg, address, resume, callbacks, read_cpus)
+        result = run_on_ray(task, cfg, address, resume, callbacks, read_cpus, init_hook)
     if evaluate_after:
         result.evaluation = task.evaluate(result.run_dir, log=log, figures=figures)
     return result

@@ -9,8 +9,9 @@ Usage::
 ``ablation.<field>=value`` overrides the study file; other ``key=value`` arguments are
 appended to its budget (applied to every run). Re-running continues a study: finished
 variant x seed runs are skipped, interrupted ones resume from their last checkpoint.
-The runs always train in this process (no Ray, so no ``--local``/``--address``); the
-report is written to ``<run.out_dir>/ablation/<name>/report.md`` and logged to MLflow.
+The runs train on Ray Train (``--address`` or ``RAY_ADDRESS``, else a local instance), or
+in this process with ``--local`` (the faster choice for many tiny runs on one machine);
+the report is written to ``<run.out_dir>/ablation/<name>/report.md`` and logged to MLflow.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--config", required=True, help="study YAML (see configs/ablation/)")
     parser.add_argument("overrides", nargs="*", help="ablation.key=value or budget key=value")
+    parser.add_argument("--local", action="store_true", help="one process, no Ray")
+    parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS)")
     args = parser.parse_args(argv)
     spec, bases = load_ablation(args.config, args.overrides)
-    result = run_ablation(spec, bases)
+    result = run_ablation(spec, bases, local=args.local, address=args.address)
     print(result.report.read_text())
     return 0
 

@@ -132,10 +132,15 @@ def one_method_per_task() -> list[str]:
 @pytest.mark.parametrize("method", one_method_per_task())
 def test_task_trains_on_two_ray_workers_and_resumes(method, stores, ray_session, tmp_path):
     workers = ["run.num_workers=2", "run.cpus_per_worker=0.5", "run.read_cpus=0.25"]
-    first = train(
-        method_config(method, stores, tmp_path, "run.steps=2", *workers), evaluate_after=False
+    marks = tmp_path / "hook"
+    marks.mkdir()
+    first = train(  # the init hook travels to every worker (cloudpickle)
+        method_config(method, stores, tmp_path, "run.steps=2", *workers),
+        evaluate_after=False,
+        init_hook=lambda trainer: (marks / f"rank{trainer.task.ctx.rank}").touch(),
     )
     assert first.step == 2
+    assert sorted(p.name for p in marks.iterdir()) == ["rank0", "rank1"]
     again = train(method_config(method, stores, tmp_path, "run.steps=4", *workers))
     assert again.step == 4 and again.evaluation
     assert load_checkpoint(tmp_path / "t" / "checkpoints" / "last.pt")["step"] == 4

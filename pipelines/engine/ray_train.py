@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,9 @@ def _worker(loop_config: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train") if loop_config["shard"] else None
     worker = WorkerContext(device, rank, ctx.get_world_size(), shard)
     tracker = Tracker(cfg, run_dir_of(cfg)) if rank == 0 else None
+    state, hook = _restored_state(device), loop_config["hook"]
     try:
-        train_loop(task_cls, cfg, worker, report_to_ray, _restored_state(device), print, tracker)
+        train_loop(task_cls, cfg, worker, report_to_ray, state, print, tracker, hook)
     except BaseException:
         if tracker is not None:
             tracker.close("FAILED")
@@ -97,6 +99,7 @@ def run_on_ray(
     resume: bool = True,
     callbacks: list | None = None,
     read_cpus: float | None = None,
+    init_hook: Callable[[Trainer], None] | None = None,
 ) -> TrainResult:
     """Train ``task_cls`` on ``cfg`` with Ray Train; see the module docstring.
 
@@ -108,6 +111,8 @@ def run_on_ray(
             it first (its checkpoints and snapshot).
         callbacks: Ray Train ``UserCallback``s (a Tune trial passes ``TuneReportCallback``).
         read_cpus: CPUs per Ray Data read task (default ``run.read_cpus``).
+        init_hook: see :func:`~pipelines.engine.loop.train_loop`; pickled (cloudpickle)
+            to every worker, so what it reads must be reachable from the workers' nodes.
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -127,6 +132,7 @@ def run_on_ray(
             "config": config_to_dict(cfg),
             "task": task_cls,
             "shard": "train" in datasets,
+            "hook": init_hook,
         },
         scaling_config=ScalingConfig(
             num_workers=cfg.run.num_workers,

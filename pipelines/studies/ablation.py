@@ -65,9 +65,22 @@ class AblationResult:
 
 
 def run_ablation(
-    spec: AblationSpec, bases: dict[str, Config], log: Callable[[str], None] = print
+    spec: AblationSpec,
+    bases: dict[str, Config],
+    log: Callable[[str], None] = print,
+    *,
+    local: bool = True,
+    address: str | None = None,
 ) -> AblationResult:
-    """Run (or continue) the study and write the report; see the module docstring."""
+    """Run (or continue) the study and write the report; see the module docstring.
+
+    Args:
+        spec: the study.
+        bases: dataset name -> its base experiment (budget applied).
+        log: line printer.
+        local: train every run in this process; ``False`` runs each on Ray Train.
+        address: Ray cluster address when ``local`` is ``False``.
+    """
     first = next(iter(bases.values()))
     out = Path(first.run.out_dir).resolve() / "ablation" / spec.name
     out.mkdir(parents=True, exist_ok=True)
@@ -114,7 +127,7 @@ def run_ablation(
                         cavia = selected_checkpoint(root / "cavia" / f"seed{seed}")
                         hook = an.freeze_inrs_hook(cavia)
                     runs[variant][seed] = _run(
-                        cfg, parent, ds, variant, hook, log, spec.run_figures
+                        cfg, parent, ds, variant, hook, log, spec.run_figures, local, address
                     )
             tables.update(study_tables(spec, ds, base, target, runs, root, figures, log))
         report = write_report(spec, tables, figures, out, time.perf_counter() - t0)
@@ -141,6 +154,8 @@ def _run(
     hook: Callable[[Any], None] | None,
     log: Callable[[str], None],
     figures: bool,
+    local: bool = True,
+    address: str | None = None,
 ) -> dict:
     """Train + evaluate one variant x seed unless finished; returns its metrics.json."""
     run_dir = run_dir_of(cfg)
@@ -167,7 +182,8 @@ def _run(
         )
         jobs.train(
             cfg,
-            local=True,
+            local=local,
+            address=address,
             log=lambda s: log(f"[{label}] {s}"),
             init_hook=hook,
             figures=figures,
