@@ -20,7 +20,7 @@ import argparse
 
 from pipelines.studies.ablation import run_ablation
 from pipelines.studies.ablation_spec import load_ablation
-from ray_jobs.common import run_main
+from ray_jobs.common import parse_job_args, run_main
 
 
 def main(argv: list[str]) -> int:
@@ -32,7 +32,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("overrides", nargs="*", help="ablation.key=value or budget key=value")
     parser.add_argument("--local", action="store_true", help="one process, no Ray")
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS)")
-    args = parser.parse_args(argv)
+    args = parse_job_args(parser, argv)
     spec, bases = load_ablation(args.config, args.overrides)
     result = run_ablation(spec, bases, local=args.local, address=args.address)
     print(result.report.read_text())

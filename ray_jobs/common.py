@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from mia_core.config import ConfigError
 from pipelines.codecs.meta_model import EncodeError
 from pipelines.data.stores import StoreError
+from pipelines.engine.checkpoint import CheckpointError
 from pipelines.engine.run_dir import CheckpointMissing
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -22,6 +23,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     StoreError,
     EncodeError,
     CheckpointMissing,
+    CheckpointError,
     FileNotFoundError,
     UnicodeDecodeError,
 )
@@ -63,3 +65,20 @@ def add_run_arguments(parser: argparse.ArgumentParser, config_help: str) -> None
     parser.add_argument("--local", action="store_true", help="one process, no Ray")
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS)")
     parser.add_argument("--no-resume", action="store_true", help="start afresh, do not resume")
+
+
+def parse_job_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``parser.parse_args`` that also takes ``key=value`` overrides after the flags.
+
+    argparse stops filling a ``nargs="*"`` positional at the first flag, so
+    ``--config F --local run.steps=2`` would be refused; leftover ``key=value`` tokens
+    are appended to ``args.overrides`` in order instead. Anything else left over is an
+    error as usual.
+    """
+    args, extra = parser.parse_known_args(argv)
+    bad = [a for a in extra if a.startswith("-") or "=" not in a]
+    if bad or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(bad or extra)}")
+    if extra:
+        args.overrides = [*(args.overrides or []), *extra]
+    return args

@@ -18,7 +18,7 @@ from pathlib import Path
 from mia_core.config import load_config
 from pipelines import jobs
 from pipelines.reports.continual import compare_runs
-from ray_jobs.common import run_main
+from ray_jobs.common import parse_job_args, run_main
 
 
 def main(argv: list[str]) -> int:
@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--compare", nargs="+", type=Path, help="run directories to compare")
     parser.add_argument("--out", type=Path, default=Path("runs/continual_comparison"))
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
-    args = parser.parse_args(argv)
+    args = parse_job_args(parser, argv)
     if args.compare:
         print(compare_runs(args.compare, args.out))
         print(f"written to {args.out}/comparison.{{md,csv,png}}")

@@ -25,7 +25,7 @@ import json
 from pipelines.codecs.decode import decode_to, parse_resolution, parse_times
 from pipelines.codecs.encode import run_encode
 from pipelines.codecs.encode_spec import load_encode_spec
-from ray_jobs.common import run_main
+from ray_jobs.common import parse_job_args, run_main
 
 ALIASES = ("store", "checkpoint", "out")  # --store X == encode.store=X
 
@@ -57,7 +57,7 @@ def main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _encode_args(sub.add_parser("encode", help="encode a field store"))
     _decode_args(sub.add_parser("decode", help="reconstruct time steps from codes"))
-    args = parser.parse_args(argv)
+    args = parse_job_args(parser, argv)
     if args.command == "decode":
         ds = decode_to(
             args.codes,

@@ -18,7 +18,7 @@ import argparse
 from pathlib import Path
 
 from pipelines.codecs.continual import encode_continual, encode_continual_on_ray
-from ray_jobs.common import run_main
+from ray_jobs.common import parse_job_args, run_main
 
 
 def main(argv: list[str]) -> int:
@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
         "--address", default=None, help="Ray address (default: RAY_ADDRESS or a local instance)"
     )
     parser.add_argument("overrides", nargs="*", help="section.key=value config overrides")
-    args = parser.parse_args(argv)
+    args = parse_job_args(parser, argv)
     kwargs = dict(
         modality=args.modality,
         endpoint_url=args.endpoint_url,

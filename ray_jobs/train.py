@@ -17,7 +17,7 @@ import argparse
 
 from mia_core.config import load_config
 from pipelines.jobs import train
-from ray_jobs.common import add_run_arguments, run_main
+from ray_jobs.common import add_run_arguments, parse_job_args, run_main
 
 
 def _main(argv: list[str]) -> int:
@@ -27,7 +27,7 @@ def _main(argv: list[str]) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_run_arguments(parser, "experiment YAML (see configs/experiments/)")
-    args = parser.parse_args(argv)
+    args = parse_job_args(parser, argv)
     cfg = load_config(args.config, args.overrides)
     train(cfg, local=args.local, address=args.address, resume=not args.no_resume)
     return 0

@@ -20,7 +20,7 @@ import sys
 
 from pipelines.studies.sweep import SweepInterrupted, run_sweep
 from pipelines.studies.sweep_spec import load_sweep
-from ray_jobs.common import run_main
+from ray_jobs.common import parse_job_args, run_main
 
 
 def main(argv: list[str]) -> int:
@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
         "--address", default=None, help="Ray address (default: RAY_ADDRESS or a local instance)"
     )
     parser.add_argument("overrides", nargs="*", help="key=value or sweep.key=value overrides")
-    args = parser.parse_args(argv)
+    args = parse_job_args(parser, argv)
     spec, base = load_sweep(args.config, args.overrides)
     try:
         run_sweep(spec, base, resume=not args.no_resume, address=args.address)

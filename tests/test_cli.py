@@ -53,3 +53,18 @@ def test_console_script_runs_without_sys_path_edits():
     exe = shutil.which("mia-inr") or str(__import__("pathlib").Path(sys.prefix) / "bin" / "mia-inr")
     out = subprocess.run([exe, "train", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "--local" in out.stdout and "--no-resume" in out.stdout
+
+
+def test_corrupt_checkpoint_is_one_line(tmp_path, capsys):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "config.yaml").write_text("run: {name: x}\n")
+    (tmp_path / "checkpoints" / "best.pt").write_text("garbage\n")
+    assert main(["evaluate", "--run-dir", str(tmp_path), "--no-track"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "best.pt" in err and "not a safe checkpoint" in err
+
+
+def test_overrides_may_follow_flags(capsys):
+    # argparse alone stops at the first flag; the jobs take key=value anywhere.
+    code = main(["train", "--config", "configs/experiments/default.yaml", "--local", "run.stepz=1"])
+    assert code == 2 and "run.stepz" in capsys.readouterr().err

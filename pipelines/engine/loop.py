@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import torch
 
-from mia_core.config import Config
+from mia_core.config import Config, ConfigError
 from pipelines.engine.run_dir import run_dir_of
 from pipelines.engine.task import Task, WorkerContext
 from pipelines.engine.trainer import Trainer
@@ -174,7 +174,7 @@ def train_loop(
             if trainer.step >= cfg.run.steps:
                 break
         if batches == 0 and trainer.batch_in_epoch == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"run {cfg.run.name}: the training split yields no batch of "
                 f"{cfg.run.batch_size} signals per worker; lower run.batch_size"
             )
