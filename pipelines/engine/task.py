@@ -49,10 +49,13 @@ class Task(ABC):
     Attributes:
         model: the module whose parameters the engine optimises and checkpoints.
         nonfinite_hint: appended to the error raised on a non-finite loss (what to lower).
+        report: the test-split report of a run directory (a ``staticmethod``), called as
+            ``report(run_dir, log=..., track=..., figures=...)`` by :meth:`evaluate`.
     """
 
     model: torch.nn.Module
     nonfinite_hint: ClassVar[str] = "Lower run.outer_lr."
+    report: ClassVar[Callable[..., Any]]
 
     def __init__(self, cfg: Config, ctx: WorkerContext) -> None:
         self.cfg, self.ctx = cfg, ctx
@@ -74,7 +77,6 @@ class Task(ABC):
         return None
 
     @classmethod
-    @abstractmethod
     def evaluate(
         cls,
         run_dir: Path,
@@ -82,7 +84,11 @@ class Task(ABC):
         track: bool = True,
         figures: bool = True,
     ) -> Any:
-        """Evaluate the run's selected checkpoint on the test split; write its report."""
+        """Evaluate the run's selected checkpoint on the test split; write its report.
+
+        Calls the task's ``report`` function, ``(run_dir, log=, track=, figures=)``.
+        """
+        return cls.report(run_dir, log=log, track=track, figures=figures)
 
     # -- worker side -------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:

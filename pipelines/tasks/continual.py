@@ -137,10 +137,56 @@ def _splits(cfg: Config, store: Store, log: Callable[[str], None]) -> dict[str, 
     return seqs
 
 
+def evaluate_continual_run(
+    run_dir: str | Path,
+    log: Callable[[str], None] = print,
+    track: bool = True,
+    figures: bool = True,
+) -> dict[str, Any]:
+    """Continual-learning report of a finished run (module docstring, step 3).
+
+    The PSNR-vs-budget and forgetting figures are part of the report and always drawn
+    (``figures`` is accepted for the task protocol).
+    """
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.yaml")
+    device = resolve_device(cfg.run.device)
+    set_matmul_precision(cfg.run.matmul_precision)
+    seqs = _splits(cfg, open_training_store(cfg), log)
+    ckpt = selected_checkpoint(run_dir)
+    state = load_checkpoint(ckpt, device)
+    learner = build_learner_for(cfg, seqs["train"]).to(device)
+    learner.load_state_dict(state["model"])
+    test = seqs["test"].to(device)
+    if cfg.method.mcl.eval_signals:
+        test = subset(test, torch.arange(min(test.batch_size, cfg.method.mcl.eval_signals)))
+    t1 = time.perf_counter()
+    mats = evaluate_budgets(learner, test, cfg, cfg.run.eval_batch_size)
+    log(f"test-time evaluation of {test.batch_size} sequences: {time.perf_counter() - t1:.1f}s")
+    n_params = sum(p.numel() for p in learner.parameters())
+    summary = {
+        "step": int(state["step"]),
+        "best_step": int(state["best_step"]),
+        "best_val": -float(state["best_val"]),  # the validation PSNR
+    }
+    metrics = write_report(run_dir, cfg, mats, n_params, summary, log)
+    if track:
+        tracker = Tracker(cfg, run_dir)
+        flat = {k: v for k, v in metrics["flat"].items() if isinstance(v, float)}
+        tracker.metrics(flat, summary["step"])
+        for name in ("config.yaml", "results.md", "results.csv", "metrics.json"):
+            tracker.artifact(run_dir / name)
+        tracker.artifact(run_dir / "figures", "figures")
+        tracker.artifact(run_dir / "checkpoints", "checkpoints")
+        tracker.close()
+    return metrics
+
+
 class ContinualTask(Task):
     """Meta-continual learning of a task sequence; see the module docstring."""
 
     nonfinite_hint = "Lower method.inner_lr or run.outer_lr."
+    report = staticmethod(evaluate_continual_run)
 
     def __init__(self, cfg: Config, ctx: WorkerContext) -> None:
         super().__init__(cfg, ctx)
@@ -158,17 +204,6 @@ class ContinualTask(Task):
     def prepare(cls, cfg: Config) -> None:
         """Resolve the store once on the driver."""
         open_training_store(cfg)
-
-    @classmethod
-    def evaluate(
-        cls,
-        run_dir: Path,
-        log: Callable[[str], None] = print,
-        track: bool = True,
-        figures: bool = True,
-    ) -> dict[str, Any]:
-        """Test-time continual learning per budget from the selected checkpoint."""
-        return evaluate_continual_run(run_dir, log, track)
 
     def batches(self, epoch: int, skip: int) -> Iterable[TaskSequence]:
         """Random batches of training sequences; one epoch is ``ceil(n / batch)`` of them."""
@@ -205,41 +240,3 @@ class ContinualTask(Task):
             f"{self.seqs['train'].batch_size} training sequences of "
             f"{cfg.method.mcl.num_tasks} {cfg.method.mcl.tasks} tasks"
         )
-
-
-def evaluate_continual_run(
-    run_dir: str | Path, log: Callable[[str], None] = print, track: bool = True
-) -> dict[str, Any]:
-    """Continual-learning report of a finished run (module docstring, step 3)."""
-    run_dir = Path(run_dir)
-    cfg = load_config(run_dir / "config.yaml")
-    device = resolve_device(cfg.run.device)
-    set_matmul_precision(cfg.run.matmul_precision)
-    seqs = _splits(cfg, open_training_store(cfg), log)
-    ckpt = selected_checkpoint(run_dir)
-    state = load_checkpoint(ckpt, device)
-    learner = build_learner_for(cfg, seqs["train"]).to(device)
-    learner.load_state_dict(state["model"])
-    test = seqs["test"].to(device)
-    if cfg.method.mcl.eval_signals:
-        test = subset(test, torch.arange(min(test.batch_size, cfg.method.mcl.eval_signals)))
-    t1 = time.perf_counter()
-    mats = evaluate_budgets(learner, test, cfg, cfg.run.eval_batch_size)
-    log(f"test-time evaluation of {test.batch_size} sequences: {time.perf_counter() - t1:.1f}s")
-    n_params = sum(p.numel() for p in learner.parameters())
-    summary = {
-        "step": int(state["step"]),
-        "best_step": int(state["best_step"]),
-        "best_val": -float(state["best_val"]),  # the validation PSNR
-    }
-    metrics = write_report(run_dir, cfg, mats, n_params, summary, log)
-    if track:
-        tracker = Tracker(cfg, run_dir)
-        flat = {k: v for k, v in metrics["flat"].items() if isinstance(v, float)}
-        tracker.metrics(flat, summary["step"])
-        for name in ("config.yaml", "results.md", "results.csv", "metrics.json"):
-            tracker.artifact(run_dir / name)
-        tracker.artifact(run_dir / "figures", "figures")
-        tracker.artifact(run_dir / "checkpoints", "checkpoints")
-        tracker.close()
-    return metrics

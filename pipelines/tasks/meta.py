@@ -12,8 +12,7 @@ on the validation split over the training support-ratio range; the evaluation re
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -34,6 +33,7 @@ class MetaLearningTask(Task):
     """Optimisation-based meta-learning of INRs; see the module docstring."""
 
     nonfinite_hint = "Lower method.inner_lr or run.outer_lr."
+    report = staticmethod(evaluate_run)
 
     def __init__(self, cfg: Config, ctx: WorkerContext) -> None:
         super().__init__(cfg, ctx)
@@ -54,17 +54,6 @@ class MetaLearningTask(Task):
             store.location, store.modalities, "train", cfg.data.time_stride, num_cpus=read_cpus
         )
         return {"train": train}
-
-    @classmethod
-    def evaluate(
-        cls,
-        run_dir: Path,
-        log: Callable[[str], None] = print,
-        track: bool = True,
-        figures: bool = True,
-    ) -> list:
-        """Bootstrapped test metrics per support-ratio bin (``results.md``, figures)."""
-        return evaluate_run(run_dir, log=log, track=track, figures=figures)
 
     def batches(self, epoch: int, skip: int) -> Iterable[Episode]:
         """Episodes of this worker's signals (store order per epoch, or its Ray shard)."""

@@ -42,6 +42,103 @@ def make_model(cfg: Config, data: LabelledImages) -> MWT:
     return build_mwt(cfg.model, cfg.method, (h, w), c, len(data.classes))
 
 
+def epoch_batches(
+    data: LabelledImages, cfg: Config, epoch: int, rank: int = 0, world: int = 1
+) -> list[np.ndarray]:
+    """This worker's training batches of ``epoch`` (seeded order, last partial dropped).
+
+    The permutation is cut to a multiple of ``world`` first so that every worker gets
+    the same number of batches (a worker with one batch more would wait forever in the
+    gradient all-reduce).
+    """
+    idx = data.indices("train")
+    rng = np.random.default_rng([cfg.run.seed, epoch])
+    perm = idx[rng.permutation(len(idx))]
+    shard = perm[: len(perm) - len(perm) % world][rank::world]
+    bs = cfg.run.batch_size
+    return [shard[i : i + bs] for i in range(0, len(shard) - bs + 1, bs)]
+
+
+def evaluate_split(
+    model: MWT, data: LabelledImages, split: str, batch_size: int, device: torch.device
+) -> dict[str, float]:
+    """Accuracy, PSNR (dB, data range 1) and MSE of ``split``, fitting every image in k steps."""
+    with torch.no_grad():  # the inner loop re-enables gradients for its own steps
+        return _evaluate_split(model, data, split, batch_size, device)
+
+
+def _evaluate_split(
+    model: MWT, data: LabelledImages, split: str, batch_size: int, device: torch.device
+) -> dict[str, float]:
+    model.eval()
+    idx = data.indices(split)
+    correct, psnr, mse = 0, 0.0, 0.0
+    for i in range(0, len(idx), batch_size):
+        j = torch.from_numpy(idx[i : i + batch_size])
+        out = model(data.images[j].to(device), data.labels[j].to(device), create_graph=False)
+        correct += int((out.logits.argmax(-1).cpu() == data.labels[j]).sum())
+        psnr += float(out.psnr().sum())
+        mse += float(out.mse.sum())
+    model.train()
+    n = max(1, len(idx))
+    return {"accuracy": correct / n, "psnr": psnr / n, "mse": mse / n, "n": len(idx)}
+
+
+def evaluate_mwt_run(
+    run_dir: str | Path,
+    log: Callable[[str], None] = print,
+    track: bool = True,
+    figures: bool = True,
+) -> dict[str, Any]:
+    """Evaluate ``best.pt`` (else ``last.pt``) on the test split; write and log the results.
+
+    Writes ``metrics.json`` and ``results.md`` into ``run_dir``; with ``track`` logs the
+    ``test/*`` metrics and both files (and the config) to the run's MLflow run. The
+    report has no figures (``figures`` is accepted for the task protocol).
+    """
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.yaml")
+    device = resolve_device(cfg.run.device)
+    set_matmul_precision(cfg.run.matmul_precision)
+    data = load_labelled(cfg)
+    ckpt = selected_checkpoint(run_dir)
+    state = load_checkpoint(ckpt, device)
+    model = make_model(cfg, data).to(device)
+    model.load_state_dict(state["model"])
+    test = evaluate_split(model, data, "test", cfg.run.eval_batch_size, device)
+    metrics: dict[str, Any] = {f"test_{k}": v for k, v in test.items()}
+    if cfg.method.mwt.pixel_baseline:
+        metrics.update(pixel_baseline(data, cfg.run.seed))
+    summary = {
+        "checkpoint": ckpt.name,
+        "step": int(state["step"]),
+        "best_step": int(state["best_step"]),
+        "best_val_accuracy": 1.0 - float(state["best_val"]),
+        "w_cls": cfg.method.mwt.w_cls,
+        **metrics,
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=1))
+    rows = [("MWT" if cfg.method.mwt.w_cls > 0 else "WT", test["accuracy"], f"{test['psnr']:.2f}")]
+    if "logreg_test_accuracy" in metrics:
+        rows.append(("logistic regression (pixels)", metrics["logreg_test_accuracy"], "-"))
+    table = "| model | test accuracy | PSNR (dB) |\n|---|---|---|\n" + "\n".join(
+        f"| {name} | {acc * 100:.2f}% | {p} |" for name, acc, p in rows
+    )
+    (run_dir / "results.md").write_text(
+        f"# {cfg.run.name}: test split ({ckpt.name}, step {state['step']}, "
+        f"{test['n']} images)\n\n{table}\n"
+    )
+    log(f"test split, {ckpt.name} of step {state['step']}:\n{table}")
+    if track:
+        tracker = Tracker(cfg, run_dir)
+        tracker.metrics({f"test/{k}": v for k, v in metrics.items()}, int(state["step"]))
+        for name in ("config.yaml", "results.md", "metrics.json"):
+            tracker.artifact(run_dir / name)
+        tracker.close()
+        log(f"logged to MLflow run {tracker.run_id} at {tracker.display_uri}")
+    return summary
+
+
 class MWTTask(Task):
     """MWT / WT: a meta-learned SIREN per image and a classifier of its adapted weights.
 
@@ -53,6 +150,7 @@ class MWTTask(Task):
     """
 
     nonfinite_hint = "Lower method.mwt.lr_init, method.mwt.alpha_lr or run.outer_lr."
+    report = staticmethod(evaluate_mwt_run)
 
     def __init__(self, cfg: Config, ctx: WorkerContext) -> None:
         super().__init__(cfg, ctx)
@@ -73,17 +171,6 @@ class MWTTask(Task):
         step on a shared 2-core machine).
         """
         torch.set_num_threads(max(1, int(cfg.run.cpus_per_worker)))
-
-    @classmethod
-    def evaluate(
-        cls,
-        run_dir: Path,
-        log: Callable[[str], None] = print,
-        track: bool = True,
-        figures: bool = True,
-    ) -> dict[str, Any]:
-        """Test accuracy and PSNR next to the pixel baseline (``metrics.json``)."""
-        return evaluate_mwt_run(run_dir, log, track)
 
     def param_groups(self) -> list[dict[str, Any]]:
         """SIREN init and inner rates without weight decay; the classifier with it."""
@@ -135,96 +222,3 @@ class MWTTask(Task):
             f"{cfg.model.width}x{cfg.model.depth} k={cfg.method.inner_steps} "
             f"({n_lr:,} learning rates), classifier {n_cls:,} parameters"
         )
-
-
-def epoch_batches(
-    data: LabelledImages, cfg: Config, epoch: int, rank: int = 0, world: int = 1
-) -> list[np.ndarray]:
-    """This worker's training batches of ``epoch`` (seeded order, last partial dropped).
-
-    The permutation is cut to a multiple of ``world`` first so that every worker gets
-    the same number of batches (a worker with one batch more would wait forever in the
-    gradient all-reduce).
-    """
-    idx = data.indices("train")
-    rng = np.random.default_rng([cfg.run.seed, epoch])
-    perm = idx[rng.permutation(len(idx))]
-    shard = perm[: len(perm) - len(perm) % world][rank::world]
-    bs = cfg.run.batch_size
-    return [shard[i : i + bs] for i in range(0, len(shard) - bs + 1, bs)]
-
-
-def evaluate_split(
-    model: MWT, data: LabelledImages, split: str, batch_size: int, device: torch.device
-) -> dict[str, float]:
-    """Accuracy, PSNR (dB, data range 1) and MSE of ``split``, fitting every image in k steps."""
-    with torch.no_grad():  # the inner loop re-enables gradients for its own steps
-        return _evaluate_split(model, data, split, batch_size, device)
-
-
-def _evaluate_split(
-    model: MWT, data: LabelledImages, split: str, batch_size: int, device: torch.device
-) -> dict[str, float]:
-    model.eval()
-    idx = data.indices(split)
-    correct, psnr, mse = 0, 0.0, 0.0
-    for i in range(0, len(idx), batch_size):
-        j = torch.from_numpy(idx[i : i + batch_size])
-        out = model(data.images[j].to(device), data.labels[j].to(device), create_graph=False)
-        correct += int((out.logits.argmax(-1).cpu() == data.labels[j]).sum())
-        psnr += float(out.psnr().sum())
-        mse += float(out.mse.sum())
-    model.train()
-    n = max(1, len(idx))
-    return {"accuracy": correct / n, "psnr": psnr / n, "mse": mse / n, "n": len(idx)}
-
-
-def evaluate_mwt_run(
-    run_dir: str | Path, log: Callable[[str], None] = print, track: bool = True
-) -> dict[str, Any]:
-    """Evaluate ``best.pt`` (else ``last.pt``) on the test split; write and log the results.
-
-    Writes ``metrics.json`` and ``results.md`` into ``run_dir``; with ``track`` logs the
-    ``test/*`` metrics and both files (and the config) to the run's MLflow run.
-    """
-    run_dir = Path(run_dir)
-    cfg = load_config(run_dir / "config.yaml")
-    device = resolve_device(cfg.run.device)
-    set_matmul_precision(cfg.run.matmul_precision)
-    data = load_labelled(cfg)
-    ckpt = selected_checkpoint(run_dir)
-    state = load_checkpoint(ckpt, device)
-    model = make_model(cfg, data).to(device)
-    model.load_state_dict(state["model"])
-    test = evaluate_split(model, data, "test", cfg.run.eval_batch_size, device)
-    metrics: dict[str, Any] = {f"test_{k}": v for k, v in test.items()}
-    if cfg.method.mwt.pixel_baseline:
-        metrics.update(pixel_baseline(data, cfg.run.seed))
-    summary = {
-        "checkpoint": ckpt.name,
-        "step": int(state["step"]),
-        "best_step": int(state["best_step"]),
-        "best_val_accuracy": 1.0 - float(state["best_val"]),
-        "w_cls": cfg.method.mwt.w_cls,
-        **metrics,
-    }
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=1))
-    rows = [("MWT" if cfg.method.mwt.w_cls > 0 else "WT", test["accuracy"], f"{test['psnr']:.2f}")]
-    if "logreg_test_accuracy" in metrics:
-        rows.append(("logistic regression (pixels)", metrics["logreg_test_accuracy"], "-"))
-    table = "| model | test accuracy | PSNR (dB) |\n|---|---|---|\n" + "\n".join(
-        f"| {name} | {acc * 100:.2f}% | {p} |" for name, acc, p in rows
-    )
-    (run_dir / "results.md").write_text(
-        f"# {cfg.run.name}: test split ({ckpt.name}, step {state['step']}, "
-        f"{test['n']} images)\n\n{table}\n"
-    )
-    log(f"test split, {ckpt.name} of step {state['step']}:\n{table}")
-    if track:
-        tracker = Tracker(cfg, run_dir)
-        tracker.metrics({f"test/{k}": v for k, v in metrics.items()}, int(state["step"]))
-        for name in ("config.yaml", "results.md", "metrics.json"):
-            tracker.artifact(run_dir / name)
-        tracker.close()
-        log(f"logged to MLflow run {tracker.run_id} at {tracker.display_uri}")
-    return summary
