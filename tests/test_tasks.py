@@ -145,3 +145,11 @@ def test_task_trains_on_two_ray_workers_and_resumes(method, stores, ray_session,
     assert again.step == 4 and again.evaluation
     assert load_checkpoint(tmp_path / "t" / "checkpoints" / "last.pt")["step"] == 4
     assert (tmp_path / "t" / "checkpoints" / "best.pt").exists()
+
+
+def test_snapshot_steps_keep_the_state_of_those_steps(stores, tmp_path):
+    cfg = method_config("cavia", stores, tmp_path, "run.steps=3", "run.snapshot_steps=[1,3]")
+    train(cfg, local=True, evaluate_after=False, log=lambda _s: None)
+    ckpts = tmp_path / "t" / "checkpoints"
+    assert sorted(p.name for p in ckpts.glob("step_*.pt")) == ["step_1.pt", "step_3.pt"]
+    assert load_checkpoint(ckpts / "step_1.pt")["step"] == 1

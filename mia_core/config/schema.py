@@ -218,6 +218,9 @@ class RunConfig(_Validated):
             again with the same ``name`` resumes from it.
         keep_checkpoints: checkpoints Ray keeps, ranked by validation score (the latest
             one is always kept as well).
+        snapshot_steps: steps whose full state is also kept as
+            ``<run_dir>/checkpoints/step_<N>.pt`` (budget curves from one run; on Ray
+            the run directory must be visible to rank 0).
     """
 
     name: str = "default"
@@ -252,6 +255,7 @@ class RunConfig(_Validated):
     read_cpus: float = _num(1.0, gt=0.0)
     storage_path: str = ""
     keep_checkpoints: int = _num(1, ge=1)
+    snapshot_steps: list[int] = field(default_factory=list)
 
     def _extra_problems(self) -> Problems:
         for i, interval in enumerate(self.eval_bins):

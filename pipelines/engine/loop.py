@@ -4,8 +4,10 @@
 progress lines (loss, the task's statistics, signals/s, ETA) on rank 0, validation every
 ``run.eval_every`` steps on rank 0 (never the test split) with the best score kept,
 checkpoints every ``run.checkpoint_every`` steps and at every validation, exact resume,
-MLflow metrics. Where checkpoints go is the caller's :class:`CheckpointSink`: files in
-the run directory (one process) or Ray Train's storage (``pipelines.engine.ray_train``).
+MLflow metrics, and the full state at every step of ``run.snapshot_steps`` as
+``checkpoints/step_<N>.pt`` (budget curves from one run). Where the other checkpoints go
+is the caller's :class:`CheckpointSink`: files in the run directory (one process) or Ray
+Train's storage (``pipelines.engine.ray_train``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any, Protocol
 import torch
 
 from mia_core.config import Config, ConfigError
-from pipelines.engine.run_dir import run_dir_of
+from pipelines.engine.checkpoint import save_checkpoint
+from pipelines.engine.run_dir import run_dir_of, snapshot_path
 from pipelines.engine.task import Task, WorkerContext
 from pipelines.engine.trainer import Trainer
 
@@ -163,6 +166,8 @@ def train_loop(
                 if tracker is not None:
                     tracker.metrics(values, step)
             last = step % cfg.run.checkpoint_every == 0 or final
+            if ctx.rank == 0 and step in cfg.run.snapshot_steps:
+                save_checkpoint(trainer.state_dict(), snapshot_path(run_dir_of(cfg), step))
             if validated or last:
                 metrics = {
                     "step": step,

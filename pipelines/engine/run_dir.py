@@ -28,6 +28,11 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
+def snapshot_path(run_dir: str | Path, step: int) -> Path:
+    """``<run_dir>/checkpoints/step_<step>.pt``: the state kept at ``run.snapshot_steps``."""
+    return checkpoint_dir(run_dir) / f"step_{step}.pt"
+
+
 def selected_checkpoint(path: str | Path) -> Path:
     """The checkpoint a run stands for: ``best.pt`` (validation-selected), else ``last.pt``.
 
