@@ -45,6 +45,11 @@ def build_inr(model: ModelConfig, d_in: int, d_out: int, use_context: bool = Tru
             ctx,
             model.functa_modulation,
             tuple(model.functa_grid),
+            backbone=model.functa_backbone,
+            latent_map=model.functa_latent_map,
+            layout=model.functa_layout,
+            ff_sigma=model.ff_sigma,
+            ff_features=model.ff_features,
         )
     elif model.family == "composers":
         if model.context_dim != model.width:
@@ -60,6 +65,7 @@ def build_inr(model: ModelConfig, d_in: int, d_out: int, use_context: bool = Tru
             model.context_tokens,
             model.ff_sigma,
             model.ff_features,
+            layout=model.composers_layout,
         )
     else:
         raise ValueError(f"unknown model.family {model.family!r}")

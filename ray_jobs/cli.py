@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, list[str]]] = {
     "evaluate": ("ray_jobs.evaluate", []),
     "tune": ("ray_jobs.tune", []),
     "ablate": ("ray_jobs.ablate", []),
+    "reproduce": ("ray_jobs.reproduce", []),
     "encode": ("ray_jobs.encode", ["encode"]),
     "decode": ("ray_jobs.encode", ["decode"]),
     "continual": ("ray_jobs.continual", []),

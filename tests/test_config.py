@@ -20,7 +20,7 @@ from mia_core.config.spec import Validated, bounded, choice, load_spec
 ROOT = Path(__file__).resolve().parents[1]
 # Sweep (configs/tune), study (configs/ablation) and encoding (configs/encode) files are
 # specs (mia_core.config.spec) with their own tests.
-STUDY_DIRS = ("tune", "ablation", "encode")
+STUDY_DIRS = ("tune", "ablation", "encode", "reproduce")
 CONFIG_FILES = sorted(
     p
     for p in (ROOT / "configs").rglob("*.yaml")
@@ -63,6 +63,44 @@ def test_synthetic_experiments_share_budget(method):
     assert (cfg.data, cfg.model) == (base.data, base.model)
     assert dataclasses.replace(cfg.run, name="x") == dataclasses.replace(base.run, name="x")
     assert cfg.model.context_dim == cfg.model.width
+
+
+PAPER_PRESETS = [f"paper_synthetic_{m}" for m in ("cavia", "metasgd", "gap", "alfa", "mia")]
+PAPER_PRESETS += [f"paper_{d}_{m}" for d in ("era5", "av_digits") for m in ("cavia", "mia")]
+
+
+@pytest.mark.parametrize("name", PAPER_PRESETS)
+def test_paper_presets_use_the_paper_recipe(name):
+    cfg = load_config(ROOT / f"configs/experiments/{name}.yaml")
+    assert cfg.run.name == name and cfg.method.name == name.rsplit("_", 1)[1]
+    run, method, model = cfg.run, cfg.method, cfg.model
+    assert (run.outer_lr, run.weight_decay, run.grad_clip) == (1e-4, 0.0, 0.0)
+    assert method.uncertainty_weighting and method.inner_steps == 3 and method.inner_lr == 1.0
+    assert (model.family, model.composers_layout, model.depth, model.width) == (
+        "composers",
+        "paper",
+        5,
+        128,
+    )
+    assert method.sft.residual_sgd is (method.name != "mia")  # MIA in its pure form
+    expected = {
+        "synthetic": (64, 10, 8, 0.0, ["sine", "gaussian", "tanh", "relu"], ""),
+        "era5": (16, 4, 128, 30.0, ["t2m", "sp", "tcwv"], "runs/data/era5_paper.zarr"),
+        "av_digits": (32, 4, 64, 30.0, ["image", "audio"], "runs/data/av_digits.zarr"),
+    }[name[len("paper_") :].rsplit("_", 1)[0]]
+    got = (run.batch_size, run.eval_repeats, model.context_tokens, model.ff_sigma)
+    assert (*got, cfg.data.modalities, cfg.data.store) == expected
+
+
+def test_paper_options_default_to_the_previous_behaviour():
+    model, sft = load_config(None).model, load_config(None).method.sft
+    assert (model.composers_layout, model.functa_layout) == ("legacy", "legacy")
+    assert (model.functa_backbone, model.functa_latent_map) == ("siren", "linear")
+    assert sft.residual_sgd
+    with pytest.raises(ConfigError, match="functa_latent_map"):
+        load_config(None, ["model.family=functa", "model.functa_latent_map=conv"])
+    cfg = load_config(ROOT / "configs/model/functa_paper.yaml")
+    assert (cfg.model.functa_backbone, cfg.model.functa_latent_map) == ("relu", "conv")
 
 
 def test_unknown_key_names_file_and_key_with_suggestion(tmp_path):

@@ -38,7 +38,13 @@ def test_synthetic_scale_is_the_amplitude():
     # On a wide domain tanh saturates at -1 and +1, so its range is exactly 2a; relu is
     # exactly 0 on the left, so its minimum is the shared offset d = tanh_min + a.
     s = generate_synthetic1d(
-        20, 400, x_range=(-200.0, 200.0), noise_std=0.0, modalities=("tanh", "relu"), seed=7
+        20,
+        400,
+        x_range=(-200.0, 200.0),
+        noise_std=0.0,
+        modalities=("tanh", "relu"),
+        seed=7,
+        variant="shared",
     )
     tanh, relu = s.values["tanh"][..., 0], s.values["relu"][..., 0]
     amp = (tanh.max(1).values - tanh.min(1).values) / 2
@@ -48,8 +54,9 @@ def test_synthetic_scale_is_the_amplitude():
 
 
 def test_synthetic_noise_is_additive_with_the_given_std():
-    clean = generate_synthetic1d(50, 200, noise_std=0.0, modalities=("sine",), seed=1)
-    noisy = generate_synthetic1d(50, 200, noise_std=0.1, modalities=("sine",), seed=1)
+    kw = {"modalities": ("sine",), "seed": 1, "variant": "shared"}
+    clean = generate_synthetic1d(50, 200, noise_std=0.0, **kw)
+    noisy = generate_synthetic1d(50, 200, noise_std=0.1, **kw)
     diff = noisy.values["sine"] - clean.values["sine"]
     assert abs(diff.std().item() - 0.1) < 0.005 and abs(diff.mean().item()) < 0.005
     assert torch.equal(clean.scale, noisy.scale)
@@ -58,6 +65,66 @@ def test_synthetic_noise_is_additive_with_the_given_std():
 def test_synthetic_rejects_unknown_modality():
     with pytest.raises(ValueError, match="unknown synthetic modalities"):
         generate_synthetic1d(2, 5, modalities=("sine", "cosine"))
+    with pytest.raises(ValueError, match="unknown synthetic variant"):
+        generate_synthetic1d(2, 5, variant="independent")
+
+
+def _wide(n, noise_std, seed=0):
+    """Paper variant on a domain where tanh saturates (range 2 a_m, centre d_m) and relu
+    is 0 on the left (minimum d_m): amplitudes and offsets can be read off the values."""
+    s = generate_synthetic1d(
+        n, 4000, (-400.0, 400.0), noise_std, ("tanh", "relu", "sine"), seed, "paper"
+    )
+    tanh, relu = s.values["tanh"][..., 0].double(), s.values["relu"][..., 0].double()
+    hi, lo = tanh.max(1).values, tanh.min(1).values
+    return s, (hi - lo) / 2, (hi + lo) / 2, relu.min(1).values
+
+
+def test_synthetic_paper_parameters_follow_mtnp_ranges_without_jitter():
+    s, amp, d_tanh, d_relu = _wide(400, 0.0)
+    # noise_std = 0: every modality has the shared parameters, no observation noise
+    torch.testing.assert_close(amp, s.scale.double(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(d_tanh, d_relu, rtol=1e-5, atol=1e-5)
+    for m in s.values:
+        assert torch.equal(s.modality_scale[m], s.scale)
+    lo, hi = math.exp(-0.5), math.exp(0.5)
+    assert s.scale.min() >= lo - 1e-6 and s.scale.max() <= hi + 1e-6
+    assert s.scale.min() < lo + 0.05 and s.scale.max() > hi - 0.05
+    assert d_tanh.min() >= -2 - 1e-5 and d_tanh.max() <= 2 + 1e-5
+    assert d_tanh.min() < -1.9 and d_tanh.max() > 1.9
+
+
+def test_synthetic_paper_jitters_parameters_per_modality():
+    jitter = 0.02
+    s, amp, d_tanh, d_relu = _wide(2000, jitter, seed=3)
+    # the tanh amplitude read off the values is that modality's own scale a_m
+    torch.testing.assert_close(amp, s.modality_scale["tanh"].double(), rtol=1e-5, atol=1e-5)
+    # a_m - a and a_m - a_m' have the jitter's std (sqrt 2 for a difference of two)
+    da = s.modality_scale["tanh"] - s.scale
+    dd = s.modality_scale["tanh"] - s.modality_scale["sine"]
+    assert abs(da.std().item() - jitter) < 0.002 and abs(da.mean().item()) < 0.002
+    assert abs(dd.std().item() - jitter * math.sqrt(2)) < 0.003
+    # offsets differ between modalities by the same jitter
+    assert abs((d_tanh - d_relu).std().item() - jitter * math.sqrt(2)) < 0.003
+    # the modality scales are positive and feed nmse = mse / a_m^2 per signal and modality
+    for m in s.values:
+        assert s.modality_scale[m].shape == (2000,) and (s.modality_scale[m] > 0).all()
+
+
+def test_synthetic_paper_shapes_and_determinism():
+    a = generate_synthetic1d(6, 30, seed=3)
+    b = generate_synthetic1d(6, 30, seed=3, variant="paper")
+    c = generate_synthetic1d(6, 30, seed=4)
+    assert a.x.shape == (30, 1) and set(a.values) == {"sine", "gaussian", "tanh", "relu"}
+    for m in a.values:
+        assert a.values[m].shape == (6, 30, 1) and a.values[m].dtype == torch.float32
+        assert torch.equal(a.values[m], b.values[m])
+        assert torch.equal(a.modality_scale[m], b.modality_scale[m])
+        assert not torch.equal(a.values[m], c.values[m])
+    sub = a.subset(torch.tensor([2, 0]))
+    assert torch.equal(sub.scale_of("tanh"), a.modality_scale["tanh"][[2, 0]])
+    shared = generate_synthetic1d(6, 30, seed=3, variant="shared")
+    assert shared.modality_scale == {} and torch.equal(shared.scale_of("tanh"), shared.scale)
 
 
 # --- sample_support ----------------------------------------------------------------------------
@@ -149,7 +216,7 @@ def test_make_episode_and_batch_helpers():
     for m, mb in ep.items():
         assert mb.batch_size == 2 and mb.query_x.shape == (1, 25, 1)
         assert torch.equal(mb.query_y, s.values[m][[4, 1]])
-        assert torch.equal(mb.scale, s.scale[[4, 1]])
+        assert torch.equal(mb.scale, s.modality_scale[m][[4, 1]])  # paper: a_m per modality
         one = mb.select(slice(1, 2))
         assert one.batch_size == 1 and one.query_x.shape == (1, 25, 1)
         assert torch.equal(one.support_mask, mb.support_mask[1:2])

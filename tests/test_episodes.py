@@ -226,3 +226,16 @@ def test_store_episodes_reads_each_chunk_once_per_shuffled_epoch(tmp_path, monke
     assert sorted(seen) == list(range(n)) and seen != sorted(seen)
     assert sorted(reads) == store.chunk_ranges()
     assert sorted(coord_reads) == store.chunk_ranges()
+
+
+def test_scale_per_modality_mapping():
+    rows, coords = _rows(n=6)
+    idx = np.arange(6)
+    scale = {"line": idx + 1.0, "img": idx + 10.0}  # cloud not listed: ones
+    ep = build_episode(rows, idx, coords, EpisodeSpec(RANGES, seed=1), 0, scale)
+    np.testing.assert_array_equal(ep["line"].scale.numpy(), idx + 1.0)
+    np.testing.assert_array_equal(ep["img"].scale.numpy(), idx + 10.0)
+    np.testing.assert_array_equal(ep["cloud"].scale.numpy(), np.ones(6))
+    # one array for all modalities, as before
+    ep = build_episode(rows, idx, coords, EpisodeSpec(RANGES, seed=1), 0, idx + 2.0)
+    assert all(np.array_equal(mb.scale.numpy(), idx + 2.0) for mb in ep.values())

@@ -31,6 +31,25 @@ FAMILIES = {
     "functa_shift": lambda d_out: FunctaINR(D_IN, d_out, WIDTH, 2, 30.0, (4, 2), "shift"),
     "composers": lambda d_out: ComposersINR(D_IN, d_out, WIDTH, 3, 4, 0.0, 8),
     "composers_ff": lambda d_out: ComposersINR(D_IN, d_out, WIDTH, 4, 2, 1.0, 8),
+    "composers_paper": lambda d_out: ComposersINR(D_IN, d_out, WIDTH, 5, 4, 1.0, 8, layout="paper"),
+    "functa_paper": lambda d_out: FunctaINR(
+        D_IN,
+        d_out,
+        WIDTH,
+        5,
+        30.0,
+        (6, 4),
+        "scale",
+        (2, 3),
+        backbone="relu",
+        latent_map="conv",
+        layout="paper",
+        ff_sigma=1.0,
+        ff_features=8,
+    ),
+    "functa_conv_siren": lambda d_out: FunctaINR(
+        D_IN, d_out, WIDTH, 3, 30.0, (6, 4), "scale_shift", (2, 3), latent_map="conv"
+    ),
 }
 
 
@@ -92,7 +111,10 @@ def test_per_signal_weights(name, d_out):
 @pytest.mark.parametrize("name", [n for n in FAMILIES if "no_ctx" not in n and "raw" not in n])
 def test_context_changes_output(name):
     inr, coords, ctx = make(name)
-    assert not torch.allclose(inr(coords, ctx), inr(coords, ctx + 0.5))
+    # Not a constant shift: the conv latent map's LayerNorm is blind to one per token.
+    gen = torch.Generator().manual_seed(3)
+    delta = 0.5 * torch.randn(ctx.shape, generator=gen, dtype=ctx.dtype)
+    assert not torch.allclose(inr(coords, ctx), inr(coords, ctx + delta))
 
 
 def test_linear_shared_and_per_signal():
@@ -120,6 +142,27 @@ def test_composers_equals_explicit_low_rank_weight():
         torch.testing.assert_close(inr(x[b : b + 1], v[b : b + 1])[0], ref)
     with pytest.raises(ValueError, match="needs a context"):
         inr(x, None)
+
+
+def test_composers_paper_layout_has_five_linear_layers_and_no_composed_bias():
+    inr = ComposersINR(1, 1, width=8, depth=5, rank=3, layout="paper")
+    matrices = [k for k, w in inr.weights().items() if w.dim() == 2]
+    assert matrices == ["w0", "u", "w2", "w3", "out_weight"]  # input, composed, 2 hidden, head
+    assert "b1" not in inr.weights() and inr.b1 is None
+    legacy = ComposersINR(1, 1, width=8, depth=5, rank=3)
+    assert len([w for w in legacy.weights().values() if w.dim() == 2]) == 6
+    assert "b1" in legacy.weights()
+    # The composed layer computes relu(U V_n h) exactly, with no bias.
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(1, P, 1, generator=gen) * 2 - 1
+    v = torch.randn(1, 3, 8, generator=gen)
+    h = torch.relu(x[0] @ inr.w0.T + inr.b0)
+    h = torch.relu(h @ (inr.u @ v[0]).T)
+    for i in (2, 3):
+        h = torch.relu(h @ getattr(inr, f"w{i}").T + getattr(inr, f"b{i}"))
+    torch.testing.assert_close(inr(x, v)[0], h @ inr.out_weight.T + inr.out_bias)
+    with pytest.raises(ValueError, match="depth >= 3"):
+        ComposersINR(1, 1, width=8, depth=2, rank=3, layout="paper")
 
 
 # --- Functa grid interpolation -----------------------------------------------------------------
@@ -172,6 +215,57 @@ def test_functa_interpolate_then_map_equals_map_then_interpolate():
     mapped = ctx @ inr.mod_w.T + inr.mod_b  # map every grid cell first
     ref = interpolate_grid(mapped, inr.grid, coords).reshape(psi.shape)
     torch.testing.assert_close(psi, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("grid", [(6,), (2, 3)])
+def test_functa_conv_latent_map_applied_before_interpolation(grid):
+    d_in = len(grid)
+    torch.manual_seed(0)
+    inr = FunctaINR(
+        d_in,
+        1,
+        8,
+        5,
+        30.0,
+        (6, 4),
+        "scale",
+        grid,
+        backbone="relu",
+        latent_map="conv",
+        layout="paper",
+    )
+    with torch.no_grad():  # non-trivial LayerNorm affine and bias
+        inr.map_ln_w.normal_()
+        inr.map_ln_b.normal_()
+        inr.mod_b.normal_()
+    gen = torch.Generator().manual_seed(1)
+    ctx = torch.randn(B, 6, 4, generator=gen)
+    coords = torch.rand(B, P, d_in, generator=gen) * 2 - 1
+    psi = inr.modulations(coords, ctx, None)
+    assert psi.shape == (B, P, 3, 1, 8)  # paper layout: depth 5 -> 3 modulated layers
+    # Reference: LayerNorm over D, then torch's convolution (kernel 3, zero padding 1) on
+    # the grid, and only then interpolation at the coordinates.
+    normed = F.layer_norm(ctx, (4,), inr.map_ln_w, inr.map_ln_b)
+    vol = normed.transpose(1, 2).reshape(B, 4, *grid)
+    kernel = inr.mod_w.reshape(-1, *([3] * d_in), 4).movedim(-1, 1)
+    conv = F.conv1d if d_in == 1 else F.conv2d
+    mapped = conv(vol, kernel, inr.mod_b, padding=1).reshape(B, -1, 6).transpose(1, 2)
+    ref = interpolate_grid(mapped, grid, coords).reshape(psi.shape)
+    torch.testing.assert_close(psi, ref, rtol=1e-10, atol=1e-12)
+    # Not commutable: interpolating the latent first gives something else.
+    wrong = interpolate_grid(ctx, grid, coords)
+    assert wrong.shape[-1] == 4 and inr.mod_w.shape[1] == 4 * 3**d_in
+    # The ReLU backbone: 5 linear layers, ReLU features.
+    out, feats = inr(coords, ctx, return_features=True)
+    assert out.shape == (B, P, 1) and feats.shape == (B, P, 8) and (feats >= 0).all()
+    assert [k for k, w in inr.weights().items() if k.startswith("w")] == ["w0", "w1", "w2", "w3"]
+
+
+def test_functa_conv_needs_grid_and_checks_options():
+    with pytest.raises(ValueError, match="latent grid"):
+        FunctaINR(2, 1, 8, 3, 30.0, (1, 4), "scale", latent_map="conv")
+    with pytest.raises(ValueError, match="backbone"):
+        FunctaINR(2, 1, 8, 3, 30.0, (1, 4), "scale", backbone="tanh")
 
 
 def test_functa_rejects_bad_grid_and_modulation():

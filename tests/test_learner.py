@@ -13,6 +13,13 @@ PRUNE = [
     "method.pruning.bootstrap_steps=2",
     "method.pruning.bootstrap_weight=1.0",
 ]
+FUNCTA_PAPER = [
+    "model.context_dim=4",
+    "model.functa_grid=[3]",
+    "model.functa_backbone=relu",
+    "model.functa_latent_map=conv",
+    "model.functa_layout=paper",
+]
 CASES = {
     "cavia": ("cavia", "composers", []),
     "maml": ("maml", "siren", ["method.inner_lr=0.01"]),
@@ -24,6 +31,9 @@ CASES = {
     "cavia_uncertainty": ("cavia", "composers", ["method.uncertainty_weighting=true"]),
     "cavia_pruned": ("cavia", "composers", PRUNE),
     "functa_mia": ("mia", "functa", ["model.context_dim=4"]),
+    "mia_pure": ("mia", "composers", ["method.sft.residual_sgd=false"]),
+    "composers_paper": ("cavia", "composers", ["model.composers_layout=paper"]),
+    "functa_paper_mia": ("mia", "functa", [*FUNCTA_PAPER, "method.sft.residual_sgd=false"]),
 }
 
 
@@ -284,11 +294,13 @@ def test_rule_for_other_tensors_is_rejected(make_learner):
 # --- 5. every method learns on the synthetic data ---------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["cavia", "metasgd", "gap", "alfa", "mia", "maml"])
+@pytest.mark.parametrize("method", ["cavia", "metasgd", "gap", "alfa", "mia", "mia_pure", "maml"])
 def test_every_method_lowers_outer_loss(method, make_learner, make_ep):
     mods = ("sine", "gaussian", "tanh", "relu")
     overrides = ["model.width=32", "model.context_dim=32", "model.context_tokens=4"]
     overrides += ["model.context_init_std=0", "method.sft.dim=32", "method.sft.mlp_dim=32"]
+    if method == "mia_pure":  # the paper's form: no residual SGD term, no zero-init head
+        method, overrides = "mia", overrides + ["method.sft.residual_sgd=false"]
     family = "composers"
     if method == "maml":
         family, overrides = "relu_ff", overrides + ["method.inner_lr=0.01"]

@@ -62,7 +62,9 @@ def test_run_writes_config_checkpoints_and_results(tmp_path):
     assert load_config(run_dir / "config.yaml") == tiny_config(tmp_path)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert len(metrics["test"]) == 2 * 4  # bins x modalities
-    assert all(math.isfinite(r["nmse_all"]) for r in metrics["test"])
+    # the paper protocol bins each signal by its realised ratio: a bin may stay empty (NaN)
+    assert all(r["n_signals"] == 0 or math.isfinite(r["nmse_all"]) for r in metrics["test"])
+    assert sum(r["n_signals"] for r in metrics["test"]) > 0
     assert any("signals/s" in line and "eta" in line for line in logs)
     state = load_checkpoint(run_dir / "checkpoints/last.pt")
     assert state["step"] == 4

@@ -36,16 +36,25 @@ from mia_core.config.schema_method import (
 
 MODEL_FAMILIES = ("siren", "relu_ff", "functa", "composers")
 FUNCTA_MODULATIONS = ("scale", "shift", "scale_shift")
+FUNCTA_BACKBONES = ("siren", "relu")
+FUNCTA_LATENT_MAPS = ("linear", "conv")
+INR_LAYOUTS = ("legacy", "paper")
 LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 MATMUL_PRECISIONS = ("highest", "high", "medium")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+SYNTHETIC_VARIANTS = ("paper", "shared")
+EVAL_PROTOCOLS = ("paper", "joint")
 
 __all__ = [
     "CONTINUAL_METHOD_NAMES",
     "DEVICES",
+    "EVAL_PROTOCOLS",
+    "FUNCTA_BACKBONES",
+    "FUNCTA_LATENT_MAPS",
     "FUNCTA_MODULATIONS",
     "GAP_VARIANTS",
+    "INR_LAYOUTS",
     "LR_SCHEDULES",
     "MATMUL_PRECISIONS",
     "MCL_EVAL_OPTIMIZERS",
@@ -53,6 +62,7 @@ __all__ = [
     "METHOD_NAMES",
     "MODEL_FAMILIES",
     "PLACEMENT_STRATEGIES",
+    "SYNTHETIC_VARIANTS",
     "Config",
     "DataConfig",
     "MCLConfig",
@@ -89,7 +99,11 @@ class DataConfig(_Validated):
         num_train: Functions used for meta-training (must be < ``num_functions``).
         num_points: Points sampled per function on ``x_range``.
         x_range: ``[low, high]`` input domain.
-        noise_std: Std of additive Gaussian observation noise (>= 0).
+        noise_std: Synthetic noise std (>= 0): the per-modality jitter of the shared
+            parameters (``paper``) or additive observation noise on ``y`` (``shared``).
+        synthetic_variant: One of ``SYNTHETIC_VARIANTS``: ``paper`` (MTNP ranges,
+            parameters jittered per modality, scale ``a_m``) or ``shared`` (the earlier
+            generator: exactly shared parameters plus observation noise).
         support_ratio: ``[min, max]`` fraction of points given as support, in (0, 1].
         support_ratio_per_modality: Per-modality overrides of ``support_ratio``; keys must
             be listed in ``modalities``.
@@ -112,6 +126,7 @@ class DataConfig(_Validated):
     num_points: int = _num(200, ge=1)
     x_range: list[float] = _list(-5.0, 5.0)
     noise_std: float = _num(0.02, ge=0.0)
+    synthetic_variant: str = _choice("paper", SYNTHETIC_VARIANTS)
     support_ratio: list[float] = _list(0.01, 0.1)
     support_ratio_per_modality: dict[str, list[float]] = field(default_factory=dict)
     val_fraction: float = _num(0.1, ge=0.0, le=0.5)
@@ -154,6 +169,18 @@ class ModelConfig(_Validated):
         context_init_std: Std of the normal initial context (0 = zeros, as in CAVIA).
         functa_modulation: One of ``FUNCTA_MODULATIONS`` (scale, shift, scale_shift).
         functa_grid: Spatial latent grid shape; empty means a single latent vector.
+        functa_backbone: One of ``FUNCTA_BACKBONES``: ``siren`` (sine layers) or ``relu``
+            (MIA App. B: the ReLU MLP shared with Composers, Fourier features from
+            ``ff_sigma``/``ff_features``).
+        functa_latent_map: One of ``FUNCTA_LATENT_MAPS``: ``linear`` (per-point linear map
+            of the interpolated latent) or ``conv`` (official MIA code: LayerNorm + a
+            kernel-3 convolution over the latent grid before interpolation; needs
+            ``functa_grid``).
+        functa_layout: One of ``INR_LAYOUTS``: ``legacy`` (``depth`` activation layers plus
+            the head) or ``paper`` (``depth`` counts the head: 5 = 3 modulated layers).
+        composers_layout: One of ``INR_LAYOUTS``: ``legacy`` (``depth`` ReLU layers plus
+            the head, a bias on the composed layer) or ``paper`` (App. B: ``depth``
+            linear layers including the head, no bias on the composed layer).
     """
 
     family: str = _choice("composers", MODEL_FAMILIES)
@@ -167,10 +194,16 @@ class ModelConfig(_Validated):
     context_init_std: float = _num(0.0, ge=0.0)
     functa_modulation: str = _choice("scale", FUNCTA_MODULATIONS)
     functa_grid: list[int] = field(default_factory=list)
+    functa_backbone: str = _choice("siren", FUNCTA_BACKBONES)
+    functa_latent_map: str = _choice("linear", FUNCTA_LATENT_MAPS)
+    functa_layout: str = _choice("legacy", INR_LAYOUTS)
+    composers_layout: str = _choice("legacy", INR_LAYOUTS)
 
     def _extra_problems(self) -> Problems:
         if not all(_is_number(g) and g >= 1 for g in self.functa_grid):
             yield "functa_grid", f"entries must be positive ints, got {self.functa_grid!r}"
+        if self.family == "functa" and self.functa_latent_map == "conv" and not self.functa_grid:
+            yield "functa_latent_map", "conv needs a latent grid (set model.functa_grid)"
 
 
 @dataclass
@@ -192,6 +225,9 @@ class RunConfig(_Validated):
         eval_repeats: Support-set resamplings averaged per evaluation (bootstrap).
         eval_bins: Support-ratio ranges ``[R_min, R_max]``; the final test evaluation
             reports every metric per bin (MIA Table 1 uses these three).
+        eval_protocol: One of ``EVAL_PROTOCOLS``: ``paper`` draws every modality's ratio
+            over the union of ``eval_bins`` and bins each signal by its realised ratio;
+            ``joint`` gives all modalities each bin's range in turn.
         eval_batch_size: Signals per evaluation batch.
         checkpoint_every: Save a checkpoint every N steps (and at the end).
         num_workers: Ray Train workers (data-parallel meta-gradients).
@@ -238,6 +274,7 @@ class RunConfig(_Validated):
     eval_bins: list[list[float]] = field(
         default_factory=lambda: [[0.01, 0.02], [0.02, 0.05], [0.05, 0.1]]
     )
+    eval_protocol: str = _choice("paper", EVAL_PROTOCOLS)
     eval_batch_size: int = _num(100, ge=1)
     checkpoint_every: int = _num(100, ge=1)
     num_workers: int = _num(1, ge=1)

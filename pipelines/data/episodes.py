@@ -16,6 +16,10 @@ import torch
 from mia_core.data import Episode, ModalityBatch
 from pipelines.data.stores.errors import StoreError
 
+# Store extra arrays ``scale__<modality>`` (N,) hold a per-modality normalised-MSE scale
+# that replaces the store's per-signal ``scale`` for that modality (synthetic ``paper``).
+SCALE_PREFIX = "scale__"
+
 
 @dataclass
 class EpisodeSpec:
@@ -58,7 +62,7 @@ def build_episode(
     coords: Mapping[str, np.ndarray],
     spec: EpisodeSpec,
     epoch: int = 0,
-    scale: np.ndarray | None = None,
+    scale: np.ndarray | Mapping[str, np.ndarray] | None = None,
     grid_shapes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> Episode:
     """Build an :class:`~mia_core.data.Episode` from a batch of store rows.
@@ -69,7 +73,8 @@ def build_episode(
         coords: modality -> ``(P, d)`` shared or ``(B, P, d)`` coordinates.
         spec: ratios, seed, stride.
         epoch: epoch number (new support sets each epoch).
-        scale: ``(B,)`` normalised-MSE scale.
+        scale: ``(B,)`` normalised-MSE scale, or modality -> ``(B,)`` (a modality not
+            listed gets ones).
         grid_shapes: modality -> grid shape, needed when ``spatial_stride > 1``.
 
     Raises:
@@ -77,8 +82,9 @@ def build_episode(
     """
     out: Episode = {}
     bsz = len(indices)
-    scale_t = torch.ones(bsz) if scale is None else torch.as_tensor(np.asarray(scale, np.float32))
     for mi, (m, vals) in enumerate(rows.items()):
+        s = scale.get(m) if isinstance(scale, Mapping) else scale
+        scale_t = torch.ones(bsz) if s is None else torch.as_tensor(np.asarray(s, np.float32))
         vals = np.asarray(vals, np.float32)
         xc = np.asarray(coords[m], np.float32)
         if spec.spatial_stride > 1:

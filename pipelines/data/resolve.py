@@ -13,7 +13,7 @@ import numpy as np
 
 from mia_core.config import Config
 from mia_core.data import generate_synthetic1d
-from pipelines.data.episodes import EpisodeSpec
+from pipelines.data.episodes import SCALE_PREFIX, EpisodeSpec
 from pipelines.data.stores import (
     ModalityData,
     Store,
@@ -37,7 +37,13 @@ def build_synthetic_store(cfg: Config, location: StoreLocation, chunk: int = 64)
     """Write the synthetic benchmark described by ``cfg.data`` to ``location``."""
     d = cfg.data
     sig = generate_synthetic1d(
-        d.num_functions, d.num_points, tuple(d.x_range), d.noise_std, tuple(d.modalities), d.seed
+        d.num_functions,
+        d.num_points,
+        tuple(d.x_range),
+        d.noise_std,
+        tuple(d.modalities),
+        d.seed,
+        d.synthetic_variant,
     )
     data = {
         m: ModalityData(v.numpy(), "grid", [list(d.x_range)], normalisation="none")
@@ -48,8 +54,9 @@ def build_synthetic_store(cfg: Config, location: StoreLocation, chunk: int = 64)
         data,
         synthetic_split(d.num_functions, d.num_train, d.val_fraction),
         sig.scale.numpy(),
-        {"source": "synthetic1d", "seed": d.seed},
+        {"source": "synthetic1d", "seed": d.seed, "variant": d.synthetic_variant},
         chunk,
+        extra_arrays={f"{SCALE_PREFIX}{m}": s.numpy() for m, s in sig.modality_scale.items()},
     )
 
 
@@ -91,7 +98,10 @@ def resolve_store(cfg: Config) -> StoreLocation:
         "val_fraction",
         "seed",
     )
-    digest = hashlib.sha1(json.dumps({k: getattr(d, k) for k in keys}).encode()).hexdigest()[:10]
+    settings = {k: getattr(d, k) for k in keys}
+    if d.synthetic_variant != "shared":  # shared keeps the digest of stores built before
+        settings["synthetic_variant"] = d.synthetic_variant
+    digest = hashlib.sha1(json.dumps(settings).encode()).hexdigest()[:10]
     path = Path(cfg.run.out_dir).resolve() / "data" / f"{d.name}-{digest}.zarr"
     return build_once(path, lambda loc: build_synthetic_store(cfg, loc))
 

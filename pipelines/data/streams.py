@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from mia_core.data import Episode
-from pipelines.data.episodes import EpisodeSpec, build_episode
+from pipelines.data.episodes import SCALE_PREFIX, EpisodeSpec, build_episode
 from pipelines.data.stores import Store
 from pipelines.data.stores.writer import SPLITS
 
@@ -27,16 +27,34 @@ def _named(spec: EpisodeSpec, store: Store) -> EpisodeSpec:
     return dataclasses.replace(spec, store_name=store.location.display)
 
 
-def _episode_from_columns(batch: dict, store: Store, spec: EpisodeSpec, epoch: int) -> Episode:
+def modality_scales(store: Store) -> dict[str, np.ndarray]:
+    """Modality -> ``(N,)`` normalised-MSE scale over all signals of ``store``.
+
+    The store's ``scale__<modality>`` extra array where it has one (synthetic ``paper``
+    variant: ``a_m`` per modality), else its per-signal ``scale``.
+    """
+    extra = set(store.attrs.get("extra_arrays", ()))
+    group = getattr(store, "group", None)
+    out = {}
+    for m in store.modalities:
+        name = f"{SCALE_PREFIX}{m}"
+        found = group is not None and name in extra
+        out[m] = np.asarray(group[name][...], np.float32) if found else store.scale
+    return out
+
+
+def _episode_from_columns(
+    batch: dict, store: Store, spec: EpisodeSpec, epoch: int, scales: dict[str, np.ndarray]
+) -> Episode:
     rows, coords = {}, {}
     for m in store.modalities:
         rows[m] = np.asarray(batch[f"m:{m}"])
         c = store.info[m].coords
         coords[m] = c if c is not None else np.asarray(batch[f"c:{m}"])
     shapes = {m: store.info[m].grid_shape for m in store.modalities}
-    return build_episode(
-        rows, np.asarray(batch["index"]), coords, spec, epoch, np.asarray(batch["scale"]), shapes
-    )
+    index = np.asarray(batch["index"])
+    scale = {m: s[index] for m, s in scales.items()}
+    return build_episode(rows, index, coords, spec, epoch, scale, shapes)
 
 
 def dataset_episodes(
@@ -58,8 +76,10 @@ def dataset_episodes(
     kwargs = {"batch_size": batch_size, "drop_last": drop_last}
     if local_shuffle_buffer_size:
         kwargs.update(local_shuffle_buffer_size=local_shuffle_buffer_size, local_shuffle_seed=seed)
+    scales = modality_scales(store)
     for batch in dataset.iter_torch_batches(**kwargs):
-        yield _episode_from_columns({k: v.numpy() for k, v in batch.items()}, store, spec, epoch)
+        batch = {k: v.numpy() for k, v in batch.items()}
+        yield _episode_from_columns(batch, store, spec, epoch, scales)
 
 
 def store_episodes(
@@ -92,6 +112,7 @@ def store_episodes(
     ranges = store.chunk_ranges()
     shapes = {m: store.info[m].grid_shape for m in store.modalities}
     per_signal = [m for m in store.modalities if store.info[m].coords is None]
+    scales = modality_scales(store)
     for s in range(skip_batches * batch_size, len(selected), batch_size):
         batch_idx = selected[s : s + batch_size]
         rows = {m: [] for m in store.modalities}
@@ -123,6 +144,6 @@ def store_episodes(
             coords,
             spec,
             epoch,
-            store.scale[batch_idx],
+            {m: v[batch_idx] for m, v in scales.items()},
             shapes,
         )

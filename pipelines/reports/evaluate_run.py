@@ -31,6 +31,7 @@ def evaluate_run(
     log: Callable[[str], None] = print,
     track: bool = True,
     figures: bool = True,
+    checkpoint: Path | None = None,
 ) -> list[EvalRow]:
     """Evaluate ``run_dir``'s best checkpoint (else its last) on the test split.
 
@@ -41,6 +42,9 @@ def evaluate_run(
         track: log the outputs to the run's MLflow run.
         figures: draw the reconstruction / attention figures (seconds per run; the
             ablation study turns them off for its many small runs).
+        checkpoint: evaluate this checkpoint instead (e.g. a ``run.snapshot_steps``
+            snapshot) and only return its rows: the run's ``results.md``,
+            ``metrics.json``, figures and MLflow run are left as they are.
     """
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.yaml")
@@ -48,7 +52,7 @@ def evaluate_run(
     set_matmul_precision(cfg.run.matmul_precision)
     store = open_training_store(cfg)
     learner = build_learner(cfg.model, cfg.method, modality_dims(store)).to(device)
-    ckpt = selected_checkpoint(run_dir)
+    ckpt = selected_checkpoint(run_dir if checkpoint is None else checkpoint)
     state = load_checkpoint(ckpt, device)
     learner.load_state_dict(state["model"])
     learner.eval()
@@ -66,15 +70,19 @@ def evaluate_run(
         cfg.data.psnr_range,
         cfg.data.spatial_stride,
         cfg.data.time_stride,
+        cfg.run.eval_protocol,
     )
     nmse = markdown_table(rows, "nmse_all", 100.0)
     log(
         f"test split, {ckpt.name} of step {state['step']} "
-        f"(normalised MSE x 1e2, {repeats} repeats):"
+        f"(normalised MSE x 1e2, {repeats} repeats, {cfg.run.eval_protocol} protocol):"
     )
     log(nmse)
+    if checkpoint is not None:
+        return rows
     (run_dir / "results.md").write_text(
-        f"# {cfg.run.name}: test split ({ckpt.name}, step {state['step']}, {repeats} repeats)\n\n"
+        f"# {cfg.run.name}: test split ({ckpt.name}, step {state['step']}, {repeats} repeats, "
+        f"{cfg.run.eval_protocol} protocol)\n\n"
         f"Normalised MSE x 1e2\n\n{nmse}\n\nMSE\n\n{markdown_table(rows, 'mse_all')}\n\n"
         f"PSNR (dB)\n\n{markdown_table(rows, 'psnr_all')}\n"
     )
@@ -87,8 +95,15 @@ def evaluate_run(
                 "best_step": state["best_step"],
                 "best_val_nmse": state["best_val"],
                 "repeats": repeats,
-                "test": [
-                    {"modality": r.modality, "r_min": r.r_min, "r_max": r.r_max, **r.metrics}
+                "eval_protocol": cfg.run.eval_protocol,
+                "test": [  # an empty bin: NaN metrics (Python's json writes NaN), n_signals 0
+                    {
+                        "modality": r.modality,
+                        "r_min": r.r_min,
+                        "r_max": r.r_max,
+                        **r.metrics,
+                        "n_signals": r.count,
+                    }
                     for r in rows
                 ],
             },
@@ -101,7 +116,8 @@ def evaluate_run(
         for r in rows:
             tag = f"{r.modality}_{r.r_min:g}-{r.r_max:g}"
             tracker.metrics(
-                {f"test/{k}/{tag}": v for k, v in r.metrics.items()}, int(state["step"])
+                {f"test/{k}/{tag}": v for k, v in {**r.metrics, "n_signals": r.count}.items()},
+                int(state["step"]),
             )
         for name in ("config.yaml", "results.md", "results.csv", "metrics.json"):
             tracker.artifact(run_dir / name)

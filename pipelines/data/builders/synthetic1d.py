@@ -15,7 +15,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-train", type=int, default=900, help="first N functions are training")
     p.add_argument("--val-fraction", type=float, default=0.1, help="of the training functions")
     p.add_argument("--num-points", type=int, default=200)
-    p.add_argument("--noise-std", type=float, default=0.02)
+    p.add_argument(
+        "--noise-std",
+        type=float,
+        default=0.02,
+        help="paper: per-modality parameter jitter; shared: observation noise",
+    )
+    p.add_argument(
+        "--variant",
+        choices=("paper", "shared"),
+        default="paper",
+        help="paper: MTNP ranges, parameters jittered per modality; shared: the earlier one",
+    )
     p.add_argument("--modalities", default="sine,gaussian,tanh,relu")
     p.add_argument("--seed", type=int, default=0)
 
@@ -31,9 +42,15 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
             f"data.val_fraction={args.val_fraction}",
             f"data.num_points={args.num_points}",
             f"data.noise_std={args.noise_std}",
+            f"data.synthetic_variant={args.variant}",
             f"data.modalities=[{','.join(mods)}]",
             f"data.seed={args.seed}",
         ],
     )
     build_synthetic_store(cfg, location, args.chunk)
-    return {"signals": args.num_functions, "modalities": mods, "points": args.num_points}
+    return {
+        "signals": args.num_functions,
+        "modalities": mods,
+        "points": args.num_points,
+        "variant": args.variant,
+    }

@@ -1,0 +1,228 @@
+"""The reproduction study: MIA Table 1 (synthetic 1D) and the MIA/CAVIA budget curve.
+
+Every method x seed of the study file (:mod:`pipelines.studies.reproduce_spec`) is an
+ordinary training run through :func:`pipelines.jobs.train` (in this process with
+``local=True``, else on Ray Train) under ``<run.out_dir>/reproduce/<name>/<method>/seed<k>``
+with its test metrics in ``metrics.json``. Before anything trains, every existing run
+folder is compared with the config the study would give it: one made with another budget
+is refused (rename the study instead), so a study folder never mixes budgets. Finished
+runs are skipped and interrupted ones resume through the engine, so re-running the job
+continues a study. All runs share one store (the synthetic one is built once).
+
+Outputs in the study folder: ``table1.{md,csv,json}`` and ``table1.png``
+(:mod:`pipelines.studies.reproduce_report`), with ``reproduce.curve_steps`` also
+``curve.{md,csv,json}`` and ``curve.png`` (:mod:`pipelines.studies.reproduce_curve`), and
+``reproduce.results_json`` when set. MLflow: a parent run ``reproduce:<name>`` with the
+table means as metrics and the files as artifacts, one child run per method x seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mia_core.config import Config, ConfigError, load_config
+from mia_core.config.loader import flatten_config
+from pipelines import jobs
+from pipelines.data.resolve import resolve_store
+from pipelines.engine.run_dir import run_dir_of
+from pipelines.studies.reproduce_curve import curve_evaluations, write_curve
+from pipelines.studies.reproduce_report import (
+    table_stats,
+    write_results_json,
+    write_table1,
+)
+from pipelines.studies.reproduce_spec import CURVE_METHODS, ReproduceSpec, method_config
+from pipelines.tracking import run_groups
+from pipelines.tracking.tracker import tracking_uri
+
+
+@dataclass
+class ReproduceResult:
+    """Where the study's outputs are.
+
+    Attributes:
+        out_dir: study folder ``<run.out_dir>/reproduce/<name>``.
+        table: Table 1 as rows of cells (first row the header), as in ``table1.md``.
+        curve: the budget-curve table (rows of cells), or ``None`` without curve steps.
+        files: every file written (tables, figures, the results JSON).
+        parent_run_id: MLflow parent run.
+    """
+
+    out_dir: Path
+    table: list[list[str]]
+    curve: list[list[str]] | None
+    files: list[Path]
+    parent_run_id: str
+
+
+def study_dir(spec: ReproduceSpec, bases: dict[str, Config]) -> Path:
+    """``<run.out_dir>/reproduce/<name>`` (absolute) of the first method's budget."""
+    first = bases[spec.ordered_methods()[0]]
+    return Path(first.run.out_dir).resolve() / "reproduce" / spec.name
+
+
+def study_configs(spec: ReproduceSpec, bases: dict[str, Config]) -> dict[str, dict[int, Config]]:
+    """Run configs (method -> seed -> config), every run reading one store and MLflow URI."""
+    first = bases[spec.ordered_methods()[0]]
+    root = study_dir(spec, bases)
+    store_url = resolve_store(first).url
+    uri = tracking_uri(first)
+    configs: dict[str, dict[int, Config]] = {}
+    for method in spec.ordered_methods():
+        base = bases[method]
+        base = dataclasses.replace(
+            base,
+            data=dataclasses.replace(base.data, store=store_url),
+            run=dataclasses.replace(base.run, tracking_uri=uri),
+        )
+        configs[method] = {s: method_config(spec, base, method, s, root) for s in spec.seeds}
+    return configs
+
+
+def refuse_other_config(cfg: Config) -> None:
+    """Raise a one-line ``ConfigError`` if ``cfg``'s run folder was made with another config."""
+    saved = run_dir_of(cfg) / "config.yaml"
+    if not saved.exists():
+        return
+    old = load_config(saved)
+    if old != cfg:
+        a, b = flatten_config(old), flatten_config(cfg)
+        diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+        raise ConfigError(
+            f"{run_dir_of(cfg)} was made with another config (differs in {diff[:5]}); "
+            "change reproduce.name to run the new budget"
+        )
+
+
+def run_reproduce(
+    spec: ReproduceSpec,
+    bases: dict[str, Config],
+    log: Callable[[str], None] = print,
+    *,
+    local: bool = True,
+    address: str | None = None,
+) -> ReproduceResult:
+    """Run (or continue) the study and write its tables; see the module docstring.
+
+    Args:
+        spec: the study.
+        bases: method -> its base experiment (budget applied), from ``load_reproduce``.
+        log: line printer.
+        local: train every run in this process; ``False`` runs each on Ray Train.
+        address: Ray cluster address when ``local`` is ``False``.
+
+    Raises:
+        ConfigError: a run folder of the study was made with another config.
+    """
+    configs = study_configs(spec, bases)
+    for per_seed in configs.values():
+        for cfg in per_seed.values():
+            refuse_other_config(cfg)
+    first = next(iter(configs.values()))[spec.seeds[0]]
+    out = study_dir(spec, bases)
+    out.mkdir(parents=True, exist_ok=True)
+    parent = run_groups.open_run(
+        first,
+        out / "mlflow_run_id",
+        f"reproduce:{spec.name}",
+        params={
+            "reproduce.backbone": spec.backbone,
+            "reproduce.methods": json.dumps(spec.ordered_methods()),
+            "reproduce.seeds": json.dumps(spec.seeds),
+            "reproduce.budget": json.dumps(spec.budget),
+            "reproduce.curve_steps": json.dumps(spec.curve_steps),
+            **{f"base.{k}": v for k, v in flatten_config(first).items()},
+        },
+        tags={"reproduce": spec.name},
+    )
+    t0 = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(spec.threads)
+    try:
+        metrics = {
+            m: {
+                s: _run(cfg, parent, m, spec.run_figures, log, local, address)
+                for s, cfg in per_seed.items()
+            }
+            for m, per_seed in configs.items()
+        }
+        stats = table_stats(spec, first, metrics)
+        table, files = write_table1(spec, first, stats, out)
+        if spec.results_json:
+            files.append(write_results_json(spec, first, stats, Path(spec.results_json)))
+        curve = None
+        if spec.curve_steps:
+            runs = {m: run_dir_of(configs[m][spec.curve_run_seed]) for m in CURVE_METHODS}
+            evals = curve_evaluations(spec, runs, out / "curve", log)
+            curve, curve_files, curve_metrics = write_curve(spec, first, evals, out)
+            files += curve_files
+            for step, values in curve_metrics.items():
+                run_groups.log_metrics(first, parent, values, step)
+    except BaseException:
+        run_groups.close_run(first, parent, "FAILED")
+        raise
+    finally:
+        torch.set_num_threads(threads)
+    run_groups.log_metrics(first, parent, _flat_means(stats))
+    run_groups.log_artifacts(first, parent, files)
+    run_groups.close_run(first, parent)
+    log(f"reproduce {spec.name}: {out} ({time.perf_counter() - t0:.0f} s)")
+    return ReproduceResult(out, table, curve, files, parent)
+
+
+def _flat_means(stats: dict) -> dict[str, float]:
+    """``nmse_x1e2/<method>/<modality>_<lo>-<hi>`` -> mean over seeds, for MLflow."""
+    return {
+        f"nmse_x1e2/{m}/{mod}_{c['r_min']:g}-{c['r_max']:g}": c["mean"]
+        for m, per_mod in stats.items()
+        for mod, cells in per_mod.items()
+        for c in cells
+    }
+
+
+def _run(
+    cfg: Config,
+    parent: str,
+    method: str,
+    figures: bool,
+    log: Callable[[str], None],
+    local: bool,
+    address: str | None,
+) -> dict:
+    """Train + evaluate one method x seed unless finished; returns its ``metrics.json``."""
+    run_dir = run_dir_of(cfg)
+    done = run_dir / "metrics.json"
+    label = f"{method}/{cfg.run.name}"
+    if done.exists():
+        log(f"[{label}] finished before: skipped")
+    else:
+        run_groups.open_run(
+            cfg,
+            run_dir / "mlflow_run_id",
+            label,
+            parent_id=parent,
+            tags={"reproduce.method": method},
+        )
+        jobs.train(
+            cfg,
+            local=local,
+            address=address,
+            resume=True,
+            evaluate_after=True,
+            log=lambda s: log(f"[{label}] {s}"),
+            figures=figures,
+        )
+    # The training Tracker names its MLflow run after run.name (seed<k>): restore the label.
+    run_id = (run_dir / "mlflow_run_id").read_text().strip()
+    run_groups.client_for(cfg).set_tag(run_id, "mlflow.runName", label)
+    return json.loads(done.read_text())
+
+
+__all__ = ["ReproduceResult", "refuse_other_config", "run_reproduce", "study_configs", "study_dir"]

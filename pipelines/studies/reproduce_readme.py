@@ -1,0 +1,88 @@
+"""The README's Table 1, generated from the committed results JSON (never edited by hand).
+
+``mia-inr reproduce --readme`` reads ``benchmarks/results/mia_table1.json`` (the layout
+of :func:`pipelines.studies.reproduce_report.write_results_json`) and replaces the text
+between ``<!-- mia_table1:begin -->`` and ``<!-- mia_table1:end -->`` in ``README.md``;
+everything outside the markers is left byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mia_core.config import ConfigError
+from pipelines.studies.reproduce_report import LABELS, RATIO, markdown
+
+BEGIN = "<!-- mia_table1:begin -->"
+END = "<!-- mia_table1:end -->"
+BIN_NAMES = ("lowest", "middle", "highest")
+KEYS = ("protocol", "steps", "seeds", "backbone", "nmse_x1e2")
+
+
+def readme_table(results: dict, source: str) -> str:
+    """The markdown block (caption + table + MIA / CAVIA row) for ``results``.
+
+    Args:
+        results: the results JSON's content.
+        source: the JSON's path, named in the caption.
+
+    Raises:
+        ConfigError: a key of the layout is missing.
+    """
+    missing = [k for k in KEYS if k not in results]
+    if missing:
+        raise ConfigError(f"{source}: missing {missing}; expected the keys {list(KEYS)}")
+    nmse: dict[str, dict[str, list[float]]] = results["nmse_x1e2"]
+    mods = list(next(iter(nmse.values())))
+    n = len(next(iter(nmse.values()))[mods[0]])
+    names = BIN_NAMES if n == 3 else tuple(f"bin {i + 1}" for i in range(n))
+    rows = [["method"] + [f"{m} ({b})" for m in mods for b in names]]
+    for method, per_mod in nmse.items():
+        rows.append([LABELS.get(method, method)] + [_fmt(v) for m in mods for v in per_mod[m]])
+    if "mia" in nmse and "cavia" in nmse:
+        rows.append(
+            [RATIO]
+            + [
+                _fmt(a / b if a is not None and b else None, 3)
+                for m in mods
+                for a, b in zip(nmse["mia"][m], nmse["cavia"][m], strict=True)
+            ]
+        )
+    seeds = ", ".join(map(str, results["seeds"]))
+    caption = (
+        f"{results['backbone']} backbone, {results['steps']} outer steps, mean over seeds "
+        f"{seeds}; test nMSE x 1e2 per support-ratio bin. Protocol: {results['protocol']}. "
+        f"Generated from `{source}` by `mia-inr reproduce --readme`."
+    )
+    return f"{caption}\n\n{markdown(rows)}"
+
+
+def _fmt(v: float | None, digits: int = 4) -> str:
+    return "-" if v is None else f"{v:.{digits}g}"
+
+
+def replace_between_markers(text: str, block: str, where: str = "README") -> str:
+    """``text`` with everything between ``BEGIN`` and ``END`` replaced by ``block``.
+
+    Raises:
+        ConfigError: the markers are missing, repeated or out of order.
+    """
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+        raise ConfigError(f"{where}: needs one {BEGIN} line followed by one {END} line")
+    head, rest = text.split(BEGIN)
+    _, tail = rest.split(END)
+    return f"{head}{BEGIN}\n{block.rstrip()}\n{END}{tail}"
+
+
+def update_readme(readme: str | Path, results_json: str | Path) -> Path:
+    """Regenerate ``readme``'s Table 1 block from ``results_json``; returns ``readme``."""
+    readme, results_json = Path(readme), Path(results_json)
+    if not results_json.exists():
+        raise FileNotFoundError(f"{results_json}: no results JSON (run the study first)")
+    block = readme_table(json.loads(results_json.read_text()), str(results_json))
+    readme.write_text(replace_between_markers(readme.read_text(), block, str(readme)))
+    return readme
+
+
+__all__ = ["BEGIN", "END", "readme_table", "replace_between_markers", "update_readme"]

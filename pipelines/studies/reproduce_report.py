@@ -1,0 +1,285 @@
+"""Table 1 of the reproduction study: statistics over seeds, md/csv/json, bar chart, results JSON.
+
+Cells are the test-split normalised MSE x 1e2 (``nmse_all`` of each run's
+``metrics.json``) of one method, modality and support-ratio bin of ``run.eval_bins``:
+mean ± sample standard deviation over the seeds, with the paper's value beside it when the
+bin is one of ``paper_bins``. The ``MIA / CAVIA`` row divides the means (below 1: MIA is
+better), the paper's ratio beside it. Only the ``modality``, ``r_min``, ``r_max`` and
+``nmse_*`` keys of the metric rows are read.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from pathlib import Path
+
+from mia_core.config import Config
+from pipelines.studies.reproduce_spec import ReproduceSpec
+
+Cell = dict  # {r_min, r_max, mean, std, values, paper}
+Stats = dict[str, dict[str, list[Cell]]]  # method -> modality -> one cell per bin
+LABELS = {"cavia": "CAVIA", "metasgd": "MetaSGD", "gap": "GAP", "alfa": "ALFA", "mia": "MIA"}
+RATIO = "MIA / CAVIA"
+
+
+def study_bins(cfg: Config) -> list[tuple[float, float]]:
+    """``run.eval_bins`` as ``(r_min, r_max)`` tuples, lowest first."""
+    return sorted((float(lo), float(hi)) for lo, hi in cfg.run.eval_bins)
+
+
+def _key(modality: str, lo: float, hi: float) -> tuple[str, float, float]:
+    return modality, round(float(lo), 6), round(float(hi), 6)
+
+
+def paper_value(spec: ReproduceSpec, method: str, modality: str, lo: float, hi: float) -> float:
+    """The paper's nMSE x 1e2 of that cell, NaN if the paper has no such bin or entry."""
+    values = spec.paper.get(method, {}).get(modality)
+    for j, (plo, phi) in enumerate(spec.paper_bins):
+        if values and _key("", plo, phi) == _key("", lo, hi):
+            return float(values[j])
+    return math.nan
+
+
+def table_stats(spec: ReproduceSpec, cfg: Config, metrics: dict[str, dict[int, dict]]) -> Stats:
+    """Mean and std over seeds per method, modality and bin.
+
+    Args:
+        spec: the study (its paper numbers).
+        cfg: a run config of the study (modalities, bins).
+        metrics: method -> seed -> that run's ``metrics.json``.
+    """
+    stats: Stats = {}
+    for method, per_seed in metrics.items():
+        rows = {
+            s: {_key(r["modality"], r["r_min"], r["r_max"]): r for r in m["test"]}
+            for s, m in per_seed.items()
+        }
+        stats[method] = {}
+        for modality in cfg.data.modalities:
+            cells = []
+            for lo, hi in study_bins(cfg):
+                key = _key(modality, lo, hi)
+                # A bin that received no signal has NaN metrics: it is left out of the mean.
+                values = [
+                    v
+                    for r in rows.values()
+                    if key in r and math.isfinite(v := 100.0 * float(r[key]["nmse_all"]))
+                ]
+                cells.append(
+                    {
+                        "r_min": lo,
+                        "r_max": hi,
+                        "mean": statistics.fmean(values) if values else math.nan,
+                        "std": statistics.stdev(values) if len(values) > 1 else math.nan,
+                        "values": values,
+                        "paper": paper_value(spec, method, modality, lo, hi),
+                    }
+                )
+            stats[method][modality] = cells
+    return stats
+
+
+def ratios(stats: Stats) -> dict[str, list[tuple[float, float]]]:
+    """Per modality and bin ``(ours, paper)``: mean MIA nMSE / mean CAVIA nMSE."""
+    out = {}
+    for modality, mia in stats["mia"].items():
+        cav = stats["cavia"][modality]
+        out[modality] = [
+            (_div(a["mean"], b["mean"]), _div(a["paper"], b["paper"]))
+            for a, b in zip(mia, cav, strict=True)
+        ]
+    return out
+
+
+def _div(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
+
+
+def num_text(x: float, digits: int = 4) -> str:
+    """``x`` to ``digits`` significant digits, ``-`` for NaN (no value)."""
+    return "-" if math.isnan(x) else f"{x:.{digits}g}"
+
+
+def table1_rows(spec: ReproduceSpec, cfg: Config, stats: Stats) -> list[list[str]]:
+    """Table 1's layout: a row per method, a column per (modality, bin), then MIA / CAVIA."""
+    bins = study_bins(cfg)
+    header = ["method"] + [f"{m} [{lo:g}, {hi:g}]" for m in cfg.data.modalities for lo, hi in bins]
+    rows = [header]
+    for method in spec.ordered_methods():
+        row = [LABELS[method]]
+        for modality in cfg.data.modalities:
+            for c in stats[method][modality]:
+                mean, std, paper = num_text(c["mean"]), num_text(c["std"], 3), num_text(c["paper"])
+                row.append(f"{mean} ± {std} (paper {paper})")
+        rows.append(row)
+    ratio = ratios(stats)
+    rows.append(
+        [RATIO]
+        + [
+            f"{num_text(o, 3)} (paper {num_text(p, 3)})"
+            for m in cfg.data.modalities
+            for o, p in ratio[m]
+        ]
+    )
+    return rows
+
+
+def markdown(rows: list[list[str]]) -> str:
+    """A GitHub markdown table of ``rows`` (first row the header)."""
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows: list[list[str | float]], path: Path) -> Path:
+    """Write ``rows`` (first row the header) as CSV; returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return path
+
+
+def write_table1(
+    spec: ReproduceSpec, cfg: Config, stats: Stats, out: Path
+) -> tuple[list[list[str]], list[Path]]:
+    """Write ``table1.md``, ``table1.csv`` (one line per cell), ``table1.json``, ``table1.png``.
+
+    Returns:
+        The markdown table's rows and the files written.
+    """
+    rows = table1_rows(spec, cfg, stats)
+    steps, seeds = cfg.run.steps, ", ".join(map(str, spec.seeds))
+    md = out / "table1.md"
+    md.write_text(
+        f"# Reproduction of MIA Table 1: {spec.name} ({spec.backbone})\n\n"
+        f"Test-split normalised MSE x 1e2, mean ± std over seeds {seeds}, {steps} outer "
+        f"steps; the paper's value (Table 1, 5 seeds) in parentheses, `-` where the paper "
+        f"has no such bin. {RATIO}: ratio of the means.\n\n{markdown(rows)}"
+    )
+    long: list[list[str | float]] = [
+        ["method", "modality", "r_min", "r_max", "mean_x1e2", "std_x1e2", "paper_x1e2", "values"]
+    ]
+    for method, per_mod in stats.items():
+        for modality, cells in per_mod.items():
+            for c in cells:
+                vals = ";".join(f"{v:.6g}" for v in c["values"])
+                long.append(
+                    [
+                        method,
+                        modality,
+                        c["r_min"],
+                        c["r_max"],
+                        c["mean"],
+                        c["std"],
+                        c["paper"],
+                        vals,
+                    ]
+                )
+    for modality, per_bin in ratios(stats).items():
+        for (lo, hi), (o, p) in zip(study_bins(cfg), per_bin, strict=True):
+            long.append(["mia/cavia", modality, lo, hi, o, "", p, ""])
+    data = {
+        "name": spec.name,
+        "backbone": spec.backbone,
+        "steps": steps,
+        "seeds": spec.seeds,
+        "bins": [list(b) for b in study_bins(cfg)],
+        "nmse_x1e2": stats,
+        "mia_over_cavia": {
+            m: [{"ours": o, "paper": p} for o, p in v] for m, v in ratios(stats).items()
+        },
+    }
+    js = out / "table1.json"
+    js.write_text(json.dumps(json_safe(data), indent=1))
+    png = plot_table1(spec, cfg, stats, out / "table1.png")
+    return rows, [md, write_csv(long, out / "table1.csv"), js, png]
+
+
+def json_safe(x):
+    """``x`` with NaN floats as ``None`` (strict JSON)."""
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [json_safe(v) for v in x]
+    return None if isinstance(x, float) and math.isnan(x) else x
+
+
+def plot_table1(spec: ReproduceSpec, cfg: Config, stats: Stats, path: Path) -> Path:
+    """Bars per method (mean ± std) for each bin, a panel per modality, paper values as x."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = spec.ordered_methods()
+    mods = list(cfg.data.modalities)
+    bins = study_bins(cfg)
+    fig, axes = plt.subplots(1, len(mods), figsize=(3.6 * len(mods), 3.2), squeeze=False)
+    width = 0.8 / len(methods)
+    for ax, modality in zip(axes[0], mods, strict=True):
+        for i, method in enumerate(methods):
+            cells = stats[method][modality]
+            xs = [b + (i - (len(methods) - 1) / 2) * width for b in range(len(bins))]
+            ax.bar(
+                xs,
+                [c["mean"] for c in cells],
+                width,
+                yerr=[c["std"] for c in cells],
+                label=LABELS[method],
+                capsize=2,
+            )
+            ax.plot(xs, [c["paper"] for c in cells], "kx", ms=4, label="paper" if i == 0 else None)
+        ax.set_xticks(range(len(bins)), [f"[{lo:g}, {hi:g}]" for lo, hi in bins], fontsize=7)
+        ax.set_yscale("log")
+        ax.set_title(modality)
+        ax.set_xlabel("support ratio R")
+    axes[0][0].set_ylabel("nMSE x 1e2")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(f"{spec.name}: {spec.backbone}, {cfg.run.steps} steps, seeds {spec.seeds}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_results_json(spec: ReproduceSpec, cfg: Config, stats: Stats, path: Path) -> Path:
+    """Write the committed summary: ``{"protocol", "steps", "seeds", "backbone", "nmse_x1e2"}``.
+
+    ``nmse_x1e2`` is method -> modality -> the means over seeds for the bins of
+    ``run.eval_bins``, lowest first (Table 1: lowest, middle, highest).
+    """
+    bins = "; ".join(f"[{lo:g}, {hi:g}]" for lo, hi in study_bins(cfg))
+    data = {
+        "protocol": f"{spec.protocol}; bins {bins}; {cfg.run.eval_repeats} eval repeats",
+        "steps": cfg.run.steps,
+        "seeds": list(spec.seeds),
+        "backbone": spec.backbone,
+        "nmse_x1e2": {
+            m: {mod: [round(c["mean"], 6) for c in cells] for mod, cells in per_mod.items()}
+            for m, per_mod in stats.items()
+        },
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(json_safe(data), indent=1) + "\n")
+    return path
+
+
+__all__ = [
+    "LABELS",
+    "RATIO",
+    "json_safe",
+    "markdown",
+    "num_text",
+    "paper_value",
+    "ratios",
+    "study_bins",
+    "table1_rows",
+    "table_stats",
+    "write_csv",
+    "write_results_json",
+    "write_table1",
+]

@@ -1,0 +1,65 @@
+"""Reproduction study job: MIA Table 1 (synthetic 1D) over seeds, and the budget curve.
+
+Usage::
+
+    mia-inr reproduce --config configs/reproduce/synthetic.yaml --local
+    mia-inr reproduce --config configs/reproduce/synthetic.yaml reproduce.seeds=[0,1,2,3,4]
+    mia-inr reproduce --config configs/reproduce/synthetic.yaml \
+        reproduce.curve_steps=[500,2000,8000,32000] run.steps=32000
+    mia-inr reproduce --config configs/reproduce/synthetic.yaml --readme \
+        reproduce.results_json=benchmarks/results/mia_table1.json
+    mia-inr reproduce --readme      # only regenerate README.md's table from the JSON
+
+``reproduce.<field>=value`` overrides the study file; other ``key=value`` arguments are
+appended to its budget (applied to every run). Re-running continues a study: finished
+method x seed runs are skipped, interrupted ones resume; a study folder made with another
+budget is refused. The runs train on Ray Train (``--address`` or ``RAY_ADDRESS``, else a
+local instance) or in this process with ``--local``. Outputs go to
+``<run.out_dir>/reproduce/<name>/`` (``table1.{md,csv,json,png}``, ``curve.*``).
+``--readme`` then rewrites the table between the ``mia_table1`` markers of
+``--readme-file`` from ``reproduce.results_json`` (``--results-json`` without a study).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from pipelines.studies.reproduce import run_reproduce
+from pipelines.studies.reproduce_readme import update_readme
+from pipelines.studies.reproduce_spec import load_reproduce
+from ray_jobs.common import parse_job_args, run_main
+
+DEFAULT_JSON = "benchmarks/results/mia_table1.json"
+
+
+def main(argv: list[str]) -> int:
+    """Parse arguments, run the study and/or refresh the README; user errors propagate."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", default=None, help="study YAML (see configs/reproduce/)")
+    parser.add_argument("overrides", nargs="*", help="reproduce.key=value or budget key=value")
+    parser.add_argument("--local", action="store_true", help="one process, no Ray")
+    parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS)")
+    parser.add_argument("--readme", action="store_true", help="regenerate the README table")
+    parser.add_argument("--results-json", default=None, help=f"default: {DEFAULT_JSON}")
+    parser.add_argument("--readme-file", default="README.md", help="file with the markers")
+    args = parse_job_args(parser, argv)
+    if args.config is None and not args.readme:
+        parser.error("--config is required (or --readme alone to refresh the README table)")
+    results_json = args.results_json
+    if args.config is not None:
+        spec, bases = load_reproduce(args.config, args.overrides)
+        result = run_reproduce(spec, bases, local=args.local, address=args.address)
+        print((result.out_dir / "table1.md").read_text())
+        if result.curve is not None:
+            print((result.out_dir / "curve.md").read_text())
+        results_json = results_json or spec.results_json or None
+    if args.readme:
+        readme = update_readme(args.readme_file, results_json or DEFAULT_JSON)
+        print(f"updated {readme} from {results_json or DEFAULT_JSON}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))

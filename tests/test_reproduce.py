@@ -1,0 +1,145 @@
+"""Reproduction study on the tiny config: Table 1 and curve filled, JSON layout, resume, README."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mia_core.config import ConfigError
+from pipelines.studies.reproduce import run_reproduce
+from pipelines.studies.reproduce_readme import BEGIN, END, readme_table, update_readme
+from pipelines.studies.reproduce_spec import METHODS, load_reproduce
+
+TINY = "configs/reproduce/tiny.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_overrides(tmp_path: Path, *extra: str) -> list[str]:
+    # An explicit URI: MLflow's set_tracking_uri in earlier tests exports the env var.
+    return [
+        f"run.out_dir={tmp_path}",
+        f"run.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+        f"reproduce.results_json={tmp_path}/results/mia_table1.json",
+        *extra,
+    ]
+
+
+def test_shipped_study_names_every_method_and_the_paper_numbers():
+    spec, bases = load_reproduce(ROOT / "configs/reproduce/synthetic.yaml")
+    assert spec.ordered_methods() == list(METHODS) and len(spec.seeds) >= 3
+    assert {cfg.model.family for cfg in bases.values()} == {spec.backbone}
+    assert bases["mia"].run.steps >= spec.curve_steps[-1]
+    assert set(spec.paper) == set(METHODS)
+    for per_mod in spec.paper.values():
+        assert set(per_mod) == set(bases["mia"].data.modalities)
+        assert all(len(v) == 3 for v in per_mod.values())
+    assert spec.paper["mia"]["sine"][0] == 5.564  # Composers w/ MIA, Table 1
+
+
+def test_bad_studies_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"'reproduce\.methods': unknown \['maml'\]"):
+        load_reproduce(TINY, ["reproduce.methods.maml.base=x.yaml"])
+    only_cavia = yaml.safe_load((ROOT / TINY).read_text())
+    del only_cavia["methods"]["mia"]
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(only_cavia))
+    with pytest.raises(ConfigError, match=r"'reproduce\.methods': must include \['mia'\]"):
+        load_reproduce(tmp_path / "study.yaml")
+    with pytest.raises(ConfigError, match=r"run\.steps=4 is below the largest"):
+        load_reproduce(TINY, ["reproduce.curve_steps=[2,8]"])
+    with pytest.raises(ConfigError, match=r"methods\.mia: .* trains method\.name='cavia'"):
+        load_reproduce(TINY, ["reproduce.methods.mia.base=../experiments/synthetic_cavia.yaml"])
+    with pytest.raises(ConfigError, match=r"the study's backbone is 'functa'"):
+        load_reproduce(TINY, ["reproduce.backbone=functa"])
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_tiny_study_fills_table1_and_curve_and_resumes(tmp_path, capsys):
+    import mlflow
+
+    from ray_jobs.common import run_main
+    from ray_jobs.reproduce import main
+
+    spec, bases = load_reproduce(TINY, tiny_overrides(tmp_path))
+    lines: list[str] = []
+    res = run_reproduce(spec, bases, log=lines.append)
+    # Table 1: a row per method + MIA / CAVIA, a column per (modality, bin), all filled.
+    assert [r[0] for r in res.table] == ["method", "CAVIA", "MIA", "MIA / CAVIA"]
+    assert len(res.table[0]) == 1 + 2 * 3
+    for row in res.table:
+        assert len(row) == len(res.table[0])
+        for cell in row:
+            assert cell.strip() and "nan" not in cell.lower() and "paper -" not in cell, row
+    assert all("paper" in cell and "±" in cell for row in res.table[1:3] for cell in row[1:])
+    assert [r[0] for r in res.curve] == ["outer steps", "2", "4"]
+    assert all(c.strip() not in ("", "-") and "nan" not in c for r in res.curve for c in r)
+    names = {p.name for p in res.files}
+    assert {"table1.md", "table1.csv", "table1.json", "table1.png"} <= names
+    assert {"curve.md", "curve.csv", "curve.json", "curve.png", "mia_table1.json"} <= names
+    assert all(p.stat().st_size > 0 for p in res.files)
+    # The committed-results layout, exactly.
+    results = json.loads((tmp_path / "results/mia_table1.json").read_text())
+    assert list(results) == ["protocol", "steps", "seeds", "backbone", "nmse_x1e2"]
+    assert (results["steps"], results["seeds"], results["backbone"]) == (4, [0, 1], "composers")
+    assert list(results["nmse_x1e2"]) == ["cavia", "mia"]
+    for per_mod in results["nmse_x1e2"].values():
+        assert list(per_mod) == ["sine", "tanh"]
+        assert all(len(v) == 3 and all(x > 0 for x in v) for v in per_mod.values())
+    # MLflow: a child per method x seed under the parent.
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("mia-inr")
+    children = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{res.parent_run_id}'"
+    )
+    assert len(children) == 2 * 2
+    # A rerun skips every run and every snapshot evaluation, with the same tables.
+    lines.clear()
+    again = run_reproduce(spec, bases, log=lines.append)
+    assert sum("skipped" in line for line in lines) == 4
+    assert not any(line.startswith("[curve") for line in lines)
+    assert (again.table, again.curve) == (res.table, res.curve)
+    # The same study folder with another budget: refused in one line, nothing trained.
+    capsys.readouterr()
+    argv = ["--config", TINY, "--local", *tiny_overrides(tmp_path, "run.outer_lr=0.5")]
+    assert run_main(main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "made with another config" in err and "run.outer_lr" in err
+    with pytest.raises(ConfigError, match="change reproduce.name"):
+        run_reproduce(*load_reproduce(TINY, tiny_overrides(tmp_path, "run.steps=6")))
+
+
+def test_readme_generator_replaces_only_between_markers(tmp_path):
+    results = {
+        "protocol": "p",
+        "steps": 4,
+        "seeds": [0, 1],
+        "backbone": "composers",
+        "nmse_x1e2": {"cavia": {"sine": [4.0, 2.0, 1.0]}, "mia": {"sine": [1.0, 0.5, 0.5]}},
+    }
+    js = tmp_path / "mia_table1.json"
+    js.write_text(json.dumps(results))
+    head, tail = "# Title\n\ntext before\n", "\ntext after\n<!-- other -->\n"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{head}{BEGIN}\n(run `mia-inr reproduce ... --readme` to fill)\n{END}{tail}")
+    update_readme(readme, js)
+    text = readme.read_text()
+    assert text.startswith(head + BEGIN + "\n") and text.endswith(END + tail)
+    block = text[len(head) + len(BEGIN) : -len(END + tail)]
+    assert "to fill" not in block and "| MIA | 1 | 0.5 | 0.5 |" in block
+    assert "| MIA / CAVIA | 0.25 | 0.25 | 0.5 |" in block
+    update_readme(readme, js)  # idempotent
+    assert readme.read_text() == text
+    readme.write_text("no markers\n")
+    with pytest.raises(ConfigError, match="needs one"):
+        update_readme(readme, js)
+    with pytest.raises(ConfigError, match=r"missing \['steps'\]"):
+        readme_table({k: v for k, v in results.items() if k != "steps"}, "x.json")
+
+
+def test_readme_has_the_table_markers():
+    text = (ROOT / "README.md").read_text()
+    assert text.count(BEGIN) == 1 and text.count(END) == 1
+    assert text.index(BEGIN) < text.index(END)
