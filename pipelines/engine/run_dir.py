@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mia_core.config import Config
+from mia_core.config import Config, ConfigError, flatten_config, load_config
 
 
 class CheckpointMissing(FileNotFoundError):
@@ -54,3 +54,25 @@ def selected_checkpoint(path: str | Path) -> Path:
     raise CheckpointMissing(
         f"{path}: no checkpoints/best.pt or checkpoints/last.pt (not a finished run directory)"
     )
+
+
+def refuse_changed_config(cfg: Config, hint: str) -> None:
+    """Raise a one-line ``ConfigError`` if ``cfg``'s run directory holds another config.
+
+    Studies reuse finished run directories by name; a budget or setting changed under
+    the same name would otherwise mix two experiments in one table.
+
+    Args:
+        cfg: the config about to run.
+        hint: what to change instead (e.g. "change reproduce.name to run the new budget").
+    """
+    saved = run_dir_of(cfg) / "config.yaml"
+    if not saved.exists():
+        return
+    old = load_config(saved)
+    if old != cfg:
+        a, b = flatten_config(old), flatten_config(cfg)
+        diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+        raise ConfigError(
+            f"{run_dir_of(cfg)} was made with another config (differs in {diff[:5]}); {hint}"
+        )

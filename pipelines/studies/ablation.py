@@ -35,14 +35,14 @@ from typing import Any
 
 import torch
 
-from mia_core.config import Config, ConfigError, load_config
+from mia_core.config import Config
 from mia_core.config.loader import flatten_config
-from pipelines import jobs
 from pipelines.data.resolve import resolve_store
-from pipelines.engine.run_dir import run_dir_of, selected_checkpoint
+from pipelines.engine.run_dir import refuse_changed_config, selected_checkpoint
 from pipelines.studies import ablation_analysis as an
 from pipelines.studies.ablation_report import study_tables, write_csv, write_report
 from pipelines.studies.ablation_spec import NEEDS, VARIANTS, AblationSpec, variant_config
+from pipelines.studies.child_run import train_child
 from pipelines.tracking import run_groups
 from pipelines.tracking.tracker import tracking_uri
 
@@ -158,40 +158,12 @@ def _run(
     address: str | None = None,
 ) -> dict:
     """Train + evaluate one variant x seed unless finished; returns its metrics.json."""
-    run_dir = run_dir_of(cfg)
-    done = run_dir / "metrics.json"
-    if (run_dir / "config.yaml").exists():
-        old = load_config(run_dir / "config.yaml")
-        if old != cfg:
-            a, b = flatten_config(old), flatten_config(cfg)
-            diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-            raise ConfigError(
-                f"{run_dir} was made with another config (differs in {diff[:5]}); "
-                "change the study's name to run the new budget"
-            )
+    refuse_changed_config(cfg, "change the study's name to run the new budget")
     label = f"{ds}/{variant}/{cfg.run.name}"
-    if done.exists():
-        log(f"[{label}] finished before: skipped")
-    else:
-        run_groups.open_run(
-            cfg,
-            run_dir / "mlflow_run_id",
-            label,
-            parent_id=parent,
-            tags={"ablation.dataset": ds, "ablation.variant": variant},
-        )
-        jobs.train(
-            cfg,
-            local=local,
-            address=address,
-            log=lambda s: log(f"[{label}] {s}"),
-            init_hook=hook,
-            figures=figures,
-        )
-    # The training Tracker names its MLflow run after run.name (seed<k>): restore the label.
-    run_id = (run_dir / "mlflow_run_id").read_text().strip()
-    run_groups.client_for(cfg).set_tag(run_id, "mlflow.runName", label)
-    return json.loads(done.read_text())
+    tags = {"ablation.dataset": ds, "ablation.variant": variant}
+    return train_child(
+        cfg, parent, label, tags, log, local=local, address=address, init_hook=hook, figures=figures
+    )
 
 
 __all__ = ["AblationResult", "run_ablation"]

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import torch
 
-from mia_core.config import Config, ConfigError, load_config
+from mia_core.config import Config
 from mia_core.config.loader import flatten_config
-from pipelines import jobs
 from pipelines.data.resolve import resolve_store
-from pipelines.engine.run_dir import run_dir_of
+from pipelines.engine.run_dir import refuse_changed_config, run_dir_of
+from pipelines.studies.child_run import train_child
 from pipelines.studies.reproduce_curve import curve_evaluations, write_curve
 from pipelines.studies.reproduce_report import (
     table_stats,
@@ -87,18 +87,8 @@ def study_configs(spec: ReproduceSpec, bases: dict[str, Config]) -> dict[str, di
 
 
 def refuse_other_config(cfg: Config) -> None:
-    """Raise a one-line ``ConfigError`` if ``cfg``'s run folder was made with another config."""
-    saved = run_dir_of(cfg) / "config.yaml"
-    if not saved.exists():
-        return
-    old = load_config(saved)
-    if old != cfg:
-        a, b = flatten_config(old), flatten_config(cfg)
-        diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-        raise ConfigError(
-            f"{run_dir_of(cfg)} was made with another config (differs in {diff[:5]}); "
-            "change reproduce.name to run the new budget"
-        )
+    """Refuse a run folder of the study that was made with another config."""
+    refuse_changed_config(cfg, "change reproduce.name to run the new budget")
 
 
 def run_reproduce(
@@ -197,32 +187,9 @@ def _run(
     address: str | None,
 ) -> dict:
     """Train + evaluate one method x seed unless finished; returns its ``metrics.json``."""
-    run_dir = run_dir_of(cfg)
-    done = run_dir / "metrics.json"
     label = f"{method}/{cfg.run.name}"
-    if done.exists():
-        log(f"[{label}] finished before: skipped")
-    else:
-        run_groups.open_run(
-            cfg,
-            run_dir / "mlflow_run_id",
-            label,
-            parent_id=parent,
-            tags={"reproduce.method": method},
-        )
-        jobs.train(
-            cfg,
-            local=local,
-            address=address,
-            resume=True,
-            evaluate_after=True,
-            log=lambda s: log(f"[{label}] {s}"),
-            figures=figures,
-        )
-    # The training Tracker names its MLflow run after run.name (seed<k>): restore the label.
-    run_id = (run_dir / "mlflow_run_id").read_text().strip()
-    run_groups.client_for(cfg).set_tag(run_id, "mlflow.runName", label)
-    return json.loads(done.read_text())
+    tags = {"reproduce.method": method}
+    return train_child(cfg, parent, label, tags, log, local=local, address=address, figures=figures)
 
 
 __all__ = ["ReproduceResult", "refuse_other_config", "run_reproduce", "study_configs", "study_dir"]
