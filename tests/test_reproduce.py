@@ -143,3 +143,14 @@ def test_readme_has_the_table_markers():
     text = (ROOT / "README.md").read_text()
     assert text.count(BEGIN) == 1 and text.count(END) == 1
     assert text.index(BEGIN) < text.index(END)
+
+
+def test_only_narrows_the_study_from_the_command_line():
+    spec, bases = load_reproduce("configs/reproduce/synthetic.yaml", ["reproduce.only=[gap]"])
+    assert spec.ordered_methods() == ["cavia", "gap", "mia"] and sorted(bases) == [
+        "cavia",
+        "gap",
+        "mia",
+    ]
+    with pytest.raises(ConfigError, match="only"):
+        load_reproduce("configs/reproduce/synthetic.yaml", ["reproduce.only=[nope]"])

@@ -65,6 +65,9 @@ class ReproduceSpec(Validated):
         results_json: also write the means as ``{"protocol", "steps", "seeds",
             "backbone", "nmse_x1e2"}`` to this path (relative to the working
             directory, e.g. ``benchmarks/results/mia_table1.json``); empty: not written.
+        only: train and report only these of ``methods`` (``cavia`` and ``mia`` always
+            stay); empty: all. A ``reproduce.methods={...}`` override merges into the
+            file's methods, so this is how a command line narrows the study.
         run_figures: draw every run's reconstruction figures (off: seconds per run).
         threads: torch intra-op threads while the study runs (1 is fastest on a shared
             2-core machine).
@@ -81,6 +84,7 @@ class ReproduceSpec(Validated):
     paper_bins: list[list[float]] = field(default_factory=lambda: [list(b) for b in PAPER_BINS])
     protocol: str = "MIA Table 1: test-split nMSE x 1e2 per modality and support-ratio bin"
     results_json: str = ""
+    only: list[str] = field(default_factory=list)
     run_figures: bool = False
     threads: int = bounded(1, ge=1)
 
@@ -91,10 +95,13 @@ class ReproduceSpec(Validated):
 
     def ordered_methods(self) -> list[str]:
         """The study's methods in the paper's row order."""
-        return [m for m in METHODS if m in self.methods]
+        keep = set(self.only) | set(CURVE_METHODS) if self.only else set(self.methods)
+        return [m for m in METHODS if m in self.methods and m in keep]
 
     def _extra_problems(self) -> Problems:
         bad = sorted(set(self.methods) - set(METHODS))
+        if set(self.only) - set(self.methods):
+            yield "only", f"{sorted(set(self.only) - set(self.methods))} are not in methods"
         if bad:
             yield "methods", f"unknown {bad}; expected a subset of {list(METHODS)}"
         missing = [m for m in CURVE_METHODS if m not in self.methods]
