@@ -30,6 +30,7 @@ from pipelines.data.resolve import modality_dims
 from pipelines.data.stores import Store
 from pipelines.data.streams import store_episodes
 from pipelines.engine.checkpoint import load_checkpoint
+from pipelines.reports.plots import save_figure
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -201,11 +202,7 @@ def plot_trajectories(
         ax.set_ylabel("PC 2")
     axes[0][0].legend(fontsize=7)
     fig.suptitle(title or f"{target}: inner-loop context trajectories (PCA)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def attention_correlation(
@@ -271,8 +268,4 @@ def plot_matrix(mat: np.ndarray, labels: list[str], title: str, path: Path) -> P
             ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=8)
     fig.colorbar(im, ax=ax)
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -19,6 +19,7 @@ from pathlib import Path
 from mia_core.config import Config
 from pipelines.engine.run_dir import snapshot_path
 from pipelines.reports.evaluate_run import evaluate_run
+from pipelines.reports.plots import save_figure
 from pipelines.studies.reproduce_report import (
     LABELS,
     json_safe,
@@ -161,11 +162,7 @@ def _plot(spec: ReproduceSpec, values: dict, mods: list[str], bin_: tuple, path:
         ax.set_xlabel("outer steps")
     axes[0][0].set_ylabel("nMSE x 1e2")
     axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = ["curve_evaluations", "lowest_bin", "write_curve"]

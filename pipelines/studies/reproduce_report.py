@@ -17,6 +17,7 @@ import statistics
 from pathlib import Path
 
 from mia_core.config import Config
+from pipelines.reports.plots import save_figure
 from pipelines.studies.reproduce_spec import ReproduceSpec
 
 Cell = dict  # {r_min, r_max, mean, std, values, paper}
@@ -239,11 +240,7 @@ def plot_table1(spec: ReproduceSpec, cfg: Config, stats: Stats, path: Path) -> P
     axes[0][0].set_ylabel("nMSE x 1e2")
     axes[0][-1].legend(fontsize=7)
     fig.suptitle(f"{spec.name}: {spec.backbone}, {cfg.run.steps} steps, seeds {spec.seeds}")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_results_json(spec: ReproduceSpec, cfg: Config, stats: Stats, path: Path) -> Path:

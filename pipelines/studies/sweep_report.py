@@ -18,6 +18,7 @@ from typing import Any
 
 from mia_core.config import Config
 from mia_core.config.loader import save_config
+from pipelines.reports.plots import save_figure
 from pipelines.studies.sweep_search import decode
 from pipelines.studies.sweep_spec import SweepSpec, apply_params
 from pipelines.tracking import run_groups
@@ -167,11 +168,7 @@ def _plot(spec: SweepSpec, rows: list[dict], path: Path) -> Path:
         ax.set_xlabel(key, fontsize=8)
         ax.set_ylabel(spec.metric)
     fig.suptitle(f"sweep {spec.name}: {spec.metric} per trial")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = ["best_row", "trial_rows", "write_outputs"]
