@@ -29,24 +29,20 @@ class RayStorage:
         path: what ``RunConfig(storage_path=...)`` gets: an absolute path, an
             ``s3://`` URI, or ``bucket/prefix`` when ``filesystem`` is set.
         filesystem: a pyarrow filesystem for custom S3 endpoints, else ``None``.
-        display: the location for messages (no credentials).
     """
 
     path: str
     filesystem: Any = None
-    display: str = ""
 
     @classmethod
     def of(cls, cfg: Config) -> RayStorage:
         """The storage of ``cfg`` (see the module docstring)."""
         raw = cfg.run.storage_path or str(Path(cfg.run.out_dir).resolve() / "ray_results")
         if not raw.startswith("s3://"):
-            if "://" in raw:
-                return cls(raw, None, raw)
-            return cls(str(Path(raw).resolve()), None, str(Path(raw).resolve()))
+            return cls(raw if "://" in raw else str(Path(raw).resolve()))
         endpoint = cfg.data.endpoint_url or os.environ.get("AWS_ENDPOINT_URL", "")
         if not endpoint:
-            return cls(raw, None, raw)
+            return cls(raw)
         import pyarrow.fs
 
         url = urlparse(endpoint)
@@ -56,7 +52,7 @@ class RayStorage:
             scheme=url.scheme or "https",
             region=region or "us-east-1",
         )
-        return cls(raw.removeprefix("s3://").rstrip("/"), fs, raw)
+        return cls(raw.removeprefix("s3://").rstrip("/"), fs)
 
     def _fs_and_path(self, name: str) -> tuple[Any, str]:
         import pyarrow.fs

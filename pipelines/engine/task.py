@@ -122,11 +122,3 @@ class Task(ABC):
         """First log line: what is trained on what."""
         n = sum(p.numel() for p in self.model.parameters())
         return f"{self.cfg.method.name} on {self.cfg.model.family} ({n:,} parameters)"
-
-    def extra_state(self) -> dict[str, Any]:
-        """Task state beyond the model's to checkpoint (``weights_only``-loadable)."""
-        return {}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`extra_state`."""
-        return None

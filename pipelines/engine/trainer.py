@@ -117,7 +117,6 @@ class Trainer:
             "best_val": self.best_val,
             "best_step": self.best_step,
             "torch_rng": torch.get_rng_state(),
-            "task": self.task.extra_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -130,4 +129,3 @@ class Trainer:
         self.best_val, self.best_step = float(state["best_val"]), int(state["best_step"])
         if "torch_rng" in state:
             torch.set_rng_state(state["torch_rng"])
-        self.task.load_extra_state(state.get("task", {}))
