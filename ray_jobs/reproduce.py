@@ -16,20 +16,22 @@ method x seed runs are skipped, interrupted ones resume; a study folder made wit
 budget is refused. The runs train on Ray Train (``--address`` or ``RAY_ADDRESS``, else a
 local instance) or in this process with ``--local``. Outputs go to
 ``<run.out_dir>/reproduce/<name>/`` (``table1.{md,csv,json,png}``, ``curve.*``).
-``--readme`` then rewrites the table between the ``mia_table1`` markers of
-``--readme-file`` from ``reproduce.results_json`` (``--results-json`` without a study).
+``--readme`` then rewrites the block between the markers named after the results JSON
+(``mia_table1``, ``mia_fields``) in ``--readme-file`` from ``reproduce.results_json``
+(``--results-json`` without a study; alone, every committed results JSON).
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from pipelines.studies.reproduce import run_reproduce
 from pipelines.studies.reproduce_readme import update_readme
 from pipelines.studies.reproduce_spec import load_reproduce
 from ray_jobs.common import parse_job_args, run_main
 
-DEFAULT_JSON = "benchmarks/results/mia_table1.json"
+DEFAULT_JSONS = ("benchmarks/results/mia_table1.json", "benchmarks/results/mia_fields.json")
 
 
 def main(argv: list[str]) -> int:
@@ -42,7 +44,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--local", action="store_true", help="one process, no Ray")
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS)")
     parser.add_argument("--readme", action="store_true", help="regenerate the README table")
-    parser.add_argument("--results-json", default=None, help=f"default: {DEFAULT_JSON}")
+    parser.add_argument(
+        "--results-json", default=None, help=f"default: those of {list(DEFAULT_JSONS)} present"
+    )
     parser.add_argument("--readme-file", default="README.md", help="file with the markers")
     args = parse_job_args(parser, argv)
     if args.config is None and not args.readme:
@@ -56,8 +60,12 @@ def main(argv: list[str]) -> int:
             print((result.out_dir / "curve.md").read_text())
         results_json = results_json or spec.results_json or None
     if args.readme:
-        readme = update_readme(args.readme_file, results_json or DEFAULT_JSON)
-        print(f"updated {readme} from {results_json or DEFAULT_JSON}")
+        sources = [results_json] if results_json else [p for p in DEFAULT_JSONS if Path(p).exists()]
+        if not sources:
+            raise FileNotFoundError(f"none of {list(DEFAULT_JSONS)} exists (run a study first)")
+        for source in sources:
+            readme = update_readme(args.readme_file, source)
+            print(f"updated {readme} from {source}")
     return 0
 
 

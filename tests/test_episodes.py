@@ -239,3 +239,45 @@ def test_scale_per_modality_mapping():
     # one array for all modalities, as before
     ep = build_episode(rows, idx, coords, EpisodeSpec(RANGES, seed=1), 0, idx + 2.0)
     assert all(np.array_equal(mb.scale.numpy(), idx + 2.0) for mb in ep.values())
+
+
+def test_query_points_subsample_valid_points_without_changing_support():
+    rows, coords = _rows()
+    idx = np.arange(8)
+    full = _build(rows, coords, idx, EpisodeSpec(RANGES, seed=3))
+    sub = _build(rows, coords, idx, EpisodeSpec(RANGES, seed=3, query_points=12))
+    for m in RANGES:
+        a, b = full[m], sub[m]
+        assert torch.equal(a.support_x, b.support_x) and torch.equal(a.support_y, b.support_y)
+        npts = a.query_y.shape[1]
+        if npts <= 12:  # fewer points than asked: the full query set is kept
+            assert torch.equal(a.query_y, b.query_y)
+            continue
+        assert b.query_x.shape[:2] == (8, 12) and b.query_y.shape[:2] == (8, 12)
+        # every kept point is a real point of the signal with its value and support flag
+        qx_full = a.query_x.expand(8, -1, -1)
+        for s in range(8):
+            hit = (b.query_x[s, :, None, :] == qx_full[s, None, :, :]).all(-1)
+            j = hit.float().argmax(1)
+            assert hit.any(1).all()
+            assert torch.equal(b.query_y[s], a.query_y[s, j])
+            assert torch.equal(b.query_support[s], a.query_support[s, j])
+            n_valid = int(a.query_mask[s].sum())
+            assert int(b.query_mask[s].sum()) == min(12, n_valid)  # valid points first
+
+
+def test_support_points_cap_keeps_a_prefix_of_the_drawn_support():
+    rows, coords = _rows()
+    idx = np.arange(8)
+    full = _build(rows, coords, idx, EpisodeSpec(RANGES, seed=5))
+    capped = _build(rows, coords, idx, EpisodeSpec(RANGES, seed=5, support_points=3))
+    for m in RANGES:
+        a, b = full[m], capped[m]
+        n_full, n_cap = a.support_mask.sum(1), b.support_mask.sum(1)
+        assert torch.equal(n_cap, torch.clamp(n_full, max=3))
+        k = b.support_x.shape[1]
+        assert torch.equal(
+            b.support_x * b.support_mask[..., None], a.support_x[:, :k] * b.support_mask[..., None]
+        )
+        assert torch.equal(b.query_support.sum(1), n_cap)
+        assert torch.equal(a.query_y, b.query_y)  # the query set is untouched

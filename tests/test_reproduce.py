@@ -10,7 +10,7 @@ import yaml
 
 from mia_core.config import ConfigError
 from pipelines.studies.reproduce import run_reproduce
-from pipelines.studies.reproduce_readme import BEGIN, END, readme_table, update_readme
+from pipelines.studies.reproduce_readme import BEGIN, END, markers, readme_table, update_readme
 from pipelines.studies.reproduce_spec import METHODS, load_reproduce
 
 TINY = "configs/reproduce/tiny.yaml"
@@ -82,7 +82,8 @@ def test_tiny_study_fills_table1_and_curve_and_resumes(tmp_path, capsys):
     assert all(p.stat().st_size > 0 for p in res.files)
     # The committed-results layout, exactly.
     results = json.loads((tmp_path / "results/mia_table1.json").read_text())
-    assert list(results) == ["protocol", "steps", "seeds", "backbone", "nmse_x1e2"]
+    assert list(results) == ["protocol", "store", "steps", "seeds", "backbone", "nmse_x1e2"]
+    assert "synthetic1d" in results["store"]
     assert (results["steps"], results["seeds"], results["backbone"]) == (4, [0, 1], "composers")
     assert list(results["nmse_x1e2"]) == ["cavia", "mia"]
     for per_mod in results["nmse_x1e2"].values():
@@ -137,12 +138,22 @@ def test_readme_generator_replaces_only_between_markers(tmp_path):
         update_readme(readme, js)
     with pytest.raises(ConfigError, match=r"missing \['steps'\]"):
         readme_table({k: v for k, v in results.items() if k != "steps"}, "x.json")
+    # another results JSON fills the block named after its stem, and names its store
+    fields = tmp_path / "mia_fields.json"
+    fields.write_text(json.dumps({**results, "store": "runs/data/era5.zarr"}))
+    begin, end = markers("mia_fields")
+    readme.write_text(f"{BEGIN}\nkeep\n{END}\n{begin}\nold\n{end}\n")
+    update_readme(readme, fields)
+    text = readme.read_text()
+    assert text.startswith(f"{BEGIN}\nkeep\n{END}\n{begin}\n") and "old" not in text
+    assert "store `runs/data/era5.zarr`" in text
 
 
 def test_readme_has_the_table_markers():
     text = (ROOT / "README.md").read_text()
-    assert text.count(BEGIN) == 1 and text.count(END) == 1
-    assert text.index(BEGIN) < text.index(END)
+    for begin, end in (markers("mia_table1"), markers("mia_fields")):
+        assert text.count(begin) == 1 and text.count(end) == 1
+        assert text.index(begin) < text.index(end)
 
 
 def test_only_narrows_the_study_from_the_command_line():

@@ -111,6 +111,14 @@ class DataConfig(_Validated):
             (model selection); the test functions are never used for selection.
         psnr_range: Peak-to-peak value range used by PSNR.
         spatial_stride: Keep every ``lambda_s``-th grid point per axis (meta-pretraining).
+        query_points: Meta-training scores the outer loss on this many valid points per
+            signal and modality, drawn uniformly at random each episode (an unbiased
+            estimate of the full query loss; the speed lever on large fields); 0 scores
+            every point. Validation and evaluation always score every point.
+        support_points: Meta-training adapts on at most this many of the drawn support
+            points per signal and modality (a uniform subset; the ratio is drawn as
+            configured, so only supports larger than this shrink); 0: no cap.
+            Validation and evaluation always adapt on the full support.
         time_stride: Keep every ``lambda_t``-th signal (time step) of the store.
         seed: Seed of the dataset generator.
     """
@@ -119,6 +127,8 @@ class DataConfig(_Validated):
     store: str = ""
     endpoint_url: str = ""
     spatial_stride: int = _num(1, ge=1)
+    query_points: int = _num(0, ge=0)
+    support_points: int = _num(0, ge=0)
     time_stride: int = _num(1, ge=1)
     modalities: list[str] = _list("sine", "gaussian", "tanh", "relu")
     num_functions: int = _num(1000, ge=2)

@@ -31,12 +31,19 @@ class EpisodeSpec:
         spatial_stride: keep every ``lambda_s``-th grid point along each axis
             (meta-pretraining on a sparse subsample, Meta-INR); 1 keeps all.
         store_name: store label used in error messages (redacted URL).
+        query_points: keep this many query points per signal (uniform among its valid
+            points, drawn after the support so support sets do not change); 0 keeps all.
+        support_points: cap of the support set per signal: a larger drawn support keeps
+            its first ``support_points`` points in draw order (a uniform subset, the
+            same random stream); 0: no cap.
     """
 
     ratio_ranges: Mapping[str, tuple[float, float]]
     seed: int = 0
     spatial_stride: int = 1
     store_name: str = "<store>"
+    query_points: int = 0
+    support_points: int = 0
 
 
 def stride_index(grid_shape: tuple[int, ...], stride: int) -> np.ndarray:
@@ -104,15 +111,22 @@ def build_episode(
             )
         lo, hi = spec.ratio_ranges[m]
         npts = vals.shape[1]
-        counts, orders = [], []
+        counts, orders, queries = [], [], []
+        n_query = spec.query_points if 0 < spec.query_points < npts else 0
         for b in range(bsz):
             rng = np.random.default_rng([spec.seed, epoch, int(indices[b]), mi])
             r = rng.uniform(lo, hi)
             k = int(min(n_valid[b], max(1, round(r * n_valid[b]))))
+            if spec.support_points:
+                k = min(k, spec.support_points)
             key = rng.random(npts)
             key[~valid[b]] = 2.0
             orders.append(_smallest(key, k))
             counts.append(k)
+            if n_query:
+                qkey = rng.random(npts)
+                qkey[~valid[b]] = 2.0
+                queries.append(np.sort(_smallest(qkey, n_query)))
         ps = max(counts)
         idx = np.zeros((bsz, ps), np.int64)
         mask = np.zeros((bsz, ps), np.float32)
@@ -129,14 +143,22 @@ def build_episode(
         else:
             sx = np.take_along_axis(xc, idx[..., None], axis=1)
             qx = torch.from_numpy(xc)
+        qmask = valid.astype(np.float32)
+        if n_query:
+            qi = np.stack(queries)
+            xq = np.broadcast_to(xc, (bsz, *xc.shape[-2:])) if xc.ndim == 2 else xc
+            qx = torch.from_numpy(np.take_along_axis(xq, qi[..., None], axis=1))
+            clean = np.take_along_axis(clean, qi[..., None], axis=1)
+            qmask = np.take_along_axis(qmask, qi, axis=1)
+            q_sup = np.take_along_axis(q_sup, qi, axis=1)
         out[m] = ModalityBatch(
             support_x=torch.from_numpy(np.ascontiguousarray(sx)),
             support_y=torch.from_numpy(np.ascontiguousarray(sy)),
             support_mask=torch.from_numpy(mask),
             query_x=qx,
-            query_y=torch.from_numpy(clean),
-            query_mask=torch.from_numpy(valid.astype(np.float32)),
-            query_support=torch.from_numpy(q_sup),
+            query_y=torch.from_numpy(np.ascontiguousarray(clean)),
+            query_mask=torch.from_numpy(np.ascontiguousarray(qmask)),
+            query_support=torch.from_numpy(np.ascontiguousarray(q_sup)),
             scale=scale_t,
         )
     return out

@@ -112,15 +112,29 @@ def open_training_store(cfg: Config) -> Store:
 
 
 def episode_spec(
-    cfg: Config, store: Store, seed_offset: int = 0, ratio: tuple[float, float] | None = None
+    cfg: Config,
+    store: Store,
+    seed_offset: int = 0,
+    ratio: tuple[float, float] | None = None,
+    query_points: int = 0,
+    support_points: int = 0,
 ) -> EpisodeSpec:
-    """Episode settings for ``store``: per-modality ratios (or one ``ratio`` for all)."""
+    """Episode settings for ``store``: per-modality ratios (or one ``ratio`` for all).
+
+    ``query_points`` subsamples the query sets and ``support_points`` caps the support
+    sets (training: ``cfg.data.query_points`` and ``cfg.data.support_points``).
+    """
     ranges = {}
     for m in store.modalities:
         lo, hi = ratio or cfg.data.support_ratio_per_modality.get(m, cfg.data.support_ratio)
         ranges[m] = (float(lo), float(hi))
     return EpisodeSpec(
-        ranges, cfg.run.seed + seed_offset, cfg.data.spatial_stride, store.location.display
+        ranges,
+        cfg.run.seed + seed_offset,
+        cfg.data.spatial_stride,
+        store.location.display,
+        query_points,
+        support_points,
     )
 
 

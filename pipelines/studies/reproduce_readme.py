@@ -1,9 +1,11 @@
 """The README's Table 1, generated from the committed results JSON (never edited by hand).
 
-``mia-inr reproduce --readme`` reads ``benchmarks/results/mia_table1.json`` (the layout
-of :func:`pipelines.studies.reproduce_report.write_results_json`) and replaces the text
-between ``<!-- mia_table1:begin -->`` and ``<!-- mia_table1:end -->`` in ``README.md``;
-everything outside the markers is left byte for byte.
+``mia-inr reproduce --readme`` reads a results JSON (the layout of
+:func:`pipelines.studies.reproduce_report.write_results_json`) such as
+``benchmarks/results/mia_table1.json`` and replaces the text between the markers named
+after the file's stem, ``<!-- mia_table1:begin -->`` and ``<!-- mia_table1:end -->``, in
+``README.md`` (``mia_fields.json`` fills ``mia_fields``); everything outside the markers
+is left byte for byte.
 """
 
 from __future__ import annotations
@@ -14,8 +16,13 @@ from pathlib import Path
 from mia_core.config import ConfigError
 from pipelines.studies.reproduce_report import LABELS, RATIO, markdown
 
-BEGIN = "<!-- mia_table1:begin -->"
-END = "<!-- mia_table1:end -->"
+
+def markers(name: str) -> tuple[str, str]:
+    """The begin and end marker lines of the block ``name`` (a results JSON's stem)."""
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+BEGIN, END = markers("mia_table1")
 BIN_NAMES = ("lowest", "middle", "highest")
 KEYS = ("protocol", "steps", "seeds", "backbone", "nmse_x1e2")
 
@@ -50,8 +57,9 @@ def readme_table(results: dict, source: str) -> str:
             ]
         )
     seeds = ", ".join(map(str, results["seeds"]))
+    store = f"store `{results['store']}`, " if results.get("store") else ""
     caption = (
-        f"{results['backbone']} backbone, {results['steps']} outer steps, mean over seeds "
+        f"{store}{results['backbone']} backbone, {results['steps']} outer steps, mean over seeds "
         f"{seeds}; test nMSE x 1e2 per support-ratio bin. Protocol: {results['protocol']}. "
         f"Generated from `{source}` by `mia-inr reproduce --readme`."
     )
@@ -62,27 +70,31 @@ def _fmt(v: float | None, digits: int = 4) -> str:
     return "-" if v is None else f"{v:.{digits}g}"
 
 
-def replace_between_markers(text: str, block: str, where: str = "README") -> str:
-    """``text`` with everything between ``BEGIN`` and ``END`` replaced by ``block``.
+def replace_between_markers(
+    text: str, block: str, where: str = "README", name: str = "mia_table1"
+) -> str:
+    """``text`` with everything between the markers of ``name`` replaced by ``block``.
 
     Raises:
         ConfigError: the markers are missing, repeated or out of order.
     """
-    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
-        raise ConfigError(f"{where}: needs one {BEGIN} line followed by one {END} line")
-    head, rest = text.split(BEGIN)
-    _, tail = rest.split(END)
-    return f"{head}{BEGIN}\n{block.rstrip()}\n{END}{tail}"
+    begin, end = markers(name)
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+        raise ConfigError(f"{where}: needs one {begin} line followed by one {end} line")
+    head, rest = text.split(begin)
+    _, tail = rest.split(end)
+    return f"{head}{begin}\n{block.rstrip()}\n{end}{tail}"
 
 
 def update_readme(readme: str | Path, results_json: str | Path) -> Path:
-    """Regenerate ``readme``'s Table 1 block from ``results_json``; returns ``readme``."""
+    """Regenerate ``readme``'s block of ``results_json`` (markers named after its stem)."""
     readme, results_json = Path(readme), Path(results_json)
     if not results_json.exists():
         raise FileNotFoundError(f"{results_json}: no results JSON (run the study first)")
     block = readme_table(json.loads(results_json.read_text()), str(results_json))
-    readme.write_text(replace_between_markers(readme.read_text(), block, str(readme)))
+    text = replace_between_markers(readme.read_text(), block, str(readme), results_json.stem)
+    readme.write_text(text)
     return readme
 
 
-__all__ = ["BEGIN", "END", "readme_table", "replace_between_markers", "update_readme"]
+__all__ = ["BEGIN", "END", "markers", "readme_table", "replace_between_markers", "update_readme"]

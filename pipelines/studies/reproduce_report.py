@@ -17,6 +17,7 @@ import statistics
 from pathlib import Path
 
 from mia_core.config import Config
+from pipelines.data.stores.location import redact_url
 from pipelines.reports.plots import save_figure
 from pipelines.studies.reproduce_spec import ReproduceSpec
 
@@ -109,21 +110,22 @@ def table1_rows(spec: ReproduceSpec, cfg: Config, stats: Stats) -> list[list[str
     bins = study_bins(cfg)
     header = ["method"] + [f"{m} [{lo:g}, {hi:g}]" for m in cfg.data.modalities for lo, hi in bins]
     rows = [header]
+    has_paper = bool(spec.paper)
+
+    def cite(value: float, digits: int = 4) -> str:
+        return f" (paper {num_text(value, digits)})" if has_paper else ""
+
     for method in spec.ordered_methods():
         row = [LABELS[method]]
         for modality in cfg.data.modalities:
             for c in stats[method][modality]:
-                mean, std, paper = num_text(c["mean"]), num_text(c["std"], 3), num_text(c["paper"])
-                row.append(f"{mean} ± {std} (paper {paper})")
+                mean, std = num_text(c["mean"]), num_text(c["std"], 3)
+                row.append(f"{mean} ± {std}{cite(c['paper'])}")
         rows.append(row)
     ratio = ratios(stats)
     rows.append(
         [RATIO]
-        + [
-            f"{num_text(o, 3)} (paper {num_text(p, 3)})"
-            for m in cfg.data.modalities
-            for o, p in ratio[m]
-        ]
+        + [f"{num_text(o, 3)}{cite(p, 3)}" for m in cfg.data.modalities for o, p in ratio[m]]
     )
     return rows
 
@@ -154,11 +156,15 @@ def write_table1(
     rows = table1_rows(spec, cfg, stats)
     steps, seeds = cfg.run.steps, ", ".join(map(str, spec.seeds))
     md = out / "table1.md"
+    paper = (
+        "; the paper's value (Table 1, 5 seeds) in parentheses, `-` where the paper has no such bin"
+        if spec.paper
+        else ""
+    )
     md.write_text(
         f"# Reproduction of MIA Table 1: {spec.name} ({spec.backbone})\n\n"
         f"Test-split normalised MSE x 1e2, mean ± std over seeds {seeds}, {steps} outer "
-        f"steps; the paper's value (Table 1, 5 seeds) in parentheses, `-` where the paper "
-        f"has no such bin. {RATIO}: ratio of the means.\n\n{markdown(rows)}"
+        f"steps{paper}. {RATIO}: ratio of the means.\n\n{markdown(rows)}"
     )
     long: list[list[str | float]] = [
         ["method", "modality", "r_min", "r_max", "mean_x1e2", "std_x1e2", "paper_x1e2", "values"]
@@ -243,8 +249,19 @@ def plot_table1(spec: ReproduceSpec, cfg: Config, stats: Stats, path: Path) -> P
     return save_figure(fig, path)
 
 
+def _store_label(cfg: Config) -> str:
+    """The store a study read: its configured name, path relative to the working directory."""
+    if not cfg.data.store:
+        return f"{cfg.data.name} (built from the config)"
+    path = Path(cfg.data.store)
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return redact_url(cfg.data.store)
+
+
 def write_results_json(spec: ReproduceSpec, cfg: Config, stats: Stats, path: Path) -> Path:
-    """Write the committed summary: ``{"protocol", "steps", "seeds", "backbone", "nmse_x1e2"}``.
+    """Write the committed summary JSON (protocol, store, steps, seeds, backbone, nmse_x1e2).
 
     ``nmse_x1e2`` is method -> modality -> the means over seeds for the bins of
     ``run.eval_bins``, lowest first (Table 1: lowest, middle, highest).
@@ -252,6 +269,7 @@ def write_results_json(spec: ReproduceSpec, cfg: Config, stats: Stats, path: Pat
     bins = "; ".join(f"[{lo:g}, {hi:g}]" for lo, hi in study_bins(cfg))
     data = {
         "protocol": f"{spec.protocol}; bins {bins}; {cfg.run.eval_repeats} eval repeats",
+        "store": _store_label(cfg),
         "steps": cfg.run.steps,
         "seeds": list(spec.seeds),
         "backbone": spec.backbone,

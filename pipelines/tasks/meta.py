@@ -38,7 +38,12 @@ class MetaLearningTask(Task):
     def __init__(self, cfg: Config, ctx: WorkerContext) -> None:
         super().__init__(cfg, ctx)
         self.store = open_training_store(cfg)
-        self.spec: EpisodeSpec = episode_spec(cfg, self.store)
+        self.spec: EpisodeSpec = episode_spec(
+            cfg,
+            self.store,
+            query_points=cfg.data.query_points,
+            support_points=cfg.data.support_points,
+        )
         self.model = build_learner(cfg.model, cfg.method, modality_dims(self.store)).to(ctx.device)
 
     @classmethod
