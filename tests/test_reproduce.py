@@ -82,8 +82,18 @@ def test_tiny_study_fills_table1_and_curve_and_resumes(tmp_path, capsys):
     assert all(p.stat().st_size > 0 for p in res.files)
     # The committed-results layout, exactly.
     results = json.loads((tmp_path / "results/mia_table1.json").read_text())
-    assert list(results) == ["protocol", "store", "steps", "seeds", "backbone", "nmse_x1e2"]
+    keys = ["protocol", "store", "steps", "seeds", "backbone", "nmse_x1e2", "figures", "curve"]
+    assert list(results) == keys
     assert "synthetic1d" in results["store"]
+    assert [Path(f).name for f in results["figures"]] == ["mia_table1.png", "mia_table1_curve.png"]
+    assert all(Path(f).stat().st_size > 0 for f in results["figures"])
+    assert results["curve"]["steps"] == [2, 4] and list(results["curve"]["nmse_x1e2"]) == [
+        "mia",
+        "cavia",
+    ]
+    block = readme_table(results, "mia_table1.json")
+    assert "Budget curve (seed 0" in block and "| 4 |" in block
+    assert "![mia_table1_curve](" in block
     assert (results["steps"], results["seeds"], results["backbone"]) == (4, [0, 1], "composers")
     assert list(results["nmse_x1e2"]) == ["cavia", "mia"]
     for per_mod in results["nmse_x1e2"].values():

@@ -12,7 +12,8 @@ continues a study. All runs share one store (the synthetic one is built once).
 Outputs in the study folder: ``table1.{md,csv,json}`` and ``table1.png``
 (:mod:`pipelines.studies.reproduce_report`), with ``reproduce.curve_steps`` also
 ``curve.{md,csv,json}`` and ``curve.png`` (:mod:`pipelines.studies.reproduce_curve`), and
-``reproduce.results_json`` when set. MLflow: a parent run ``reproduce:<name>`` with the
+``reproduce.results_json`` when set (with the curve and copies of both figures beside it,
+see :func:`write_results`). MLflow: a parent run ``reproduce:<name>`` with the
 table means as metrics and the files as artifacts, one child run per method x seed.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -145,8 +147,6 @@ def run_reproduce(
         }
         stats = table_stats(spec, first, metrics)
         table, files = write_table1(spec, first, stats, out)
-        if spec.results_json:
-            files.append(write_results_json(spec, first, stats, Path(spec.results_json)))
         curve = None
         if spec.curve_steps:
             runs = {m: run_dir_of(configs[m][spec.curve_run_seed]) for m in CURVE_METHODS}
@@ -155,6 +155,8 @@ def run_reproduce(
             files += curve_files
             for step, values in curve_metrics.items():
                 run_groups.log_metrics(first, parent, values, step)
+        if spec.results_json:
+            files += write_results(spec, first, stats, out, Path(spec.results_json))
     except BaseException:
         run_groups.close_run(first, parent, "FAILED")
         raise
@@ -165,6 +167,31 @@ def run_reproduce(
     run_groups.close_run(first, parent)
     log(f"reproduce {spec.name}: {out} ({time.perf_counter() - t0:.0f} s)")
     return ReproduceResult(out, table, curve, files, parent)
+
+
+def write_results(
+    spec: ReproduceSpec, cfg: Config, stats: dict, out: Path, path: Path
+) -> list[Path]:
+    """The committed results: the JSON, and beside it copies of the study's figures.
+
+    ``<stem>.png`` is Table 1's bar chart; with a budget curve the JSON also holds the
+    study's ``curve.json`` under ``"curve"`` and ``<stem>_curve.png`` is its plot. Both
+    figures are listed under ``"figures"`` (paths as given, for the README).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    copies = [(out / "table1.png", path.with_suffix(".png"))]
+    curve_json = out / "curve.json"
+    if spec.curve_steps and curve_json.exists():
+        copies.append((out / "curve.png", path.with_name(f"{path.stem}_curve.png")))
+    figures = []
+    for src, dst in copies:
+        if src.exists():
+            shutil.copyfile(src, dst)
+            figures.append(dst)
+    extra = {"figures": [str(f) for f in figures]}
+    if len(copies) > 1:
+        extra["curve"] = json.loads(curve_json.read_text())
+    return [write_results_json(spec, cfg, stats, path, extra), *figures]
 
 
 def _flat_means(stats: dict) -> dict[str, float]:
@@ -192,4 +219,11 @@ def _run(
     return train_child(cfg, parent, label, tags, log, local=local, address=address, figures=figures)
 
 
-__all__ = ["ReproduceResult", "refuse_other_config", "run_reproduce", "study_configs", "study_dir"]
+__all__ = [
+    "ReproduceResult",
+    "refuse_other_config",
+    "run_reproduce",
+    "study_configs",
+    "study_dir",
+    "write_results",
+]

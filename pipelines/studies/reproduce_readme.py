@@ -63,7 +63,30 @@ def readme_table(results: dict, source: str) -> str:
         f"{seeds}; test nMSE x 1e2 per support-ratio bin. Protocol: {results['protocol']}. "
         f"Generated from `{source}` by `mia-inr reproduce --readme`."
     )
-    return f"{caption}\n\n{markdown(rows)}"
+    block = f"{caption}\n\n{markdown(rows)}"
+    if "curve" in results:
+        block += "\n" + curve_table(results["curve"])
+    for fig in results.get("figures", []):
+        block += f"\n![{Path(fig).stem}]({fig})\n"
+    return block
+
+
+def curve_table(curve: dict) -> str:
+    """The budget curve (``results["curve"]``): lowest-bin MIA, CAVIA and MIA / CAVIA per step."""
+    nmse = curve["nmse_x1e2"]
+    mods = list(nmse["mia"])
+    rows = [["outer steps"] + [f"{m} {c}" for m in mods for c in ("MIA", "CAVIA", RATIO)]]
+    for i, step in enumerate(curve["steps"]):
+        row = [str(step)]
+        for m in mods:
+            a, b = nmse["mia"][m][i], nmse["cavia"][m][i]
+            row += [_fmt(a), _fmt(b), _fmt(a / b if a is not None and b else None, 3)]
+        rows.append(row)
+    lo, hi = curve["bin"]
+    return (
+        f"Budget curve (seed {curve['seed']}, snapshots of one run, lowest bin "
+        f"[{lo:g}, {hi:g}]):\n\n{markdown(rows)}"
+    )
 
 
 def _fmt(v: float | None, digits: int = 4) -> str:
@@ -97,4 +120,12 @@ def update_readme(readme: str | Path, results_json: str | Path) -> Path:
     return readme
 
 
-__all__ = ["BEGIN", "END", "markers", "readme_table", "replace_between_markers", "update_readme"]
+__all__ = [
+    "BEGIN",
+    "END",
+    "curve_table",
+    "markers",
+    "readme_table",
+    "replace_between_markers",
+    "update_readme",
+]

@@ -260,11 +260,14 @@ def _store_label(cfg: Config) -> str:
         return redact_url(cfg.data.store)
 
 
-def write_results_json(spec: ReproduceSpec, cfg: Config, stats: Stats, path: Path) -> Path:
+def write_results_json(
+    spec: ReproduceSpec, cfg: Config, stats: Stats, path: Path, extra: dict | None = None
+) -> Path:
     """Write the committed summary JSON (protocol, store, steps, seeds, backbone, nmse_x1e2).
 
     ``nmse_x1e2`` is method -> modality -> the means over seeds for the bins of
-    ``run.eval_bins``, lowest first (Table 1: lowest, middle, highest).
+    ``run.eval_bins``, lowest first (Table 1: lowest, middle, highest). ``extra`` keys
+    (the budget curve, figure paths) follow.
     """
     bins = "; ".join(f"[{lo:g}, {hi:g}]" for lo, hi in study_bins(cfg))
     data = {
@@ -277,6 +280,7 @@ def write_results_json(spec: ReproduceSpec, cfg: Config, stats: Stats, path: Pat
             m: {mod: [round(c["mean"], 6) for c in cells] for mod, cells in per_mod.items()}
             for m, per_mod in stats.items()
         },
+        **(extra or {}),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(json_safe(data), indent=1) + "\n")
