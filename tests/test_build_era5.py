@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 from era5_samples import LEVELS, build_args, build_store, era5_dataset
+from grib_samples import write_grib
 
 from pipelines.data.builders import __main__ as cli
 from pipelines.data.builders import era5
@@ -282,3 +283,30 @@ def test_names_both_ways_and_aliases():
     assert describe("sp") == "sp (surface_pressure)" and describe("geopotential") == (
         "geopotential (z)"
     )
+
+
+def test_grib_written_with_eccodes_builds_after_setup(tmp_path):
+    """cfgrib and ecCodes come with setup: a GRIB file builds like netCDF."""
+    written = write_grib(tmp_path / "era5.grib", times=4)
+    summary, store = build_store(
+        tmp_path,
+        tmp_path / "era5.grib",
+        "--variables",
+        "t,z",
+        "--resolution",
+        "19x36",
+        "--normalisation",
+        "none",
+        "--val-fraction",
+        "0.25",
+        "--test-fraction",
+        "0.25",
+    )
+    assert summary["time_steps"] == 4 and summary["variables"] == {"t": "t", "z": "z"}
+    assert summary["split"] == {"train": 2, "val": 1, "test": 1}
+    assert store.modalities == ["t", "z"]
+    rows = store.read(0, 4)
+    for name in ("t", "z"):
+        values = rows[name].reshape(4, 19, 36)  # latitude ascending
+        expected = written[name][:, ::-1]  # GRIB rows run north to south
+        np.testing.assert_allclose(values, expected, rtol=1e-3)
