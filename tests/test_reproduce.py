@@ -27,8 +27,9 @@ def tiny_overrides(tmp_path: Path, *extra: str) -> list[str]:
     ]
 
 
-def test_shipped_study_names_every_method_and_the_paper_numbers():
-    spec, bases = load_reproduce(ROOT / "configs/reproduce/synthetic.yaml")
+@pytest.mark.parametrize("study", ["synthetic", "synthetic_cpu", "synthetic_paper"])
+def test_shipped_study_names_every_method_and_the_paper_numbers(study):
+    spec, bases = load_reproduce(ROOT / f"configs/reproduce/{study}.yaml")
     assert spec.ordered_methods() == list(METHODS) and len(spec.seeds) >= 3
     assert {cfg.model.family for cfg in bases.values()} == {spec.backbone}
     assert bases["mia"].run.steps >= spec.curve_steps[-1]
@@ -37,6 +38,19 @@ def test_shipped_study_names_every_method_and_the_paper_numbers():
         assert set(per_mod) == set(bases["mia"].data.modalities)
         assert all(len(v) == 3 for v in per_mod.values())
     assert spec.paper["mia"]["sine"][0] == 5.564  # Composers w/ MIA, Table 1
+    if study != "synthetic":  # the paper presets: the paper's recipe in every run
+        assert all(cfg.run.outer_lr == 1e-4 and cfg.run.batch_size == 64 for cfg in bases.values())
+        assert bases["mia"].method.sft.residual_sgd is False
+
+
+def test_fields_study_reads_the_grib_sample_with_the_cpu_presets():
+    spec, bases = load_reproduce(ROOT / "configs/reproduce/fields_era5_grib.yaml")
+    assert spec.ordered_methods() == ["cavia", "mia"] and len(spec.seeds) >= 3
+    for cfg in bases.values():
+        assert cfg.data.store == "runs/data/era5_grib.zarr" and cfg.data.modalities == ["t", "z"]
+        assert (cfg.data.query_points, cfg.data.support_points) == (512, 256)
+        assert cfg.run.eval_bins == [[0.001, 0.25], [0.25, 0.5], [0.5, 1.0]]
+    assert spec.results_json == "benchmarks/results/mia_fields.json"
 
 
 def test_bad_studies_name_the_key(tmp_path):
