@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent environment setup: .venv, pinned torch, editable install, optional tcmalloc.
+# Idempotent environment setup: .venv, pinned torch, the pinned dependency set
+# (infra/docker/constraints.txt), editable install, optional tcmalloc.
 #
 # Environment knobs:
 #   PYTHON            interpreter used to create .venv (default: python3)
@@ -36,8 +37,10 @@ else
     fi
 fi
 
-log "installing project in editable mode with dev extras (pip install -e .[dev])"
-"$PY" -m pip install -q -e ".[dev]"
+# Everything else from the pinned, tested set: no resolver backtracking, the same versions
+# on every machine (regenerate with infra/docker/freeze_constraints.py after upgrades).
+log "installing project in editable mode with dev extras (pip install -c infra/docker/constraints.txt -e .[dev])"
+"$PY" -m pip install -q -c "$ROOT/infra/docker/constraints.txt" -e ".[dev]"
 
 # tcmalloc speeds up CPU-side allocation-heavy training; optional and never fatal.
 if ldconfig -p 2>/dev/null | grep -q "libtcmalloc_minimal.so.4" \

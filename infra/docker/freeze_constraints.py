@@ -46,10 +46,12 @@ def closure(root: str, extras: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the constraints file (``--extras data`` by default) to stdout."""
+    """Print the constraints file (``--extras data,dev`` by default) to stdout."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--project", default="mia-inr")
-    p.add_argument("--extras", default="data", help="comma-separated extras of the project")
+    p.add_argument(
+        "--extras", default="data,dev", help="comma-separated extras of the project"
+    )
     args = p.parse_args(argv)
     pins = closure(args.project, [e for e in args.extras.split(",") if e])
     py = ".".join(map(str, sys.version_info[:2]))
