@@ -90,6 +90,7 @@ def options(meta_run, out, **kw) -> EncodeSpec:
         lr=1e-2,
         optimizer="adam",
         progress=False,
+        larger_codes="warn",  # the tiny SIREN's weights outweigh an 8 x 10 field
     )
     return EncodeSpec(**{**base, **kw})
 
@@ -297,8 +298,26 @@ def test_encode_job_runs_a_spec_file_with_overrides(meta_run, tmp_path):
     argv = ["encode", "--config", "configs/encode/default.yaml", "--local"]
     argv += ["--store", meta_run["store"], "--checkpoint", str(meta_run["run_dir"])]
     argv += ["--out", str(out), "encode.steps=2", "encode.time_range=[0,4]"]
+    argv += ["encode.larger_codes=warn"]
     assert run_main(encode_main, [*argv, "encode.progress=false"]) == 0
     group = zarr.open_group(str(out), mode="r")
     done = np.asarray(group["done"][...]).astype(bool)
     assert done[:4].all() and not done[4:].any()
     assert group.attrs["mia_codes"]["encoder"]["steps"] == 2
+
+
+def test_codes_larger_than_the_data_are_refused_before_any_work(meta_run, tmp_path, capsys):
+    out = tmp_path / "codes.zarr"
+    argv = ["encode", "--local", "--store", meta_run["store"]]
+    argv += ["--checkpoint", str(meta_run["run_dir"]), "--out", str(out), "encode.steps=2"]
+    assert run_main(encode_main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "are not smaller than the data" in err
+    assert "320 float32 bytes per time step" in err and "encode.larger_codes=warn" in err
+    assert not out.exists()  # nothing written
+    lines: list[str] = []
+    s = run_encode(
+        options(meta_run, out, steps=2, time_range=[0, CHUNK]), log=lines.append, local=True
+    )
+    assert s.done == CHUNK and s.compression_codes < 1
+    assert any(line.startswith("warning: codes of") for line in lines)

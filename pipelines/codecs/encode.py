@@ -95,6 +95,24 @@ def _variable_attrs(store: FieldStore) -> dict[str, Any]:
     return out
 
 
+def _check_code_size(spec: EncodeSpec, attrs: dict[str, Any], log: Callable[[str], None]) -> None:
+    """Refuse (or warn about) codes that take as many bytes as the data they encode."""
+    code = attrs["code_dim"] * np.dtype(spec.code_dtype).itemsize
+    raw = attrs["raw_bytes_per_step"]
+    if code < raw:
+        return
+    msg = (
+        f"codes of {attrs['code_dim']:,} x {spec.code_dtype} ({code:,} bytes per time step) "
+        f"are not smaller than the data of {attrs['store']} ({raw:,} float32 bytes per time "
+        f"step): compression {raw / code:.2f}x. Encode with a context-based meta-model "
+        "(cavia/metasgd/mia: codes are the adapted contexts), a smaller INR, or "
+        "encode.code_dtype=float16; encode.larger_codes=warn encodes anyway"
+    )
+    if spec.larger_codes == "refuse":
+        raise EncodeError(msg)
+    log(f"warning: {msg}")
+
+
 def _raw_bytes_per_step(store: FieldStore) -> int:
     return sum(4 * store.info[v].num_points * store.info[v].channels for v in store.modalities)
 
@@ -200,6 +218,7 @@ def run_encode(
         "meta_config": redact(config_to_dict(cfg)),
         "psnr_range": cfg.data.psnr_range,
     }
+    _check_code_size(spec, attrs, log)
     tvals, tattrs = _time_coordinate(store)
     group = create_code_store(dst, attrs, chunk, tvals, tattrs, meta_np, spec.overwrite)
     done = np.asarray(group["done"][...]).astype(bool)

@@ -18,6 +18,7 @@ from pathlib import Path
 from mia_core.config.spec import Problems, Validated, bounded, choice, load_spec
 
 CODE_DTYPES = ("float32", "float16")
+LARGER_CODES = ("refuse", "warn")
 ENCODE_OPTIMIZERS = ("rule", "adam", "sgd")
 ENCODE_DEVICES = ("cpu", "cuda", "auto")
 SECTION = "encode"
@@ -44,6 +45,9 @@ class EncodeSpec(Validated):
         chunk: time steps per code-store chunk (0: the field store's time chunk).
         time_range: ``[start, stop)`` time indices to encode; ``None``: all.
         code_dtype: ``float32`` or ``float16`` (metrics are measured on stored codes).
+        larger_codes: what to do when a time step's code takes at least as many bytes as
+            its float32 data (compression <= 1x): ``refuse`` (default: stop before
+            encoding, naming both sizes and what to change) or ``warn`` (log and encode).
         endpoint_url: S3-compatible endpoint for both stores (empty: the environment's).
         concurrency: encoder actors (Ray).
         cpus_per_actor: CPUs each actor reserves (fractional: leaves room for Ray Data).
@@ -67,6 +71,7 @@ class EncodeSpec(Validated):
     chunk: int = bounded(0, ge=0)
     time_range: list[int] | None = None
     code_dtype: str = choice("float32", CODE_DTYPES)
+    larger_codes: str = choice("refuse", LARGER_CODES)
     endpoint_url: str = ""
     concurrency: int = bounded(2, ge=1)
     cpus_per_actor: float = bounded(0.5, gt=0.0)
