@@ -321,3 +321,22 @@ def test_codes_larger_than_the_data_are_refused_before_any_work(meta_run, tmp_pa
     )
     assert s.done == CHUNK and s.compression_codes < 1
     assert any(line.startswith("warning: codes of") for line in lines)
+
+
+def test_frames_of_fill_values_are_recorded_not_scored(meta_run, tmp_path):
+    ds = tiny_fields()
+    ds["t2m"][2] = np.nan  # a whole frame missing
+    store = str(tmp_path / "holes.zarr")
+    write_field_store(ds, make_location(store), chunk_time=CHUNK, split=split_by_time(T, 0.2, 0.2))
+    out = tmp_path / "codes.zarr"
+    lines: list[str] = []
+    s = run_encode(
+        options(meta_run, out, store=store, steps=2, time_range=[0, CHUNK]),
+        log=lines.append,
+        local=True,
+    )
+    assert s.done == CHUNK and s.missing == 1
+    psnr = np.asarray(zarr.open_group(str(out), mode="r")["psnr"][...])
+    assert np.isnan(psnr[2]).all() and np.isfinite(psnr[[0, 1, 3]]).all()
+    assert s.psnr["max"] < 100 and np.isfinite(s.psnr["mean"])  # not 200 dB
+    assert "1 (time, variable) fields had no valid value" in lines[-1]

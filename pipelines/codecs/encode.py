@@ -268,6 +268,11 @@ def run_encode(
         f"{summary.done}/{n_t} done; PSNR mean {summary.psnr['mean']:.2f} dB "
         f"(min {summary.psnr['min']:.2f}); compression {summary.compression_codes:.1f}x "
         f"(codes), {summary.compression_total:.2f}x (with meta-model)"
+        + (
+            f"; {summary.missing} (time, variable) fields had no valid value and were not scored"
+            if summary.missing
+            else ""
+        )
     )
     return summary
 

@@ -36,9 +36,11 @@ class EncodeSummary:
         seconds: wall time of this run's encoding (Ray start-up excluded).
         timesteps_per_s: ``encoded / seconds``.
         adapt_seconds_per_step: mean adaptation time per time step (over done steps).
-        psnr: ``mean/min/p05/median/max`` PSNR (dB) over done steps and variables.
-        mse_mean: mean MSE over done steps and variables.
+        psnr: ``mean/min/p05/median/max`` PSNR (dB) over done steps and variables with
+            data (frames of fill values are left out and counted in ``missing``).
+        mse_mean: mean MSE over the same.
         psnr_per_variable: mean PSNR per variable.
+        missing: (time step, variable) pairs without a valid point: not scored.
         compression_codes: raw field bytes / code bytes.
         compression_total: raw field bytes / (code bytes + meta-model bytes), over done steps.
         code_dim: code length per time step.
@@ -60,6 +62,7 @@ class EncodeSummary:
     compression_total: float
     code_dim: int
     mlflow_run_id: str = ""
+    missing: int = 0
 
 
 def summarize(group, seconds: float = 0.0, encoded: int = 0, skipped: int = 0) -> EncodeSummary:
@@ -70,7 +73,8 @@ def summarize(group, seconds: float = 0.0, encoded: int = 0, skipped: int = 0) -
     mse = np.asarray(group["mse"][...])[done]
     secs = np.asarray(group["encode_seconds"][...])[done]
     n = int(done.sum())
-    flat = psnr.reshape(-1) if n else np.full(1, np.nan)
+    scored = psnr[np.isfinite(psnr)]
+    flat = scored if scored.size else np.full(1, np.nan)
     code_bytes = attrs["code_dim"] * np.dtype(attrs["code_dtype"]).itemsize
     raw = attrs["raw_bytes_per_step"]
     return EncodeSummary(
@@ -89,14 +93,19 @@ def summarize(group, seconds: float = 0.0, encoded: int = 0, skipped: int = 0) -
             "median": float(np.median(flat)),
             "max": float(np.max(flat)),
         },
-        mse_mean=float(mse.mean()) if n else math.nan,
-        psnr_per_variable={
-            v: float(psnr[:, i].mean()) if n else math.nan for i, v in enumerate(attrs["variables"])
-        },
+        mse_mean=_nanmean(mse),
+        psnr_per_variable={v: _nanmean(psnr[:, i]) for i, v in enumerate(attrs["variables"])},
         compression_codes=raw / code_bytes,
         compression_total=raw * max(n, 1) / (code_bytes * max(n, 1) + attrs["meta_bytes"]),
         code_dim=attrs["code_dim"],
+        missing=int((~np.isfinite(psnr)).sum()),
     )
+
+
+def _nanmean(x: np.ndarray) -> float:
+    """Mean over the finite entries (NaN when there are none)."""
+    finite = x[np.isfinite(x)]
+    return float(finite.mean()) if finite.size else math.nan
 
 
 def log_summary(
@@ -136,6 +145,7 @@ def log_summary(
             "timesteps_per_s": summary.timesteps_per_s,
             "adapt_seconds_per_step": summary.adapt_seconds_per_step,
             "mse_mean": summary.mse_mean,
+            "missing": summary.missing,
             "compression_codes": summary.compression_codes,
             "compression_total": summary.compression_total,
             **{f"psnr_{k}": v for k, v in summary.psnr.items()},

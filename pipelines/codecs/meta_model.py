@@ -258,11 +258,16 @@ def field_metrics(
     params: Mapping[str, Tensor],
     data_range: float = 1.0,
 ) -> tuple[Tensor, Tensor]:
-    """Per-signal MSE and PSNR on every valid point, ``(B, M)`` each (modality order)."""
-    mses = [
-        masked_mse(predict(learner, m, coords[m], params), values[m], valid[m])
-        for m in learner.modalities
-    ]
+    """Per-signal MSE and PSNR on every valid point, ``(B, M)`` each (modality order).
+
+    A signal with no valid point of a modality (a frame of fill values) has NaN metrics
+    for it: missing data is recorded, never scored as a perfect fit.
+    """
+    mses = []
+    for m in learner.modalities:
+        err = masked_mse(predict(learner, m, coords[m], params), values[m], valid[m])
+        empty = ~valid[m].reshape(valid[m].shape[0], -1).bool().any(1)
+        mses.append(err.masked_fill(empty, float("nan")))
     mse = torch.stack(mses, 1)
     return mse, psnr(mse, data_range)
 
