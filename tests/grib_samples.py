@@ -1,5 +1,6 @@
 """GRIB files written by the tests with ecCodes (installed by setup with cfgrib)."""
 
+import sqlite3  # noqa: F401  before ecCodes (see pipelines/__init__.py)
 from pathlib import Path
 
 import eccodes

@@ -1,6 +1,8 @@
 """ERA5 builder: input layouts, names, selection, normalisation, splits, S3 output."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -310,3 +312,13 @@ def test_grib_written_with_eccodes_builds_after_setup(tmp_path):
         values = rows[name].reshape(4, 19, 36)  # latitude ascending
         expected = written[name][:, ::-1]  # GRIB rows run north to south
         np.testing.assert_allclose(values, expected, rtol=1e-3)
+
+
+def test_grib_libraries_do_not_replace_the_sqlite_mlflow_needs():
+    """ecCodes' wheels bundle SQLite 3.26; pipelines binds the system one first."""
+    code = (
+        "import pipelines.data.builders.era5, cfgrib, eccodes, sqlite3; "
+        "print(sqlite3.sqlite_version_info >= (3, 31))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"

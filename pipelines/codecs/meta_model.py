@@ -258,11 +258,7 @@ def field_metrics(
     params: Mapping[str, Tensor],
     data_range: float = 1.0,
 ) -> tuple[Tensor, Tensor]:
-    """Per-signal MSE and PSNR on every valid point, ``(B, M)`` each (modality order).
-
-    A signal with no valid point of a modality (a frame of fill values) has NaN metrics
-    for it: missing data is recorded, never scored as a perfect fit.
-    """
+    """Per-signal MSE and PSNR on valid points, ``(B, M)``; NaN where a signal has none."""
     mses = []
     for m in learner.modalities:
         err = masked_mse(predict(learner, m, coords[m], params), values[m], valid[m])
