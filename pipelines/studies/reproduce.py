@@ -181,7 +181,8 @@ def write_results(
     path.parent.mkdir(parents=True, exist_ok=True)
     copies = [(out / "table1.png", path.with_suffix(".png"))]
     curve_json = out / "curve.json"
-    if spec.curve_steps and curve_json.exists():
+    has_curve = bool(spec.curve_steps) and curve_json.exists()
+    if has_curve:
         copies.append((out / "curve.png", path.with_name(f"{path.stem}_curve.png")))
     figures = []
     for src, dst in copies:
@@ -189,7 +190,7 @@ def write_results(
             shutil.copyfile(src, dst)
             figures.append(dst)
     extra = {"figures": [str(f) for f in figures]}
-    if len(copies) > 1:
+    if has_curve:
         extra["curve"] = json.loads(curve_json.read_text())
     return [write_results_json(spec, cfg, stats, path, extra), *figures]
 
