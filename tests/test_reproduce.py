@@ -126,6 +126,13 @@ def test_tiny_study_fills_table1_and_curve_and_resumes(tmp_path, capsys):
     assert sum("skipped" in line for line in lines) == 4
     assert not any(line.startswith("[curve") for line in lines)
     assert (again.table, again.curve) == (res.table, res.curve)
+    # Two runs at a time, each in its own spawned 1-thread process: the same numbers.
+    par = tmp_path / "par"
+    spec2, bases2 = load_reproduce(TINY, tiny_overrides(par, "reproduce.workers=2"))
+    lines.clear()
+    parallel = run_reproduce(spec2, bases2, log=lines.append)
+    assert "training 4 runs, 2 at a time (1 thread(s) each)" in lines
+    assert (parallel.table, parallel.curve) == (res.table, res.curve)
     # The same study folder with another budget: refused in one line, nothing trained.
     capsys.readouterr()
     argv = ["--config", TINY, "--local", *tiny_overrides(tmp_path, "run.outer_lr=0.5")]

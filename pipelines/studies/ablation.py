@@ -42,7 +42,7 @@ from pipelines.engine.run_dir import refuse_changed_config, selected_checkpoint
 from pipelines.studies import ablation_analysis as an
 from pipelines.studies.ablation_report import study_tables, write_csv, write_report
 from pipelines.studies.ablation_spec import NEEDS, VARIANTS, AblationSpec, variant_config
-from pipelines.studies.child_run import train_child
+from pipelines.studies.child_run import ChildJob, train_child, train_children
 from pipelines.tracking import run_groups
 from pipelines.tracking.tracker import tracking_uri
 
@@ -117,17 +117,34 @@ def run_ablation(
             root = out / ds
             needed = [v for v in VARIANTS if any(v in NEEDS[s] for s in spec.studies)]
             runs: dict[str, dict[int, dict]] = {v: {} for v in needed}
-            for variant in [v for v in needed if v != "frozen_sft"] + (
-                ["frozen_sft"] if "frozen_sft" in needed else []
-            ):
+            # Every variant but the frozen SFT (it starts from the CAVIA runs' checkpoints)
+            # trains first, ``spec.workers`` at a time.
+            order = [(v, s) for v in needed if v != "frozen_sft" for s in spec.seeds]
+            cfgs = {(v, s): variant_config(base, v, s, root, target) for v, s in order}
+            for cfg in cfgs.values():
+                refuse_changed_config(cfg, "change the study's name to run the new budget")
+            children = [
+                ChildJob(cfgs[v, s], f"{ds}/{v}/{cfgs[v, s].run.name}", _tags(ds, v))
+                for v, s in order
+            ]
+            done = train_children(
+                children,
+                parent,
+                log,
+                workers=spec.workers,
+                threads=spec.threads,
+                local=local,
+                address=address,
+                figures=spec.run_figures,
+            )
+            for (v, s), result in zip(order, done, strict=True):
+                runs[v][s] = result
+            if "frozen_sft" in needed:
                 for seed in spec.seeds:
-                    cfg = variant_config(base, variant, seed, root, target)
-                    hook = None
-                    if variant == "frozen_sft":
-                        cavia = selected_checkpoint(root / "cavia" / f"seed{seed}")
-                        hook = an.freeze_inrs_hook(cavia)
-                    runs[variant][seed] = _run(
-                        cfg, parent, ds, variant, hook, log, spec.run_figures, local, address
+                    cfg = variant_config(base, "frozen_sft", seed, root, target)
+                    hook = an.freeze_inrs_hook(selected_checkpoint(root / "cavia" / f"seed{seed}"))
+                    runs["frozen_sft"][seed] = _run(
+                        cfg, parent, ds, "frozen_sft", hook, log, spec.run_figures, local, address
                     )
             tables.update(study_tables(spec, ds, base, target, runs, root, figures, log))
         report = write_report(spec, tables, figures, out, time.perf_counter() - t0)
@@ -160,10 +177,22 @@ def _run(
     """Train + evaluate one variant x seed unless finished; returns its metrics.json."""
     refuse_changed_config(cfg, "change the study's name to run the new budget")
     label = f"{ds}/{variant}/{cfg.run.name}"
-    tags = {"ablation.dataset": ds, "ablation.variant": variant}
     return train_child(
-        cfg, parent, label, tags, log, local=local, address=address, init_hook=hook, figures=figures
+        cfg,
+        parent,
+        label,
+        _tags(ds, variant),
+        log,
+        local=local,
+        address=address,
+        init_hook=hook,
+        figures=figures,
     )
+
+
+def _tags(ds: str, variant: str) -> dict[str, str]:
+    """MLflow tags of a child run of the study."""
+    return {"ablation.dataset": ds, "ablation.variant": variant}
 
 
 __all__ = ["AblationResult", "run_ablation"]

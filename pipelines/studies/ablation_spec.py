@@ -80,6 +80,8 @@ class AblationSpec(Validated):
         run_figures: draw every run's reconstruction figures (off: seconds per run).
         threads: torch intra-op threads while the study runs (1 is ~10x faster than 2
             on a shared 2-core machine: OpenMP spin-waits under contention).
+        workers: runs trained at once, each driven from its own process with
+            ``threads`` threads (two 1-thread runs use a 2-core machine best).
     """
 
     name: str
@@ -94,6 +96,7 @@ class AblationSpec(Validated):
     plot_signals: int = bounded(3, ge=1)
     run_figures: bool = False
     threads: int = bounded(1, ge=1)
+    workers: int = bounded(1, ge=1)
 
     def _extra_problems(self) -> Problems:
         if not self.datasets:

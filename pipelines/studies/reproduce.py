@@ -33,7 +33,7 @@ from mia_core.config import Config
 from mia_core.config.loader import flatten_config
 from pipelines.data.resolve import resolve_store
 from pipelines.engine.run_dir import refuse_changed_config, run_dir_of
-from pipelines.studies.child_run import train_child
+from pipelines.studies.child_run import ChildJob, train_children
 from pipelines.studies.reproduce_curve import curve_evaluations, write_curve
 from pipelines.studies.reproduce_report import (
     table_stats,
@@ -138,13 +138,24 @@ def run_reproduce(
     threads = torch.get_num_threads()
     torch.set_num_threads(spec.threads)
     try:
-        metrics = {
-            m: {
-                s: _run(cfg, parent, m, spec.run_figures, log, local, address)
-                for s, cfg in per_seed.items()
-            }
-            for m, per_seed in configs.items()
-        }
+        order = [(m, s) for m, per_seed in configs.items() for s in per_seed]
+        children = [
+            ChildJob(configs[m][s], f"{m}/{configs[m][s].run.name}", {"reproduce.method": m})
+            for m, s in order
+        ]
+        done = train_children(
+            children,
+            parent,
+            log,
+            workers=spec.workers,
+            threads=spec.threads,
+            local=local,
+            address=address,
+            figures=spec.run_figures,
+        )
+        metrics: dict[str, dict[int, dict]] = {m: {} for m in configs}
+        for (m, s), result in zip(order, done, strict=True):
+            metrics[m][s] = result
         stats = table_stats(spec, first, metrics)
         table, files = write_table1(spec, first, stats, out)
         curve = None
@@ -203,21 +214,6 @@ def _flat_means(stats: dict) -> dict[str, float]:
         for mod, cells in per_mod.items()
         for c in cells
     }
-
-
-def _run(
-    cfg: Config,
-    parent: str,
-    method: str,
-    figures: bool,
-    log: Callable[[str], None],
-    local: bool,
-    address: str | None,
-) -> dict:
-    """Train + evaluate one method x seed unless finished; returns its ``metrics.json``."""
-    label = f"{method}/{cfg.run.name}"
-    tags = {"reproduce.method": method}
-    return train_child(cfg, parent, label, tags, log, local=local, address=address, figures=figures)
 
 
 __all__ = [

@@ -71,6 +71,8 @@ class ReproduceSpec(Validated):
         run_figures: draw every run's reconstruction figures (off: seconds per run).
         threads: torch intra-op threads while the study runs (1 is fastest on a shared
             2-core machine).
+        workers: runs trained at once, each driven from its own process with
+            ``threads`` threads (two 1-thread runs use a 2-core machine best).
     """
 
     name: str
@@ -87,6 +89,7 @@ class ReproduceSpec(Validated):
     only: list[str] = field(default_factory=list)
     run_figures: bool = False
     threads: int = bounded(1, ge=1)
+    workers: int = bounded(1, ge=1)
 
     @property
     def curve_run_seed(self) -> int:
