@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -118,6 +119,13 @@ def test_variants_switch_the_sft(tmp_path):
     assert variant_config(base, "cavia", 1, tmp_path, "sine").method.name == "cavia"
     sub = variant_config(base, "subset", 2, tmp_path, "sine")
     assert sub.data.modalities == ["sine"] and sub.run.seed == 2
+    # Per-modality support ratios of the dropped modalities go with them (AV-digits' audio).
+    per_mod = {"sine": [0.1, 0.2], "tanh": [0.3, 0.4]}
+    av = dataclasses.replace(
+        base, data=dataclasses.replace(base.data, support_ratio_per_modality=per_mod)
+    )
+    sub = variant_config(av, "subset", 0, tmp_path, "sine")
+    assert sub.data.support_ratio_per_modality == {"sine": [0.1, 0.2]}
     assert set(VARIANTS) == {v for vs in NEEDS.values() for v in vs} | {"cavia"}
 
 

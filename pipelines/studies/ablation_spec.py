@@ -156,7 +156,10 @@ def variant_config(base: Config, variant: str, seed: int, root: Path, target: st
     sft = dataclasses.replace(base.method.sft, **switches)
     cfg = dataclasses.replace(base, method=dataclasses.replace(base.method, name=method, sft=sft))
     if variant == "subset":
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, modalities=[target]))
+        # The target alone; its own per-modality support ratio (if any) stays.
+        ratios = {m: r for m, r in cfg.data.support_ratio_per_modality.items() if m == target}
+        data = dataclasses.replace(cfg.data, modalities=[target], support_ratio_per_modality=ratios)
+        cfg = dataclasses.replace(cfg, data=data)
     run = dataclasses.replace(cfg.run, name=f"seed{seed}", seed=seed, out_dir=str(root / variant))
     return dataclasses.replace(cfg, run=run)
 
