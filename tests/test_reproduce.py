@@ -11,6 +11,7 @@ import yaml
 from mia_core.config import ConfigError
 from pipelines.studies.reproduce import run_reproduce
 from pipelines.studies.reproduce_readme import BEGIN, END, markers, readme_table, update_readme
+from pipelines.studies.reproduce_report import REFERENCE
 from pipelines.studies.reproduce_spec import METHODS, load_reproduce
 
 TINY = "configs/reproduce/tiny.yaml"
@@ -81,7 +82,7 @@ def test_tiny_study_fills_table1_and_curve_and_resumes(tmp_path, capsys):
     lines: list[str] = []
     res = run_reproduce(spec, bases, log=lines.append)
     # Table 1: a row per method + MIA / CAVIA, a column per (modality, bin), all filled.
-    assert [r[0] for r in res.table] == ["method", "CAVIA", "MIA", "MIA / CAVIA"]
+    assert [r[0] for r in res.table] == ["method", "CAVIA", "MIA", "MIA / CAVIA", REFERENCE]
     assert len(res.table[0]) == 1 + 2 * 3
     for row in res.table:
         assert len(row) == len(res.table[0])
@@ -96,8 +97,10 @@ def test_tiny_study_fills_table1_and_curve_and_resumes(tmp_path, capsys):
     assert all(p.stat().st_size > 0 for p in res.files)
     # The committed-results layout, exactly.
     results = json.loads((tmp_path / "results/mia_table1.json").read_text())
-    keys = ["protocol", "store", "steps", "seeds", "backbone", "nmse_x1e2", "figures", "curve"]
-    assert list(results) == keys
+    keys = ["protocol", "store", "steps", "seeds", "backbone", "nmse_x1e2", "figures"]
+    assert list(results) == [*keys, "train_mean_x1e2", "curve"]
+    # The no-adaptation reference: the train mean of these random functions is far off.
+    assert all(v > 10.0 for v in results["train_mean_x1e2"].values())
     assert "synthetic1d" in results["store"]
     assert [Path(f).name for f in results["figures"]] == ["mia_table1.png", "mia_table1_curve.png"]
     assert all(Path(f).stat().st_size > 0 for f in results["figures"])
@@ -107,6 +110,7 @@ def test_tiny_study_fills_table1_and_curve_and_resumes(tmp_path, capsys):
     ]
     block = readme_table(results, "mia_table1.json")
     assert "Budget curve (seed 0" in block and "| 4 |" in block
+    assert f"| {REFERENCE} |" in block
     assert "![mia_table1_curve](" in block
     assert (results["steps"], results["seeds"], results["backbone"]) == (4, [0, 1], "composers")
     assert list(results["nmse_x1e2"]) == ["cavia", "mia"]

@@ -31,8 +31,9 @@ import torch
 
 from mia_core.config import Config
 from mia_core.config.loader import flatten_config
-from pipelines.data.resolve import resolve_store
+from pipelines.data.resolve import open_training_store, resolve_store
 from pipelines.engine.run_dir import refuse_changed_config, run_dir_of
+from pipelines.reports.reference import mean_signal_nmse
 from pipelines.studies.child_run import ChildJob, train_children
 from pipelines.studies.reproduce_curve import curve_evaluations, write_curve
 from pipelines.studies.reproduce_report import (
@@ -157,7 +158,8 @@ def run_reproduce(
         for (m, s), result in zip(order, done, strict=True):
             metrics[m][s] = result
         stats = table_stats(spec, first, metrics)
-        table, files = write_table1(spec, first, stats, out)
+        reference = {m: 100.0 * v for m, v in mean_signal_nmse(open_training_store(first)).items()}
+        table, files = write_table1(spec, first, stats, out, reference)
         curve = None
         if spec.curve_steps:
             runs = {m: run_dir_of(configs[m][spec.curve_run_seed]) for m in CURVE_METHODS}
@@ -167,7 +169,7 @@ def run_reproduce(
             for step, values in curve_metrics.items():
                 run_groups.log_metrics(first, parent, values, step)
         if spec.results_json:
-            files += write_results(spec, first, stats, out, Path(spec.results_json))
+            files += write_results(spec, first, stats, out, Path(spec.results_json), reference)
     except BaseException:
         run_groups.close_run(first, parent, "FAILED")
         raise
@@ -181,13 +183,20 @@ def run_reproduce(
 
 
 def write_results(
-    spec: ReproduceSpec, cfg: Config, stats: dict, out: Path, path: Path
+    spec: ReproduceSpec,
+    cfg: Config,
+    stats: dict,
+    out: Path,
+    path: Path,
+    reference: dict[str, float] | None = None,
 ) -> list[Path]:
     """The committed results: the JSON, and beside it copies of the study's figures.
 
     ``<stem>.png`` is Table 1's bar chart; with a budget curve the JSON also holds the
     study's ``curve.json`` under ``"curve"`` and ``<stem>_curve.png`` is its plot. Both
     figures are listed under ``"figures"`` (paths as given, for the README).
+    ``reference`` (modality -> nMSE x 1e2 of the train split's mean signal,
+    :mod:`pipelines.reports.reference`) goes under ``"train_mean_x1e2"``.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     copies = [(out / "table1.png", path.with_suffix(".png"))]
@@ -200,7 +209,9 @@ def write_results(
         if src.exists():
             shutil.copyfile(src, dst)
             figures.append(dst)
-    extra = {"figures": [str(f) for f in figures]}
+    extra: dict = {"figures": [str(f) for f in figures]}
+    if reference is not None:
+        extra["train_mean_x1e2"] = {m: round(v, 6) for m, v in reference.items()}
     if has_curve:
         extra["curve"] = json.loads(curve_json.read_text())
     return [write_results_json(spec, cfg, stats, path, extra), *figures]

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from mia_core.config import ConfigError
-from pipelines.studies.reproduce_report import LABELS, RATIO, markdown
+from pipelines.studies.reproduce_report import LABELS, RATIO, REFERENCE, markdown
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -56,6 +56,9 @@ def readme_table(results: dict, source: str) -> str:
                 for a, b in zip(nmse["mia"][m], nmse["cavia"][m], strict=True)
             ]
         )
+    if "train_mean_x1e2" in results:
+        ref = results["train_mean_x1e2"]
+        rows.append([REFERENCE] + [_fmt(ref[m]) for m in mods for _ in names])
     seeds = ", ".join(map(str, results["seeds"]))
     store = f"store `{results['store']}`, " if results.get("store") else ""
     caption = (

@@ -25,6 +25,7 @@ Cell = dict  # {r_min, r_max, mean, std, values, paper}
 Stats = dict[str, dict[str, list[Cell]]]  # method -> modality -> one cell per bin
 LABELS = {"cavia": "CAVIA", "metasgd": "MetaSGD", "gap": "GAP", "alfa": "ALFA", "mia": "MIA"}
 RATIO = "MIA / CAVIA"
+REFERENCE = "train mean (no adaptation)"
 
 
 def study_bins(cfg: Config) -> list[tuple[float, float]]:
@@ -105,8 +106,14 @@ def num_text(x: float, digits: int = 4) -> str:
     return "-" if math.isnan(x) else f"{x:.{digits}g}"
 
 
-def table1_rows(spec: ReproduceSpec, cfg: Config, stats: Stats) -> list[list[str]]:
-    """Table 1's layout: a row per method, a column per (modality, bin), then MIA / CAVIA."""
+def table1_rows(
+    spec: ReproduceSpec, cfg: Config, stats: Stats, reference: dict[str, float] | None = None
+) -> list[list[str]]:
+    """Table 1's layout: a row per method, a column per (modality, bin), then MIA / CAVIA.
+
+    ``reference`` (modality -> nMSE x 1e2 of the train split's mean signal) adds a last
+    row with that value in every bin of the modality.
+    """
     bins = study_bins(cfg)
     header = ["method"] + [f"{m} [{lo:g}, {hi:g}]" for m in cfg.data.modalities for lo, hi in bins]
     rows = [header]
@@ -127,6 +134,11 @@ def table1_rows(spec: ReproduceSpec, cfg: Config, stats: Stats) -> list[list[str
         [RATIO]
         + [f"{num_text(o, 3)}{cite(p, 3)}" for m in cfg.data.modalities for o, p in ratio[m]]
     )
+    if reference is not None:
+        rows.append(
+            [REFERENCE]
+            + [num_text(reference[m]) for m in cfg.data.modalities for _ in study_bins(cfg)]
+        )
     return rows
 
 
@@ -146,14 +158,18 @@ def write_csv(rows: list[list[str | float]], path: Path) -> Path:
 
 
 def write_table1(
-    spec: ReproduceSpec, cfg: Config, stats: Stats, out: Path
+    spec: ReproduceSpec,
+    cfg: Config,
+    stats: Stats,
+    out: Path,
+    reference: dict[str, float] | None = None,
 ) -> tuple[list[list[str]], list[Path]]:
     """Write ``table1.md``, ``table1.csv`` (one line per cell), ``table1.json``, ``table1.png``.
 
     Returns:
         The markdown table's rows and the files written.
     """
-    rows = table1_rows(spec, cfg, stats)
+    rows = table1_rows(spec, cfg, stats, reference)
     steps, seeds = cfg.run.steps, ", ".join(map(str, spec.seeds))
     md = out / "table1.md"
     paper = (
@@ -198,6 +214,7 @@ def write_table1(
         "mia_over_cavia": {
             m: [{"ours": o, "paper": p} for o, p in v] for m, v in ratios(stats).items()
         },
+        **({"train_mean_x1e2": reference} if reference is not None else {}),
     }
     js = out / "table1.json"
     js.write_text(json.dumps(json_safe(data), indent=1))
@@ -290,6 +307,7 @@ def write_results_json(
 __all__ = [
     "LABELS",
     "RATIO",
+    "REFERENCE",
     "json_safe",
     "markdown",
     "num_text",

@@ -1,0 +1,77 @@
+"""The no-adaptation reference: how well the train split's mean signal predicts the test split.
+
+A meta-learned INR that does not adapt to its support set can still score well on a store
+whose signals are all alike (ensemble members of one day, a slowly varying field): its
+initialisation learns the mean signal. This reference says where that level is, so a
+table can show whether a method improves on it and whether its error falls with support.
+The prediction for every point is the NaN-aware mean over the train split's signals of
+that point; the score is the evaluation's ``nmse_all`` (per-signal MSE over valid points
+and channels, divided by the signal's normalised-MSE scale squared), averaged over the
+scored signals that have a valid point. It needs shared coordinates (grids, fields, the
+synthetic 1-D points); a modality with per-signal coordinates has no such reference
+(NaN).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from pipelines.data.stores import Store
+from pipelines.data.stores.writer import SPLITS
+from pipelines.data.streams import modality_scales
+
+
+def mean_signal_nmse(store: Store, fit: str = "train", score: str = "test") -> dict[str, float]:
+    """Modality -> mean normalised MSE of predicting ``score`` signals by ``fit``'s mean.
+
+    Args:
+        store: the store (read chunk by chunk, twice: memory is one chunk plus one signal
+            per modality).
+        fit: the split whose per-point mean is the prediction.
+        score: the split that is scored.
+
+    Returns:
+        NaN for a modality with per-signal coordinates, without ``fit`` signals, or without
+        a scored signal that has a valid point.
+    """
+    fit_code, score_code = SPLITS[fit], SPLITS[score]
+    shared = [m for m in store.modalities if store.info[m].coords is not None]
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, np.ndarray] = {}
+    for start, stop in store.chunk_ranges():
+        keep = store.split[start:stop] == fit_code
+        if not keep.any():
+            continue
+        values = store.read(start, stop)
+        for m in shared:
+            x = values[m][keep].astype(np.float64)
+            ok = np.isfinite(x)
+            sums[m] = sums.get(m, 0.0) + np.where(ok, x, 0.0).sum(0)
+            counts[m] = counts.get(m, 0.0) + ok.sum(0)
+    means = {m: sums[m] / np.maximum(counts[m], 1) for m in sums}
+    scales = modality_scales(store)
+    totals = {m: [0.0, 0] for m in means}
+    for start, stop in store.chunk_ranges():
+        keep = store.split[start:stop] == score_code
+        if not keep.any():
+            continue
+        values = store.read(start, stop)
+        for m in means:
+            x = values[m][keep].astype(np.float64)
+            ok = np.isfinite(x) & (counts[m] > 0)
+            se = np.where(ok, x - means[m], 0.0) ** 2
+            n = ok.reshape(len(x), -1).sum(1)
+            mse = se.reshape(len(x), -1).sum(1) / np.maximum(n, 1)
+            scale = scales[m][start:stop][keep].astype(np.float64)
+            nmse = mse[n > 0] / np.square(scale[n > 0])
+            totals[m][0] += float(nmse.sum())
+            totals[m][1] += int(len(nmse))
+    return {
+        m: (totals[m][0] / totals[m][1] if m in totals and totals[m][1] else math.nan)
+        for m in store.modalities
+    }
+
+
+__all__ = ["mean_signal_nmse"]
