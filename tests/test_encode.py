@@ -340,3 +340,39 @@ def test_frames_of_fill_values_are_recorded_not_scored(meta_run, tmp_path):
     assert np.isnan(psnr[2]).all() and np.isfinite(psnr[[0, 1, 3]]).all()
     assert s.psnr["max"] < 100 and np.isfinite(s.psnr["mean"])  # not 200 dB
     assert "1 (time, variable) fields had no valid value" in lines[-1]
+
+
+def test_quantise_round_trip_is_within_half_a_level_per_tensor():
+    from pipelines.codecs.quantise import LEVELS, dequantise, quantise
+
+    torch = pytest.importorskip("torch")
+    gen = torch.Generator().manual_seed(0)
+    sizes = [5, 3, 4]
+    code = torch.randn(6, 12, generator=gen) * torch.tensor([10.0] * 5 + [0.1] * 3 + [0.0] * 4)
+    q, scales = quantise(code, "int8", sizes)
+    assert q.dtype == torch.int8 and scales.shape == (6, 3)
+    back = dequantise(q, scales, sizes)
+    # Each tensor keeps its own scale: the small one is not rounded away by the large one.
+    err = (back - code).abs()
+    assert (err[:, :5] <= scales[:, :1] / 2 + 1e-6).all()
+    assert (err[:, 5:8] <= scales[:, 1:2] / 2 + 1e-6).all() and err[:, 5:8].max() < 1e-3
+    assert (back[:, 8:] == 0).all() and int(q.abs().max()) == LEVELS
+    half, none = quantise(code, "float16", sizes)
+    assert none is None and half.dtype == torch.float16
+
+
+def test_int8_codes_are_measured_as_stored_and_decode(meta_run, tmp_path):
+    exact = encode(options(meta_run, tmp_path / "f32.zarr", time_range=[0, CHUNK]))
+    out = tmp_path / "int8.zarr"
+    s = encode(options(meta_run, out, code_dtype="int8", time_range=[0, CHUNK]))
+    group = zarr.open_group(str(out))
+    scales = group.attrs["mia_codes"]["code_scales"]
+    assert group["codes"].dtype == np.int8 and group["code_scale"].shape == (T, scales)
+    # Compression counts the scales; PSNR is that of the dequantised codes: close to the
+    # float32 codes' (same seed, same fits) but not theirs (rounding moves it either way).
+    assert s.compression_codes == pytest.approx(NLAT * NLON * 4 / (s.code_dim + 4 * scales))
+    assert 0 < abs(exact.psnr["mean"] - s.psnr["mean"]) < 1.0
+    ds = Decoder(make_location(str(out))).decode([0, 1])
+    ref = Decoder(make_location(str(tmp_path / "f32.zarr"))).decode([0, 1])
+    diff = float(np.abs(ds["t2m"].values - ref["t2m"].values).max())
+    assert 0 < diff < 1.0  # K: the 8-bit codes decode close to the float32 ones

@@ -5,8 +5,10 @@ writes whole chunks; xarray opens it through ``dimension_names``):
 
 * ``codes (time, code)``: weight deltas from the meta-model or context vectors, in
   ``code_dtype``;
+* ``code_scale (time, segment)`` float32, ``int8`` codes only: one scale per adapted
+  tensor (:mod:`pipelines.codecs.quantise`; attribute ``code_scales`` is the count);
 * ``mse, psnr (time, variable)`` float32: reconstruction quality measured on the stored
-  (possibly float16) codes at full resolution, in normalised units;
+  (possibly float16 or int8) codes at full resolution, in normalised units;
 * ``encode_seconds (time,)``: each step's share of its batch's adaptation time;
 * ``done (time,)`` uint8: 1 once the time step's codes and metrics are complete. It is
   written after them, so a crash between the two leaves the step pending and a rerun
@@ -24,11 +26,14 @@ the grid, dimension names, coordinates and normalisation needed to decode.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
+import torch
 import zarr
 
+from pipelines.codecs.quantise import dequantise
 from pipelines.data.stores import StoreError, StoreLocation
 
 FORMAT = "mia-codes/1"
@@ -98,6 +103,9 @@ def create_code_store(
     group = zarr.open_group(location.zarr_store("w"), mode="w", zarr_format=3)
     n_t, dim, n_var = attrs["num_time"], attrs["code_dim"], len(attrs["variables"])
     _array(group, "codes", (n_t, dim), (chunk, dim), attrs["code_dtype"], ["time", "code"])
+    if n_s := int(attrs.get("code_scales", 0)):
+        dims = ["time", "segment"]
+        _array(group, "code_scale", (n_t, n_s), (chunk, n_s), "float32", dims, np.nan)
     for name in ("mse", "psnr"):
         _array(group, name, (n_t, n_var), (chunk, n_var), "float32", ["time", "variable"], np.nan)
     _array(group, "encode_seconds", (n_t,), (chunk,), "float32", ["time"], np.nan)
@@ -155,10 +163,13 @@ def write_unit(
     mse: np.ndarray,
     psnr: np.ndarray,
     seconds: np.ndarray,
+    scales: np.ndarray | None = None,
 ) -> None:
-    """Write the results of steps ``start .. start + len(codes)``; ``done`` last."""
+    """Write the results of steps ``start .. start + len(codes)`` (``done`` is separate)."""
     stop = start + len(codes)
     group["codes"][start:stop] = codes
+    if scales is not None:
+        group["code_scale"][start:stop] = scales.astype(np.float32)
     group["mse"][start:stop] = mse.astype(np.float32)
     group["psnr"][start:stop] = psnr.astype(np.float32)
     group["encode_seconds"][start:stop] = seconds.astype(np.float32)
@@ -167,6 +178,16 @@ def write_unit(
 def mark_done(group: zarr.Group, start: int, stop: int) -> None:
     """Publish steps ``[start, stop)`` (after :func:`write_unit`)."""
     group["done"][start:stop] = np.ones(stop - start, np.uint8)
+
+
+def read_codes(group: zarr.Group, sel: np.ndarray) -> np.ndarray:
+    """Float32 codes of the time steps ``sel`` (dequantised where stored as ``int8``)."""
+    values = np.asarray(group["codes"].get_orthogonal_selection((sel, slice(None))))
+    if "code_scale" not in group:
+        return values.astype(np.float32)
+    scales = np.asarray(group["code_scale"].get_orthogonal_selection((sel, slice(None))))
+    sizes = [math.prod(e["shape"]) for e in group.attrs["mia_codes"]["code_layout"]]
+    return dequantise(torch.from_numpy(values), torch.from_numpy(scales), sizes).numpy()
 
 
 def meta_state(group: zarr.Group) -> dict[str, np.ndarray]:

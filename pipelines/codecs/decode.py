@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mia_core.config import config_from_dict
-from pipelines.codecs.codestore import meta_state, open_code_store
+from pipelines.codecs.codestore import meta_state, open_code_store, read_codes
 from pipelines.codecs.meta_model import EncodeError, codes_to_params, load_meta_model, predict
 from pipelines.data.stores import StoreLocation, make_location
 from pipelines.data.stores.reader import grid_coords
@@ -137,10 +137,8 @@ class Decoder:
         outs: dict[str, list[np.ndarray]] = {v: [] for v in variables}
         for a in range(0, idx.size, batch):
             sel = idx[a : a + batch]
-            codes = torch.from_numpy(
-                np.asarray(self.group["codes"].get_orthogonal_selection((sel, slice(None))))
-            )
-            params = codes_to_params(learner, codes.float().to(self.device))
+            codes = torch.from_numpy(read_codes(self.group, sel))
+            params = codes_to_params(learner, codes.to(self.device))
             for v in variables:
                 shape, _ = grids[v]
                 x = torch.from_numpy(grid_coords(shape)).to(self.device)

@@ -45,6 +45,7 @@ from pipelines.codecs.meta_model import (
     load_meta_model,
     resolve_checkpoint,
 )
+from pipelines.codecs.quantise import bytes_per_step, num_scales
 from pipelines.data.stores import StoreLocation, make_location
 from pipelines.data.stores.reader import FieldStore
 from pipelines.engine.checkpoint import load_checkpoint
@@ -97,7 +98,7 @@ def _variable_attrs(store: FieldStore) -> dict[str, Any]:
 
 def _check_code_size(spec: EncodeSpec, attrs: dict[str, Any], log: Callable[[str], None]) -> None:
     """Refuse (or warn about) codes that take as many bytes as the data they encode."""
-    code = attrs["code_dim"] * np.dtype(spec.code_dtype).itemsize
+    code = bytes_per_step(attrs["code_dim"], spec.code_dtype, attrs["code_scales"])
     raw = attrs["raw_bytes_per_step"]
     if code < raw:
         return
@@ -106,7 +107,7 @@ def _check_code_size(spec: EncodeSpec, attrs: dict[str, Any], log: Callable[[str
         f"are not smaller than the data of {attrs['store']} ({raw:,} float32 bytes per time "
         f"step): compression {raw / code:.2f}x. Encode with a context-based meta-model "
         "(cavia/metasgd/mia: codes are the adapted contexts), a smaller INR, or "
-        "encode.code_dtype=float16; encode.larger_codes=warn encodes anyway"
+        "encode.code_dtype=float16 or int8; encode.larger_codes=warn encodes anyway"
     )
     if spec.larger_codes == "refuse":
         raise EncodeError(msg)
@@ -166,6 +167,7 @@ def _store_attrs(
         "code_dim": layout.dim,
         "code_layout": layout.to_json(),
         "code_dtype": spec.code_dtype,
+        "code_scales": num_scales(spec.code_dtype, layout.sizes),
         "meta_sha256": model.sha256,
         "raw_bytes_per_step": _raw_bytes_per_step(store),
         "encoder": {k: getattr(spec, k) for k in ENCODER_KEYS},

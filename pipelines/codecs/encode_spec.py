@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mia_core.config.spec import Problems, Validated, bounded, choice, load_spec
+from pipelines.codecs.quantise import CODE_DTYPES
 
-CODE_DTYPES = ("float32", "float16")
 LARGER_CODES = ("refuse", "warn")
 ENCODE_OPTIMIZERS = ("rule", "adam", "sgd")
 ENCODE_DEVICES = ("cpu", "cuda", "auto")
@@ -44,7 +44,9 @@ class EncodeSpec(Validated):
         batch_size: time steps adapted together (vectorised); 0: a whole chunk.
         chunk: time steps per code-store chunk (0: the field store's time chunk).
         time_range: ``[start, stop)`` time indices to encode; ``None``: all.
-        code_dtype: ``float32`` or ``float16`` (metrics are measured on stored codes).
+        code_dtype: ``float32``, ``float16`` or ``int8`` (one float32 scale per adapted
+            tensor and time step, :mod:`pipelines.codecs.quantise`); metrics are
+            measured on the codes as stored.
         larger_codes: what to do when a time step's code takes at least as many bytes as
             its float32 data (compression <= 1x): ``refuse`` (default: stop before
             encoding, naming both sizes and what to change) or ``warn`` (log and encode).

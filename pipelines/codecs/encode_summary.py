@@ -19,6 +19,7 @@ import numpy as np
 from mia_core.config import Config
 from mia_core.config.secrets import redact
 from pipelines.codecs.encode_spec import EncodeSpec
+from pipelines.codecs.quantise import bytes_per_step
 from pipelines.tracking.experiments import ensure_experiment
 from pipelines.tracking.tracker import set_fluent_tracking_uri, tracking_uri
 
@@ -75,7 +76,7 @@ def summarize(group, seconds: float = 0.0, encoded: int = 0, skipped: int = 0) -
     n = int(done.sum())
     scored = psnr[np.isfinite(psnr)]
     flat = scored if scored.size else np.full(1, np.nan)
-    code_bytes = attrs["code_dim"] * np.dtype(attrs["code_dtype"]).itemsize
+    code_bytes = bytes_per_step(attrs["code_dim"], attrs["code_dtype"], attrs.get("code_scales", 0))
     raw = attrs["raw_bytes_per_step"]
     return EncodeSummary(
         out=attrs.get("out", ""),

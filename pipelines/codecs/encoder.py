@@ -3,9 +3,9 @@
 An encoder opens the field store, the code store and the meta-model once; each unit of
 time steps (whole store chunks, never crossing a code-store chunk) is read, adapted in
 vectorised batches of ``batch_size`` time steps, measured at full resolution from the
-codes as stored (after the ``code_dtype`` cast), written, and only then flagged ``done``:
-a crash between the two leaves the unit pending, so a rerun writes it again with the
-same codes.
+codes as stored (after the ``code_dtype`` cast or quantisation), written, and only then
+flagged ``done``: a crash between the two leaves the unit pending, so a rerun writes it
+again with the same codes.
 """
 
 from __future__ import annotations
@@ -23,12 +23,14 @@ from pipelines.codecs.meta_model import (
     EncodeError,
     MetaModel,
     batch_tensors,
+    code_layout,
     codes_to_params,
     field_metrics,
     fit_batch,
     load_meta_model,
     params_to_codes,
 )
+from pipelines.codecs.quantise import dequantise, quantise
 from pipelines.data.stores import StoreLocation, open_store
 from pipelines.data.stores.reader import FieldStore
 
@@ -92,7 +94,8 @@ class ChunkEncoder:
         rows = self.store.read(start, stop)
         learner = self.model.learner
         bsz = s["batch_size"] or (stop - start)
-        codes, mses, psnrs, secs = [], [], [], []
+        sizes = code_layout(learner).sizes
+        codes, scales, mses, psnrs, secs = [], [], [], [], []
         for a in range(0, stop - start, bsz):
             part = {m: rows[m][a : a + bsz] for m in learner.modalities}
             values, valid = batch_tensors(part, self.device)
@@ -107,13 +110,15 @@ class ChunkEncoder:
                 s["points_per_step"],
                 seed=s["seed"] + start + a,
             )
-            code = params_to_codes(learner, fit.params).to(getattr(torch, s["code_dtype"]))
-            stored = codes_to_params(learner, code.float())
+            code, scale = quantise(params_to_codes(learner, fit.params), s["code_dtype"], sizes)
+            stored = codes_to_params(learner, dequantise(code, scale, sizes))
             mse, p_db = field_metrics(
                 learner, self.coords, values, valid, stored, self.model.cfg.data.psnr_range
             )
             n = code.shape[0]
             codes.append(code.cpu().numpy())
+            if scale is not None:
+                scales.append(scale.cpu().numpy())
             mses.append(mse.cpu().numpy())
             psnrs.append(p_db.cpu().numpy())
             secs.append(np.full(n, fit.seconds / n))
@@ -124,6 +129,7 @@ class ChunkEncoder:
             np.concatenate(mses),
             np.concatenate(psnrs),
             np.concatenate(secs),
+            np.concatenate(scales) if scales else None,
         )
         if s["fault_at"] is not None and start <= s["fault_at"] < stop:
             raise RuntimeError(

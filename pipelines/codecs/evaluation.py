@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mia_core.builders import build_learner  # noqa: E402
-from pipelines.codecs.codestore import open_code_store  # noqa: E402
+from pipelines.codecs.codestore import open_code_store, read_codes  # noqa: E402
 from pipelines.codecs.encoder import open_field_store, store_dims  # noqa: E402
 from pipelines.codecs.meta_model import MetaModel, batch_tensors, fit_batch  # noqa: E402
 from pipelines.data.stores import StoreLocation  # noqa: E402
@@ -154,7 +154,7 @@ def plot_psnr_over_time(group: Any, path: Path) -> Path:
 def plot_code_projection(group: Any, path: Path, method: str = "pca", seed: int = 0) -> Path:
     """2-D projection (PCA or t-SNE) of the codes, coloured by time step."""
     done = np.flatnonzero(np.asarray(group["done"][...]).astype(bool))
-    codes = np.asarray(group["codes"].get_orthogonal_selection((done, slice(None))), np.float64)
+    codes = read_codes(group, done).astype(np.float64)
     codes = codes - codes.mean(0)
     if method == "tsne":
         from sklearn.manifold import TSNE
