@@ -10,8 +10,12 @@ import numpy as np
 PARAMS = {"t": (130, 280.0, 20.0), "z": (129, 5.0e4, 2.0e3)}
 
 
-def write_grib(path: Path, times: int = 3, nlat: int = 19, nlon: int = 36) -> dict:
+def write_grib(
+    path: Path, times: int = 3, nlat: int = 19, nlon: int = 36, first_time: int = 0
+) -> dict:
     """A GRIB2 file of t and z at 500 hPa on a regular global grid, 6-hourly.
+
+    ``first_time`` (in 6-hour steps) offsets the analyses, for one file per time step.
 
     Returns:
         variable -> ``(times, nlat, nlon)`` float64 values written (north to south).
@@ -27,7 +31,7 @@ def write_grib(path: Path, times: int = 3, nlat: int = 19, nlon: int = 36) -> di
                     ("paramId", pid),
                     ("level", 500),
                     ("dataDate", 20200101),
-                    ("dataTime", t * 600),
+                    ("dataTime", (first_time + t) * 600),
                     ("Ni", nlon),
                     ("Nj", nlat),
                     ("latitudeOfFirstGridPointInDegrees", 90.0),

@@ -24,6 +24,7 @@ import fsspec
 import numpy as np
 import xarray as xr
 
+from pipelines.data.builders.axes import parse_dims
 from pipelines.data.builders.era5_names import FIELD_DIMS, select_variables, standardise
 from pipelines.data.stores.field_writer import split_by_time, write_field_store
 from pipelines.data.stores.location import StoreLocation, make_location, redact_url
@@ -48,6 +49,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--variables",
         default="",
         help="comma-separated short or long names (default: t2m, else the first three)",
+    )
+    p.add_argument(
+        "--dims",
+        default="",
+        help="name axes the input does not mark (CF attributes and known names are tried "
+        "first), e.g. time=timestep,latitude=y,longitude=x",
     )
     p.add_argument("--levels", default="", help="pressure levels to keep, e.g. 500,850")
     p.add_argument("--members", default="", help="ensemble members to keep, e.g. 0,1,2")
@@ -78,6 +85,7 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
         raise ValueError(f"--resolution must be NLATxNLON with both >= 2, got {args.resolution!r}")
     if args.time_stride < 1 or not 0 <= args.val_fraction + args.test_fraction < 1:
         raise ValueError("--time-stride must be >= 1 and val + test fractions in [0, 1)")
+    dims = parse_dims(args.dims)
     sources = _expand(args.input, args)
     shown = [redact_url(s) for s in sources]
     opened: list[xr.Dataset] = []
@@ -89,7 +97,7 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
                 raise
             except Exception as err:  # engine/IO errors: name the input
                 raise ValueError(f"cannot open {name}: {type(err).__name__}: {err}") from err
-        datasets = [standardise(ds, name) for ds, name in zip(opened, shown, strict=True)]
+        datasets = [standardise(ds, name, dims) for ds, name in zip(opened, shown, strict=True)]
         mapping = select_variables(datasets, args.variables, shown)
         parts = _select(datasets, mapping, args, shown)
         target = _plan(parts[0], shape, args.domain)

@@ -5,14 +5,16 @@ Users hold ERA5 under several spellings: CDS netCDF and cfgrib use short names (
 tables and CMIP-style files use others (``2t``, ``tas``). A requested name is matched
 against a dataset's variables under all of them, case-insensitively. Dimension spellings
 (``valid_time``, ``pressure_level``, ``isobaricInhPa``, ``lat``, ``number`` ...) are mapped
-onto ``FIELD_DIMS``.
+onto ``FIELD_DIMS`` by :mod:`pipelines.data.builders.axes`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import xarray as xr
+
+from pipelines.data.builders.axes import standard_axes
 
 FIELD_DIMS = ("time", "member", "level", "latitude", "longitude")
 """Dims of a field-store variable, in order (member and level optional)."""
@@ -70,20 +72,6 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "skt": ("ts",),
 }
 
-# Dimension spellings -> the names the field store is written with.
-DIM_RENAMES = {
-    "valid_time": "time",
-    "lat": "latitude",
-    "lon": "longitude",
-    "pressure_level": "level",
-    "isobaricInhPa": "level",
-    "plev": "level",
-    "lev": "level",
-    "number": "member",
-    "ensemble": "member",
-    "realization": "member",
-}
-
 
 def canonical(name: str) -> str | None:
     """The short name of ``name`` (short, long or alias), or ``None`` if unknown."""
@@ -119,25 +107,26 @@ def describe(name: str) -> str:
     return f"{name} ({other})"
 
 
-def standardise(ds: xr.Dataset, name: str) -> xr.Dataset:
+def standardise(ds: xr.Dataset, name: str, dims: Mapping[str, str] | None = None) -> xr.Dataset:
     """Dims renamed to ``FIELD_DIMS``, aux/scalar coords dropped, lat/lon variables kept.
 
     Args:
         ds: a dataset as opened (CDS netCDF, cfgrib, ARCO Zarr, NCEP).
         name: the input as it may be shown (redacted).
+        dims: role -> dimension names given by the user (``--dims``); the other axes are
+            found by meaning (:mod:`pipelines.data.builders.axes`).
 
     Raises:
         ValueError: no 1-D time, latitude and longitude coordinates.
     """
-    for old, new in DIM_RENAMES.items():
-        if old in ds.dims and new not in ds.dims:
-            ds = ds.drop_vars([new] if new in ds.variables else []).rename({old: new})
+    ds = standard_axes(ds, dims or {}, name)
     ds = ds.reset_coords(drop=True)
     for d in ("time", "latitude", "longitude"):
         if d not in ds.dims or d not in ds.coords:
             raise ValueError(
                 f"{name}: needs 1-D time, latitude and longitude coordinates "
-                f"(a regular lat/lon grid); it has dims {dict(ds.sizes)}"
+                f"(a regular lat/lon grid); it has dims {dict(ds.sizes)}. Name the axes "
+                "with --dims, e.g. --dims time=timestep,latitude=y,longitude=x"
             )
     ds = ds.squeeze([d for d, n in ds.sizes.items() if n == 1 and d not in FIELD_DIMS], drop=True)
     return ds[[v for v in ds.data_vars if {"latitude", "longitude"} <= set(ds[v].dims)]]
