@@ -53,7 +53,10 @@ def test_netcdf_short_names_regrid_normalise_split(tmp_path):
         ds.sizes["latitude"] == 10 and float(ds.latitude[0]) == -90 and float(ds.latitude[-1]) == 90
     )
     assert np.allclose(ds.longitude.values, np.arange(20) * 18.0)
-    assert ds.attrs["variables"] == {"t": "t", "sp": "sp"} and ds["t"].attrs["units"] == "K"
+    assert ds.attrs["variables"] == {"t": "t", "sp": "sp"}
+    # Normalised values are dimensionless; the physical units stay beside the statistics.
+    assert (ds["t"].attrs["units"], ds["t"].attrs["physical_units"]) == ("1", "K")
+    assert "min" in ds["t"].attrs["mia_norm"]
 
 
 def test_long_names_multiple_files_glob_and_default_variables(tmp_path):
@@ -215,7 +218,7 @@ def test_files_per_variable_are_merged(tmp_path):
     )
     assert sorted(store.modalities) == ["sp", "t"] and store.num_signals == 4
     ds = xr.open_zarr(store.location.zarr_store("r"), consolidated=False)
-    assert ds["sp"].attrs["units"] == "Pa" and ds["t"].attrs["units"] == "K"
+    assert ds["sp"].attrs["physical_units"] == "Pa" and ds["t"].attrs["physical_units"] == "K"
 
 
 def test_s3_output_without_secrets(tmp_path, s3_server):

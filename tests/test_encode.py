@@ -122,6 +122,7 @@ def test_encode_decode_round_trip(meta_run, tmp_path):
     ds = Decoder(make_location(str(out))).decode()
     truth = tiny_fields().sortby("latitude")
     assert ds["t2m"].dims == ("time", "latitude", "longitude")
+    assert ds["t2m"].attrs["units"] == "K" and "physical_units" not in ds["t2m"].attrs
     np.testing.assert_array_equal(ds["time"].values, truth["time"].values)
     np.testing.assert_allclose(ds["latitude"].values, truth["latitude"].values)
     norm = attrs["variable_info"]["t2m"]["norm"]

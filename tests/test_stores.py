@@ -222,3 +222,39 @@ def test_s3_round_trip_and_no_credentials_in_stores_or_errors(s3_server):
     for e in errors:
         text = "".join(traceback.format_exception(e))
         assert KEY not in text and SECRET not in text
+
+
+def test_stores_open_in_xarray_without_warnings(tmp_path):
+    """Both store kinds open with plain ``xr.open_zarr`` (consolidated, dimension names)."""
+    import warnings
+
+    import xarray as xr
+
+    from pipelines.data.stores.field_writer import write_field_store
+
+    loc = make_location(str(tmp_path / "s.zarr"))
+    grid = np.random.default_rng(0).normal(size=(6, 4, 5, 2)).astype(np.float32)
+    points = np.random.default_rng(1).normal(size=(6, 7, 1)).astype(np.float32)
+    coords = np.zeros((6, 7, 1), np.float32)
+    data = {
+        "img": ModalityData(grid, units="K"),
+        "pts": ModalityData(points, kind="points", coords=coords, normalisation="none", units="m"),
+    }
+    write_signal_store(loc, data, np.zeros(6), extra_arrays={"label": np.arange(6)})
+    fields = xr.Dataset(
+        {"t2m": (("time", "latitude", "longitude"), grid[..., 0], {"units": "K"})},
+        coords={"time": np.arange(6), "latitude": np.arange(4.0), "longitude": np.arange(5.0)},
+    )
+    floc = make_location(str(tmp_path / "f.zarr"))
+    write_field_store(fields, floc, chunk_time=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sig = xr.open_zarr(str(tmp_path / "s.zarr"))
+        fld = xr.open_zarr(str(tmp_path / "f.zarr"))
+    assert sig["img"].dims == ("signal", "img_axis0", "img_axis1", "img_channel")
+    assert sig["pts__coords"].dims == ("signal", "pts_point", "pts_coord")
+    assert sig["label"].dims == ("signal",) and sig.sizes["signal"] == 6
+    assert (sig["img"].attrs["units"], sig["img"].attrs["physical_units"]) == ("1", "K")
+    assert sig["pts"].attrs["units"] == "m"  # not normalised: physical units as they are
+    assert fld["t2m"].attrs["units"] == "1" and fld["t2m"].attrs["physical_units"] == "K"
+    assert open_store(loc).num_signals == 6 and open_store(floc).num_signals == 6

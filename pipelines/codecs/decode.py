@@ -21,6 +21,7 @@ from mia_core.config import config_from_dict
 from pipelines.codecs.codestore import meta_state, open_code_store, read_codes
 from pipelines.codecs.meta_model import EncodeError, codes_to_params, load_meta_model, predict
 from pipelines.data.stores import StoreLocation, make_location
+from pipelines.data.stores.field_writer import physical_attrs
 from pipelines.data.stores.reader import grid_coords
 from pipelines.data.stores.writer import invert_norm
 
@@ -156,7 +157,9 @@ class Decoder:
                 vals = vals[..., 0]
             for d, c in zip(info["dims"], axes, strict=True):
                 coords[d] = c
-            data_vars[v] = xr.DataArray(vals, dims=dims, attrs=info.get("attrs", {}))
+            data_vars[v] = xr.DataArray(
+                vals, dims=dims, attrs=physical_attrs(info.get("attrs", {}))
+            )
         return xr.Dataset(
             data_vars,
             coords=coords,

@@ -16,7 +16,7 @@ import xarray as xr
 from pipelines.data.stores.errors import StoreError
 from pipelines.data.stores.location import StoreLocation
 from pipelines.data.stores.reader import LEVEL_DIMS, TIME_DIMS
-from pipelines.data.stores.writer import NORMALISATIONS, apply_norm
+from pipelines.data.stores.writer import NORMALISATIONS, apply_norm, quiet_consolidation
 
 
 def split_by_time(n_time: int, val_fraction: float = 0.1, test_fraction: float = 0.1) -> np.ndarray:
@@ -47,6 +47,32 @@ def _norm_stats(da: xr.DataArray, tdim: str, train: np.ndarray, how: str) -> dic
             "min": np.atleast_1d(sub.min(reduce, skipna=True).values).tolist(),
             "max": np.atleast_1d(sub.max(reduce, skipna=True).values).tolist(),
         }
+
+
+def normalised_attrs(attrs: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+    """Attributes of a normalised variable: ``units: "1"``, the physical units kept.
+
+    The values are dimensionless after normalisation; ``physical_units`` and ``mia_norm``
+    say how to get back (:func:`pipelines.data.stores.writer.invert_norm`).
+    """
+    out = {k: v for k, v in attrs.items() if k != "units"}
+    if stats.get("kind", "none") != "none":
+        out["units"] = "1"
+        if "units" in attrs:
+            out["physical_units"] = attrs["units"]
+    elif "units" in attrs:
+        out["units"] = attrs["units"]
+    return {**out, "mia_norm": stats}
+
+
+def physical_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`normalised_attrs` for values brought back to physical units."""
+    out = {k: v for k, v in attrs.items() if k not in ("mia_norm", "physical_units")}
+    if "physical_units" in attrs:
+        out["units"] = attrs["physical_units"]
+    elif out.get("units") == "1" and "mia_norm" in attrs:
+        out.pop("units")
+    return out
 
 
 def write_field_store(
@@ -98,7 +124,7 @@ def write_field_store(
         normed = normed if ldim else normed[..., 0]
         dims = [d for d in da.dims if d != ldim] + ([ldim] if ldim else [])
         var = xr.DataArray(
-            normed.astype(np.float32), dims=dims, attrs={**da.attrs, "mia_norm": stats}
+            normed.astype(np.float32), dims=dims, attrs=normalised_attrs(da.attrs, stats)
         )
         out[name] = var.transpose(*da.dims)
         encoding[name] = {
@@ -106,6 +132,7 @@ def write_field_store(
         }
     out["split"] = xr.DataArray(split, dims=[tdim])
     encoding["split"] = {"chunks": (n_time,)}  # tiny, read whole by every open: one request
-    out.to_zarr(
-        location.zarr_store("w"), mode="w", zarr_format=3, encoding=encoding, consolidated=False
-    )
+    with quiet_consolidation():
+        out.to_zarr(
+            location.zarr_store("w"), mode="w", zarr_format=3, encoding=encoding, consolidated=True
+        )

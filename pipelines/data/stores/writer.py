@@ -19,7 +19,9 @@ whole signals and one read task reads whole chunks.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +110,18 @@ def invert_norm(values: np.ndarray, norm: Mapping[str, Any]) -> np.ndarray:
     return values * scale + offset
 
 
+@contextlib.contextmanager
+def quiet_consolidation() -> Iterator[None]:
+    """Silence zarr's note that consolidated metadata is not in the Zarr v3 spec.
+
+    We write it so that ``xr.open_zarr`` opens our stores without its "no consolidated
+    metadata" warning, in one metadata read on object stores; our readers do not need it.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Consolidated metadata is currently not part")
+        yield
+
+
 def write_signal_store(
     location: StoreLocation,
     modalities: Mapping[str, ModalityData],
@@ -179,10 +193,12 @@ def write_signal_store(
             c = np.asarray(d.coords, np.float32)
             entry["num_points"], entry["coord_dim"] = int(vals.shape[1]), int(c.shape[-1])
             entry["coords_per_signal"] = c.ndim == 3
+            point_dims = [f"{m}_point", f"{m}_coord"]
             group.create_array(
                 f"{m}__coords",
                 data=c,
                 chunks=(min(chunk_signals, n), *c.shape[1:]) if c.ndim == 3 else c.shape,
+                dimension_names=["signal", *point_dims] if c.ndim == 3 else point_dims,
             )
         arr = group.create_array(
             m,
@@ -190,14 +206,24 @@ def write_signal_store(
             dtype="float32",
             chunks=(min(chunk_signals, n), *vals.shape[1:]),
             fill_value=np.nan,
+            dimension_names=_value_dims(m, d.kind, vals.ndim),
         )
+        if norm["kind"] != "none":
+            arr.attrs.update({"units": "1", **({"physical_units": d.units} if d.units else {})})
+        elif d.units:
+            arr.attrs["units"] = d.units
         arr[...] = vals
         info[m] = entry
     # tiny, read whole by every open (each read task): one chunk, one request
-    group.create_array("split", data=split, chunks=(n,))
-    group.create_array("scale", data=scale, chunks=(n,))
+    group.create_array("split", data=split, chunks=(n,), dimension_names=["signal"])
+    group.create_array("scale", data=scale, chunks=(n,), dimension_names=["signal"])
     for k, v in extra.items():
-        group.create_array(k, data=v, chunks=(min(chunk_signals, n), *v.shape[1:]))
+        group.create_array(
+            k,
+            data=v,
+            chunks=(min(chunk_signals, n), *v.shape[1:]),
+            dimension_names=["signal", *(f"{k}_dim{i}" for i in range(1, v.ndim))],
+        )
     group.attrs["mia_store"] = {
         "kind": "signals",
         "version": 1,
@@ -208,3 +234,12 @@ def write_signal_store(
         **({"extra_arrays": list(extra)} if extra else {}),
         **dict(attrs or {}),
     }
+    with quiet_consolidation():
+        zarr.consolidate_metadata(location.zarr_store("w"))
+
+
+def _value_dims(m: str, kind: str, ndim: int) -> list[str]:
+    """``dimension_names`` of a modality's values (xarray opens the store as a Dataset)."""
+    if kind == "grid":
+        return ["signal", *(f"{m}_axis{i}" for i in range(ndim - 2)), f"{m}_channel"]
+    return ["signal", f"{m}_point", f"{m}_channel"]
