@@ -178,11 +178,16 @@ def test_tiny_study_fills_every_cell_and_resumes(tmp_path):
     assert len(children) == len(VARIANTS) * 2  # every variant x seed
     arts = {a.path for a in client.list_artifacts(res.parent_run_id)}
     assert {"report.md", "tables", "figures"} <= arts
-    # A second run reuses every finished variant x seed.
+    # A second run reuses every finished variant x seed (and copies the report out).
     lines.clear()
+    results = tmp_path / "results" / "ablation_tiny"
+    spec = dataclasses.replace(spec, results_dir=str(results))
     again = run_ablation(spec, bases, log=lines.append)
     assert sum("skipped" in line for line in lines) == 8 * 2
     assert again.tables == res.tables
+    assert (results / "report.md").read_text() == again.report.read_text()
+    assert sorted(p.name for p in (results / "figures").iterdir()) == figs
+    assert (results / "tables" / "synthetic1d_components.csv").exists()
 
 
 def test_ablate_job_reports_bad_input_in_one_line(tmp_path, capsys):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -155,6 +156,9 @@ def run_ablation(
         torch.set_num_threads(threads)
     for name, rows in tables.items():
         write_csv(rows, out / "tables" / f"{name}.csv")
+    if spec.results_dir:
+        _copy_results(out, Path(spec.results_dir))
+        log(f"ablation {spec.name}: report copied to {spec.results_dir}")
     run_groups.log_artifacts(parent_cfg, parent, [report])
     run_groups.log_artifacts(parent_cfg, parent, [out / "tables"], "tables")
     run_groups.log_artifacts(parent_cfg, parent, [out / "figures"], "figures")
@@ -188,6 +192,16 @@ def _run(
         init_hook=hook,
         figures=figures,
     )
+
+
+def _copy_results(out: Path, dest: Path) -> None:
+    """``report.md``, ``tables/`` and ``figures/`` of the study folder into ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out / "report.md", dest / "report.md")
+    for sub in ("tables", "figures"):
+        if (out / sub).exists():
+            shutil.rmtree(dest / sub, ignore_errors=True)
+            shutil.copytree(out / sub, dest / sub)
 
 
 def _tags(ds: str, variant: str) -> dict[str, str]:

@@ -80,6 +80,9 @@ class AblationSpec(Validated):
         run_figures: draw every run's reconstruction figures (off: seconds per run).
         threads: torch intra-op threads while the study runs (1 is ~10x faster than 2
             on a shared 2-core machine: OpenMP spin-waits under contention).
+        results_dir: also copy ``report.md``, ``tables/`` and ``figures/`` to this folder
+            (relative to the working directory, e.g. ``benchmarks/results/ablation_av``),
+            replacing what is there; empty: not copied.
         workers: runs trained at once, each driven from its own process with
             ``threads`` threads (two 1-thread runs use a 2-core machine best).
     """
@@ -97,6 +100,7 @@ class AblationSpec(Validated):
     run_figures: bool = False
     threads: int = bounded(1, ge=1)
     workers: int = bounded(1, ge=1)
+    results_dir: str = ""
 
     def _extra_problems(self) -> Problems:
         if not self.datasets:
