@@ -118,18 +118,25 @@ def test_grid_shape_disagrees_with_metadata(tmp_path):
 
 
 @pytest.mark.timeout(60)
-def test_all_nan_signal_fails_episode_building(tmp_path):
+def test_all_nan_signal_is_skipped_or_named(tmp_path):
     from pipelines.data.episodes import EpisodeSpec
     from pipelines.data.streams import store_episodes
 
     loc, _ = write_signals(tmp_path / "sig", n=8, nan_signal=5)
     store = open_store(loc)
     assert np.isnan(store.read(4, 8)["pts"][1]).all()
+    assert np.flatnonzero(~store.valid).tolist() == [5]  # recorded at write
     spec = EpisodeSpec({"img": (0.2, 0.5), "pts": (0.2, 0.5), "cloud": (0.2, 0.5)})
+    eps = list(store_episodes(store, spec, batch_size=4, split=None, shuffle=False))
+    assert sum(ep["pts"].batch_size for ep in eps) == 7
+    # A store written before the mask existed: the episode builder names the signal.
+    group = zarr.open_group(str(tmp_path / "sig"), mode="a")
+    del group["valid"]
     with pytest.raises(StoreError) as err:
-        list(store_episodes(store, spec, batch_size=4, split=None, shuffle=False))
+        list(store_episodes(open_store(loc), spec, batch_size=4, split=None, shuffle=False))
     msg = str(err.value)
     assert str(tmp_path / "sig") in msg and "'pts'" in msg and "signal 5" in msg
+    assert "rebuild the store" in msg
 
 
 @pytest.mark.timeout(60)

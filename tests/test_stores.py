@@ -258,3 +258,50 @@ def test_stores_open_in_xarray_without_warnings(tmp_path):
     assert sig["pts"].attrs["units"] == "m"  # not normalised: physical units as they are
     assert fld["t2m"].attrs["units"] == "1" and fld["t2m"].attrs["physical_units"] == "K"
     assert open_store(loc).num_signals == 6 and open_store(floc).num_signals == 6
+
+
+def test_missing_frames_are_marked_and_never_drawn(tmp_path):
+    """A frame of fill values (NaN after decoding) is recorded, counted and skipped."""
+    import xarray as xr
+
+    from pipelines.data.episodes import EpisodeSpec
+    from pipelines.data.ray_source import _read_ranges
+    from pipelines.data.stores.field_writer import write_field_store
+    from pipelines.data.streams import store_episodes
+
+    rng = np.random.default_rng(0)
+    t2m = rng.normal(280, 5, size=(8, 2, 4, 5)).astype(np.float32)  # time, member, lat, lon
+    t2m[3] = np.nan  # both members of time 3
+    t2m[5, 1] = np.nan  # member 1 of time 5
+    t2m[6, 0, 0, 0] = np.nan  # one missing point: still a frame
+    fields = xr.Dataset(
+        {"t2m": (("time", "member", "latitude", "longitude"), t2m, {"units": "K"})},
+        coords={
+            "time": np.arange(8),
+            "member": [0, 1],
+            "latitude": np.arange(4.0),
+            "longitude": np.arange(5.0),
+        },
+    )
+    loc = make_location(str(tmp_path / "f.zarr"))
+    write_field_store(fields, loc, chunk_time=3)
+    store = open_store(loc)
+    assert store.modalities == ["t2m"] and store.num_signals == 16
+    missing = np.flatnonzero(~store.valid).tolist()
+    assert missing == [6, 7, 11] and store.attrs["missing_signals"] == 3
+    spec = EpisodeSpec({"t2m": (0.1, 0.5)})
+    # Every other signal is drawn (an all-NaN one would stop the episode builder).
+    drawn = sum(ep["t2m"].batch_size for ep in store_episodes(store, spec, 4, split=None))
+    assert drawn == 16 - len(missing)
+    rows = [
+        i
+        for table in _read_ranges(loc, ["t2m"], store.chunk_ranges(), None, 1)
+        for i in table.column("index").to_pylist()
+    ]
+    assert sorted(rows) == [i for i in range(16) if i not in missing]
+    # Signal stores record the same.
+    vals = rng.normal(size=(5, 6, 1)).astype(np.float32)
+    vals[2] = np.nan
+    sloc = make_location(str(tmp_path / "s.zarr"))
+    write_signal_store(sloc, {"a": ModalityData(vals)}, np.zeros(5))
+    assert np.flatnonzero(~open_store(sloc).valid).tolist() == [2]

@@ -106,8 +106,8 @@ def build_episode(
         if empty.size:
             raise StoreError(
                 f"{spec.store_name}: variable {m!r}: signal {int(indices[empty[0]])} "
-                "has no finite value "
-                f"(all NaN or fill)"
+                "has no finite value (all NaN or fill); rebuild the store with this version, "
+                "which marks such signals missing (valid = 0) so they are skipped"
             )
         lo, hi = spec.ratio_ranges[m]
         npts = vals.shape[1]

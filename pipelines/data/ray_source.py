@@ -30,9 +30,10 @@ from pipelines.data.stores.writer import SPLITS
 
 
 def _keep(
-    split: np.ndarray, idx: np.ndarray, split_code: int | None, time_stride: int
+    split: np.ndarray, valid: np.ndarray, idx: np.ndarray, split_code: int | None, time_stride: int
 ) -> np.ndarray:
-    keep = idx % time_stride == 0
+    """Rows read: every ``time_stride``-th signal of the split that has data (``valid``)."""
+    keep = (idx % time_stride == 0) & valid
     if split_code is not None:
         keep &= split == split_code
     return keep
@@ -65,7 +66,7 @@ def _read_ranges(
     per_signal = [m for m in modalities if store.info[m].coords is None]
     for start, stop in ranges:
         idx = np.arange(start, stop)
-        keep = _keep(store.split[start:stop], idx, split_code, time_stride)
+        keep = _keep(store.split[start:stop], store.valid[start:stop], idx, split_code, time_stride)
         if not keep.any():
             continue
         data = store.read(start, stop)
@@ -106,7 +107,7 @@ class ZarrStoreDatasource(Datasource):
         store = open_store(location, modalities)
         self.modalities = store.modalities
         self.ranges = store.chunk_ranges()
-        self.split = store.split
+        self.split, self.valid = store.split, store.valid
         self.row_bytes = sum(
             4 * store.info[m].num_points * store.info[m].channels for m in self.modalities
         )
@@ -118,7 +119,13 @@ class ZarrStoreDatasource(Datasource):
     def _rows(self, ranges: list[tuple[int, int]]) -> int:
         return int(
             sum(
-                _keep(self.split[a:b], np.arange(a, b), self.split_code, self.time_stride).sum()
+                _keep(
+                    self.split[a:b],
+                    self.valid[a:b],
+                    np.arange(a, b),
+                    self.split_code,
+                    self.time_stride,
+                ).sum()
                 for a, b in ranges
             )
         )

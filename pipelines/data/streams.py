@@ -99,7 +99,7 @@ def store_episodes(
     """
     spec = _named(spec, store)
     idx = np.arange(store.num_signals)
-    keep = idx % time_stride == 0
+    keep = (idx % time_stride == 0) & store.valid  # missing signals are never drawn
     if split is not None:
         keep &= store.split == SPLITS[split]
     selected = idx[keep]

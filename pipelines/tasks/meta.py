@@ -108,7 +108,9 @@ class MetaLearningTask(Task):
     def describe(self) -> str:
         """Method, INR family, parameter count and store."""
         n = sum(p.numel() for p in self.model.parameters())
+        missing = int((~self.store.valid).sum())
+        skipped = f", {missing} signals with no finite value skipped" if missing else ""
         return (
             f"{self.cfg.method.name} on {self.cfg.model.family} ({n:,} meta-parameters), "
-            f"store {self.store.location.display} modalities {self.store.modalities}"
+            f"store {self.store.location.display} modalities {self.store.modalities}{skipped}"
         )

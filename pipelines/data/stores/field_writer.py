@@ -15,7 +15,7 @@ import xarray as xr
 
 from pipelines.data.stores.errors import StoreError
 from pipelines.data.stores.location import StoreLocation
-from pipelines.data.stores.reader import LEVEL_DIMS, TIME_DIMS
+from pipelines.data.stores.reader import LEVEL_DIMS, MEMBER_DIMS, TIME_DIMS
 from pipelines.data.stores.writer import NORMALISATIONS, apply_norm, quiet_consolidation
 
 
@@ -110,6 +110,9 @@ def write_field_store(
         attrs={**ds.attrs, **(attrs or {}), "mia_variables": [str(v) for v in ds.data_vars]},
     )
     encoding = {}
+    mdim = next((d for d in MEMBER_DIMS if d in ds.dims), None)
+    signal_dims = [tdim, *([mdim] if mdim else [])]
+    valid = xr.DataArray(np.ones([ds.sizes[d] for d in signal_dims], bool), dims=signal_dims)
     for name, da in ds.data_vars.items():
         if tdim not in da.dims:
             raise StoreError(
@@ -127,11 +130,18 @@ def write_field_store(
             normed.astype(np.float32), dims=dims, attrs=normalised_attrs(da.attrs, stats)
         )
         out[name] = var.transpose(*da.dims)
+        valid = valid & out[name].notnull().any([d for d in da.dims if d not in signal_dims])
         encoding[name] = {
             "chunks": tuple(min(chunk_time, n_time) if d == tdim else out.sizes[d] for d in da.dims)
         }
     out["split"] = xr.DataArray(split, dims=[tdim])
     encoding["split"] = {"chunks": (n_time,)}  # tiny, read whole by every open: one request
+    out["valid"] = valid.transpose(*signal_dims).astype(np.uint8)
+    out["valid"].attrs = {
+        "long_name": "1 where every variable has a finite value (0: missing, skipped)"
+    }
+    encoding["valid"] = {"chunks": tuple(out.sizes[d] for d in signal_dims)}
+    out.attrs["missing_signals"] = int(valid.size - int(valid.sum()))
     with quiet_consolidation():
         out.to_zarr(
             location.zarr_store("w"), mode="w", zarr_format=3, encoding=encoding, consolidated=True

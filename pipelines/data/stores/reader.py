@@ -94,6 +94,7 @@ class Store(abc.ABC):
     chunk_size: int
     split: np.ndarray
     scale: np.ndarray
+    valid: np.ndarray
     attrs: dict[str, Any]
 
     def chunk_ranges(self) -> list[tuple[int, int]]:
@@ -169,6 +170,11 @@ class SignalStore(Store):
         self.chunk_size = min(sizes)
         self.split = np.asarray(group["split"][...], np.int8)
         self.scale = np.asarray(group["scale"][...], np.float32)
+        # Stores written before the mask existed: every signal counts as valid.
+        found = "valid" in group.array_keys()
+        self.valid = (
+            np.asarray(group["valid"][...]).astype(bool) if found else _all(n=self.num_signals)
+        )
 
     def read(self, start: int, stop: int) -> dict[str, np.ndarray]:
         """See :meth:`Store.read`."""
@@ -216,7 +222,7 @@ class FieldStore(Store):
     ) -> None:
         self.location, self.ds, self.group = location, ds, group
         self.attrs = dict(ds.attrs)
-        data_vars = [v for v in ds.data_vars if v != "split"]
+        data_vars = [v for v in ds.data_vars if v not in ("split", "valid")]
         order = [v for v in ds.attrs.get("mia_variables", []) if v in data_vars]
         data_vars = order + [v for v in data_vars if v not in order]
         self.modalities = list(variables or data_vars)
@@ -283,6 +289,11 @@ class FieldStore(Store):
         else:
             self.split = np.zeros(self.num_signals, np.int8)
         self.scale = np.ones(self.num_signals, np.float32)
+        if "valid" in ds.data_vars:
+            v = np.asarray(ds["valid"].values).astype(bool)
+            self.valid = v.reshape(-1) if v.size == self.num_signals else np.repeat(v, members)
+        else:
+            self.valid = _all(n=self.num_signals)
 
     def read(self, start: int, stop: int) -> dict[str, np.ndarray]:
         """See :meth:`Store.read`; signals are ``time`` major, ``member`` minor."""
@@ -322,6 +333,10 @@ class FieldStore(Store):
             return f"{v}/<time chunk {t // self.time_chunks[v]}>"
 
 
+def _all(n: int) -> np.ndarray:
+    return np.ones(n, bool)
+
+
 def open_store(location: StoreLocation, modalities: list[str] | None = None) -> Store:
     """Open a signal store or a field store, validating its structure.
 
@@ -334,7 +349,9 @@ def open_store(location: StoreLocation, modalities: list[str] | None = None) -> 
             mismatched modality lengths, empty.
     """
     try:
-        group = zarr.open_group(location.zarr_store("r"), mode="r")
+        # The consolidated metadata is written for xarray users; reading the arrays' own
+        # metadata cannot go stale if a store is edited by hand.
+        group = zarr.open_group(location.zarr_store("r"), mode="r", use_consolidated=False)
         attrs = dict(group.attrs)
     except Exception as err:
         raise StoreError(

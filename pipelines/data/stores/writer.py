@@ -159,7 +159,7 @@ def write_signal_store(
     scale = np.ones(n, np.float32) if scale is None else np.asarray(scale, np.float32)
     extra = {k: np.asarray(v) for k, v in (extra_arrays or {}).items()}
     for k, v in extra.items():
-        if k in modalities or k in ("split", "scale") or k.endswith("__coords"):
+        if k in modalities or k in ("split", "scale", "valid") or k.endswith("__coords"):
             raise StoreError(f"{location}: extra array name {k!r} clashes with a store array")
         if v.ndim < 1 or v.shape[0] != n or v.dtype.kind not in "biuf":
             raise StoreError(
@@ -168,6 +168,7 @@ def write_signal_store(
             )
     group = zarr.open_group(location.zarr_store("w"), mode="w", zarr_format=3)
     info = {}
+    valid = np.ones(n, bool)
     for m, d in modalities.items():
         vals = np.asarray(d.values, dtype=np.float32)
         if d.kind not in ("grid", "points") or vals.ndim < 3:
@@ -213,10 +214,14 @@ def write_signal_store(
         elif d.units:
             arr.attrs["units"] = d.units
         arr[...] = vals
+        valid &= np.isfinite(vals).reshape(n, -1).any(1)
         info[m] = entry
     # tiny, read whole by every open (each read task): one chunk, one request
     group.create_array("split", data=split, chunks=(n,), dimension_names=["signal"])
     group.create_array("scale", data=scale, chunks=(n,), dimension_names=["signal"])
+    group.create_array(
+        "valid", data=valid.astype(np.uint8), chunks=(n,), dimension_names=["signal"]
+    )
     for k, v in extra.items():
         group.create_array(
             k,
@@ -231,6 +236,7 @@ def write_signal_store(
         "num_signals": n,
         "split_names": list(SPLITS),
         "info": info,
+        "missing_signals": int(n - valid.sum()),
         **({"extra_arrays": list(extra)} if extra else {}),
         **dict(attrs or {}),
     }
