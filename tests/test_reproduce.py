@@ -68,6 +68,9 @@ def test_bad_studies_name_the_key(tmp_path):
         load_reproduce(TINY, ["reproduce.methods.mia.base=../experiments/synthetic_cavia.yaml"])
     with pytest.raises(ConfigError, match=r"the study's backbone is 'functa'"):
         load_reproduce(TINY, ["reproduce.backbone=functa"])
+    with pytest.raises(ConfigError, match=r"'reproduce\.seeds': need at least one seed"):
+        load_reproduce(TINY, ["reproduce.seeds=[1,1]"])
+    assert load_reproduce(TINY, ["reproduce.seeds=[0]"])[0].seeds == [0]
 
 
 @pytest.mark.integration
