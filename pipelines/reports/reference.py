@@ -15,6 +15,7 @@ synthetic 1-D points); a modality with per-signal coordinates has no such refere
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -40,11 +41,7 @@ def mean_signal_nmse(store: Store, fit: str = "train", score: str = "test") -> d
     shared = [m for m in store.modalities if store.info[m].coords is not None]
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, np.ndarray] = {}
-    for start, stop in store.chunk_ranges():
-        keep = store.split[start:stop] == fit_code
-        if not keep.any():
-            continue
-        values = store.read(start, stop)
+    for _, _, keep, values in _chunks_of(store, fit_code):
         for m in shared:
             x = values[m][keep].astype(np.float64)
             ok = np.isfinite(x)
@@ -53,11 +50,7 @@ def mean_signal_nmse(store: Store, fit: str = "train", score: str = "test") -> d
     means = {m: sums[m] / np.maximum(counts[m], 1) for m in sums}
     scales = modality_scales(store)
     totals = {m: [0.0, 0] for m in means}
-    for start, stop in store.chunk_ranges():
-        keep = store.split[start:stop] == score_code
-        if not keep.any():
-            continue
-        values = store.read(start, stop)
+    for start, stop, keep, values in _chunks_of(store, score_code):
         for m in means:
             x = values[m][keep].astype(np.float64)
             ok = np.isfinite(x) & (counts[m] > 0)
@@ -72,6 +65,14 @@ def mean_signal_nmse(store: Store, fit: str = "train", score: str = "test") -> d
         m: (totals[m][0] / totals[m][1] if m in totals and totals[m][1] else math.nan)
         for m in store.modalities
     }
+
+
+def _chunks_of(store: Store, code: int) -> Iterator[tuple[int, int, np.ndarray, dict]]:
+    """``(start, stop, keep, values)`` of every chunk holding signals of split ``code``."""
+    for start, stop in store.chunk_ranges():
+        keep = store.split[start:stop] == code
+        if keep.any():
+            yield start, stop, keep, store.read(start, stop)
 
 
 __all__ = ["mean_signal_nmse"]
