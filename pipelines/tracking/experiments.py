@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# MLflow 3's UI opens an experiment of this kind on its training-runs view (without it the
+# UI guesses, and an empty or fresh experiment opens on the GenAI traces view).
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
 
 def is_local_store(uri: str) -> bool:
     """Whether ``uri`` is a store on this machine's disk (sqlite, file or a plain path)."""
@@ -28,12 +32,14 @@ def ensure_experiment(uri: str, name: str, out_dir: str | Path) -> str:
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if "mlflow.experimentKind" not in exp.tags:  # made before the tag existed
+            client.set_experiment_tag(exp.experiment_id, *next(iter(EXPERIMENT_TAGS.items())))
         return exp.experiment_id
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     where = (out / "mlartifacts").as_uri() if is_local_store(uri) else None
     try:
-        return client.create_experiment(name, artifact_location=where)
+        return client.create_experiment(name, artifact_location=where, tags=EXPERIMENT_TAGS)
     except Exception:  # created concurrently by another process
         exp = client.get_experiment_by_name(name)
         if exp is None:
