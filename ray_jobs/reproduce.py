@@ -31,7 +31,11 @@ from pipelines.studies.reproduce_readme import update_readme
 from pipelines.studies.reproduce_spec import load_reproduce
 from ray_jobs.common import parse_job_args, run_main
 
-DEFAULT_JSONS = ("benchmarks/results/mia_table1.json", "benchmarks/results/mia_fields.json")
+DEFAULT_JSONS = (
+    "benchmarks/results/mia_table1.json",
+    "benchmarks/results/mia_table1_long.json",
+    "benchmarks/results/mia_fields.json",
+)
 
 
 def main(argv: list[str]) -> int:
