@@ -26,18 +26,8 @@ from ray.data.block import BlockMetadata
 from ray.data.extensions import ArrowTensorArray
 
 from pipelines.data.stores import Store, StoreLocation, open_store
+from pipelines.data.stores.reader import keep_rows
 from pipelines.data.stores.writer import SPLITS
-
-
-def _keep(
-    split: np.ndarray, valid: np.ndarray, idx: np.ndarray, split_code: int | None, time_stride: int
-) -> np.ndarray:
-    """Rows read: every ``time_stride``-th signal of the split that has data (``valid``)."""
-    keep = (idx % time_stride == 0) & valid
-    if split_code is not None:
-        keep &= split == split_code
-    return keep
-
 
 # Stores opened by this (worker) process, per datasource instance: the read tasks of one
 # dataset that land on the same worker open the store once, not once per task (an open
@@ -66,7 +56,9 @@ def _read_ranges(
     per_signal = [m for m in modalities if store.info[m].coords is None]
     for start, stop in ranges:
         idx = np.arange(start, stop)
-        keep = _keep(store.split[start:stop], store.valid[start:stop], idx, split_code, time_stride)
+        keep = keep_rows(
+            store.split[start:stop], store.valid[start:stop], start, split_code, time_stride
+        )
         if not keep.any():
             continue
         data = store.read(start, stop)
@@ -119,12 +111,8 @@ class ZarrStoreDatasource(Datasource):
     def _rows(self, ranges: list[tuple[int, int]]) -> int:
         return int(
             sum(
-                _keep(
-                    self.split[a:b],
-                    self.valid[a:b],
-                    np.arange(a, b),
-                    self.split_code,
-                    self.time_stride,
+                keep_rows(
+                    self.split[a:b], self.valid[a:b], a, self.split_code, self.time_stride
                 ).sum()
                 for a, b in ranges
             )

@@ -15,6 +15,7 @@ import numpy as np
 from mia_core.data import Episode
 from pipelines.data.episodes import SCALE_PREFIX, EpisodeSpec, build_episode
 from pipelines.data.stores import Store
+from pipelines.data.stores.reader import keep_rows
 from pipelines.data.stores.writer import SPLITS
 
 CACHE_BYTES = 256 * 2**20  # decoded chunks kept by store_episodes
@@ -99,9 +100,8 @@ def store_episodes(
     """
     spec = _named(spec, store)
     idx = np.arange(store.num_signals)
-    keep = (idx % time_stride == 0) & store.valid  # missing signals are never drawn
-    if split is not None:
-        keep &= store.split == SPLITS[split]
+    code = None if split is None else SPLITS[split]
+    keep = keep_rows(store.split, store.valid, 0, code, time_stride)  # never missing ones
     selected = idx[keep]
     if shuffle:
         selected = np.random.default_rng([spec.seed, epoch]).permutation(selected)

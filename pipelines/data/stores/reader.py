@@ -173,7 +173,9 @@ class SignalStore(Store):
         # Stores written before the mask existed: every signal counts as valid.
         found = "valid" in group.array_keys()
         self.valid = (
-            np.asarray(group["valid"][...]).astype(bool) if found else _all(n=self.num_signals)
+            np.asarray(group["valid"][...]).astype(bool)
+            if found
+            else np.ones(self.num_signals, bool)
         )
 
     def read(self, start: int, stop: int) -> dict[str, np.ndarray]:
@@ -293,7 +295,7 @@ class FieldStore(Store):
             v = np.asarray(ds["valid"].values).astype(bool)
             self.valid = v.reshape(-1) if v.size == self.num_signals else np.repeat(v, members)
         else:
-            self.valid = _all(n=self.num_signals)
+            self.valid = np.ones(self.num_signals, bool)
 
     def read(self, start: int, stop: int) -> dict[str, np.ndarray]:
         """See :meth:`Store.read`; signals are ``time`` major, ``member`` minor."""
@@ -333,8 +335,18 @@ class FieldStore(Store):
             return f"{v}/<time chunk {t // self.time_chunks[v]}>"
 
 
-def _all(n: int) -> np.ndarray:
-    return np.ones(n, bool)
+def keep_rows(
+    split: np.ndarray, valid: np.ndarray, start: int, split_code: int | None, time_stride: int
+) -> np.ndarray:
+    """Which signals ``start, start + 1, ...`` (``split``/``valid`` slices) a reader draws.
+
+    Every ``time_stride``-th signal of split ``split_code`` (all: ``None``) that has data.
+    """
+    idx = np.arange(start, start + len(split))
+    keep = (idx % time_stride == 0) & valid
+    if split_code is not None:
+        keep &= split == split_code
+    return keep
 
 
 def open_store(location: StoreLocation, modalities: list[str] | None = None) -> Store:
