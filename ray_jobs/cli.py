@@ -9,6 +9,7 @@ Usage::
     mia-inr ablate --config configs/ablation/short.yaml
     mia-inr encode --config configs/encode/default.yaml encode.store=... encode.out=...
     mia-inr decode runs/codes/x.zarr --out decoded.nc
+    mia-inr encode report --codes runs/codes/x.zarr --results benchmarks/results/encode.json
     mia-inr continual --config configs/experiments/mcl_nf_ncep.yaml
     mia-inr encode-continual --run-dir runs/mcl_nf_ncep --store ... --out ...
 
@@ -34,7 +35,7 @@ COMMANDS: dict[str, tuple[str, list[str]]] = {
     "tune": ("ray_jobs.tune", []),
     "ablate": ("ray_jobs.ablate", []),
     "reproduce": ("ray_jobs.reproduce", []),
-    "encode": ("ray_jobs.encode", ["encode"]),
+    "encode": ("ray_jobs.encode", []),  # encode [report] ...
     "decode": ("ray_jobs.encode", ["decode"]),
     "continual": ("ray_jobs.continual", []),
     "encode-continual": ("ray_jobs.encode_continual", []),

@@ -8,26 +8,37 @@ Usage (local Ray, or inside ``ray job submit``)::
     python ray_jobs/encode.py encode --config configs/encode/gray_scott.yaml --local
     python ray_jobs/encode.py decode runs/codes/gray_scott.zarr --out decoded.nc \\
         --time 10:20 --resolution 64x64x64
+    python ray_jobs/encode.py report --codes runs/codes/gray_scott.zarr \\
+        --results benchmarks/results/encode.json --name gray_scott --readme
 
 ``encode`` takes an ``encode:`` spec file (default: the spec's defaults, as in
 ``configs/encode/default.yaml``) and ``encode.<key>=value`` overrides; ``--store``,
 ``--checkpoint`` and ``--out`` are short for ``encode.store=...`` etc. It runs an actor
 pool on Ray (``--address`` or ``RAY_ADDRESS``, else a local instance) unless ``--local``.
 A rerun with the same output resumes: steps already done are skipped. ``decode`` keeps its
-few flags (no spec file): the codes, ``--out`` and what to reconstruct.
+few flags (no spec file): the codes, ``--out`` and what to reconstruct. ``report``
+measures a code store against fitting from scratch and against ZFP / SZ3
+(:mod:`pipelines.codecs.report`); ``--readme`` regenerates the README's table of the
+results JSON. ``mia-inr encode`` without a sub-command is ``encode``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from pipelines.codecs.decode import decode_to, parse_resolution, parse_times
 from pipelines.codecs.encode import run_encode
 from pipelines.codecs.encode_spec import load_encode_spec
+from pipelines.codecs.meta_model import EncodeError
+from pipelines.codecs.report import ReportSpec, readme_block, run_report
+from pipelines.reports.readme_blocks import write_block
 from ray_jobs.common import parse_job_args, run_main
 
 ALIASES = ("store", "checkpoint", "out")  # --store X == encode.store=X
+SUBCOMMANDS = ("encode", "decode", "report")
+RESULTS = "benchmarks/results/encode.json"
 
 
 def _encode_args(p: argparse.ArgumentParser) -> None:
@@ -49,6 +60,49 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint")
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(",") if v)
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--codes", default="", help="code store URL (omit with --readme only)")
+    p.add_argument("--store", default="", help="field store (default: the one encoded)")
+    p.add_argument("--out-dir", default="", help="default runs/encode_report/<codes name>")
+    p.add_argument("--frames", type=int, default=8, help="held-out time steps compared")
+    p.add_argument("--lrs", type=_floats, default=(3e-4, 1e-3, 3e-3), help="baseline Adam lrs")
+    p.add_argument("--targets", type=_floats, default=(30.0, 35.0, 40.0), help="PSNRs (dB)")
+    p.add_argument("--headline", type=float, default=35.0, help="target for --results")
+    p.add_argument("--max-steps", type=int, default=2000, help="baseline step budget")
+    p.add_argument("--eval-every", type=int, default=10, help="baseline PSNR period")
+    p.add_argument("--compressors", default="zfp,sz3", help="comma separated: zfp, sz3")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (both sides)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--endpoint-url", default="", help="S3-compatible endpoint")
+    p.add_argument("--results", default="", help=f"results JSON to add to (e.g. {RESULTS})")
+    p.add_argument("--name", default="", help="dataset name in --results")
+    p.add_argument("--readme", action="store_true", help="regenerate README.md's table")
+
+
+def _report(args: argparse.Namespace) -> int:
+    if args.codes:
+        spec = ReportSpec(
+            args.codes, args.store, args.out_dir, args.frames, args.lrs, args.targets,
+            args.headline, args.max_steps, args.eval_every,
+            tuple(c for c in args.compressors.split(",") if c), args.threads, args.seed,
+            args.endpoint_url, args.results, args.name,
+        )  # fmt: skip
+        run_report(spec)
+    elif not args.readme:
+        raise EncodeError("report needs --codes (or --readme to regenerate the table)")
+    if args.readme:
+        results = Path(args.results or RESULTS)
+        if not results.exists():
+            raise FileNotFoundError(f"{results}: no results JSON (run a report with --results)")
+        block = readme_block(json.loads(results.read_text()), str(results))
+        print(f"updated {write_block('README.md', results.stem, block)}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     """Parse arguments and run; user errors propagate to :func:`ray_jobs.common.run_main`."""
     parser = argparse.ArgumentParser(
@@ -57,7 +111,12 @@ def main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _encode_args(sub.add_parser("encode", help="encode a field store"))
     _decode_args(sub.add_parser("decode", help="reconstruct time steps from codes"))
+    _report_args(sub.add_parser("report", help="speed and size against baselines"))
+    if argv and argv[0] not in (*SUBCOMMANDS, "-h", "--help"):
+        argv = ["encode", *argv]
     args = parse_job_args(parser, argv)
+    if args.command == "report":
+        return _report(args)
     if args.command == "decode":
         ds = decode_to(
             args.codes,

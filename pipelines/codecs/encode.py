@@ -22,6 +22,7 @@ the worker is :mod:`pipelines.codecs.encoder`, the summary
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -169,6 +170,10 @@ def _store_attrs(
         "code_dtype": spec.code_dtype,
         "code_scales": num_scales(spec.code_dtype, layout.sizes),
         "meta_sha256": model.sha256,
+        # What the meta-model cost to train (the report's break-even); None when unknown.
+        "meta_pretrain_seconds": (
+            None if math.isnan(model.pretrain_seconds) else model.pretrain_seconds
+        ),
         "raw_bytes_per_step": _raw_bytes_per_step(store),
         "encoder": {k: getattr(spec, k) for k in ENCODER_KEYS},
     }

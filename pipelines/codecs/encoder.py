@@ -19,6 +19,7 @@ import torch
 from mia_core.config import config_from_dict
 from mia_core.runtime import set_matmul_precision
 from pipelines.codecs.codestore import mark_done, open_code_store, write_unit
+from pipelines.codecs.fitting import fit_batch
 from pipelines.codecs.meta_model import (
     EncodeError,
     MetaModel,
@@ -26,7 +27,6 @@ from pipelines.codecs.meta_model import (
     code_layout,
     codes_to_params,
     field_metrics,
-    fit_batch,
     load_meta_model,
     params_to_codes,
 )

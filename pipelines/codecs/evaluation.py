@@ -1,18 +1,13 @@
-"""Report on a code store: from-scratch baseline, speedup, PSNR over time, code projection.
+"""The encode report's figures and markdown (the measurements: :mod:`pipelines.codecs.report`).
 
-The baseline is the same SIREN (architecture of the meta-model, every weight trained)
-started from its random initialisation and fitted with the standard SIREN recipe (Adam,
-lr 1e-3) and the encoder's point sampling, vectorised over the same time steps, until each
-time step reaches the PSNR the encoder reached for it (checked every ``eval_every``
-steps). The speedup compares adaptation time per time step (evaluations excluded on
-both sides); a time step the baseline never reaches within its step budget makes the
-speedup a lower bound.
+Figures: the encoder's PSNR over the store's time steps, a 2-D projection of the codes,
+PSNR against fitting time for the encoder and each from-scratch baseline, and
+compression against PSNR for the codes, ZFP and SZ3.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,120 +16,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
-from mia_core.builders import build_learner  # noqa: E402
-from pipelines.codecs.codestore import open_code_store, read_codes  # noqa: E402
-from pipelines.codecs.encoder import open_field_store, store_dims  # noqa: E402
-from pipelines.codecs.meta_model import MetaModel, batch_tensors, fit_batch  # noqa: E402
-from pipelines.data.stores import StoreLocation  # noqa: E402
+from pipelines.codecs.codestore import read_codes  # noqa: E402
+from pipelines.codecs.comparison import Comparison  # noqa: E402
+from pipelines.codecs.compressors import RateDistortion  # noqa: E402
 from pipelines.reports.plots import save_figure  # noqa: E402
-
-
-@dataclasses.dataclass
-class BaselineResult:
-    """From-scratch fits of a few time steps.
-
-    Attributes:
-        indices: time steps fitted.
-        target_psnr: the encoder's PSNR per time step (mean over variables).
-        steps_to_target: baseline steps per time step (``-1``: not reached).
-        seconds_to_target: baseline adaptation seconds for the batch until each was reached.
-        seconds_per_step_encoder: the encoder's adaptation seconds per time step.
-        encoder_steps: the encoder's ``K``.
-        reached: fraction of time steps reaching their target.
-        speedup_time: median baseline time per time step / encoder time per time step.
-        speedup_steps: median steps to target / ``K``.
-        lower_bound: some time step never reached its target (speedups are lower bounds).
-        history: baseline ``(step, mean psnr)`` curve.
-        optimizer: the baseline's optimiser and learning rate.
-    """
-
-    indices: list[int]
-    target_psnr: list[float]
-    steps_to_target: list[int]
-    seconds_to_target: list[float]
-    seconds_per_step_encoder: float
-    encoder_steps: int
-    reached: float
-    speedup_time: float
-    speedup_steps: float
-    lower_bound: bool
-    history: list[tuple[int, float]]
-    optimizer: str = ""
-
-
-def fit_from_scratch(
-    meta: MetaModel,
-    store_location: StoreLocation,
-    codes_group: Any,
-    indices: list[int],
-    max_steps: int = 2000,
-    eval_every: int = 10,
-    seed: int = 0,
-    optimizer: str = "adam",
-    lr: float = 1e-3,
-) -> BaselineResult:
-    """Fit the baseline on ``indices`` (one vectorised batch).
-
-    The baseline uses the standard SIREN recipe (Adam, ``lr`` 1e-3) by default and the
-    encoder's point sampling; ``optimizer``/``lr`` change it.
-    """
-    attrs = dict(codes_group.attrs["mia_codes"])
-    enc = attrs["encoder"]
-    store = open_field_store(store_location, list(attrs["variables"]))
-    cfg = meta.cfg
-    torch.manual_seed(seed)
-    scratch = build_learner(
-        cfg.model, dataclasses.replace(cfg.method, name="maml"), store_dims(store)
-    ).eval()
-    for p in scratch.parameters():
-        p.requires_grad_(False)
-    rows = {m: [] for m in store.modalities}
-    for i in indices:
-        r = store.read(i, i + 1)
-        for m in store.modalities:
-            rows[m].append(r[m][0])
-    values, valid = batch_tensors({m: np.stack(v) for m, v in rows.items()})
-    coords = {m: torch.from_numpy(store.info[m].coords) for m in store.modalities}
-    target = np.asarray(codes_group["psnr"].get_orthogonal_selection((indices, slice(None))))
-    target = target.mean(1)
-    fit = fit_batch(
-        scratch,
-        coords,
-        values,
-        valid,
-        max_steps,
-        lr,
-        optimizer,
-        enc["points_per_step"],
-        seed=seed,
-        target_psnr=torch.from_numpy(target),
-        eval_every=eval_every,
-        data_range=attrs.get("psnr_range", 1.0),
-    )
-    secs = np.asarray(codes_group["encode_seconds"].get_orthogonal_selection((indices,)))
-    enc_s = float(secs.mean())
-    steps = np.asarray(fit.steps_to_target)
-    hit = steps >= 0
-    bsz = len(indices)
-    # The batch's step time is shared by its time steps, as for the encoder.
-    base_s = np.where(hit, np.asarray(fit.seconds_to_target), fit.seconds) / bsz
-    base_steps = np.where(hit, steps, fit.steps)
-    return BaselineResult(
-        list(map(int, indices)),
-        target.tolist(),
-        steps.tolist(),
-        (base_s * bsz).tolist(),
-        enc_s,
-        int(enc["steps"]),
-        float(hit.mean()),
-        float(np.median(base_s) / enc_s),
-        float(np.median(base_steps) / enc["steps"]),
-        bool((~hit).any()),
-        fit.history,
-        f"{optimizer} lr={lr:g}",
-    )
 
 
 def plot_psnr_over_time(group: Any, path: Path) -> Path:
@@ -174,48 +60,107 @@ def plot_code_projection(group: Any, path: Path, method: str = "pca", seed: int 
     return save_figure(fig, path, dpi=120)
 
 
-def write_report(
-    codes: StoreLocation, baseline: BaselineResult, out_dir: Path, extra: dict[str, Any]
-) -> dict[str, Any]:
-    """Plots + ``report.json`` + ``report.md`` under ``out_dir``; returns the report dict."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    group = open_code_store(codes)
-    attrs = dict(group.attrs["mia_codes"])
-    summary = attrs.get("summary", {})
-    figs = [
-        plot_psnr_over_time(group, out_dir / "psnr_over_time.png"),
-        plot_code_projection(group, out_dir / "codes_pca.png", "pca"),
-    ]
-    if int(np.asarray(group["done"][...]).sum()) >= 8:
-        figs.append(plot_code_projection(group, out_dir / "codes_tsne.png", "tsne"))
-    report = {
-        **extra,
-        "summary": summary,
-        "baseline": dataclasses.asdict(baseline),
-        "figures": [str(f) for f in figs],
-    }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=float))
-    bound = ">= " if baseline.lower_bound else ""
+def plot_fit_curves(cmp: Comparison, path: Path) -> Path:
+    """Mean PSNR of the held-out time steps against fitting seconds per time step."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for fc, style in [(cmp.encoder, "o-"), *[(b, "-") for b in cmp.baselines]]:
+        steps = np.asarray([k for k, _ in fc.curve], float)
+        secs = np.maximum(steps, 1) * fc.seconds_per_step / cmp.batch
+        ax.plot(secs, [v for _, v in fc.curve], style, label=fc.label, ms=3)
+    for t in cmp.targets:
+        ax.axhline(t.target_db, color="0.8", lw=0.8, zorder=0)
+    ax.set(xscale="log", xlabel="fitting seconds per time step", ylabel="mean PSNR (dB)")
+    ax.set_title(f"{cmp.batch} time steps" + (" (held out)" if cmp.held_out else ""))
+    ax.legend(fontsize=8)
+    return save_figure(fig, path, dpi=120)
+
+
+def plot_rate_distortion(
+    codes_point: tuple[float, float], curves: list[RateDistortion], path: Path
+) -> Path:
+    """Compression ratio against PSNR: the codes (one point) and each compressor's curve."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for rd in curves:
+        pts = sorted((p, r) for _, p, r in rd.curve if 0 < p < 150)
+        ax.plot([p for p, _ in pts], [r for _, r in pts], ".-", label=rd.name.upper())
+    ax.plot(*codes_point, "k*", ms=12, label="INR codes")
+    ax.set(yscale="log", xlabel="mean PSNR (dB)", ylabel="compression (raw / stored)")
+    ax.legend(fontsize=8)
+    return save_figure(fig, path, dpi=120)
+
+
+def _x(v: float, bound: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{'>= ' if bound else ''}{v:.1f}x"
+
+
+def report_markdown(report: dict[str, Any], figures: list[Path]) -> str:
+    """The ``report.md`` of :func:`pipelines.codecs.report.run_report`'s dict."""
+    s, c = report["summary"], report["comparison"]
+    held = "held out from meta-training" if c["held_out"] else "NOT held out (no val/test split)"
     lines = [
-        f"# Encoding report: {attrs['store']}",
+        f"# Encoding report: {report['store']}",
+        "",
+        f"Codes `{report['codes']}`: {report['code']}; encoder {report['encoder']}.",
+        f"Compared on {c['batch']} time steps {c['frames']} ({held}), "
+        f"{c['points_per_step'] or 'all'} points per step, one process, "
+        f"{report['threads']} thread(s).",
         "",
         "| quantity | value |",
         "|---|---|",
-        f"| time steps encoded | {summary.get('done')} / {attrs['num_time']} |",
-        f"| code | {attrs['mode']}, {attrs['code_dim']} x {attrs['code_dtype']} |",
-        f"| encoder | {attrs['encoder']} |",
-        f"| throughput | {summary.get('timesteps_per_s', float('nan')):.3f} time steps/s |",
-        f"| PSNR (dB) mean / min / median / max | {summary['psnr']['mean']:.2f} / "
-        f"{summary['psnr']['min']:.2f} / {summary['psnr']['median']:.2f} / "
-        f"{summary['psnr']['max']:.2f} |",
-        f"| compression (codes / incl. meta-model) | {summary['compression_codes']:.2f}x / "
-        f"{summary['compression_total']:.2f}x |",
-        f"| baseline ({baseline.optimizer}) reaching the encoder's PSNR | {baseline.reached:.0%} |",
-        f"| speedup, adaptation time | {bound}{baseline.speedup_time:.1f}x |",
-        f"| speedup, steps | {bound}{baseline.speedup_steps:.1f}x |",
+        f"| time steps encoded | {s['done']} / {report['num_time']} |",
+        f"| throughput (end to end) | {s['timesteps_per_s']:.3f} time steps/s |",
+        f"| PSNR of the stored codes, mean / min (dB) | {s['psnr']['mean']:.2f} / "
+        f"{s['psnr']['min']:.2f} |",
+        f"| compression, codes / incl. meta-model | {s['compression_codes']:.2f}x / "
+        f"{s['compression_total']:.2f}x |",
+        f"| meta-pretraining | {_secs(c['pretrain_seconds'])} |",
         "",
-        *[f"![]({Path(f).name})" for f in figs],
-        "",
+        "| target | encoder reaches (K steps) | best baseline | baseline reaches | "
+        "speedup, time | speedup, steps | break-even time steps |",
+        "|---|---|---|---|---|---|---|",
     ]
-    (out_dir / "report.md").write_text("\n".join(lines))
-    return report
+    for t in c["targets"]:
+        lb = t["lower_bound"]
+        lines.append(
+            f"| {t['target_db']:g} dB | {t['encoder_reached']:.0%} | {t['baseline']} | "
+            f"{t['baseline_reached']:.0%} | {_x(t['speedup_time'], lb)} | "
+            f"{_x(t['speedup_steps'], lb)} | {_count(t['break_even_frames'])} |"
+        )
+    rd = report["rate_distortion"]
+    lines += [
+        "",
+        f"Rate-distortion on the same {c['batch']} time steps (normalised values; "
+        "compression = raw float32 bytes / stored bytes):",
+        "",
+        "| PSNR | " + " | ".join(r["name"].upper() for r in rd) + " |",
+        "|---|" + "---|" * len(rd),
+    ]
+    targets = [("codes' PSNR", report["codes_psnr_db"])] + [
+        (f"{t['target_db']:g} dB", t["target_db"]) for t in c["targets"]
+    ]
+    for name, t in targets:
+        cells = [_x(r["at_psnr"].get(str(t), r["at_psnr"].get(t))) for r in rd]
+        lines.append(f"| {name} ({t:.1f}) | " + " | ".join(cells) + " |")
+    lines += ["", *[f"![]({Path(f).name})" for f in figures], ""]
+    return "\n".join(lines)
+
+
+def _secs(v: float | None) -> str:
+    return "unknown" if v is None or math.isnan(v) else f"{v:.0f} s"
+
+
+def _count(v: float) -> str:
+    if math.isnan(v):
+        return "-"
+    return "never" if math.isinf(v) else f"{v:.0f}"
+
+
+__all__ = [
+    "plot_code_projection",
+    "plot_fit_curves",
+    "plot_psnr_over_time",
+    "plot_rate_distortion",
+    "report_markdown",
+]

@@ -11,17 +11,16 @@ adapted depends on how the model was meta-trained:
 * ``context`` (``cavia``, ``metasgd``, ...): only the context vectors, which are the code
   (much smaller).
 
-The same routine fits a model from its random initialisation (the from-scratch baseline),
-optionally until each signal reaches a target PSNR.
+The adaptation itself (also the from-scratch baseline's) is
+:func:`pipelines.codecs.fitting.fit_batch`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +28,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mia_core.adapt import SGD, Adam, UpdateRule
 from mia_core.builders import build_learner
 from mia_core.config import Config, load_config
 from mia_core.meta.learner import MetaLearner
 from mia_core.meta.metrics import masked_mse, psnr
 from pipelines.engine.checkpoint import load_checkpoint
 from pipelines.engine.run_dir import CheckpointMissing, selected_checkpoint
-
-OPTIMIZERS = ("adam", "sgd", "rule")
 
 
 class EncodeError(ValueError):
@@ -54,6 +50,8 @@ class MetaModel:
         dims: variable -> ``(d_in, d_out)``.
         reference: where the checkpoint came from (path as given).
         sha256: hash of the checkpoint file (identifies the meta-model).
+        pretrain_seconds: meta-training wall time up to this checkpoint (NaN when the
+            checkpoint predates the record).
     """
 
     learner: MetaLearner
@@ -61,6 +59,7 @@ class MetaModel:
     dims: dict[str, tuple[int, int]]
     reference: str
     sha256: str
+    pretrain_seconds: float = math.nan
 
     @property
     def modalities(self) -> list[str]:
@@ -164,7 +163,8 @@ def load_meta_model(
     learner.to(device).eval()
     for p in learner.parameters():
         p.requires_grad_(False)
-    return MetaModel(learner, cfg, use, str(checkpoint), sha)
+    pretrain_s = float(state.get("wall_seconds", math.nan))
+    return MetaModel(learner, cfg, use, str(checkpoint), sha, pretrain_s)
 
 
 @dataclass
@@ -266,125 +266,6 @@ def field_metrics(
         mses.append(err.masked_fill(empty, float("nan")))
     mse = torch.stack(mses, 1)
     return mse, psnr(mse, data_range)
-
-
-@dataclass
-class FitResult:
-    """Outcome of :func:`fit_batch`.
-
-    Attributes:
-        params: adapted tensors ``(B, ...)`` (detached).
-        steps: gradient steps taken.
-        seconds: wall time of the steps (evaluations for ``target_psnr`` excluded).
-        steps_to_target: per signal, the first evaluated step reaching its target
-            (``-1`` when never reached); empty without targets.
-        seconds_to_target: per signal, the step time spent until then.
-        history: ``(step, mean psnr)`` at every evaluation.
-    """
-
-    params: dict[str, Tensor]
-    steps: int
-    seconds: float
-    steps_to_target: list[int] = field(default_factory=list)
-    seconds_to_target: list[float] = field(default_factory=list)
-    history: list[tuple[int, float]] = field(default_factory=list)
-
-
-def fit_rule(
-    learner: MetaLearner, optimizer: str, lr: float, params: Mapping[str, Tensor]
-) -> UpdateRule:
-    """The rule :func:`fit_batch` steps ``params`` (key -> ``(B, *shape)``) with.
-
-    ``adam`` keeps one Adam state per signal, ``sgd`` uses ``lr`` too, ``rule`` is the
-    update rule the learner was meta-trained with (its own rates; ``lr`` unused).
-
-    Raises:
-        EncodeError: ``optimizer`` is not one of ``OPTIMIZERS``.
-    """
-    if optimizer not in OPTIMIZERS:
-        raise EncodeError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
-    if optimizer == "rule":
-        return learner.rule
-    return (Adam if optimizer == "adam" else SGD).for_params(dict(params), lr=lr)
-
-
-def fit_batch(
-    learner: MetaLearner,
-    coords: Mapping[str, Tensor],
-    values: Mapping[str, Tensor],
-    valid: Mapping[str, Tensor],
-    steps: int,
-    lr: float,
-    optimizer: str = "adam",
-    points_per_step: int = 0,
-    seed: int = 0,
-    init: Mapping[str, Tensor] | None = None,
-    target_psnr: Tensor | None = None,
-    eval_every: int = 10,
-    data_range: float = 1.0,
-) -> FitResult:
-    """Adapt a batch of ``B`` fields from the learner's initialisation, vectorised.
-
-    Args:
-        learner: the (meta-)model; its own weights are not changed.
-        coords: variable -> ``(P, d)`` coordinates shared by the batch.
-        values: variable -> ``(B, P, C)`` normalised values (NaN replaced by 0).
-        valid: variable -> ``(B, P)`` float, 1 where the value counts.
-        steps: gradient steps ``K`` (an upper bound with ``target_psnr``).
-        lr: learning rate.
-        optimizer: ``adam`` (per-element, batched), ``sgd``, or ``rule`` (the update
-            rule the model was meta-trained with, e.g. learned MetaSGD rates).
-        points_per_step: points sampled per step (shared by the batch); 0 uses all.
-        seed: seed of the point sampling.
-        init: starting tensors ``(B, ...)`` instead of the meta-learned ones.
-        target_psnr: ``(B,)`` mean-over-variables PSNR at which a signal counts as fitted;
-            the fit stops once every signal reached it (checked every ``eval_every``).
-        eval_every: evaluation period for ``target_psnr``.
-        data_range: PSNR peak-to-peak range.
-    """
-    bsz = next(iter(values.values())).shape[0]
-    start = init if init is not None else learner.initial_params(bsz)
-    params = {k: v.detach().clone().requires_grad_(True) for k, v in start.items()}
-    keys = list(params)
-    rule = fit_rule(learner, optimizer, lr, params)
-    rule_state = rule.init_state(params)
-    gen = torch.Generator().manual_seed(seed)
-    reached = torch.full((bsz,), -1, dtype=torch.long)
-    reached_s = torch.full((bsz,), math.nan)
-    history: list[tuple[int, float]] = []
-    seconds, k = 0.0, 0
-    for k in range(1, steps + 1):
-        t0 = time.perf_counter()
-        loss = 0.0
-        for m in learner.modalities:
-            x, y, mask = coords[m], values[m], valid[m]
-            if 0 < points_per_step < x.shape[0]:
-                idx = torch.randint(0, x.shape[0], (points_per_step,), generator=gen)
-                idx = idx.to(x.device)
-                x, y, mask = x[idx], y[:, idx], mask[:, idx]
-            loss = loss + masked_mse(learner.predict(m, x[None], params), y, mask).sum()
-        grads = torch.autograd.grad(loss, [params[key] for key in keys])
-        with torch.no_grad():
-            g = dict(zip(keys, grads, strict=True))
-            new, rule_state, _ = rule(params, g, rule_state, k - 1)
-        params = {key: v.detach().requires_grad_(True) for key, v in new.items()}
-        seconds += time.perf_counter() - t0
-        if target_psnr is not None and (k % eval_every == 0 or k == steps):
-            _, p_db = field_metrics(learner, coords, values, valid, params, data_range)
-            mean_db = p_db.mean(1).cpu()
-            history.append((k, float(mean_db.mean())))
-            hit = (mean_db >= target_psnr) & (reached < 0)
-            reached[hit], reached_s[hit] = k, seconds
-            if bool((reached >= 0).all()):
-                break
-    return FitResult(
-        {key: v.detach() for key, v in params.items()},
-        k,
-        seconds,
-        reached.tolist() if target_psnr is not None else [],
-        reached_s.tolist() if target_psnr is not None else [],
-        history,
-    )
 
 
 def batch_tensors(

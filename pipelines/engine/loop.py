@@ -134,6 +134,7 @@ def train_loop(
     )
     history: list[dict] = []
     start_step, t0, seen = trainer.step, time.perf_counter(), 0
+    wall0 = trainer.wall_seconds
     while trainer.step < cfg.run.steps:
         batches = 0
         for batch in task.batches(trainer.epoch, trainer.batch_in_epoch):
@@ -168,6 +169,7 @@ def train_loop(
             last = step % cfg.run.checkpoint_every == 0 or final
             if ctx.rank == 0 and step in cfg.run.snapshot_steps:
                 save_checkpoint(trainer.state_dict(), snapshot_path(run_dir_of(cfg), step))
+            trainer.wall_seconds = wall0 + time.perf_counter() - t0
             if validated or last:
                 metrics = {
                     "step": step,

@@ -48,6 +48,8 @@ class Trainer:
         opt: AdamW over ``task.param_groups()``.
         step: completed outer steps; ``epoch`` / ``batch_in_epoch``: the data position.
         best_val / best_step: the best validation score so far and its step.
+        wall_seconds: training wall time over every session of the run (validation and
+            data loading included; the loop updates it), what meta-pretraining cost.
     """
 
     def __init__(self, task: Task, cfg: Config) -> None:
@@ -60,6 +62,7 @@ class Trainer:
         self.sched = make_scheduler(self.opt, cfg)
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.best_val, self.best_step = math.inf, -1
+        self.wall_seconds = 0.0
         self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
     def _autocast(self):
@@ -116,6 +119,7 @@ class Trainer:
             "batch_in_epoch": self.batch_in_epoch,
             "best_val": self.best_val,
             "best_step": self.best_step,
+            "wall_seconds": self.wall_seconds,
             "torch_rng": torch.get_rng_state(),
         }
 
@@ -127,5 +131,6 @@ class Trainer:
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
         self.best_val, self.best_step = float(state["best_val"]), int(state["best_step"])
+        self.wall_seconds = float(state.get("wall_seconds", 0.0))
         if "torch_rng" in state:
             torch.set_rng_state(state["torch_rng"])

@@ -14,13 +14,8 @@ import json
 from pathlib import Path
 
 from mia_core.config import ConfigError
+from pipelines.reports.readme_blocks import markers, replace_between_markers
 from pipelines.studies.reproduce_report import LABELS, RATIO, REFERENCE, markdown
-
-
-def markers(name: str) -> tuple[str, str]:
-    """The begin and end marker lines of the block ``name`` (a results JSON's stem)."""
-    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-
 
 BEGIN, END = markers("mia_table1")
 BIN_NAMES = ("lowest", "middle", "highest")
@@ -94,22 +89,6 @@ def curve_table(curve: dict) -> str:
 
 def _fmt(v: float | None, digits: int = 4) -> str:
     return "-" if v is None else f"{v:.{digits}g}"
-
-
-def replace_between_markers(
-    text: str, block: str, where: str = "README", name: str = "mia_table1"
-) -> str:
-    """``text`` with everything between the markers of ``name`` replaced by ``block``.
-
-    Raises:
-        ConfigError: the markers are missing, repeated or out of order.
-    """
-    begin, end = markers(name)
-    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
-        raise ConfigError(f"{where}: needs one {begin} line followed by one {end} line")
-    head, rest = text.split(begin)
-    _, tail = rest.split(end)
-    return f"{head}{begin}\n{block.rstrip()}\n{end}{tail}"
 
 
 def update_readme(readme: str | Path, results_json: str | Path) -> Path:

@@ -1,0 +1,260 @@
+"""``mia-inr encode report``: is a code store worth it, against fitting and compressors?
+
+For any code store (and the field store it encodes) the report measures, on ``frames``
+time steps held out from meta-training:
+
+1. **speed**: the encoder against the same INR fitted from scratch with a swept Adam
+   learning rate, time- and step-speedup to reach each target PSNR (30 / 35 / 40 dB by
+   default), meta-pretraining time and the break-even number of time steps
+   (:mod:`pipelines.codecs.comparison`);
+2. **size**: compression ratio of the stored codes against ZFP and SZ3 at the codes' PSNR
+   and at each target, on the same normalised arrays (:mod:`pipelines.codecs.compressors`).
+
+It writes ``report.json``, ``report.md`` and the figures to ``out_dir``, logs them to the
+encoding run in MLflow when it has one, and with ``results_json`` + ``name`` adds or
+replaces the dataset's entry of a results file such as ``benchmarks/results/encode.json``,
+whose README table ``readme_block`` renders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mia_core.config import config_from_dict
+from pipelines.codecs.codestore import open_code_store
+from pipelines.codecs.comparison import DEFAULT_LRS, DEFAULT_TARGETS, compare_fits, select_frames
+from pipelines.codecs.compressors import CompressorMissing, FieldSet, rate_distortion
+from pipelines.codecs.decode import Decoder
+from pipelines.codecs.encoder import open_field_store
+from pipelines.codecs.evaluation import (
+    plot_code_projection,
+    plot_fit_curves,
+    plot_psnr_over_time,
+    plot_rate_distortion,
+    report_markdown,
+)
+from pipelines.codecs.meta_model import EncodeError
+from pipelines.data.stores import make_location
+from pipelines.tracking.run_groups import log_artifacts, log_metrics
+
+RESULT_KEYS = (
+    "name", "grid", "variables", "frames", "psnr_target_db", "speedup_time", "speedup_steps",
+    "code_compression", "zfp_compression", "sz3_compression", "timesteps_per_s",
+)  # fmt: skip
+
+
+@dataclasses.dataclass
+class ReportSpec:
+    """What to report on (``mia-inr encode report`` flags).
+
+    Attributes:
+        codes: code store URL.
+        store: field store URL (default: the one recorded in the code store).
+        out_dir: report folder (default: ``runs/encode_report/<code store name>``).
+        frames: held-out time steps to fit and compress.
+        lrs: baseline Adam learning rates.
+        targets: PSNRs (dB) of the time-to-equal-PSNR comparison.
+        headline_db: the target whose speedups go into ``results_json``.
+        max_steps / eval_every: baseline budget and PSNR tracking period.
+        compressors: among ``zfp``, ``sz3``.
+        threads: torch threads (both sides run in this process).
+        seed: point sampling and baseline initialisation.
+        endpoint_url: S3-compatible endpoint for both stores.
+        results_json / name: the results file and this dataset's entry name.
+    """
+
+    codes: str
+    store: str = ""
+    out_dir: str = ""
+    frames: int = 8
+    lrs: tuple[float, ...] = DEFAULT_LRS
+    targets: tuple[float, ...] = DEFAULT_TARGETS
+    headline_db: float = 35.0
+    max_steps: int = 2000
+    eval_every: int = 10
+    compressors: tuple[str, ...] = ("zfp", "sz3")
+    threads: int = 1
+    seed: int = 0
+    endpoint_url: str = ""
+    results_json: str = ""
+    name: str = ""
+
+
+def _fields(store: Any, frames: list[int]) -> dict[str, np.ndarray]:
+    """Variable -> ``(T, C, *grid)`` normalised values of ``frames`` (NaN = missing)."""
+    out = {}
+    for m in store.modalities:
+        shape = tuple(store.info[m].grid_shape)
+        rows = [store.read(i, i + 1)[m][0] for i in frames]  # (P, C) each
+        out[m] = np.stack([r.T.reshape(r.shape[1], *shape) for r in rows])
+    return out
+
+
+def run_report(spec: ReportSpec, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Measure and write the report; returns its dict (see the module docstring).
+
+    Raises:
+        EncodeError: unreadable code store, no encoded time step, a missing compressor.
+        StoreError: the field store cannot be opened.
+    """
+    endpoint = spec.endpoint_url or None
+    codes_loc = make_location(spec.codes, endpoint_url=endpoint)
+    group = open_code_store(codes_loc)
+    attrs = dict(group.attrs["mia_codes"])
+    if "summary" not in attrs:
+        raise EncodeError(f"{codes_loc}: no encoding summary yet; finish `mia-inr encode` first")
+    store = open_field_store(
+        make_location(spec.store or attrs["store"], endpoint_url=endpoint), attrs["variables"]
+    )
+    meta = Decoder(codes_loc).model
+    torch.set_num_threads(max(1, spec.threads))
+    frames, held = select_frames(group, store, spec.frames)
+    log(f"report: {len(frames)} time steps {frames} ({'held out' if held else 'training'})")
+    cmp = compare_fits(
+        meta, store, attrs, frames, held, spec.lrs, spec.targets, spec.max_steps,
+        spec.eval_every, spec.seed,
+    )  # fmt: skip
+    psnr = np.asarray(group["psnr"].get_orthogonal_selection((frames, slice(None))))
+    codes_db = float(np.nanmean(np.nanmean(psnr, 1)))
+    fields = FieldSet(_fields(store, frames), float(meta.cfg.data.psnr_range))
+    try:
+        rd = [rate_distortion(fields, c, [codes_db, *spec.targets]) for c in spec.compressors]
+    except CompressorMissing as err:
+        raise EncodeError(str(err)) from err
+    out = Path(spec.out_dir or Path("runs/encode_report") / Path(codes_loc.url.rstrip("/")).stem)
+    summary = attrs["summary"]
+    figs = [
+        plot_fit_curves(cmp, out / "psnr_vs_fit_time.png"),
+        plot_rate_distortion((codes_db, summary["compression_codes"]), rd, out / "rate.png"),
+        plot_psnr_over_time(group, out / "psnr_over_time.png"),
+        plot_code_projection(group, out / "codes_pca.png", "pca"),
+    ]
+    report = {
+        "codes": codes_loc.display,
+        "store": attrs["store"],
+        "num_time": attrs["num_time"],
+        "code": f"{attrs['mode']}, {attrs['code_dim']} x {attrs['code_dtype']}",
+        "encoder": attrs["encoder"],
+        "threads": spec.threads,
+        "summary": summary,
+        "codes_psnr_db": codes_db,
+        "comparison": dataclasses.asdict(cmp),
+        "rate_distortion": [dataclasses.asdict(r) for r in rd],
+        "figures": [str(f) for f in figs],
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
+    (out / "report.md").write_text(report_markdown(report, figs))
+    log(f"report: {out / 'report.md'}")
+    _log_to_mlflow(report, attrs, out, log)
+    if spec.results_json:
+        entry = result_entry(report, store, spec)
+        upsert_result(Path(spec.results_json), entry)
+        log(f"report: {spec.results_json} entry {entry['name']!r} written")
+    return report
+
+
+def _log_to_mlflow(
+    report: dict[str, Any], attrs: dict[str, Any], out: Path, log: Callable[[str], None]
+) -> None:
+    """Attach the report to the encoding's MLflow run (when it has one); never fatal."""
+    run_id = report["summary"].get("mlflow_run_id")
+    if not run_id:
+        return
+    cfg = config_from_dict(attrs["meta_config"], "meta_config")
+    metrics = {}
+    for t in report["comparison"]["targets"]:
+        for k in ("speedup_time", "speedup_steps"):
+            metrics[f"report/{k}_{t['target_db']:g}db"] = t[k]
+    for r in report["rate_distortion"]:
+        metrics[f"report/{r['name']}_at_codes_psnr"] = r["at_psnr"][report["codes_psnr_db"]]
+    try:
+        log_metrics(cfg, run_id, metrics)
+        log_artifacts(cfg, run_id, [out], "report")
+    except Exception as err:  # the report on disk is the result; tracking is a copy
+        log(f"report: not logged to MLflow run {run_id}: {type(err).__name__}: {err}")
+
+
+def result_entry(report: dict[str, Any], store: Any, spec: ReportSpec) -> dict[str, Any]:
+    """The dataset's entry of the results JSON (``RESULT_KEYS`` first, then details)."""
+    targets = {t["target_db"]: t for t in report["comparison"]["targets"]}
+    head = targets.get(spec.headline_db) or targets[max(targets)]
+    at_codes = {r["name"]: r["at_psnr"][report["codes_psnr_db"]] for r in report["rate_distortion"]}
+    first = store.modalities[0]
+    return {
+        "name": spec.name or Path(report["codes"]).stem,
+        "grid": list(store.info[first].grid_shape),
+        "variables": list(store.modalities),
+        "frames": len(report["comparison"]["frames"]),
+        "psnr_target_db": head["target_db"],
+        "speedup_time": head["speedup_time"],
+        "speedup_steps": head["speedup_steps"],
+        "code_compression": report["summary"]["compression_codes"],
+        "zfp_compression": at_codes.get("zfp", math.nan),
+        "sz3_compression": at_codes.get("sz3", math.nan),
+        "timesteps_per_s": report["summary"]["timesteps_per_s"],
+        "codes_psnr_db": report["codes_psnr_db"],
+        "encoder_reached": head["encoder_reached"],
+        "lower_bound": head["lower_bound"],
+        "held_out": report["comparison"]["held_out"],
+        "code": report["code"],
+        "targets": report["comparison"]["targets"],
+    }
+
+
+def upsert_result(path: Path, entry: dict[str, Any]) -> None:
+    """Add ``entry`` to ``path``'s ``datasets`` (replacing one of the same name)."""
+    data = json.loads(path.read_text()) if path.exists() else {"datasets": []}
+    data["datasets"] = [d for d in data["datasets"] if d["name"] != entry["name"]] + [entry]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=float) + "\n")
+
+
+def _cell(v: float, fmt: str = "{:.1f}x", bound: bool = False) -> str:
+    if v is None or (isinstance(v, float) and (math.isnan(v) or math.isinf(v))):
+        return "-"
+    return (">= " if bound else "") + fmt.format(v)
+
+
+def readme_block(results: dict[str, Any], source: str) -> str:
+    """The README table of a results JSON written by :func:`upsert_result`."""
+    rows = [
+        "| dataset | grid x variables | frames | target | speedup time / steps | "
+        "codes (PSNR) | ZFP | SZ3 | time steps/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for d in results["datasets"]:
+        lb, reached = d.get("lower_bound", False), d.get("encoder_reached", 1.0)
+        grid = "x".join(map(str, d["grid"]))
+        rows.append(
+            f"| {d['name']} | {grid} x {len(d['variables'])} | {d['frames']} | "
+            f"{d['psnr_target_db']:g} dB (encoder reaches {reached:.0%}) | "
+            f"{_cell(d['speedup_time'], bound=lb)} / {_cell(d['speedup_steps'], bound=lb)} | "
+            f"{_cell(d['code_compression'])} ({d.get('codes_psnr_db', math.nan):.1f} dB) | "
+            f"{_cell(d['zfp_compression'])} | {_cell(d['sz3_compression'])} | "
+            f"{_cell(d['timesteps_per_s'], '{:.2f}')} |"
+        )
+    return (
+        "Speedup: time (and steps) to the target PSNR, the encoder against the same INR "
+        "fitted from scratch with the fastest Adam lr of {3e-4, 1e-3, 3e-3}, median over "
+        "held-out time steps. ZFP / SZ3: their compression at the codes' PSNR on the same "
+        f"normalised arrays. Generated from `{source}` by `mia-inr encode report --readme`.\n\n"
+        + "\n".join(rows)
+    )
+
+
+__all__ = [
+    "RESULT_KEYS",
+    "ReportSpec",
+    "readme_block",
+    "result_entry",
+    "run_report",
+    "upsert_result",
+]

@@ -1,0 +1,108 @@
+"""``mia-inr encode report``: time-to-equal-PSNR against from-scratch fits, ZFP / SZ3."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_encode import encode, meta_run, options  # noqa: F401  (meta_run: fixture)
+
+from pipelines.codecs.comparison import FitCurve, _at_target
+from pipelines.codecs.compressors import FieldSet, rate_distortion
+from pipelines.codecs.fitting import FitResult
+from pipelines.codecs.report import RESULT_KEYS, ReportSpec, readme_block, run_report
+from pipelines.reports.readme_blocks import markers
+from ray_jobs.encode import main as encode_main
+
+
+def test_first_reaching_reads_each_signal_off_the_trajectory():
+    track = [(0, 0.0, [10, 31]), (2, 0.5, [29, 33]), (4, 1.0, [36, 36])]
+    fit = FitResult({}, 4, 1.0, trajectory=track)
+    steps, secs = fit.first_reaching(30.0)
+    assert steps.tolist() == [4, 0] and secs.tolist() == [1.0, 0.0]
+    assert fit.first_reaching(40.0)[0].tolist() == [-1, -1]
+
+
+def curve(label, sps, steps_to, max_steps=100, lr=1e-3):
+    return FitCurve(label, lr, sps, [], {30.0: steps_to}, max_steps)
+
+
+def test_speedups_pick_the_fastest_baseline_and_flag_lower_bounds():
+    enc = curve("encoder", 0.01, [4, 8, -1, 0], max_steps=16, lr=math.nan)
+    slow = curve("adam lr=0.0003", 0.01, [-1, -1, -1, -1])
+    fast = curve("adam lr=0.003", 0.02, [40, 80, 90, 20])
+    r = _at_target(30.0, enc, [slow, fast], batch=4, pretrain=100.0)
+    assert r.baseline == "adam lr=0.003" and r.encoder_reached == 0.75
+    # over the encoder's three hits (step 0 counts one step): 40/4, 80/8, 20/1 steps
+    assert r.speedup_steps == pytest.approx(10.0)
+    assert r.speedup_time == pytest.approx(20.0) and not r.lower_bound
+    per_frame_gain = (40 * 0.02 - 4 * 0.01) / 4
+    assert r.break_even_frames == math.ceil(100.0 / per_frame_gain)
+    capped = _at_target(30.0, enc, [slow], batch=4, pretrain=math.nan)
+    assert capped.lower_bound and capped.speedup_steps == pytest.approx(100 / 4)
+    assert math.isnan(capped.break_even_frames)
+    never = _at_target(30.0, curve("encoder", 0.01, [-1] * 4), [fast], 4, 1.0)
+    assert never.encoder_reached == 0 and math.isnan(never.speedup_time)
+
+
+def test_compressors_reach_the_psnr_they_are_credited_with():
+    t = np.linspace(0, 6, 4)[:, None, None, None]
+    y, x = np.meshgrid(np.linspace(-1, 1, 24), np.linspace(-1, 1, 20), indexing="ij")
+    fields = np.sin(3 * x + t) * np.cos(2 * y)  # (4, 1, 24, 20)
+    fields[1] = np.nan  # a frame without data is not compressed or scored
+    fs = FieldSet({"a": fields}, 2.0)
+    assert len(fs.arrays) == 3
+    for name in ("zfp", "sz3"):
+        rd = rate_distortion(fs, name, [25.0, 40.0])
+        assert rd.at_psnr[25.0] >= rd.at_psnr[40.0] > 1.0
+        # bisection only adds bounds: never worse than the sweep's best reaching point
+        for target in (25.0, 40.0):
+            sweep = max(r for _, p, r in rd.curve if p >= target)
+            assert rd.at_psnr[target] >= sweep
+        psnrs = [p for _, p, _ in rd.curve]
+        assert max(psnrs) > 60 and min(psnrs) < 25
+
+
+def test_report_on_a_code_store_writes_json_markdown_figures_and_results(
+    meta_run,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    codes = tmp_path / "codes.zarr"
+    encode(options(meta_run, codes, steps=20, points_per_step=40))
+    results = tmp_path / "encode.json"
+    spec = ReportSpec(
+        str(codes), out_dir=str(tmp_path / "report"), frames=3, targets=(12.0, 18.0),
+        headline_db=18.0, max_steps=40, eval_every=5, results_json=str(results), name="tiny",
+    )  # fmt: skip
+    torch.manual_seed(0)
+    rep = run_report(spec, log=lambda _s: None)
+    cmp = rep["comparison"]
+    assert cmp["held_out"] and len(cmp["frames"]) == 3
+    assert cmp["pretrain_seconds"] > 0  # the checkpoint's training wall time
+    assert [b["lr"] for b in cmp["baselines"]] == [3e-4, 1e-3, 3e-3]
+    assert len(cmp["encoder"]["curve"]) == 21  # step 0 .. K
+    assert {r["name"] for r in rep["rate_distortion"]} == {"zfp", "sz3"}
+    for f in rep["figures"]:
+        assert (tmp_path / "report" / f.split("/")[-1]).stat().st_size > 1000
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "best baseline" in md and "ZFP" in md
+    entry = json.loads(results.read_text())["datasets"][0]
+    assert list(entry)[: len(RESULT_KEYS)] == list(RESULT_KEYS)
+    assert entry["name"] == "tiny" and entry["grid"] == [8, 10] and entry["frames"] == 3
+    assert "| tiny | 8x10 x 1 | 3 |" in readme_block({"datasets": [entry]}, "x.json")
+    # the command: a second report replaces the entry; --readme fills only its block
+    begin, end = markers("encode")
+    (tmp_path / "README.md").write_text(f"top\n{begin}\nold\n{end}\nbottom\n")
+    monkeypatch.chdir(tmp_path)
+    argv = ["report", "--codes", str(codes), "--frames", "2", "--targets", "12",
+            "--headline", "12", "--max-steps", "20", "--results", str(results),
+            "--name", "tiny", "--readme"]  # fmt: skip
+    assert encode_main(argv) == 0
+    data = json.loads(results.read_text())
+    assert [d["name"] for d in data["datasets"]] == ["tiny"] and data["datasets"][0]["frames"] == 2
+    text = (tmp_path / "README.md").read_text()
+    assert text.startswith("top\n") and text.endswith("bottom\n") and "| tiny |" in text
