@@ -82,6 +82,9 @@ def build_rule(
 ) -> UpdateRule:
     """The inner-loop update rule named by ``method.name``."""
     lr = method.inner_lr
+    if method.name in ("maml", "meta_inr") and method.weight_rates != "fixed":
+        steps = method.inner_steps if method.weight_rates == "param_step" else 0
+        return MetaSGD(shapes, groups, lr, tuple(method.metasgd_clamp), steps)
     if method.name in ("cavia", "maml", "meta_inr"):
         return SGD(shapes, groups, lr)
     if method.name == "metasgd":

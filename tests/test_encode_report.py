@@ -1,4 +1,4 @@
-"""``mia-inr encode report``: time-to-equal-PSNR against from-scratch fits, ZFP / SZ3."""
+"""``mia-inr encode report`` (time-to-equal-PSNR, ZFP / SZ3) and warm starts in time."""
 
 from __future__ import annotations
 
@@ -8,12 +8,17 @@ import math
 import numpy as np
 import pytest
 import torch
+import zarr
 from test_encode import encode, meta_run, options  # noqa: F401  (meta_run: fixture)
 
-from pipelines.codecs.comparison import FitCurve, _at_target
+from pipelines.codecs.comparison import FitCurve, _at_target, warm_init
 from pipelines.codecs.compressors import FieldSet, rate_distortion
-from pipelines.codecs.fitting import FitResult
+from pipelines.codecs.decode import Decoder
+from pipelines.codecs.encoder import open_field_store, unit_batches
+from pipelines.codecs.fitting import FitResult, fit_batch
+from pipelines.codecs.meta_model import batch_tensors, params_to_codes
 from pipelines.codecs.report import RESULT_KEYS, ReportSpec, readme_block, run_report
+from pipelines.data.stores import make_location
 from pipelines.reports.readme_blocks import markers
 from ray_jobs.encode import main as encode_main
 
@@ -106,3 +111,42 @@ def test_report_on_a_code_store_writes_json_markdown_figures_and_results(
     assert [d["name"] for d in data["datasets"]] == ["tiny"] and data["datasets"][0]["frames"] == 2
     text = (tmp_path / "README.md").read_text()
     assert text.startswith("top\n") and text.endswith("bottom\n") and "| tiny |" in text
+
+
+def test_unit_batches_cover_every_step_once_with_warm_chains():
+    assert unit_batches(5, 2, 0) == [([0, 1], False), ([2, 3], False), ([4], False)]
+    chains = unit_batches(7, 0, 3)
+    assert chains == [([0, 3, 6], False), ([1, 4], True), ([2, 5], True)]
+    assert sorted(i for idx, _ in chains for i in idx) == list(range(7))
+
+
+def test_warm_started_chains_continue_from_the_previous_steps_weights(
+    meta_run,  # noqa: F811
+    tmp_path,
+):
+    codes = tmp_path / "chained.zarr"
+    encode(options(meta_run, codes, steps=5, chain_length=2, time_range=[0, 4]))
+    group = zarr.open_group(str(codes), mode="r")
+    assert dict(group.attrs["mia_codes"])["encoder"]["chain_length"] == 2
+    meta = Decoder(make_location(str(codes))).model
+    store = open_field_store(make_location(meta_run["store"]), ["t2m"])
+    coords = {"t2m": torch.from_numpy(store.info["t2m"].coords)}
+
+    def fit(i, init=None):
+        values, valid = batch_tensors({"t2m": store.read(i, i + 1)["t2m"]})
+        return fit_batch(meta.learner, coords, values, valid, 5, 1e-2, "adam", init=init)
+
+    # per-signal Adam on every point: a batch's fits are independent of its other rows
+    cold = fit(0).params
+    want = params_to_codes(meta.learner, fit(1, cold).params).numpy()
+    got = np.asarray(group["codes"][1:2])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    cold_code = params_to_codes(meta.learner, fit(1).params).numpy()
+    assert np.abs(got - cold_code).max() > 1e-4  # not simply a cold start
+    init = warm_init(meta, group, dict(group.attrs["mia_codes"]), [1, 2])
+    np.testing.assert_allclose(
+        params_to_codes(meta.learner, {k: v[:1] for k, v in init.items()}).numpy(),
+        np.asarray(group["codes"][0:1]), rtol=1e-5, atol=1e-6,
+    )  # fmt: skip
+    start = meta.learner.initial_params(1)
+    assert all(torch.equal(init[k][1], start[k][0]) for k in start)  # step 2 starts a chain

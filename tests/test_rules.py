@@ -6,6 +6,9 @@ import pytest
 import torch
 
 from mia_core.adapt import ALFA, GAP, SGD, Adam, MetaSGD, StateFusionTransformer
+from mia_core.adapt.base import safe_key
+from mia_core.builders import build_rule
+from mia_core.config import ConfigError, load_config
 
 SHAPES = {"a": (3, 5), "b": (5, 3), "c": (4,), "d": (2, 3, 4)}
 SHAPES_2D = {"a": (3, 5), "b": (5, 3), "c": (2, 6)}
@@ -63,6 +66,29 @@ def test_metasgd_rates_are_per_element_and_clamped():
     new, _, _ = rule.update(params, grads, {}, 0)
     eff = torch.tensor([[0.5, 2.0, 0.0], [1.0, 2.0, 0.1]], dtype=torch.float64)
     torch.testing.assert_close(new["a"], params["a"] - eff * grads["a"], rtol=1e-12, atol=1e-12)
+
+
+def test_metasgd_per_step_rates_index_the_step_and_reuse_the_last():
+    params, grads = random_state({"a": (2, 3)})
+    rule = MetaSGD({"a": (2, 3)}, {"a": "m"}, lr=1.0, steps=2)
+    assert rule.rates["a"].shape == (2, 2, 3)
+    with torch.no_grad():
+        rule.rates["a"][0].fill_(0.25)
+        rule.rates["a"][1].fill_(0.5)
+    for step, lr in [(0, 0.25), (1, 0.5), (7, 0.5)]:
+        new, _, _ = rule.update(params, grads, {}, step)
+        assert_dicts_close(new, sgd_step(params, grads, lr))
+
+
+def test_weight_rates_build_metasgd_for_weight_adaptation_only():
+    shapes, grps = {"m/w": (2, 3)}, {"m/w": "m"}
+    over = ["method.name=meta_inr", "method.inner_steps=3", "method.weight_rates=param_step"]
+    rule = build_rule(load_config(None, over).method, shapes, grps)
+    assert isinstance(rule, MetaSGD) and rule.rates[safe_key("m/w")].shape[0] == 3
+    fixed = build_rule(load_config(None, over[:2]).method, shapes, grps)
+    assert isinstance(fixed, SGD)
+    with pytest.raises(ConfigError, match="weight_rates"):
+        load_config(None, ["method.name=cavia", "method.weight_rates=param"])
 
 
 @pytest.mark.parametrize("variant", ["exact", "approx"])

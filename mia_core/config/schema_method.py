@@ -25,6 +25,7 @@ METHOD_NAMES = METHOD_NAMES + CONTINUAL_METHOD_NAMES
 MCL_TASK_KINDS = ("spatial", "temporal", "segments")
 MCL_EVAL_OPTIMIZERS = ("sgd", "adam")
 GAP_VARIANTS = ("exact", "approx")
+WEIGHT_RATES = ("fixed", "param", "param_step")
 
 
 @dataclass
@@ -194,6 +195,10 @@ class MethodConfig(_Validated):
         inner_lr: Inner-loop learning rate (initial value when learned), > 0.
         first_order: Drop second-order terms of the meta-gradient.
         metasgd_clamp: ``[min, max]`` clamp of learned MetaSGD learning rates, min >= 0.
+        weight_rates: Inner rates of weight adaptation (``maml``, ``meta_inr``): ``fixed``
+            (SGD at ``inner_lr``), ``param`` (a meta-learned rate per weight, MetaSGD) or
+            ``param_step`` (one per weight and inner step, ``inner_steps x |theta|``, as
+            Meta-SGD with per-step rates; steps past ``inner_steps`` reuse the last).
         gap_variant: One of ``GAP_VARIANTS`` (exact, approx).
         alfa_hidden: Hidden width of the ALFA hyper-network.
         uncertainty_weighting: Weight per-modality losses by learned uncertainty.
@@ -211,6 +216,7 @@ class MethodConfig(_Validated):
     inner_lr: float = _num(1.0, gt=0.0)
     first_order: bool = False
     metasgd_clamp: list[float] = _list(0.0, 10.0)
+    weight_rates: str = _choice("fixed", WEIGHT_RATES)
     gap_variant: str = _choice("exact", GAP_VARIANTS)
     alfa_hidden: int = _num(32, ge=1)
     uncertainty_weighting: bool = False
@@ -223,3 +229,8 @@ class MethodConfig(_Validated):
 
     def _extra_problems(self) -> Problems:
         yield from _interval_problems("metasgd_clamp", self.metasgd_clamp, 0.0, float("inf"), False)
+        if self.weight_rates != "fixed" and self.name not in ("maml", "meta_inr"):
+            yield "weight_rates", (
+                f"learned weight rates need name maml or meta_inr (weight adaptation), not "
+                f"{self.name!r}; context methods learn rates with name: metasgd"
+            )

@@ -4,7 +4,9 @@ Both sides fit the *same* time steps in the same process, vectorised the same wa
 the encoder's point sampling and PSNR at full resolution:
 
 * the **encoder**: the code store's meta-model and settings (rule, lr, ``K``), started
-  from the meta-learned initialisation;
+  from the meta-learned initialisation, or, for an encoder warm-started in time
+  (``chain_length``), from the stored code of the previous time step wherever the
+  encoder itself started from it;
 * the **baseline**: the same architecture from its random initialisation, every weight
   trained with Adam, one fit per learning rate of a sweep (default 3e-4, 1e-3, 3e-3),
   until every time step reaches the highest target or ``max_steps``.
@@ -30,8 +32,9 @@ import numpy as np
 import torch
 
 from mia_core.builders import build_learner
+from pipelines.codecs.codestore import read_codes
 from pipelines.codecs.fitting import FitResult, fit_batch
-from pipelines.codecs.meta_model import EncodeError, MetaModel, batch_tensors
+from pipelines.codecs.meta_model import EncodeError, MetaModel, batch_tensors, codes_to_params
 from pipelines.data.stores.reader import FieldStore
 
 DEFAULT_LRS = (3e-4, 1e-3, 3e-3)
@@ -123,6 +126,30 @@ def select_frames(group: Any, store: FieldStore, n: int) -> tuple[list[int], boo
     return pick.tolist(), bool(held.any())
 
 
+def warm_init(
+    meta: MetaModel, group: Any, attrs: dict[str, Any], frames: list[int]
+) -> dict[str, torch.Tensor] | None:
+    """The encoder's start for ``frames``: the meta-init, or the previous step's code.
+
+    A time step at chain position ``> 0`` (its unit is a code chunk, chains of
+    ``chain_length`` from the chunk's start) starts from the stored (dequantised) code of
+    the step before it, as the encoder did; ``None`` when nothing is warm-started.
+    """
+    length, chunk = int(attrs["encoder"].get("chain_length", 0)), int(attrs["chunk"])
+    done = np.asarray(group["done"][...]).astype(bool)
+    warm = [
+        j for j, f in enumerate(frames)
+        if length > 0 and (f % chunk) % length > 0 and done[f - 1]
+    ]  # fmt: skip
+    if not warm:
+        return None
+    init = {k: v.clone() for k, v in meta.learner.initial_params(len(frames)).items()}
+    prev = torch.from_numpy(read_codes(group, np.asarray([frames[j] - 1 for j in warm])))
+    for k, v in codes_to_params(meta.learner, prev).items():
+        init[k][warm] = v.to(init[k].dtype)
+    return init
+
+
 def _steps_to(fit: FitResult, targets: list[float]) -> dict[float, list[int]]:
     return {t: fit.first_reaching(t)[0].tolist() for t in targets}
 
@@ -134,7 +161,7 @@ def _curve(fit: FitResult) -> list[tuple[int, float]]:
 def compare_fits(
     meta: MetaModel,
     store: FieldStore,
-    attrs: dict[str, Any],
+    group: Any,
     frames: list[int],
     held_out: bool,
     lrs: tuple[float, ...] = DEFAULT_LRS,
@@ -148,7 +175,8 @@ def compare_fits(
     Args:
         meta: the code store's meta-model.
         store: the field store the codes were made from.
-        attrs: the code store's ``mia_codes`` attribute (encoder settings, pretraining).
+        group: the code store (its ``mia_codes`` attribute: encoder settings,
+            pretraining time; its codes: warm starts).
         frames: time steps to fit (one vectorised batch).
         held_out: whether they are held out from meta-training (reported).
         lrs: baseline Adam learning rates.
@@ -157,7 +185,9 @@ def compare_fits(
         eval_every: baseline PSNR tracking period (the encoder is tracked every step).
         seed: point sampling and baseline initialisation seed.
     """
+    attrs = dict(group.attrs["mia_codes"])
     enc = attrs["encoder"]
+    start = warm_init(meta, group, attrs, frames)
     points, data_range = int(enc["points_per_step"]), float(meta.cfg.data.psnr_range)
     rows = {m: [] for m in store.modalities}
     for i in frames:
@@ -172,7 +202,7 @@ def compare_fits(
     def run_encoder() -> FitResult:
         return fit_batch(
             meta.learner, coords, values, valid, int(enc["steps"]), float(enc["lr"]),
-            enc["optimizer"], track_every=1, **common,
+            enc["optimizer"], init=start, track_every=1, **common,
         )  # fmt: skip
 
     torch.manual_seed(seed)
@@ -192,7 +222,8 @@ def compare_fits(
         )
         enc_fits.append(run_encoder())
     enc_sps = float(np.median([f.seconds / max(f.steps, 1) for f in enc_fits]))
-    label = f"encoder ({enc['optimizer']}, K={enc['steps']})"
+    chained = f", warm start in chains of {enc['chain_length']}" if start is not None else ""
+    label = f"encoder ({enc['optimizer']}, K={enc['steps']}{chained})"
     e = enc_fits[0]
     encoder = FitCurve(label, math.nan, enc_sps, _curve(e), _steps_to(e, tlist), e.steps)
     baselines = [

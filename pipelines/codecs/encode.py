@@ -51,7 +51,9 @@ from pipelines.data.stores import StoreLocation, make_location
 from pipelines.data.stores.reader import FieldStore
 from pipelines.engine.checkpoint import load_checkpoint
 
-ENCODER_KEYS = ("steps", "lr", "optimizer", "points_per_step", "batch_size", "seed")
+ENCODER_KEYS = (
+    "steps", "lr", "optimizer", "points_per_step", "batch_size", "chain_length", "seed",
+)  # fmt: skip
 
 
 def _time_coordinate(store: FieldStore) -> tuple[np.ndarray, dict[str, Any]]:

@@ -42,6 +42,12 @@ class EncodeSpec(Validated):
             every weight by about ``lr`` and undo much of it.
         points_per_step: points sampled per step (0: every grid point, full resolution).
         batch_size: time steps adapted together (vectorised); 0: a whole chunk.
+        chain_length: warm start in time: 0 starts every time step from the meta-learned
+            initialisation; ``L > 0`` splits each unit into chains of ``L`` consecutive
+            time steps whose first step starts from the meta-init and every later one
+            from the adapted weights of the step before it; position ``l`` of every
+            chain is one vectorised batch (``batch_size`` is then unused). Chains never
+            cross a unit (a code chunk), so a resumed job encodes exactly the same codes.
         chunk: time steps per code-store chunk (0: the field store's time chunk).
         time_range: ``[start, stop)`` time indices to encode; ``None``: all.
         code_dtype: ``float32``, ``float16`` or ``int8`` (one float32 scale per adapted
@@ -70,6 +76,7 @@ class EncodeSpec(Validated):
     optimizer: str = choice("rule", ENCODE_OPTIMIZERS)
     points_per_step: int = bounded(0, ge=0)
     batch_size: int = bounded(0, ge=0)
+    chain_length: int = bounded(0, ge=0)
     chunk: int = bounded(0, ge=0)
     time_range: list[int] | None = None
     code_dtype: str = choice("float32", CODE_DTYPES)

@@ -2,7 +2,8 @@
 
 An encoder opens the field store, the code store and the meta-model once; each unit of
 time steps (whole store chunks, never crossing a code-store chunk) is read, adapted in
-vectorised batches of ``batch_size`` time steps, measured at full resolution from the
+vectorised batches of ``batch_size`` time steps (or, warm-started in time, in chains:
+:func:`unit_batches`), measured at full resolution from the
 codes as stored (after the ``code_dtype`` cast or quantisation), written, and only then
 flagged ``done``: a crash between the two leaves the unit pending, so a rerun writes it
 again with the same codes.
@@ -58,6 +59,25 @@ def store_dims(store: FieldStore) -> dict[str, tuple[int, int]]:
     return {v: (len(store.info[v].grid_shape), store.info[v].channels) for v in store.modalities}
 
 
+def unit_batches(n: int, batch_size: int, chain_length: int) -> list[tuple[list[int], bool]]:
+    """The batches a unit of ``n`` time steps is adapted in: ``(indices, warm)`` pairs.
+
+    Without chains: consecutive blocks of ``batch_size`` (0: all ``n``), all cold. With
+    ``chain_length`` ``L``: chains ``[0, L), [L, 2L), ...``; batch ``l`` holds position
+    ``l`` of every chain long enough, in chain order, so its rows are a prefix of batch
+    ``l - 1``'s, and every batch after the first is warm (starts from the one before).
+    """
+    if chain_length <= 0:
+        step = batch_size or n
+        return [(list(range(a, min(a + step, n))), False) for a in range(0, n, step)]
+    starts = list(range(0, n, chain_length))
+    out = []
+    for pos in range(min(chain_length, n)):
+        idx = [a + pos for a in starts if a + pos < min(a + chain_length, n)]
+        out.append((idx, pos > 0))
+    return out
+
+
 class ChunkEncoder:
     """Encodes units of time steps; one instance per Ray actor (or the local process).
 
@@ -96,9 +116,14 @@ class ChunkEncoder:
         bsz = s["batch_size"] or (stop - start)
         sizes = code_layout(learner).sizes
         codes, scales, mses, psnrs, secs = [], [], [], [], []
-        for a in range(0, stop - start, bsz):
-            part = {m: rows[m][a : a + bsz] for m in learner.modalities}
+        order: list[int] = []
+        prev: dict[str, torch.Tensor] | None = None
+        for idx, warm in unit_batches(stop - start, bsz, s.get("chain_length", 0)):
+            part = {m: rows[m][idx] for m in learner.modalities}
             values, valid = batch_tensors(part, self.device)
+            init = None
+            if warm and prev is not None:
+                init = {k: v[: len(idx)] for k, v in prev.items()}
             fit = fit_batch(
                 learner,
                 self.coords,
@@ -108,28 +133,32 @@ class ChunkEncoder:
                 s["lr"],
                 s["optimizer"],
                 s["points_per_step"],
-                seed=s["seed"] + start + a,
+                seed=s["seed"] + start + idx[0],
+                init=init,
             )
+            prev = fit.params
             code, scale = quantise(params_to_codes(learner, fit.params), s["code_dtype"], sizes)
             stored = codes_to_params(learner, dequantise(code, scale, sizes))
             mse, p_db = field_metrics(
                 learner, self.coords, values, valid, stored, self.model.cfg.data.psnr_range
             )
             n = code.shape[0]
+            order += idx
             codes.append(code.cpu().numpy())
             if scale is not None:
                 scales.append(scale.cpu().numpy())
             mses.append(mse.cpu().numpy())
             psnrs.append(p_db.cpu().numpy())
             secs.append(np.full(n, fit.seconds / n))
+        back = np.argsort(np.asarray(order))  # batches -> time order
         write_unit(
             self.group,
             start,
-            np.concatenate(codes),
-            np.concatenate(mses),
-            np.concatenate(psnrs),
-            np.concatenate(secs),
-            np.concatenate(scales) if scales else None,
+            np.concatenate(codes)[back],
+            np.concatenate(mses)[back],
+            np.concatenate(psnrs)[back],
+            np.concatenate(secs)[back],
+            np.concatenate(scales)[back] if scales else None,
         )
         if s["fault_at"] is not None and start <= s["fault_at"] < stop:
             raise RuntimeError(
@@ -154,4 +183,4 @@ class ChunkEncoder:
         return {k: np.asarray([r[k] for r in recs]) for k in recs[0]}
 
 
-__all__ = ["ChunkEncoder", "open_field_store", "store_dims"]
+__all__ = ["ChunkEncoder", "open_field_store", "store_dims", "unit_batches"]

@@ -119,7 +119,7 @@ def run_report(spec: ReportSpec, log: Callable[[str], None] = print) -> dict[str
     frames, held = select_frames(group, store, spec.frames)
     log(f"report: {len(frames)} time steps {frames} ({'held out' if held else 'training'})")
     cmp = compare_fits(
-        meta, store, attrs, frames, held, spec.lrs, spec.targets, spec.max_steps,
+        meta, store, group, frames, held, spec.lrs, spec.targets, spec.max_steps,
         spec.eval_every, spec.seed,
     )  # fmt: skip
     psnr = np.asarray(group["psnr"].get_orthogonal_selection((frames, slice(None))))
