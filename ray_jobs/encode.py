@@ -36,7 +36,7 @@ from pipelines.codecs.report import ReportSpec, readme_block, run_report
 from pipelines.reports.readme_blocks import write_block
 from ray_jobs.common import parse_job_args, run_main
 
-ALIASES = ("store", "checkpoint", "out")  # --store X == encode.store=X
+ALIASES = ("store", "checkpoint", "out", "model")  # --store X == encode.store=X
 SUBCOMMANDS = ("encode", "decode", "report")
 RESULTS = "benchmarks/results/encode.json"
 
@@ -46,6 +46,7 @@ def _encode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", help="field store URL (= encode.store)")
     p.add_argument("--checkpoint", help="meta-model run directory or .pt (= encode.checkpoint)")
     p.add_argument("--out", help="code store URL (= encode.out)")
+    p.add_argument("--model", help="MLflow model URI, e.g. models:/NAME/1 (= encode.model)")
     p.add_argument("--local", action="store_true", help="one process, no Ray")
     p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS/local)")
     p.add_argument("overrides", nargs="*", help="encode.key=value overrides")

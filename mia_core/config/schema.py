@@ -248,6 +248,11 @@ class RunConfig(_Validated):
         tracking_uri: MLflow tracking URI; empty = ``MLFLOW_TRACKING_URI`` or a sqlite
             store ``run.out_dir/mlflow.db``.
         experiment: MLflow experiment name.
+        log_model: log the validation-selected checkpoint as an MLflow pyfunc model
+            (``pipelines/reports/mlflow_model.py``) when the run is evaluated.
+        registered_model: register that model under this name (``<run.name>`` is
+            replaced by the run's name); empty: log it without registering.
+        system_metrics: MLflow system metrics (CPU, memory, GPU) of training runs.
         fault_injection_step: testing aid: raise once in worker 0 at this step (0 = off;
             a marker file in the run directory makes it fire only once).
         device: One of ``DEVICES`` (auto, cpu, cuda).
@@ -294,6 +299,9 @@ class RunConfig(_Validated):
     max_failures: int = _num(1, ge=0)
     tracking_uri: str = ""
     experiment: str = "mia-inr"
+    log_model: bool = True
+    registered_model: str = "mia-inr-<run.name>"
+    system_metrics: bool = True
     fault_injection_step: int = _num(0, ge=0)
     device: str = _choice("auto", DEVICES)
     matmul_precision: str = _choice("medium", MATMUL_PRECISIONS)

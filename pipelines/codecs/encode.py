@@ -45,6 +45,7 @@ from pipelines.codecs.meta_model import (
     code_layout,
     load_meta_model,
     resolve_checkpoint,
+    resolve_model_uri,
 )
 from pipelines.codecs.quantise import bytes_per_step, num_scales
 from pipelines.data.stores import StoreLocation, make_location
@@ -209,7 +210,10 @@ def run_encode(
     endpoint = spec.endpoint_url or None
     src = make_location(spec.store, storage_options or None, endpoint)
     dst = make_location(spec.out, storage_options or None, endpoint)
-    ckpt, cfg_path = resolve_checkpoint(spec.checkpoint, spec.run_config or None)
+    if spec.model:
+        ckpt, cfg_path = resolve_model_uri(spec.model, spec.tracking_uri)
+    else:
+        ckpt, cfg_path = resolve_checkpoint(spec.checkpoint, spec.run_config or None)
     cfg: Config = load_config(cfg_path)
     store = open_field_store(src, list(cfg.data.modalities))
     model = load_meta_model(ckpt, store_dims(store), cfg_path)
@@ -222,7 +226,7 @@ def run_encode(
     meta_np = {k: v.detach().cpu().numpy() for k, v in state.items() if v.is_floating_point()}
     attrs = {
         **_store_attrs(spec, src, dst, store, model),
-        "meta_reference": str(ckpt),
+        "meta_reference": spec.model or str(ckpt),
         "meta_bytes": int(sum(4 * v.size for v in meta_np.values())),
         "meta_config": redact(config_to_dict(cfg)),
         "psnr_range": cfg.data.psnr_range,

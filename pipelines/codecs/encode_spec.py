@@ -31,6 +31,10 @@ class EncodeSpec(Validated):
     Attributes:
         store: field store URL (local path or ``s3://``).
         checkpoint: meta-model run directory or checkpoint file.
+        model: instead of ``checkpoint``, an MLflow model a training run logged:
+            ``models:/<name>/<version>``, ``models:/<name>@<alias>`` or
+            ``runs:/<run id>/meta_model`` (from ``tracking_uri``, else
+            ``MLFLOW_TRACKING_URI``, else ``runs/mlflow.db``).
         out: code store URL.
         run_config: the meta-model run's config (empty: ``config.yaml`` of the
             checkpoint's run).
@@ -68,8 +72,9 @@ class EncodeSpec(Validated):
     """
 
     store: str
-    checkpoint: str
-    out: str
+    checkpoint: str = ""
+    out: str = ""
+    model: str = ""
     run_config: str = ""
     steps: int = bounded(16, ge=1)
     lr: float = bounded(1e-3, gt=0.0)
@@ -92,9 +97,11 @@ class EncodeSpec(Validated):
     progress: bool = True
 
     def _extra_problems(self) -> Problems:
-        for name in ("store", "checkpoint", "out"):
+        for name in ("store", "out"):
             if getattr(self, name) == "":
                 yield name, "must not be empty"
+        if not self.checkpoint and not self.model:
+            yield "checkpoint", "must not be empty (or set encode.model to an MLflow model URI)"
         tr = self.time_range
         if tr is not None and not (len(tr) == 2 and 0 <= tr[0] < tr[1]):
             yield "time_range", f"must be [start, stop] with 0 <= start < stop, got {tr}"

@@ -32,8 +32,10 @@ from mia_core.builders import build_learner
 from mia_core.config import Config, load_config
 from mia_core.meta.learner import MetaLearner
 from mia_core.meta.metrics import masked_mse, psnr
+from pipelines.data.stores.location import redact_url
 from pipelines.engine.checkpoint import load_checkpoint
 from pipelines.engine.run_dir import CheckpointMissing, selected_checkpoint
+from pipelines.tracking.tracker import tracking_uri
 
 
 class EncodeError(ValueError):
@@ -105,6 +107,34 @@ def resolve_checkpoint(checkpoint: str | Path, config: str | Path | None) -> tup
             "(set encode.run_config to the run's config.yaml)"
         )
     return ckpt, cfg_path
+
+
+def resolve_model_uri(uri: str, tracking: str = "") -> tuple[Path, Path]:
+    """Checkpoint file and config of an MLflow model that a training run logged.
+
+    ``uri`` is ``models:/<name>/<version>``, ``models:/<name>@<alias>`` or
+    ``runs:/<id>/meta_model``. Its artifacts are downloaded from ``tracking`` (default:
+    ``MLFLOW_TRACKING_URI``, else the project's ``runs/mlflow.db``).
+
+    Raises:
+        EncodeError: an unknown model, or one that is not a logged meta-model.
+    """
+    import mlflow
+
+    uri_store = tracking or tracking_uri(load_config(None))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=uri_store))
+    except Exception as err:
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise EncodeError(
+            f"MLflow model {uri} not found in {redact_url(uri_store)}: {detail} "
+            "(set encode.tracking_uri to the store it was registered in)"
+        ) from err
+    found = sorted((local / "artifacts").glob("*.pt"))
+    cfg_path = local / "artifacts" / "config.yaml"
+    if not found or not cfg_path.exists():
+        raise EncodeError(f"MLflow model {uri} has no checkpoint and config.yaml artifacts")
+    return found[0], cfg_path
 
 
 def load_meta_model(

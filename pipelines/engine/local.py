@@ -65,7 +65,7 @@ def run_local(
     task_cls.prepare(cfg)
     save_config(cfg, run_dir / "config.yaml")
     state = load_checkpoint(ckpts / "last.pt", device) if (ckpts / "last.pt").exists() else None
-    tracker = Tracker(cfg, run_dir)
+    tracker = Tracker(cfg, run_dir, system_metrics=True)
     try:
         trainer, history = train_loop(
             task_cls,

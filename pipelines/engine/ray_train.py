@@ -80,7 +80,7 @@ def _worker(loop_config: dict[str, Any]) -> None:
     device = rtt.get_device()
     shard = ray.train.get_dataset_shard("train") if loop_config["shard"] else None
     worker = WorkerContext(device, rank, ctx.get_world_size(), shard)
-    tracker = Tracker(cfg, run_dir_of(cfg)) if rank == 0 else None
+    tracker = Tracker(cfg, run_dir_of(cfg), system_metrics=True) if rank == 0 else None
     state, hook = _restored_state(device), loop_config["hook"]
     try:
         train_loop(task_cls, cfg, worker, report_to_ray, state, print, tracker, hook)

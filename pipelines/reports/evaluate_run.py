@@ -21,6 +21,7 @@ from pipelines.data.streams import store_episodes
 from pipelines.engine.checkpoint import load_checkpoint
 from pipelines.engine.run_dir import selected_checkpoint
 from pipelines.reports.evaluation import EvalRow, evaluate, markdown_table, write_csv
+from pipelines.reports.mlflow_model import log_dataset, log_meta_model
 from pipelines.reports.plots import plot_attention, plot_reconstruction
 from pipelines.tracking.tracker import Tracker
 
@@ -124,6 +125,9 @@ def evaluate_run(
         tracker.artifact(run_dir / "checkpoints", "checkpoints")
         for f in figures:
             tracker.artifact(f, "figures")
+        log_dataset(store)
+        if cfg.run.log_model:
+            log(f"MLflow model {log_meta_model(run_dir, ckpt, cfg, modality_dims(store))}")
         tracker.close()
         log(f"logged to MLflow run {tracker.run_id} at {tracker.display_uri}")
     return rows

@@ -50,9 +50,11 @@ class Tracker:
     Args:
         cfg: resolved config.
         run_dir: the run directory (holds ``mlflow_run_id``).
+        system_metrics: sample CPU / memory / GPU use into the run while it is open
+            (training; ``run.system_metrics`` turns it off).
     """
 
-    def __init__(self, cfg: Config, run_dir: Path) -> None:
+    def __init__(self, cfg: Config, run_dir: Path, system_metrics: bool = False) -> None:
         import mlflow
 
         self.mlflow = mlflow
@@ -64,7 +66,12 @@ class Tracker:
         run_id = id_file.read_text().strip() if id_file.exists() else None
         if mlflow.active_run() is not None:
             mlflow.end_run()
-        self.run = mlflow.start_run(run_id=run_id, experiment_id=exp_id, run_name=cfg.run.name)
+        self.run = mlflow.start_run(
+            run_id=run_id,
+            experiment_id=exp_id,
+            run_name=cfg.run.name,
+            log_system_metrics=system_metrics and cfg.run.system_metrics,
+        )
         self.run_id = self.run.info.run_id
         if run_id is None:
             run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,204 @@
+"""A run's selected checkpoint as an MLflow model: a pyfunc that adapts, then predicts.
+
+Every evaluated run (``run.log_model``, on by default) logs its validation-selected
+checkpoint as the MLflow model ``meta_model`` of its run, registered as
+``run.registered_model`` (default ``mia-inr-<run.name>``; empty: logged, not
+registered), with a signature and an input example. The model is defined *from code*
+(``mlflow_model_code.py``), not pickled, and its artifacts are the checkpoint (loaded
+with ``weights_only=True``), the run's ``config.yaml`` and the modalities' dimensions.
+
+Input: one row per (signal, modality, role) with columns ``signal`` (int), ``modality``
+(str), ``role`` (``support`` or ``query``), ``x`` (flattened ``(P, d_in)`` coordinates in
+the model's ``[-1, 1]`` frame) and ``y`` (flattened ``(P, C)`` normalised values of the
+support points; empty for queries). For each signal the model adapts its inner loop to
+the support rows (a modality without support keeps the meta-learned start) and returns
+one row per query row: ``signal``, ``modality`` and ``prediction`` (flattened
+``(P, C)``). ``params={"steps": K}`` overrides the number of inner steps.
+
+:func:`log_dataset` records the training store as the run's MLflow dataset input, with
+its URL (credentials removed) and a digest of its metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mia_core.builders import build_learner
+from mia_core.config import Config, load_config
+from mia_core.data.episode import ModalityBatch
+from mia_core.meta.learner import MetaLearner
+from pipelines.data.stores import Store
+from pipelines.engine.checkpoint import load_checkpoint
+
+MODEL_NAME = "meta_model"
+CODE = Path(__file__).with_name("mlflow_model_code.py")
+
+
+def load_learner(artifacts: Mapping[str, str]) -> tuple[MetaLearner, Config]:
+    """The meta-learner of a logged model's artifacts (``checkpoint``, ``config``, ``dims``)."""
+    cfg = load_config(artifacts["config"])
+    dims = {m: tuple(d) for m, d in json.loads(Path(artifacts["dims"]).read_text()).items()}
+    learner = build_learner(cfg.model, cfg.method, dims)
+    learner.load_state_dict(load_checkpoint(artifacts["checkpoint"], "cpu")["model"])
+    learner.eval()
+    for p in learner.parameters():
+        p.requires_grad_(False)
+    return learner, cfg
+
+
+def _points(values: Any, width: int) -> torch.Tensor:
+    arr = np.asarray(values if values is not None else [], np.float32)
+    return torch.from_numpy(arr.reshape(-1, width))
+
+
+def _episode(learner: MetaLearner, rows: pd.DataFrame) -> tuple[dict, dict]:
+    """One signal's rows -> a ``B = 1`` episode and its query coordinates per modality."""
+    episode, queries = {}, {}
+    for m in learner.modalities:
+        inr = learner.inrs[m]
+        d_in, c = inr.d_in, inr.d_out
+        sup = rows[(rows["modality"] == m) & (rows["role"] == "support")]
+        xs = [_points(x, d_in) for x in sup["x"]] or [torch.zeros(1, d_in)]
+        ys = [_points(y, c) for y in sup["y"]] or [torch.zeros(1, c)]
+        sx, sy = torch.cat(xs)[None], torch.cat(ys)[None]
+        mask = torch.ones(sx.shape[:2]) if len(sup) else torch.zeros(sx.shape[:2])
+        q = rows[(rows["modality"] == m) & (rows["role"] == "query")]
+        qx = [_points(x, d_in) for x in q["x"]]
+        queries[m] = qx
+        n_q = max(1, sum(len(v) for v in qx))
+        episode[m] = ModalityBatch(
+            sx, sy, mask, torch.zeros(1, n_q, d_in), torch.zeros(1, n_q, c),
+            torch.ones(1, n_q), torch.zeros(1, n_q), torch.ones(1),
+        )  # fmt: skip
+    return episode, queries
+
+
+def adapt_and_predict(
+    learner: MetaLearner, frame: pd.DataFrame, steps: int | None = None
+) -> pd.DataFrame:
+    """Adapt to each signal's support rows and predict its query rows (module docstring)."""
+    bad = {"signal", "modality", "role", "x", "y"} - set(frame.columns)
+    if bad:
+        raise ValueError(f"model input lacks columns {sorted(bad)}")
+    unknown = set(frame["modality"]) - set(learner.modalities)
+    if unknown:
+        have = learner.modalities
+        raise ValueError(f"unknown modalities {sorted(unknown)}; the model has {have}")
+    out = []
+    for signal, rows in frame.groupby("signal", sort=True):
+        episode, queries = _episode(learner, rows)
+        with torch.enable_grad():
+            params, _ = learner.adapt(
+                episode, create_graph=False, prune=False, steps=steps or None, track_graph=False
+            )
+        with torch.no_grad():
+            for m, qx in queries.items():
+                for x in qx:
+                    pred = learner.predict(m, x[None], params)[0]
+                    out.append((int(signal), m, pred.reshape(-1).double().tolist()))
+    return pd.DataFrame(out, columns=["signal", "modality", "prediction"])
+
+
+def input_example(learner: MetaLearner, points: int = 4) -> pd.DataFrame:
+    """A two-row-per-modality example: ``points`` support and query points of signal 0."""
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for m in learner.modalities:
+        inr = learner.inrs[m]
+        x = (torch.rand(points, inr.d_in, generator=gen) * 2 - 1).reshape(-1).tolist()
+        y = torch.rand(points, inr.d_out, generator=gen).reshape(-1).tolist()
+        rows += [(0, m, "support", x, y), (0, m, "query", x, [])]
+    return pd.DataFrame(rows, columns=["signal", "modality", "role", "x", "y"])
+
+
+def registered_name(cfg: Config) -> str:
+    """``run.registered_model`` with ``<run.name>`` filled in ("" = do not register)."""
+    return cfg.run.registered_model.replace("<run.name>", cfg.run.name)
+
+
+def log_meta_model(
+    run_dir: Path, checkpoint: Path, cfg: Config, dims: Mapping[str, tuple[int, int]]
+) -> str:
+    """Log ``checkpoint`` as the active MLflow run's pyfunc model (and register it).
+
+    Returns:
+        The model's URI: ``models:/<name>/<version>`` when registered, else MLflow's
+        ``models:/<model id>``.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    dims_file = run_dir / "model_dims.json"
+    dims_file.write_text(json.dumps({m: list(d) for m, d in dims.items()}))
+    artifacts = {
+        "checkpoint": str(checkpoint),
+        "config": str(run_dir / "config.yaml"),
+        "dims": str(dims_file),
+    }
+    learner, _ = load_learner(artifacts)
+    example = input_example(learner)
+    with warnings.catch_warnings():  # the hint about integer columns: signal ids never miss
+        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        signature = infer_signature(
+            example, adapt_and_predict(learner, example, steps=1), params={"steps": 0}
+        )
+    info = mlflow.pyfunc.log_model(
+        name=MODEL_NAME,
+        python_model=str(CODE),
+        artifacts=artifacts,
+        signature=signature,
+        input_example=example,
+        registered_model_name=registered_name(cfg) or None,
+        pip_requirements=["mia-inr", f"torch=={torch.__version__.split('+')[0]}"],
+    )
+    version = info.registered_model_version
+    return f"models:/{registered_name(cfg)}/{version}" if version else info.model_uri
+
+
+def store_digest(store: Store) -> str:
+    """SHA-256 (first 16 hex digits) of the store's metadata: shapes, dtypes, attributes."""
+    group = store.group if getattr(store, "group", None) is not None else None
+    docs: dict[str, Any] = {}
+    if group is not None:
+        docs["/"] = group.metadata.to_dict()
+        for name, arr in sorted(group.arrays()):
+            docs[name] = arr.metadata.to_dict()
+    else:  # a field store opened through xarray
+        docs = {"dims": dict(store.ds.sizes), "attrs": dict(store.ds.attrs)}
+    text = json.dumps(docs, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def log_dataset(store: Store, context: str = "training") -> None:
+    """Record ``store`` as a dataset input of the active MLflow run."""
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    url = store.location.display
+    with warnings.catch_warnings():  # a local path matches two registered source kinds
+        warnings.filterwarnings("ignore", message=".*multiple ways", category=UserWarning)
+        source = resolve_dataset_source(url)
+    dataset = MetaDataset(source, name=Path(url.rstrip("/")).name, digest=store_digest(store))
+    mlflow.log_input(dataset, context=context)
+
+
+__all__ = [
+    "MODEL_NAME",
+    "adapt_and_predict",
+    "input_example",
+    "load_learner",
+    "log_dataset",
+    "log_meta_model",
+    "registered_name",
+    "store_digest",
+]

@@ -1,0 +1,32 @@
+"""The MLflow model *from code* that :func:`pipelines.reports.mlflow_model.log_meta_model` logs.
+
+MLflow runs this file when the model is loaded (``mlflow.pyfunc.load_model``), so the
+model is rebuilt from the project's code and its artifacts rather than unpickled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+import pandas as pd
+
+from pipelines.reports.mlflow_model import adapt_and_predict, load_learner
+
+
+class MetaModelPyfunc(mlflow.pyfunc.PythonModel):
+    """Adapt to each signal's support rows, predict its query rows."""
+
+    def load_context(self, context: Any) -> None:
+        """Rebuild the meta-learner from the checkpoint, config and dims artifacts."""
+        self.learner, _ = load_learner(context.artifacts)
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """See :mod:`pipelines.reports.mlflow_model`; ``params["steps"]`` sets K (0: default)."""
+        steps = int((params or {}).get("steps") or 0)
+        return adapt_and_predict(self.learner, model_input, steps or None)
+
+
+mlflow.models.set_model(MetaModelPyfunc())
