@@ -66,6 +66,13 @@ def report_to_ray(trainer: Trainer, metrics: dict[str, float], improved: bool, l
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
+def _quiet_data() -> None:
+    """No Ray Data progress bars: in a job's output they interleave with the training log."""
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
 def _worker(loop_config: dict[str, Any]) -> None:
     """Body of every Ray Train worker."""
     import ray.train
@@ -73,6 +80,7 @@ def _worker(loop_config: dict[str, Any]) -> None:
 
     cfg: Config = config_from_dict(loop_config["config"], "train_loop_config")
     task_cls: type[Task] = loop_config["task"]
+    _quiet_data()
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     torch.set_num_threads(max(1, int(cfg.run.cpus_per_worker)))
@@ -118,6 +126,7 @@ def run_on_ray(
     from ray.train.torch import TorchTrainer
 
     init_ray(address)
+    _quiet_data()
     run_dir = run_dir_of(cfg)
     storage = RayStorage.of(cfg)
     if not resume:
