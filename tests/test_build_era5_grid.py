@@ -5,6 +5,8 @@ import pandas as pd
 import xarray as xr
 from era5_samples import build_store
 
+from pipelines.data.builders.regrid import cell_bounds
+
 
 def test_hvsampledata_ncep_air_temperature(tmp_path):
     summary, store = build_store(
@@ -51,8 +53,9 @@ def test_regridding_matches_smooth_field(tmp_path):
         coords={"time": pd.date_range("2000-01-01", periods=2), "lat": lat, "lon": lon},
     ).to_netcdf(tmp_path / "smooth.nc")
     _, store = build_store(
-        tmp_path, tmp_path / "smooth.nc", "--resolution", "19x40", "--normalisation", "none"
-    )
+        tmp_path, tmp_path / "smooth.nc", "--resolution", "19x40", "--normalisation", "none",
+        "--regrid", "bilinear",
+    )  # fmt: skip
     v = store.read(0, 2)["t2m"].reshape(2, 19, 40)
     tlat, tlon = np.linspace(-90, 90, 19), np.arange(40) * 9.0
     want = np.cos(np.deg2rad(tlat))[:, None] * np.sin(np.deg2rad(tlon))[None, :]
@@ -74,8 +77,9 @@ def test_regional_box_across_greenwich(tmp_path):
         coords={"time": pd.date_range("2000-01-01", periods=2), "lat": lat, "lon": lon % 360},
     ).to_netcdf(tmp_path / "europe.nc")  # stored as 0..40 then 340..358
     summary, store = build_store(
-        tmp_path, tmp_path / "europe.nc", "--resolution", "5x7", "--normalisation", "none"
-    )
+        tmp_path, tmp_path / "europe.nc", "--resolution", "5x7", "--normalisation", "none",
+        "--regrid", "bilinear",
+    )  # fmt: skip
     assert summary["latitude"] == [30.0, 70.0] and summary["longitude"] == [-20.0, 40.0]
     v = store.read(0, 1)["msl"].reshape(5, 7)
     want = np.deg2rad(np.linspace(30, 70, 5))[:, None] + np.deg2rad(np.linspace(-20, 40, 7))
@@ -90,6 +94,8 @@ def test_regional_box_across_greenwich(tmp_path):
         "global",
         "--normalisation",
         "none",
+        "--regrid",
+        "bilinear",
         name="g.zarr",
     )
     g = store.read(0, 1)["msl"].reshape(19, 36)
@@ -113,3 +119,43 @@ def test_last_longitude_column_wraps_to_the_first(tmp_path):
     v = store.read(0, 1)["u10"].reshape(4, 40)  # target columns every 9 degrees: last 351 E
     np.testing.assert_allclose(v[:, -1], 0.9 * f[0, :, -1] + 0.1 * f[0, :, 0], rtol=1e-5)
     np.testing.assert_allclose(v[:, 0], f[0, :, 0], rtol=1e-5)
+
+
+def test_coarsening_is_conservative_by_default_and_does_not_alias(tmp_path):
+    # 1-degree cell-centred global grid; a smooth field plus a zero-mean pattern of period
+    # 5 degrees in longitude (finer than the 10-degree target: it must average out)
+    lat, lon = np.arange(-89.5, 90, 1.0), np.arange(0.5, 360, 1.0)
+    smooth = np.cos(np.deg2rad(lat))[:, None] * np.sin(np.deg2rad(lon))[None, :] + 2.0
+    checker = np.broadcast_to(np.where(np.arange(360) % 5 == 0, 4.0, -1.0), (180, 360))
+    f = smooth + checker
+    f[5:15, 0:5] = np.nan  # one whole period missing: left out, not averaged in as 0
+    xr.Dataset(
+        {"t2m": (("time", "latitude", "longitude"), f[None])},
+        coords={"time": pd.date_range("2000-01-01", periods=1), "latitude": lat, "longitude": lon},
+    ).to_netcdf(tmp_path / "fine.nc")
+    args = ("--resolution", "19x36", "--normalisation", "none")
+    summary, store = build_store(tmp_path, tmp_path / "fine.nc", *args)
+    assert summary["regrid"].startswith("conservative")
+    v = store.read(0, 1)["t2m"].reshape(19, 36)
+    # the pattern averages out: within 0.1 of the smooth field (point sampling aliases it)
+    tlat, tlon = np.linspace(-90, 90, 19), np.arange(36) * 10.0
+    want = np.cos(np.deg2rad(tlat))[:, None] * np.sin(np.deg2rad(tlon))[None, :] + 2.0
+    assert not np.isnan(v).any() and np.abs(v - want).max() < 0.1
+    _, point = build_store(tmp_path, tmp_path / "fine.nc", *args, "--regrid", "bilinear",
+                           name="b.zarr")  # fmt: skip
+    b = point.read(0, 1)["t2m"].reshape(19, 36)
+    assert np.nanmax(np.abs(b - want)) > 0.5
+    # the area integral of a complete field is kept (to float32 round-off)
+    g = smooth[None]
+    xr.Dataset(
+        {"t2m": (("time", "latitude", "longitude"), g)},
+        coords={"time": pd.date_range("2000-01-01", periods=1), "latitude": lat, "longitude": lon},
+    ).to_netcdf(tmp_path / "full.nc")
+    _, full = build_store(tmp_path, tmp_path / "full.nc", *args, name="f.zarr")
+    c = full.read(0, 1)["t2m"].reshape(19, 36).astype(float)
+    area = np.diff(np.sin(np.deg2rad(cell_bounds(tlat, -90, 90))))[:, None]
+    src_area = np.diff(np.sin(np.deg2rad(cell_bounds(lat, -90, 90))))[:, None]
+    np.testing.assert_allclose(
+        (c * area).sum() / (area.sum() * 36), (g[0] * src_area).sum() / (src_area.sum() * 360),
+        rtol=1e-6,
+    )  # fmt: skip

@@ -5,7 +5,8 @@ the ARCO-ERA5 Zarr (long names, ``s3://``/``gs://`` with ``--anon``) and the NCE
 reanalysis sample of ``hvsampledata`` (``--input hvsampledata:air_temperature``). Dims
 are normalised to ``(time, [member], [level], latitude, longitude)``, the selection
 (variables, levels, members, time) is applied lazily, and the data are loaded in time
-blocks of bounded size and regridded bilinearly onto an even lat/lon grid: global
+blocks of bounded size and regridded onto an even lat/lon grid (conservatively when
+coarsening, bilinearly when refining; ``--regrid``): global
 (latitudes ``[-90, 90]`` inclusive, longitudes ``[0, 360)``) when the input is, else
 the input's own extent (``--domain``). The result is written by ``write_field_store``.
 """
@@ -26,6 +27,7 @@ import xarray as xr
 
 from pipelines.data.builders.axes import parse_dims
 from pipelines.data.builders.era5_names import FIELD_DIMS, select_variables, standardise
+from pipelines.data.builders.regrid import coarsens, conservative_dataset
 from pipelines.data.stores.field_writer import split_by_time, write_field_store
 from pipelines.data.stores.location import StoreLocation, make_location, redact_url
 from pipelines.data.stores.writer import NORMALISATIONS
@@ -34,6 +36,7 @@ GRIB_SUFFIXES = (".grib", ".grb", ".grib2", ".grb2")
 NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".cdf", ".h5", ".hdf5")
 BLOCK_BYTES = 256 * 2**20  # native-resolution data loaded at once (per input)
 PICKS = (("level", "--levels"), ("member", "--members"))
+REGRID_METHODS = ("auto", "conservative", "bilinear")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -66,6 +69,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=("auto", "global", "input"),
         default="auto",
         help="target extent; auto: global if the input covers the globe, else the input's",
+    )
+    p.add_argument(
+        "--regrid",
+        choices=REGRID_METHODS,
+        default="auto",
+        help="conservative (area-weighted means) or bilinear; auto: conservative when "
+        "the target is at least as coarse as the input in both axes, else bilinear",
     )
     p.add_argument("--normalisation", choices=NORMALISATIONS, default="minmax01")
     p.add_argument("--val-fraction", type=float, default=0.1)
@@ -100,7 +110,7 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
         datasets = [standardise(ds, name, dims) for ds, name in zip(opened, shown, strict=True)]
         mapping = select_variables(datasets, args.variables, shown)
         parts = _select(datasets, mapping, args, shown)
-        target = _plan(parts[0], shape, args.domain)
+        target = _plan(parts[0], shape, args.domain, getattr(args, "regrid", "auto"))
         regridded = [_regrid(ds, target) for ds in parts]
     finally:
         for ds in opened:
@@ -130,7 +140,7 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
         "variables": mapping,
         "resolution": list(shape),
         "domain": {"latitude": _span(target.lat), "longitude": _span(target.lon)},
-        "regrid": "bilinear (lat/lon, periodic in longitude)" if target.periodic else "bilinear",
+        "regrid": target.method + (" (periodic in longitude)" if target.periodic else ""),
         "levels": _values(out, "level"),
         "members": _values(out, "member"),
         "time_range": [str(times[0]), str(times[-1])],
@@ -140,7 +150,7 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
     return {
         "time_steps": int(out.sizes["time"]),
         "grid": list(shape),
-        **{k: info[k] for k in ("variables", "levels", "members", "time_range")},
+        **{k: info[k] for k in ("variables", "regrid", "levels", "members", "time_range")},
         **info["domain"],
         "split": {k: int((split == i).sum()) for i, k in enumerate(("train", "val", "test"))},
         "bytes_written": _bytes_written(location),
@@ -278,6 +288,7 @@ class Target:
     lat: np.ndarray
     lon: np.ndarray
     periodic: bool
+    method: str = "bilinear"
 
 
 def _wrap(lon: np.ndarray, offset: float) -> np.ndarray:
@@ -301,8 +312,11 @@ def _layout(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray, f
     return lat, lon, 0.0 if gap <= 1.5 * dlon else -180.0, bool(periodic), bool(near_global)
 
 
-def _plan(ds: xr.Dataset, shape: tuple[int, ...], domain: str) -> Target:
-    """The target grid: global or the extent of ``ds`` (the first input), see ``--domain``."""
+def _plan(ds: xr.Dataset, shape: tuple[int, ...], domain: str, regrid: str = "auto") -> Target:
+    """The target grid: global or the extent of ``ds`` (the first input), see ``--domain``.
+
+    ``regrid`` ``auto`` resolves to conservative when the target coarsens both axes.
+    """
     lat, lon, offset, periodic, near_global = _layout(ds["latitude"].values, ds["longitude"].values)
     if domain == "global" or (domain == "auto" and periodic):
         tlon = np.arange(shape[1]) * (360.0 / shape[1])
@@ -311,14 +325,23 @@ def _plan(ds: xr.Dataset, shape: tuple[int, ...], domain: str) -> Target:
         tlon = np.linspace(src[0], src[-1], shape[1])
     glob_lat = domain == "global" or (domain == "auto" and near_global)
     tlat = np.linspace(*((-90.0, 90.0) if glob_lat else (lat[0], lat[-1])), shape[0])
-    return Target(tlat, tlon, periodic and domain != "input")
+    if regrid == "auto":
+        coarser = coarsens(lat, tlat) and coarsens(np.sort(_wrap(lon, offset)), np.sort(tlon))
+        regrid = "conservative" if coarser else "bilinear"
+    return Target(tlat, tlon, periodic and domain != "input", regrid)
 
 
 def _regrid_block(blk: xr.Dataset, t: Target) -> xr.Dataset:
-    """Bilinear in (latitude, longitude); NaN outside the source, except near the poles."""
+    """Regrid one time block in (latitude, longitude) with ``t.method``.
+
+    Bilinear: NaN outside the source, except near the poles. Conservative:
+    :mod:`pipelines.data.builders.regrid`.
+    """
     lat, _, offset, periodic, near_global = _layout(blk["latitude"], blk["longitude"])
     blk = blk.assign_coords(longitude=_wrap(blk["longitude"].values, offset))
     blk = blk.drop_duplicates("longitude").sortby(["latitude", "longitude"])
+    if t.method == "conservative":
+        return conservative_dataset(blk, t.lat, t.lon, _wrap(t.lon, offset), periodic)
     if periodic:  # one column each side so targets past the last source column interpolate
         lon = blk["longitude"].values
         left = blk.isel(longitude=[-1]).assign_coords(longitude=[lon[-1] - 360.0])
