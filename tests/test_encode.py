@@ -175,7 +175,9 @@ def test_ray_actor_pool_encodes_and_resumes(meta_run, tmp_path, ray_session):
     done_before = int(np.asarray(zarr.open_group(str(out))["done"][...]).sum())
     assert done_before < T
     s = encode(options(meta_run, out, code_dtype="float32"), local=False)
-    assert s.skipped == done_before and s.encoded == T - done_before and s.done == T
+    # An actor of the failed run may still finish its unit meanwhile: actors skip steps
+    # that are done by the time they get to them, so nothing is encoded twice.
+    assert s.skipped == done_before and 0 < s.encoded <= T - done_before and s.done == T
     assert s.psnr["min"] > PSNR_FLOOR
 
 
@@ -265,7 +267,10 @@ def test_bad_checkpoints_and_variables_give_clear_errors(meta_run, tmp_path, cap
     assert code == 2 and "lacks ['t2m']" in capsys.readouterr().err
     code = run_main(encode_main, ["encode", "--local", f"encode.store={renamed}"])
     err = capsys.readouterr().err
-    assert code == 2 and "missing required keys 'encode.checkpoint', 'encode.out'" in err
+    assert code == 2 and "missing required key 'encode.out'" in err
+    code = run_main(encode_main, ["encode", "--local", f"encode.store={renamed}", "encode.out=y"])
+    err = capsys.readouterr().err
+    assert code == 2 and "'encode.checkpoint': must not be empty (or set encode.model" in err
     code = run_main(encode_main, ["encode", "--store", "x", "encode.stepz=3"])
     assert code == 2 and "did you mean 'encode.steps'" in capsys.readouterr().err
 

@@ -11,14 +11,15 @@ import torch
 import zarr
 from test_encode import encode, meta_run, options  # noqa: F401  (meta_run: fixture)
 
+from pipelines.codecs.codestore import acquire_lock, pending_units, release_lock
 from pipelines.codecs.comparison import FitCurve, _at_target, warm_init
 from pipelines.codecs.compressors import FieldSet, rate_distortion
 from pipelines.codecs.decode import Decoder
-from pipelines.codecs.encoder import open_field_store, unit_batches
+from pipelines.codecs.encoder import open_field_store, runs_of, unit_batches
 from pipelines.codecs.fitting import FitResult, fit_batch
 from pipelines.codecs.meta_model import batch_tensors, params_to_codes
 from pipelines.codecs.report import RESULT_KEYS, ReportSpec, readme_block, run_report
-from pipelines.data.stores import make_location
+from pipelines.data.stores import StoreError, make_location
 from pipelines.reports.readme_blocks import markers
 from ray_jobs.encode import main as encode_main
 
@@ -150,3 +151,20 @@ def test_warm_started_chains_continue_from_the_previous_steps_weights(
     )  # fmt: skip
     start = meta.learner.initial_params(1)
     assert all(torch.equal(init[k][1], start[k][0]) for k in start)  # step 2 starts a chain
+
+
+def test_one_unit_per_chunk_and_a_second_encoder_is_refused(meta_run, tmp_path):  # noqa: F811
+    done = np.zeros(12, bool)
+    done[[2, 5]] = True  # holes inside chunks: still one unit (one writer) per chunk
+    assert pending_units(done, 4, 0, 12) == [(0, 4), (4, 8), (8, 12)]
+    assert runs_of(~done[:4]) == [(0, 2), (3, 4)]
+    out = tmp_path / "codes.zarr"
+    encode(options(meta_run, out, steps=2, time_range=[0, 4]))
+    group = zarr.open_group(str(out), mode="r+")
+    assert group.attrs["mia_lock"] == {}  # released at the end
+    token = acquire_lock(group, make_location(str(out)))  # as if another job were running
+    with pytest.raises(StoreError, match="another encoder is writing"):
+        encode(options(meta_run, out, steps=2))
+    release_lock(group, token)
+    s = encode(options(meta_run, out, steps=2))
+    assert (s.skipped, s.encoded) == (4, 8)

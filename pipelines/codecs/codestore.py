@@ -26,7 +26,14 @@ the grid, dimension names, coordinates and normalisation needed to decode.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -140,20 +147,88 @@ def open_code_store(location: StoreLocation, mode: str = "r") -> zarr.Group:
 
 
 def pending_units(done: np.ndarray, chunk: int, start: int, stop: int) -> list[tuple[int, int]]:
-    """Contiguous runs of not-done steps in ``[start, stop)``, never crossing a chunk."""
+    """One unit per code chunk with pending steps in ``[start, stop)``: its first to last.
+
+    A unit never crosses a chunk and a chunk is never split between units, so one actor
+    writes each chunk; the encoder skips the done steps inside a unit.
+    """
     units = []
     for c0 in range(start - start % chunk, stop, chunk):
         a, b = max(start, c0), min(stop, c0 + chunk)
-        t = a
-        while t < b:
-            if done[t]:
-                t += 1
-                continue
-            u = t
-            while t < b and not done[t]:
-                t += 1
-            units.append((u, t))
+        pending = np.flatnonzero(~np.asarray(done[a:b], bool))
+        if pending.size:
+            units.append((a + int(pending[0]), a + int(pending[-1]) + 1))
     return units
+
+
+LOCK_PERIOD_S, LOCK_STALE_S = 15.0, 90.0  # heartbeat period; a lock older than this is dead
+
+
+def acquire_lock(group: zarr.Group, location: StoreLocation, stale_s: float = LOCK_STALE_S) -> str:
+    """Mark the code store as written by this job; refuse one that another job writes.
+
+    The ``mia_lock`` attribute holds an owner token, host, pid and a heartbeat the
+    owner refreshes (:func:`refresh_lock`); a lock whose heartbeat is older than
+    ``stale_s`` (a killed job) is taken over.
+
+    Returns:
+        This job's token.
+
+    Raises:
+        StoreError: another encoder holds a fresh lock.
+    """
+    held = dict(group.attrs.get("mia_lock", {}) or {})
+    age = time.time() - float(held.get("heartbeat", 0.0))
+    if held and age < stale_s:
+        raise StoreError(
+            f"{location}: another encoder is writing this code store (pid {held.get('pid')} "
+            f"on {held.get('host')}, last seen {age:.0f}s ago); wait for it to finish, or "
+            f"choose another output (a lock unrefreshed for {stale_s:.0f}s is taken over)"
+        )
+    token = uuid.uuid4().hex
+    group.attrs["mia_lock"] = {
+        "token": token,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "heartbeat": time.time(),
+    }
+    return token
+
+
+def refresh_lock(group: zarr.Group, token: str) -> None:
+    """Move this job's heartbeat forward (no-op if the lock is no longer ours)."""
+    held = dict(group.attrs.get("mia_lock", {}) or {})
+    if held.get("token") == token:
+        group.attrs["mia_lock"] = {**held, "heartbeat": time.time()}
+
+
+def release_lock(group: zarr.Group, token: str) -> None:
+    """Remove this job's lock (a lock taken over by another job is left alone)."""
+    held = dict(group.attrs.get("mia_lock", {}) or {})
+    if held.get("token") == token:
+        group.attrs["mia_lock"] = {}
+
+
+@contextlib.contextmanager
+def writer_lock(
+    group: zarr.Group, location: StoreLocation, period_s: float = LOCK_PERIOD_S
+) -> Iterator[str]:
+    """Hold the code store's lock while the block runs, refreshed every ``period_s``."""
+    token = acquire_lock(group, location)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(period_s):
+            refresh_lock(group, token)
+
+    thread = threading.Thread(target=beat, name="code-store-lock", daemon=True)
+    thread.start()
+    try:
+        yield token
+    finally:
+        stop.set()
+        thread.join()
+        release_lock(group, token)
 
 
 def write_unit(

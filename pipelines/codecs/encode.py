@@ -1,8 +1,10 @@
 """Batch encoding of a field store's time steps with a meta-trained INR (Meta-INR).
 
 The driver loads the meta-model once to validate it against the store, opens (or
-creates) the code store and lists the pending work: contiguous runs of time steps whose
-``done`` flag is unset, never crossing a code-store chunk. Those units become a Ray Data
+creates) the code store, takes its writer lock (a second encoder on the same output is
+refused; :func:`~pipelines.codecs.codestore.writer_lock`) and lists the pending work: one
+unit per code-store chunk with steps whose ``done`` flag is unset (one actor writes each
+chunk, encoding its pending runs in turn). Those units become a Ray Data
 dataset over the time axis; ``map_batches`` sends them to a pool of :class:`ChunkEncoder`
 actors, each holding the meta-model and the opened stores once. An actor reads its unit
 (whole store chunks), adapts every time step of it at once (``K`` vectorised steps at
@@ -35,7 +37,7 @@ import torch
 from mia_core.config import Config, config_to_dict, load_config
 from mia_core.config.secrets import redact
 from pipelines.cluster.connect import init_ray
-from pipelines.codecs.codestore import create_code_store, pending_units
+from pipelines.codecs.codestore import create_code_store, pending_units, writer_lock
 from pipelines.codecs.encode_spec import EncodeSpec
 from pipelines.codecs.encode_summary import EncodeSummary, log_summary, summarize
 from pipelines.codecs.encoder import ChunkEncoder, open_field_store, store_dims
@@ -236,7 +238,7 @@ def run_encode(
     group = create_code_store(dst, attrs, chunk, tvals, tattrs, meta_np, spec.overwrite)
     done = np.asarray(group["done"][...]).astype(bool)
     units = pending_units(done, chunk, lo, hi)
-    todo = sum(b - a for a, b in units)
+    todo = int((~done[lo:hi]).sum())
     skipped = int(done[lo:hi].sum())
     log(
         f"encode {src.display} -> {dst.display}: {model.mode} codes of {attrs['code_dim']} "
@@ -260,19 +262,20 @@ def run_encode(
     if units and not local:
         init_ray(address)  # before timing: start-up is not encoding throughput
     t0, encoded = time.perf_counter(), 0
-    if units:
-        bar = _progress(todo, spec.progress)
-        try:
-            for rec in _run_units(work, units, spec, local):
-                n = int(rec["stop"]) - int(rec["start"])
-                encoded += n
+    with writer_lock(group, dst):
+        if units:
+            bar = _progress(todo, spec.progress)
+            try:
+                for rec in _run_units(work, units, spec, local):
+                    n = int(rec["encoded"])
+                    encoded += n
+                    if bar is not None:
+                        bar.update(n)
+                        bar.set_postfix(psnr=f"{float(rec['psnr']):.2f}")
+            finally:
                 if bar is not None:
-                    bar.update(n)
-                    bar.set_postfix(psnr=f"{float(rec['psnr']):.2f}")
-        finally:
-            if bar is not None:
-                bar.close()
-    seconds = time.perf_counter() - t0
+                    bar.close()
+        seconds = time.perf_counter() - t0
     summary = summarize(group, seconds, encoded, skipped)
     group.attrs["mia_codes"] = {**dict(group.attrs["mia_codes"]), "summary": asdict(summary)}
     summary.mlflow_run_id = log_summary(summary, spec, cfg, attrs, local)

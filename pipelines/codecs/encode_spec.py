@@ -72,8 +72,8 @@ class EncodeSpec(Validated):
     """
 
     store: str
+    out: str
     checkpoint: str = ""
-    out: str = ""
     model: str = ""
     run_config: str = ""
     steps: int = bounded(16, ge=1)
