@@ -9,6 +9,7 @@ redacted; URIs are printed without credentials.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,8 @@ class Tracker:
         run_id = id_file.read_text().strip() if id_file.exists() else None
         if mlflow.active_run() is not None:
             mlflow.end_run()
+        # its INFO lines ("Started monitoring...", "Skip logging GPU metrics") on every run
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
         self.run = mlflow.start_run(
             run_id=run_id,
             experiment_id=exp_id,
