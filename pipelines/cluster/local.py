@@ -28,12 +28,23 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+_GIVEN: set[int] = set()  # ports handed out by this process (the OS may offer one twice)
+
 
 def free_port() -> int:
-    """An unused TCP port on 127.0.0.1 (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """An unused TCP port on 127.0.0.1 (the OS picks it), never one given out before.
+
+    Ray refuses to start when two of its components get the same port, which happens when
+    the OS offers a just-closed port again.
+    """
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
+    raise RuntimeError("no fresh free TCP port on 127.0.0.1 after 100 tries")
 
 
 def ray_cli() -> str:
