@@ -90,11 +90,11 @@ class ReportSpec:
 
 def _fields(store: Any, frames: list[int]) -> dict[str, np.ndarray]:
     """Variable -> ``(T, C, *grid)`` normalised values of ``frames`` (NaN = missing)."""
+    rows = [store.read(i, i + 1) for i in frames]  # each frame read once, all variables
     out = {}
     for m in store.modalities:
         shape = tuple(store.info[m].grid_shape)
-        rows = [store.read(i, i + 1)[m][0] for i in frames]  # (P, C) each
-        out[m] = np.stack([r.T.reshape(r.shape[1], *shape) for r in rows])
+        out[m] = np.stack([r[m][0].T.reshape(r[m].shape[-1], *shape) for r in rows])
     return out
 
 

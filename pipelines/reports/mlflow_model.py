@@ -166,12 +166,10 @@ def log_meta_model(
 
 def store_digest(store: Store) -> str:
     """SHA-256 (first 16 hex digits) of the store's metadata: shapes, dtypes, attributes."""
-    group = store.group if getattr(store, "group", None) is not None else None
-    docs: dict[str, Any] = {}
+    group = getattr(store, "group", None)
     if group is not None:
-        docs["/"] = group.metadata.to_dict()
-        for name, arr in sorted(group.arrays()):
-            docs[name] = arr.metadata.to_dict()
+        docs = {"/": group.metadata.to_dict()}
+        docs.update({name: arr.metadata.to_dict() for name, arr in sorted(group.arrays())})
     else:  # a field store opened through xarray
         docs = {"dims": dict(store.ds.sizes), "attrs": dict(store.ds.attrs)}
     text = json.dumps(docs, sort_keys=True, default=str)
