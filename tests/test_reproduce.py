@@ -100,8 +100,9 @@ def test_tiny_study_fills_table1_and_curve_and_resumes(tmp_path, capsys):
     assert all(p.stat().st_size > 0 for p in res.files)
     # The committed-results layout, exactly.
     results = json.loads((tmp_path / "results/mia_table1.json").read_text())
-    keys = ["protocol", "store", "steps", "seeds", "backbone", "nmse_x1e2", "figures"]
-    assert list(results) == [*keys, "train_mean_x1e2", "curve"]
+    keys = ["protocol", "store", "steps", "seeds", "backbone", "nmse_x1e2", "std_x1e2"]
+    assert list(results) == [*keys, "config_digests", "figures", "train_mean_x1e2", "curve"]
+    assert results["config_digests"]["mia"] != results["config_digests"]["cavia"]
     # The no-adaptation reference: the train mean of these random functions is far off.
     assert all(v > 10.0 for v in results["train_mean_x1e2"].values())
     assert "synthetic1d" in results["store"]
@@ -140,6 +141,47 @@ def test_tiny_study_fills_table1_and_curve_and_resumes(tmp_path, capsys):
     parallel = run_reproduce(spec2, bases2, log=lines.append)
     assert "training 4 runs, 2 at a time (1 thread(s) each)" in lines
     assert (parallel.table, parallel.curve) == (res.table, res.curve)
+    # A fresh folder that adopts the committed JSON trains only the new method (MetaSGD)
+    # and carries CAVIA's and MIA's rows and the curve unchanged.
+    adopt = tmp_path / "adopt"
+    extra = [
+        "reproduce.methods.metasgd.base=../experiments/synthetic_metasgd.yaml",
+        f"reproduce.adopt={tmp_path}/results/mia_table1.json",
+        f"reproduce.results_json={adopt}/mia_table1.json",
+    ]
+    lines.clear()
+    grown = run_reproduce(*load_reproduce(TINY, tiny_overrides(adopt, *extra)), log=lines.append)
+    assert any(line.startswith("[metasgd/seed1]") for line in lines)
+    assert not any(line.startswith(("[mia/", "[cavia/")) for line in lines)
+    assert not (adopt / "reproduce/tiny/mia").exists()
+    assert [r[0] for r in grown.table] == [
+        "method",
+        "CAVIA",
+        "MetaSGD",
+        "MIA",
+        "MIA / CAVIA",
+        REFERENCE,
+    ]
+    assert grown.table[-2] == res.table[-2] and grown.curve == res.curve
+    merged = json.loads((adopt / "mia_table1.json").read_text())
+    assert merged["adopted"] == ["cavia", "mia"] and list(merged["nmse_x1e2"]) == [
+        "cavia",
+        "metasgd",
+        "mia",
+    ]
+    for m in ("cavia", "mia"):
+        assert (merged["nmse_x1e2"][m], merged["std_x1e2"][m]) == (
+            results["nmse_x1e2"][m],
+            results["std_x1e2"][m],
+        )
+    assert merged["curve"] == results["curve"] and "Rows carried" in readme_table(merged, "x.json")
+    # ... but not a JSON measured with another method config or budget.
+    with pytest.raises(ConfigError, match="config changed since"):
+        run_reproduce(
+            *load_reproduce(TINY, tiny_overrides(adopt / "b", *extra, "method.sft.dim=8"))
+        )
+    with pytest.raises(ConfigError, match="steps is 4, this study's is 6"):
+        run_reproduce(*load_reproduce(TINY, tiny_overrides(adopt / "c", *extra, "run.steps=6")))
     # The same study folder with another budget: refused in one line, nothing trained.
     capsys.readouterr()
     argv = ["--config", TINY, "--local", *tiny_overrides(tmp_path, "run.outer_lr=0.5")]

@@ -35,7 +35,13 @@ from pipelines.data.resolve import open_training_store, resolve_store
 from pipelines.engine.run_dir import refuse_changed_config, run_dir_of
 from pipelines.reports.reference import mean_signal_nmse
 from pipelines.studies.child_run import ChildJob, train_children
-from pipelines.studies.reproduce_curve import curve_evaluations, write_curve
+from pipelines.studies.reproduce_adopt import (
+    Adopted,
+    adopt_results,
+    config_digest,
+    write_adopted_curve,
+)
+from pipelines.studies.reproduce_curve import curve_evaluations, curve_rows, write_curve
 from pipelines.studies.reproduce_report import (
     table_stats,
     write_results_json,
@@ -115,10 +121,14 @@ def run_reproduce(
         ConfigError: a run folder of the study was made with another config.
     """
     configs = study_configs(spec, bases)
-    for per_seed in configs.values():
+    first = next(iter(configs.values()))[spec.seeds[0]]
+    adopted = adopt_results(spec, first, bases) if spec.adopt else Adopted({}, None, "")
+    trained = {m: per_seed for m, per_seed in configs.items() if m not in adopted.stats}
+    for per_seed in trained.values():
         for cfg in per_seed.values():
             refuse_other_config(cfg)
-    first = next(iter(configs.values()))[spec.seeds[0]]
+    if adopted.stats:
+        log(f"reproduce {spec.name}: {sorted(adopted.stats)} adopted from {spec.adopt}")
     out = study_dir(spec, bases)
     out.mkdir(parents=True, exist_ok=True)
     parent = run_groups.open_run(
@@ -131,6 +141,7 @@ def run_reproduce(
             "reproduce.seeds": json.dumps(spec.seeds),
             "reproduce.budget": json.dumps(spec.budget),
             "reproduce.curve_steps": json.dumps(spec.curve_steps),
+            "reproduce.adopted": json.dumps(sorted(adopted.stats)),
             **{f"base.{k}": v for k, v in flatten_config(first).items()},
         },
         tags={"reproduce": spec.name},
@@ -139,7 +150,8 @@ def run_reproduce(
     threads = torch.get_num_threads()
     torch.set_num_threads(spec.threads)
     try:
-        order = [(m, s) for m, per_seed in configs.items() for s in per_seed]
+        # Seed-major: a study stopped partway has whole seeds of every method.
+        order = [(m, s) for s in spec.seeds for m in trained]
         children = [
             ChildJob(configs[m][s], f"{m}/{configs[m][s].run.name}", {"reproduce.method": m})
             for m, s in order
@@ -154,14 +166,18 @@ def run_reproduce(
             address=address,
             figures=spec.run_figures,
         )
-        metrics: dict[str, dict[int, dict]] = {m: {} for m in configs}
+        metrics: dict[str, dict[int, dict]] = {m: {} for m in trained}
         for (m, s), result in zip(order, done, strict=True):
             metrics[m][s] = result
-        stats = table_stats(spec, first, metrics)
+        measured = table_stats(spec, first, metrics)
+        stats = {m: adopted.stats.get(m) or measured[m] for m in configs}
         reference = {m: 100.0 * v for m, v in mean_signal_nmse(open_training_store(first)).items()}
         table, files = write_table1(spec, first, stats, out, reference)
         curve = None
-        if spec.curve_steps:
+        if spec.curve_steps and write_adopted_curve(adopted, out):
+            log(f"reproduce {spec.name}: budget curve adopted from {spec.adopt}")
+            curve = curve_rows(adopted.curve)
+        elif spec.curve_steps:
             runs = {m: run_dir_of(configs[m][spec.curve_run_seed]) for m in CURVE_METHODS}
             evals = curve_evaluations(spec, runs, out / "curve", log)
             curve, curve_files, curve_metrics = write_curve(spec, first, evals, out)
@@ -169,7 +185,13 @@ def run_reproduce(
             for step, values in curve_metrics.items():
                 run_groups.log_metrics(first, parent, values, step)
         if spec.results_json:
-            files += write_results(spec, first, stats, out, Path(spec.results_json), reference)
+            extra = {
+                "config_digests": {m: config_digest(bases[m]) for m in configs},
+                **({"adopted": sorted(adopted.stats)} if adopted.stats else {}),
+            }
+            files += write_results(
+                spec, first, stats, out, Path(spec.results_json), reference, extra
+            )
     except BaseException:
         run_groups.close_run(first, parent, "FAILED")
         raise
@@ -189,6 +211,7 @@ def write_results(
     out: Path,
     path: Path,
     reference: dict[str, float] | None = None,
+    extra: dict | None = None,
 ) -> list[Path]:
     """The committed results: the JSON, and beside it copies of the study's figures.
 
@@ -196,7 +219,8 @@ def write_results(
     study's ``curve.json`` under ``"curve"`` and ``<stem>_curve.png`` is its plot. Both
     figures are listed under ``"figures"`` (paths as given, for the README).
     ``reference`` (modality -> nMSE x 1e2 of the train split's mean signal,
-    :mod:`pipelines.reports.reference`) goes under ``"train_mean_x1e2"``.
+    :mod:`pipelines.reports.reference`) goes under ``"train_mean_x1e2"``; ``extra``
+    keys (config digests, adopted methods) are added as they are.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     copies = [(out / "table1.png", path.with_suffix(".png"))]
@@ -209,7 +233,7 @@ def write_results(
         if src.exists():
             shutil.copyfile(src, dst)
             figures.append(dst)
-    extra: dict = {"figures": [str(f) for f in figures]}
+    extra = {**(extra or {}), "figures": [str(f) for f in figures]}
     if reference is not None:
         extra["train_mean_x1e2"] = {m: round(v, 6) for m, v in reference.items()}
     if has_curve:

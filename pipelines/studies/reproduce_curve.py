@@ -22,6 +22,7 @@ from pipelines.reports.evaluate_run import evaluate_run
 from pipelines.reports.plots import save_figure
 from pipelines.studies.reproduce_report import (
     LABELS,
+    RATIO,
     json_safe,
     markdown,
     num_text,
@@ -83,6 +84,24 @@ def lowest_bin(rows: list[dict], modality: str, lo: float, hi: float) -> float:
     return math.nan
 
 
+def curve_rows(curve: dict) -> list[list[str]]:
+    """The markdown table's rows of a ``curve.json`` (as :func:`write_curve` returns them)."""
+    nmse = curve["nmse_x1e2"]
+    rows = [["outer steps"] + [f"{m} {c}" for m in nmse["mia"] for c in ("MIA", "CAVIA", RATIO)]]
+    for i, step in enumerate(curve["steps"]):
+        row = [str(step)]
+        for mod in nmse["mia"]:
+            a, b = (_num(nmse[m][mod][i]) for m in CURVE_METHODS)
+            ratio = a / b if b and math.isfinite(a) and math.isfinite(b) else math.nan
+            row += [num_text(a), num_text(b), num_text(ratio, 3)]
+        rows.append(row)
+    return rows
+
+
+def _num(v: float | None) -> float:
+    return math.nan if v is None else float(v)
+
+
 def write_curve(
     spec: ReproduceSpec, cfg: Config, evals: Evals, out: Path
 ) -> tuple[list[list[str]], list[Path], dict[int, dict[str, float]]]:
@@ -98,22 +117,25 @@ def write_curve(
         m: {s: {mod: lowest_bin(rows, mod, lo, hi) for mod in mods} for s, rows in per.items()}
         for m, per in evals.items()
     }
-    header = ["outer steps"]
-    for mod in mods:
-        header += [f"{mod} MIA", f"{mod} CAVIA", f"{mod} MIA / CAVIA"]
-    rows = [header]
+    curve = {
+        "seed": spec.curve_run_seed,
+        "bin": [lo, hi],
+        "steps": spec.curve_steps,
+        "nmse_x1e2": {
+            m: {mod: [values[m][s][mod] for s in spec.curve_steps] for mod in mods}
+            for m in CURVE_METHODS
+        },
+    }
+    rows = curve_rows(curve)
     csv_rows: list[list[str | float]] = [["step", "modality", "mia_x1e2", "cavia_x1e2", "ratio"]]
     metrics: dict[int, dict[str, float]] = {}
     for step in spec.curve_steps:
-        row = [str(step)]
         metrics[step] = {}
         for mod in mods:
             a, b = values["mia"][step][mod], values["cavia"][step][mod]
             ratio = a / b if b and math.isfinite(a) and math.isfinite(b) else math.nan
-            row += [num_text(a), num_text(b), num_text(ratio, 3)]
             csv_rows.append([step, mod, a, b, ratio])
             metrics[step].update({f"curve/mia/{mod}": a, f"curve/cavia/{mod}": b})
-        rows.append(row)
     md = out / "curve.md"
     md.write_text(
         f"# Budget curve: {spec.name} ({spec.backbone}, seed {spec.curve_run_seed})\n\n"
@@ -121,22 +143,7 @@ def write_curve(
         f"of the snapshots at each outer step.\n\n{markdown(rows)}"
     )
     js = out / "curve.json"
-    js.write_text(
-        json.dumps(
-            json_safe(
-                {
-                    "seed": spec.curve_run_seed,
-                    "bin": [lo, hi],
-                    "steps": spec.curve_steps,
-                    "nmse_x1e2": {
-                        m: {mod: [values[m][s][mod] for s in spec.curve_steps] for mod in mods}
-                        for m in CURVE_METHODS
-                    },
-                }
-            ),
-            indent=1,
-        )
-    )
+    js.write_text(json.dumps(json_safe(curve), indent=1))
     png = _plot(spec, values, mods, (lo, hi), out / "curve.png")
     return rows, [md, write_csv(csv_rows, out / "curve.csv"), js, png], metrics
 
@@ -165,4 +172,4 @@ def _plot(spec: ReproduceSpec, values: dict, mods: list[str], bin_: tuple, path:
     return save_figure(fig, path)
 
 
-__all__ = ["curve_evaluations", "lowest_bin", "write_curve"]
+__all__ = ["curve_evaluations", "curve_rows", "lowest_bin", "write_curve"]

@@ -61,6 +61,12 @@ def readme_table(results: dict, source: str) -> str:
         f"{seeds}; test nMSE x 1e2 per support-ratio bin. Protocol: {results['protocol']}. "
         f"Generated from `{source}` by `mia-inr reproduce --readme`."
     )
+    if results.get("adopted"):
+        names = ", ".join(LABELS.get(m, m) for m in results["adopted"])
+        caption += (
+            f" Rows carried from an earlier run of this study (`reproduce.adopt`: same store, "
+            f"steps, seeds and protocol): {names}."
+        )
     block = f"{caption}\n\n{markdown(rows)}"
     if "curve" in results:
         block += "\n" + curve_table(results["curve"])

@@ -266,7 +266,7 @@ def plot_table1(spec: ReproduceSpec, cfg: Config, stats: Stats, path: Path) -> P
     return save_figure(fig, path)
 
 
-def _store_label(cfg: Config) -> str:
+def store_label(cfg: Config) -> str:
     """The store a study read: its configured name, path relative to the working directory."""
     if not cfg.data.store:
         return f"{cfg.data.name} (built from the config)"
@@ -277,24 +277,34 @@ def _store_label(cfg: Config) -> str:
         return redact_url(cfg.data.store)
 
 
+def protocol_text(spec: ReproduceSpec, cfg: Config) -> str:
+    """The results JSON's ``protocol``: the study's text, then the bins and eval repeats."""
+    bins = "; ".join(f"[{lo:g}, {hi:g}]" for lo, hi in study_bins(cfg))
+    return f"{spec.protocol}; bins {bins}; {cfg.run.eval_repeats} eval repeats"
+
+
 def write_results_json(
     spec: ReproduceSpec, cfg: Config, stats: Stats, path: Path, extra: dict | None = None
 ) -> Path:
     """Write the committed summary JSON (protocol, store, steps, seeds, backbone, nmse_x1e2).
 
     ``nmse_x1e2`` is method -> modality -> the means over seeds for the bins of
-    ``run.eval_bins``, lowest first (Table 1: lowest, middle, highest). ``extra`` keys
-    (the budget curve, figure paths) follow.
+    ``run.eval_bins``, lowest first (Table 1: lowest, middle, highest); ``std_x1e2`` the
+    sample standard deviations over seeds in the same layout (``null`` with one seed).
+    ``extra`` keys (the budget curve, figure paths, config digests) follow.
     """
-    bins = "; ".join(f"[{lo:g}, {hi:g}]" for lo, hi in study_bins(cfg))
     data = {
-        "protocol": f"{spec.protocol}; bins {bins}; {cfg.run.eval_repeats} eval repeats",
-        "store": _store_label(cfg),
+        "protocol": protocol_text(spec, cfg),
+        "store": store_label(cfg),
         "steps": cfg.run.steps,
         "seeds": list(spec.seeds),
         "backbone": spec.backbone,
         "nmse_x1e2": {
             m: {mod: [round(c["mean"], 6) for c in cells] for mod, cells in per_mod.items()}
+            for m, per_mod in stats.items()
+        },
+        "std_x1e2": {
+            m: {mod: [round(c["std"], 6) for c in cells] for mod, cells in per_mod.items()}
             for m, per_mod in stats.items()
         },
         **(extra or {}),
@@ -312,7 +322,9 @@ __all__ = [
     "markdown",
     "num_text",
     "paper_value",
+    "protocol_text",
     "ratios",
+    "store_label",
     "study_bins",
     "table1_rows",
     "table_stats",

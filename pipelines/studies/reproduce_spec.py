@@ -70,6 +70,11 @@ class ReproduceSpec(Validated):
         only: train and report only these of ``methods`` (``cavia`` and ``mia`` always
             stay); empty: all. A ``reproduce.methods={...}`` override merges into the
             file's methods, so this is how a command line narrows the study.
+        adopt: a committed results JSON of this same study (store, steps, seeds,
+            backbone, protocol and method configs checked,
+            :mod:`pipelines.studies.reproduce_adopt`): the methods it holds are taken from
+            it instead of trained, so methods can be added to a study on a machine that
+            has its JSON but not its run folders; empty: train every method.
         run_figures: draw every run's reconstruction figures (off: seconds per run).
         threads: torch intra-op threads while the study runs (1 is fastest on a shared
             2-core machine).
@@ -89,6 +94,7 @@ class ReproduceSpec(Validated):
     protocol: str = "MIA Table 1: test-split nMSE x 1e2 per modality and support-ratio bin"
     results_json: str = ""
     only: list[str] = field(default_factory=list)
+    adopt: str = ""
     run_figures: bool = False
     threads: int = bounded(1, ge=1)
     workers: int = bounded(1, ge=1)
