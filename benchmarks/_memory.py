@@ -11,46 +11,29 @@ from __future__ import annotations
 
 import os
 import resource
-import sys
 
-TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
-REEXEC_FLAG = "_MIA_BENCH_REEXEC"
-
-
-def tcmalloc_loaded() -> bool:
-    """Whether tcmalloc is mapped into this process."""
-    try:
-        with open("/proc/self/maps") as fh:
-            return "tcmalloc" in fh.read()
-    except OSError:
-        return False
+from pipelines.cluster.allocator import (
+    OPT_OUT,
+    allocator_status,
+    reexec_with_tcmalloc,
+    tcmalloc_loaded,
+    tcmalloc_path,
+)
 
 
 def maybe_reexec_with_tcmalloc(quiet: bool = False) -> str:
     """Re-exec this script with tcmalloc preloaded when possible; return a status line.
 
-    Does nothing when tcmalloc is already mapped, ``MIA_NO_TCMALLOC`` is set, the library
-    is missing, or a re-exec already happened (the environment flag ``_MIA_BENCH_REEXEC``).
+    The mechanism every ``mia-inr`` command uses (:mod:`pipelines.cluster.allocator`);
+    ``MIA_NO_TCMALLOC=1`` measures glibc malloc instead.
 
     Args:
         quiet: do not announce the re-exec (subprocesses whose stdout is parsed).
     """
-    if tcmalloc_loaded():
-        status = f"tcmalloc: preloaded (LD_PRELOAD={os.environ.get('LD_PRELOAD', '')!r})"
-        return status + (" [re-executed by this script]" if os.environ.get(REEXEC_FLAG) else "")
-    if os.environ.get("MIA_NO_TCMALLOC"):
-        return "tcmalloc: NOT preloaded (MIA_NO_TCMALLOC set): glibc malloc"
-    if not os.path.exists(TCMALLOC):
-        return f"tcmalloc: NOT preloaded ({TCMALLOC} not found): glibc malloc"
-    if os.environ.get(REEXEC_FLAG):
-        return "tcmalloc: NOT preloaded (re-exec with LD_PRELOAD did not load it): glibc malloc"
-    env = dict(os.environ)
-    env["LD_PRELOAD"] = ":".join(p for p in (TCMALLOC, env.get("LD_PRELOAD", "")) if p)
-    env[REEXEC_FLAG] = "1"
-    if not quiet:
-        print(f"tcmalloc: not preloaded; re-executing with LD_PRELOAD={TCMALLOC}", flush=True)
-    os.execve(sys.executable, [sys.executable, *sys.argv], env)
-    raise AssertionError("unreachable")
+    if not quiet and not tcmalloc_loaded() and tcmalloc_path() and not os.environ.get(OPT_OUT):
+        print(f"tcmalloc: not preloaded; re-executing with {tcmalloc_path()}", flush=True)
+    reexec_with_tcmalloc()
+    return f"allocator: {allocator_status()}"
 
 
 def current_rss_mb() -> float:

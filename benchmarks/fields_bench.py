@@ -14,6 +14,9 @@ one process:
    the ratio against the synthetic reference, and the foreign CPU load during each
    (another job on this 2-core machine slows every row; compare ratios of one run).
 
+Like every ``mia-inr`` command it re-executes itself with tcmalloc preloaded when that is
+installed (``MIA_NO_TCMALLOC=1`` measures glibc malloc); the JSON records the allocator.
+
 ```bash
 .venv/bin/python benchmarks/fields_bench.py                # ~10 min on 2 cores
 .venv/bin/python benchmarks/fields_bench.py --steps 4      # quicker, noisier
@@ -34,6 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 import xarray as xr
+from _memory import maybe_reexec_with_tcmalloc
 from _timing import Contention
 
 from mia_core.config import load_config
@@ -138,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="*", default=None, help="variant names (substrings)")
     p.add_argument("--json", default="", help="also write the rows here")
     args = p.parse_args(argv)
+    allocator = maybe_reexec_with_tcmalloc() if argv is None else "allocator: as started"
+    print(allocator, flush=True)
     torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as d:
@@ -180,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": args.warmup,
             "frames": args.frames,
             "threads": args.threads,
+            "allocator": allocator.removeprefix("allocator: "),
             "target_signals_per_s": TARGET,
         }
         Path(args.json).write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")

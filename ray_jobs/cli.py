@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from ray_jobs.common import run_main
+from pipelines.cluster.allocator import reexec_with_tcmalloc
 
 # command -> (module with main(argv), arguments put in front of the user's)
 COMMANDS: dict[str, tuple[str, list[str]]] = {
@@ -43,7 +43,13 @@ COMMANDS: dict[str, tuple[str, list[str]]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch ``argv[0]`` to its job; the jobs' modules load only when chosen."""
+    """Dispatch ``argv[0]`` to its job; the jobs' modules load only when chosen.
+
+    Run as the ``mia-inr`` command (``argv`` is ``None``) it first re-executes itself
+    with tcmalloc preloaded when installed (:mod:`pipelines.cluster.allocator`).
+    """
+    if argv is None:
+        reexec_with_tcmalloc()
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
         print(__doc__)
@@ -54,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module, prefix = COMMANDS[name]
     sys.argv[0] = f"mia-inr {name}"
-    # importlib: each job imports torch, Ray and MLflow; `mia-inr --help` should not.
+    # importlib: each job imports torch, Ray and MLflow; `mia-inr --help` should not (nor
+    # should the process that is about to re-execute itself with tcmalloc).
     job = importlib.import_module(module).main
+    run_main = importlib.import_module("ray_jobs.common").run_main
     return run_main(lambda args: int(job([*prefix, *args]) or 0), rest)
 
 
