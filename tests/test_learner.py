@@ -317,3 +317,39 @@ def test_every_method_lowers_outer_loss(method, make_learner, make_ep):
         losses.append(out.loss.item())
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+@pytest.mark.parametrize("case", ["mia", "functa_mia"])
+def test_coordinate_layers_are_computed_once_per_point_set(case, make_learner, make_ep):
+    """The K inner steps share the support's first layer: same loss and meta-gradients."""
+    method, family, overrides = CASES[case]
+    learner = make_learner(method, family, overrides=overrides)
+    shake_rule(learner)
+    ep = make_ep(batch=3)
+    computed = dict.fromkeys(ep, 0)
+
+    def counting(m, memoised):
+        def call(coords, weights, compute):
+            def counted():
+                computed[m] += 1
+                return compute()
+
+            return memoised(coords, weights, counted)
+
+        return call
+
+    for m in ep:
+        inr = learner.inrs[m]
+        inr._coordinate_layers = counting(m, inr._coordinate_layers)
+    out = learner(ep)
+    got = meta_grads(learner, out.loss)
+    k = learner.inner_steps
+    assert k >= 2 and all(n == 2 for n in computed.values())  # support once, query once
+    # Outside the context every forward computes it: the reference loss and gradients.
+    params, _ = learner.adapt(ep)
+    losses = learner.query_losses(ep, params)
+    assert all(n == 2 + k + 1 for n in computed.values())
+    ref = torch.stack([losses[m] for m in learner.modalities]).sum()
+    torch.testing.assert_close(out.loss, ref, rtol=1e-12, atol=1e-12)
+    assert_lists_close(got, meta_grads(learner, ref), rtol=1e-8, atol=1e-10)
+    assert all(learner.inrs[m]._coordinate_memo is None for m in ep)

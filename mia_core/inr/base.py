@@ -10,7 +10,8 @@ an optional mapping of weight overrides, which is how the inner loop evaluates a
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -39,6 +40,41 @@ class INR(nn.Module, abc.ABC):
         self.context_shape = (int(context_shape[0]), int(context_shape[1]))
         n = self.context_shape[0] * self.context_shape[1]
         self.context_init = nn.Parameter(torch.zeros(self.context_shape)) if n else None
+        self._coordinate_memo: dict[tuple[int, int], tuple[Tensor, Tensor]] | None = None
+
+    @contextlib.contextmanager
+    def reusing_coordinate_layers(self) -> Iterator[None]:
+        """Compute the layers that see only the coordinates once per coordinate tensor.
+
+        Inside, the first layer's activations (Fourier features, ``w0``, ``b0``: nothing
+        adapted when only the context is) are kept per coordinate tensor and reused by
+        every later forward on the same tensor: the inner loop evaluates the same support
+        points ``K`` times, and autograd then sums their gradients into one node instead
+        of back-propagating ``K`` copies through the first layer. Values are identical
+        (only the order of a floating-point sum of gradients changes). A forward with a
+        ``w0`` / ``b0`` override (weight adaptation) is never reused.
+        """
+        outer = self._coordinate_memo
+        self._coordinate_memo = {} if outer is None else outer
+        try:
+            yield
+        finally:
+            self._coordinate_memo = outer
+
+    def _coordinate_layers(
+        self, coords: Tensor, weights: Mapping[str, Tensor] | None, compute: Callable[[], Tensor]
+    ) -> Tensor:
+        """``compute()`` (the coordinate-only first layer), memoised while reusing."""
+        memo = self._coordinate_memo
+        if memo is None or (weights is not None and ("w0" in weights or "b0" in weights)):
+            return compute()
+        key = (id(coords), coords._version)
+        hit = memo.get(key)
+        if hit is not None and hit[0] is coords:
+            return hit[1]
+        out = compute()
+        memo[key] = (coords, out)  # holding coords keeps its id from being reused
+        return out
 
     def weight_names(self) -> list[str]:
         """Names of the shared INR weights (theta), excluding ``context_init``."""

@@ -109,8 +109,12 @@ class ComposersINR(INR):
         """ReLU features ``(B, P, width)``; see :meth:`INR.forward`."""
         if context is None:
             raise ValueError("ComposersINR needs a context (B, rank, width)")
-        h = torch.relu(
-            linear(self.encoding(coords), self._w(weights, "w0"), self._w(weights, "b0"))
+        h = self._coordinate_layers(
+            coords,
+            weights,
+            lambda: torch.relu(
+                linear(self.encoding(coords), self._w(weights, "w0"), self._w(weights, "b0"))
+            ),
         )
         bsz, s, _ = context.shape
         u = self._w(weights, "u")

@@ -191,8 +191,12 @@ class FunctaINR(INR):
         self, coords: Tensor, context: Tensor | None, weights: Mapping[str, Tensor] | None
     ) -> Tensor:
         """Modulated features ``(B, P, width)``; see :meth:`INR.forward`."""
-        x = coords if self.encoding is None else self.encoding(coords)
-        h = self._act(linear(x, self._w(weights, "w0"), self._w(weights, "b0")))
+
+        def first() -> Tensor:
+            x = coords if self.encoding is None else self.encoding(coords)
+            return self._act(linear(x, self._w(weights, "w0"), self._w(weights, "b0")))
+
+        h = self._coordinate_layers(coords, weights, first)
         psi = None if context is None else self.modulations(coords, context, weights)
         for i in range(1, self.n_act):
             pre = linear(h, self._w(weights, f"w{i}"), self._w(weights, f"b{i}"))

@@ -14,7 +14,8 @@ through the update expressions.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -214,9 +215,22 @@ class MetaLearner(nn.Module):
             ).mean()
         return out
 
+    @contextlib.contextmanager
+    def reusing_coordinate_layers(self) -> Iterator[None]:
+        """Every modality's coordinate-only first layer computed once per coordinate set.
+
+        See :meth:`mia_core.inr.base.INR.reusing_coordinate_layers`: the ``K`` inner steps
+        evaluate the same support points, so their first layer (and its backward) is
+        shared instead of repeated.
+        """
+        with contextlib.ExitStack() as stack:
+            for inr in self.inrs.values():
+                stack.enter_context(inr.reusing_coordinate_layers())
+            yield
+
     def forward(self, episode: Episode) -> MetaOutput:
         """Meta-training pass: adapt on the support sets, loss on the query sets."""
-        with torch.enable_grad():
+        with torch.enable_grad(), self.reusing_coordinate_layers():
             params, auxs = self.adapt(episode)
             losses = self.query_losses(episode, params)
             stacked = torch.stack([losses[m] for m in self.modalities])
@@ -260,7 +274,7 @@ class MetaLearner(nn.Module):
             ``(metrics, preds)``: modality -> per-signal metric tensors
             (:func:`~mia_core.meta.metrics.signal_metrics`) and modality -> ``(B, P, C)``.
         """
-        with torch.enable_grad():
+        with torch.enable_grad(), self.reusing_coordinate_layers():
             params, _ = self.adapt(episode, create_graph=False, prune=False, track_graph=False)
         metrics, preds = {}, {}
         with torch.no_grad():
