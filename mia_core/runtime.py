@@ -16,13 +16,45 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def cpu_has_bf16_matmul() -> bool:
+    """Whether this CPU multiplies in bfloat16 in hardware (AMX-BF16 or AVX512-BF16).
+
+    On such CPUs ``medium`` makes oneDNN run float32 matmuls in bf16 (Linux; ``False``
+    where ``/proc/cpuinfo`` cannot be read).
+    """
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def cpu_name() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (``unknown`` where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def set_matmul_precision(name: str) -> None:
     """Set torch's float32 matmul precision.
 
-    On this project's reference CPU (AMD EPYC, AVX-512, no AMX), ``medium`` routes
-    fp32 matmuls to a kernel that is ~2x faster with meta-gradients within ~1e-6 of a
-    float64 reference (see ``tests/test_precision.py``). On GPUs and AMX CPUs the same
-    setting means TF32/bf16: re-check accuracy there before relying on it.
+    On CPUs without bf16 hardware (AMD EPYC with AVX-512, Zen 3 with AVX2) ``medium``
+    keeps float32 accuracy: meta-gradients within ~1e-6 of a float64 reference (see
+    ``tests/test_precision.py``). On GPUs it means TF32, and on CPUs with AMX-BF16 /
+    AVX512-BF16 (:func:`cpu_has_bf16_matmul`) bf16 matmuls: measured on an Intel Xeon
+    with AMX, the meta-training loss of a small Composers learner is 1.1% off float64
+    and the ERA5 CPU preset trains 1.12x faster than with ``highest``. Use
+    ``run.matmul_precision=highest`` there when float32 accuracy matters.
     """
     if name not in PRECISIONS:
         raise ValueError(f"matmul precision must be one of {PRECISIONS}, got {name!r}")

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from mia_core.runtime import set_matmul_precision
+from mia_core.runtime import cpu_has_bf16_matmul, set_matmul_precision
 
 MODEL = ["model.width=32", "model.context_dim=32", "model.context_tokens=4", "model.depth=4"]
 
@@ -25,15 +25,33 @@ def meta_grads(learner, episode):
     return out.loss, torch.autograd.grad(out.loss, list(learner.parameters()))
 
 
+@pytest.mark.skipif(
+    cpu_has_bf16_matmul(), reason="medium means bf16 matmuls on this CPU (AMX / AVX512-BF16)"
+)
 @pytest.mark.parametrize("method", ["cavia", "mia"])
 def test_medium_precision_meta_gradients_match_float64(
     method, make_learner, make_ep, medium_precision
 ):
+    assert torch.get_float32_matmul_precision() == "medium"
+    check_against_float64(method, make_learner, make_ep)
+
+
+@pytest.mark.parametrize("method", ["cavia", "mia"])
+def test_highest_precision_meta_gradients_match_float64_on_every_cpu(method, make_learner, make_ep):
+    previous = torch.get_float32_matmul_precision()
+    set_matmul_precision("highest")
+    try:
+        check_against_float64(method, make_learner, make_ep)
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def check_against_float64(method, make_learner, make_ep):
+    """float32 meta-loss and meta-gradients of a small learner within 1e-5 of float64."""
     ref_learner = make_learner(method, modalities=("sine", "tanh", "relu"), overrides=MODEL)
     ep64 = make_ep(batch=4, num_points=40, modalities=("sine", "tanh", "relu"))
     ep32 = {m: mb.to("cpu", torch.float32) for m, mb in ep64.items()}
     f32 = copy.deepcopy(ref_learner).float()
-    assert torch.get_float32_matmul_precision() == "medium"
     loss32, g32 = meta_grads(f32, ep32)
     loss64, g64 = meta_grads(ref_learner, ep64)
     torch.testing.assert_close(loss32.double(), loss64, rtol=1e-5, atol=0)

@@ -101,7 +101,9 @@ def test_tiny_study_fills_table1_and_curve_and_resumes(tmp_path, capsys):
     # The committed-results layout, exactly.
     results = json.loads((tmp_path / "results/mia_table1.json").read_text())
     keys = ["protocol", "store", "steps", "seeds", "backbone", "nmse_x1e2", "std_x1e2"]
-    assert list(results) == [*keys, "config_digests", "figures", "train_mean_x1e2", "curve"]
+    extra = ["config_digests", "machines", "figures", "train_mean_x1e2", "curve"]
+    assert list(results) == [*keys, *extra]
+    assert "matmul_precision" in results["machines"]["mia"]
     assert results["config_digests"]["mia"] != results["config_digests"]["cavia"]
     # The no-adaptation reference: the train mean of these random functions is far off.
     assert all(v > 10.0 for v in results["train_mean_x1e2"].values())
@@ -175,6 +177,7 @@ def test_tiny_study_fills_table1_and_curve_and_resumes(tmp_path, capsys):
             results["std_x1e2"][m],
         )
     assert merged["curve"] == results["curve"] and "Rows carried" in readme_table(merged, "x.json")
+    assert merged["machines"]["cavia"] == results["machines"]["cavia"]
     # ... but not a JSON measured with another method config or budget.
     with pytest.raises(ConfigError, match="config changed since"):
         run_reproduce(

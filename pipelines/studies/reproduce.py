@@ -31,6 +31,7 @@ import torch
 
 from mia_core.config import Config
 from mia_core.config.loader import flatten_config
+from mia_core.runtime import cpu_has_bf16_matmul, cpu_name
 from pipelines.data.resolve import open_training_store, resolve_store
 from pipelines.engine.run_dir import refuse_changed_config, run_dir_of
 from pipelines.reports.reference import mean_signal_nmse
@@ -185,8 +186,10 @@ def run_reproduce(
             for step, values in curve_metrics.items():
                 run_groups.log_metrics(first, parent, values, step)
         if spec.results_json:
+            here = machine_label(first)
             extra = {
                 "config_digests": {m: config_digest(bases[m]) for m in configs},
+                "machines": {m: adopted.machines.get(m, here) for m in configs},
                 **({"adopted": sorted(adopted.stats)} if adopted.stats else {}),
             }
             files += write_results(
@@ -239,6 +242,18 @@ def write_results(
     if has_curve:
         extra["curve"] = json.loads(curve_json.read_text())
     return [write_results_json(spec, cfg, stats, path, extra), *figures]
+
+
+def machine_label(cfg: Config) -> str:
+    """Where a run of ``cfg`` trains: CPU model, threads and what its matmul precision means.
+
+    Recorded per method in the results JSON: on a CPU with bf16 hardware ``medium``
+    means bf16 matmuls (:func:`mia_core.runtime.set_matmul_precision`).
+    """
+    bf16 = cpu_has_bf16_matmul() and cfg.run.matmul_precision != "highest"
+    return f"{cpu_name()}, matmul_precision {cfg.run.matmul_precision}" + (
+        " (bf16 matmuls)" if bf16 else " (float32 matmuls)"
+    )
 
 
 def _flat_means(stats: dict) -> dict[str, float]:

@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mia_core.config import Config, ConfigError
@@ -63,11 +63,14 @@ class Adopted:
             empty: the per-seed numbers are not committed).
         curve: the JSON's budget curve when both curve methods are adopted, else ``None``.
         source: the JSON's path as given.
+        machines: method -> the machine its JSON says it was measured on (``not
+            recorded`` for JSONs written before machines were).
     """
 
     stats: Stats
     curve: dict | None
     source: str
+    machines: dict[str, str] = field(default_factory=dict)
 
 
 def adopt_results(spec: ReproduceSpec, cfg: Config, bases: dict[str, Config]) -> Adopted:
@@ -150,7 +153,9 @@ def adopt_results(spec: ReproduceSpec, cfg: Config, bases: dict[str, Config]) ->
                 f"{curve.get('seed')}) is not this study's (steps {spec.curve_steps}, seed "
                 f"{spec.curve_run_seed}); adopt from the same study or set reproduce.adopt=''"
             )
-    return Adopted(stats, curve, spec.adopt)
+    recorded = data.get("machines", {})
+    machines = {m: recorded.get(m, "not recorded") for m in stats}
+    return Adopted(stats, curve, spec.adopt, machines)
 
 
 def write_adopted_curve(adopted: Adopted, out: Path) -> bool:

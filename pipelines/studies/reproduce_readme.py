@@ -61,6 +61,18 @@ def readme_table(results: dict, source: str) -> str:
         f"{seeds}; test nMSE x 1e2 per support-ratio bin. Protocol: {results['protocol']}. "
         f"Generated from `{source}` by `mia-inr reproduce --readme`."
     )
+    machines = results.get("machines", {})
+    if len(set(machines.values())) > 1:
+        groups: dict[str, list[str]] = {}
+        for m, where in machines.items():
+            groups.setdefault(where, []).append(LABELS.get(m, m))
+        caption += (
+            " Measured on: "
+            + "; ".join(f"{', '.join(ms)}: {where}" for where, ms in groups.items())
+            + "."
+        )
+    elif machines:
+        caption += f" Measured on: {next(iter(machines.values()))}."
     if results.get("adopted"):
         names = ", ".join(LABELS.get(m, m) for m in results["adopted"])
         caption += (
