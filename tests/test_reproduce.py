@@ -178,6 +178,7 @@ def test_tiny_study_fills_table1_and_curve_and_resumes(tmp_path, capsys):
         )
     assert merged["curve"] == results["curve"] and "Rows carried" in readme_table(merged, "x.json")
     assert merged["machines"]["cavia"] == results["machines"]["cavia"]
+    assert "| 4 |" in (adopt / "reproduce/tiny/curve.md").read_text()
     # ... but not a JSON measured with another method config or budget.
     with pytest.raises(ConfigError, match="config changed since"):
         run_reproduce(

@@ -40,6 +40,7 @@ from pipelines.studies.reproduce_adopt import (
     Adopted,
     adopt_results,
     config_digest,
+    keep_adopted,
     write_adopted_curve,
 )
 from pipelines.studies.reproduce_curve import curve_evaluations, curve_rows, write_curve
@@ -124,6 +125,12 @@ def run_reproduce(
     configs = study_configs(spec, bases)
     first = next(iter(configs.values()))[spec.seeds[0]]
     adopted = adopt_results(spec, first, bases) if spec.adopt else Adopted({}, None, "")
+    unfinished = {
+        m
+        for m, per_seed in configs.items()
+        if not all((run_dir_of(c) / "metrics.json").exists() for c in per_seed.values())
+    }
+    adopted = keep_adopted(adopted, unfinished)
     trained = {m: per_seed for m, per_seed in configs.items() if m not in adopted.stats}
     for per_seed in trained.values():
         for cfg in per_seed.values():

@@ -5,12 +5,14 @@ run folders: a fresh clone has the JSON but not the checkpoints. With
 ``reproduce.adopt: <results json>`` the methods that JSON already holds are not trained
 again; their cells (means, and standard deviations where the JSON has ``std_x1e2``) and,
 when it has MIA's and CAVIA's, the budget curve (its ``curve`` and ``<stem>_curve.png``)
-come from it, and only the other methods train. Adoption is refused unless the JSON was
-measured the way this study would measure it: the same store (by name), outer steps, seeds,
-backbone and protocol text, and, for every adopted method whose config digest the JSON
-records (``config_digests``, written since adoption exists), the same digest of that
-method's config. A JSON written before digests existed is adopted on the other checks,
-and the output's ``adopted`` lists the methods so a reader knows which rows were carried.
+come from it, and only the other methods train. A method whose runs have all finished
+here is read from its run folders instead (a rerun after training reads its own runs).
+
+Adoption is refused unless the JSON was measured the way this study would measure it:
+the same store (by name), outer steps, seeds, backbone and protocol text, and, for every
+adopted method whose config digest the JSON records (``config_digests``), the same digest
+of that method's config. A JSON written before digests existed is adopted on the other
+checks. The output lists the ``adopted`` methods and each method's machine.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from pathlib import Path
 
 from mia_core.config import Config, ConfigError
 from mia_core.config.loader import flatten_config
+from pipelines.studies.reproduce_curve import curve_rows
 from pipelines.studies.reproduce_report import (
     Stats,
+    markdown,
     paper_value,
     protocol_text,
     store_label,
@@ -158,8 +162,19 @@ def adopt_results(spec: ReproduceSpec, cfg: Config, bases: dict[str, Config]) ->
     return Adopted(stats, curve, spec.adopt, machines)
 
 
+def keep_adopted(adopted: Adopted, methods: set[str]) -> Adopted:
+    """Only ``methods``' rows (the others have finished runs here, which are read instead).
+
+    The curve stays adopted while a curve method is still adopted.
+    """
+    stats = {m: v for m, v in adopted.stats.items() if m in methods}
+    curve = adopted.curve if any(m in stats for m in CURVE_METHODS) else None
+    machines = {m: v for m, v in adopted.machines.items() if m in stats}
+    return Adopted(stats, curve, adopted.source, machines)
+
+
 def write_adopted_curve(adopted: Adopted, out: Path) -> bool:
-    """Put the adopted curve where the study writes its own (``curve.json``, ``curve.png``).
+    """Put the adopted curve where the study writes its own (``curve.{json,md,png}``).
 
     Returns:
         ``False`` when there is no adopted curve (the study then evaluates its own).
@@ -168,6 +183,12 @@ def write_adopted_curve(adopted: Adopted, out: Path) -> bool:
         return False
     out.mkdir(parents=True, exist_ok=True)
     (out / "curve.json").write_text(json.dumps(adopted.curve, indent=1))
+    lo, hi = adopted.curve["bin"]
+    (out / "curve.md").write_text(
+        f"# Budget curve (adopted from {adopted.source}, seed {adopted.curve['seed']})\n\n"
+        f"Test-split normalised MSE x 1e2 in the lowest support-ratio bin [{lo:g}, {hi:g}] "
+        f"of the snapshots at each outer step.\n\n{markdown(curve_rows(adopted.curve))}"
+    )
     source = Path(adopted.source)
     figure = source.with_name(f"{source.stem}_curve.png")
     if figure.exists() and figure.resolve() != (out / "curve.png").resolve():
@@ -175,4 +196,4 @@ def write_adopted_curve(adopted: Adopted, out: Path) -> bool:
     return True
 
 
-__all__ = ["Adopted", "adopt_results", "config_digest", "write_adopted_curve"]
+__all__ = ["Adopted", "adopt_results", "config_digest", "keep_adopted", "write_adopted_curve"]
