@@ -41,6 +41,7 @@ from _memory import maybe_reexec_with_tcmalloc
 from _timing import Contention
 
 from mia_core.config import load_config
+from mia_core.runtime import cpu_has_bf16_matmul, cpu_name
 from pipelines.jobs import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
             "frames": args.frames,
             "threads": args.threads,
             "allocator": allocator.removeprefix("allocator: "),
+            "cpu": cpu_name(),
+            "bf16_matmul": cpu_has_bf16_matmul(),
             "target_signals_per_s": TARGET,
         }
         Path(args.json).write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
