@@ -70,6 +70,19 @@ def _episode(
     return {m: mb.to("cpu", dtype) for m, mb in episode.items()}
 
 
+@pytest.fixture(autouse=True)
+def _restore_matmul_precision():
+    """Each test starts at the process's float32 matmul precision (``highest``).
+
+    Training and encoding set ``run.matmul_precision`` (``medium`` by default) for the
+    whole process; on AMX / AVX512-BF16 CPUs that means bf16 matmuls, which must not leak
+    into the next test's exact comparisons.
+    """
+    previous = torch.get_float32_matmul_precision()
+    yield
+    torch.set_float32_matmul_precision(previous)
+
+
 @pytest.fixture
 def make_learner():
     """``make_learner(method, family, modalities, overrides, dtype=, seed=)``: tiny learner."""
