@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import builtins
 import json
+import logging
 from pathlib import Path
 
 import pytest
+from ray.train.v2._internal.logging.patch_print import redirected_print
 from tiny_configs import TINY_META_MODEL
 
 from mia_core.config import load_config
+from pipelines.engine.ray_train import _say
 from pipelines.engine.checkpoint import load_checkpoint
 from pipelines.jobs import train as run_ray_training
 
@@ -133,3 +137,13 @@ def test_resubmitted_run_resumes_from_s3_storage(ray_session, s3_server, monkeyp
     assert state["step"] == 4
     _, runs = mlflow_runs(tmp_path)
     assert len(runs) == 1  # the resubmitted job logs into the same MLflow run
+
+
+def test_worker_lines_bypass_ray_trains_print_patch(capsys, caplog, monkeypatch):
+    """Ray Train V2's print both writes stdout and logs (stderr): the loop's lines must not."""
+    monkeypatch.setattr(builtins, "print", redirected_print)
+    with caplog.at_level(logging.INFO):
+        print("patched")  # what a plain print would do inside a worker: logged
+        _say("step 5/20 loss 1.0")
+    assert [r.getMessage() for r in caplog.records] == ["patched"]
+    assert capsys.readouterr().out.count("step 5/20 loss 1.0") == 1

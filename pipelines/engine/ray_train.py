@@ -17,6 +17,7 @@ checkpoints to ``<run_dir>/checkpoints/{best,last}.pt``, where evaluation reads 
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -73,6 +74,19 @@ def _quiet_data() -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
+def _say(line: str) -> None:
+    """Print one training log line from a Ray Train worker, once.
+
+    Ray Train V2 replaces ``print`` in its workers by one that both writes to the
+    worker's stdout (Ray wraps it) and logs to the root logger (stderr): Ray forwards
+    both files, so every printed line reached ``ray job submit`` twice. Writing to the
+    stream directly keeps one copy (the structured Train log then does not hold it;
+    the same records are in MLflow and the run's history).
+    """
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def _worker(loop_config: dict[str, Any]) -> None:
     """Body of every Ray Train worker."""
     import ray.train
@@ -91,7 +105,7 @@ def _worker(loop_config: dict[str, Any]) -> None:
     tracker = Tracker(cfg, run_dir_of(cfg), system_metrics=True) if rank == 0 else None
     state, hook = _restored_state(device), loop_config["hook"]
     try:
-        train_loop(task_cls, cfg, worker, report_to_ray, state, print, tracker, hook)
+        train_loop(task_cls, cfg, worker, report_to_ray, state, _say, tracker, hook)
     except BaseException:
         if tracker is not None:
             tracker.close("FAILED")
