@@ -12,8 +12,8 @@ from ray.train.v2._internal.logging.patch_print import redirected_print
 from tiny_configs import TINY_META_MODEL
 
 from mia_core.config import load_config
-from pipelines.engine.ray_train import _say
 from pipelines.engine.checkpoint import load_checkpoint
+from pipelines.engine.ray_train import _say
 from pipelines.jobs import train as run_ray_training
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
