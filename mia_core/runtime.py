@@ -16,33 +16,31 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def _cpuinfo(key: str) -> str | None:
+    """The first ``key : value`` of ``/proc/cpuinfo`` (``None`` where it is absent)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                name, sep, value = line.partition(":")
+                if sep and name.strip() == key:
+                    return value.strip()
+    except OSError:
+        pass
+    return None
+
+
 def cpu_has_bf16_matmul() -> bool:
     """Whether this CPU multiplies in bfloat16 in hardware (AMX-BF16 or AVX512-BF16).
 
     On such CPUs ``medium`` makes oneDNN run float32 matmuls in bf16 (Linux; ``False``
     where ``/proc/cpuinfo`` cannot be read).
     """
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"amx_bf16", "avx512_bf16"})
-    except OSError:
-        pass
-    return False
+    return bool(set((_cpuinfo("flags") or "").split()) & {"amx_bf16", "avx512_bf16"})
 
 
 def cpu_name() -> str:
     """The CPU's model name from ``/proc/cpuinfo`` (``unknown`` where it cannot be read)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
+    return _cpuinfo("model name") or "unknown"
 
 
 def set_matmul_precision(name: str) -> None:

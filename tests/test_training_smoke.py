@@ -19,7 +19,6 @@ from ray_jobs.train import main as train_main
 def train_local(cfg, **kw):
     return train(cfg, local=True, **kw)
 
-
 TINY = [
     "data.num_functions=40",
     "data.num_train=30",

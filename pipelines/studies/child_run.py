@@ -45,6 +45,11 @@ class ChildJob:
     tags: dict[str, str] = field(default_factory=dict)
 
 
+def is_finished(cfg: Config) -> bool:
+    """Whether the run of ``cfg`` has trained and been evaluated (its ``metrics.json``)."""
+    return (run_dir_of(cfg) / "metrics.json").exists()
+
+
 def train_child(
     cfg: Config,
     parent: str,
@@ -69,7 +74,7 @@ def train_child(
     """
     run_dir = run_dir_of(cfg)
     done = run_dir / "metrics.json"
-    if done.exists():
+    if is_finished(cfg):
         log(f"[{label}] finished before: skipped")
     else:
         run_groups.open_run(cfg, run_dir / "mlflow_run_id", label, parent_id=parent, tags=tags)
@@ -106,7 +111,7 @@ def train_children(
         Exception: the first failing child's error, after the others in flight have
             finished (their progress is kept: a re-run resumes them).
     """
-    pending = [c for c in children if not (run_dir_of(c.cfg) / "metrics.json").exists()]
+    pending = [c for c in children if not is_finished(c.cfg)]
     if workers > 1 and len(pending) > 1:
         ctx = mp.get_context("spawn")
         n = min(workers, len(pending))

@@ -35,7 +35,7 @@ from mia_core.runtime import cpu_has_bf16_matmul, cpu_name
 from pipelines.data.resolve import open_training_store, resolve_store
 from pipelines.engine.run_dir import refuse_changed_config, run_dir_of
 from pipelines.reports.reference import mean_signal_nmse
-from pipelines.studies.child_run import ChildJob, train_children
+from pipelines.studies.child_run import ChildJob, is_finished, train_children
 from pipelines.studies.reproduce_adopt import (
     Adopted,
     adopt_results,
@@ -126,9 +126,7 @@ def run_reproduce(
     first = next(iter(configs.values()))[spec.seeds[0]]
     adopted = adopt_results(spec, first, bases) if spec.adopt else Adopted({}, None, "")
     unfinished = {
-        m
-        for m, per_seed in configs.items()
-        if not all((run_dir_of(c) / "metrics.json").exists() for c in per_seed.values())
+        m for m, per_seed in configs.items() if not all(is_finished(c) for c in per_seed.values())
     }
     adopted = keep_adopted(adopted, unfinished)
     trained = {m: per_seed for m, per_seed in configs.items() if m not in adopted.stats}
@@ -252,7 +250,7 @@ def write_results(
 
 
 def machine_label(cfg: Config) -> str:
-    """Where a run of ``cfg`` trains: CPU model, threads and what its matmul precision means.
+    """Where a run of ``cfg`` trains: the CPU model and what its matmul precision means there.
 
     Recorded per method in the results JSON: on a CPU with bf16 hardware ``medium``
     means bf16 matmuls (:func:`mia_core.runtime.set_matmul_precision`).

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mia_core.config import ConfigError
 from pipelines.reports.readme_blocks import markers, replace_between_markers
+from pipelines.studies.reproduce_curve import curve_rows
 from pipelines.studies.reproduce_report import LABELS, RATIO, REFERENCE, markdown
 
 BEGIN, END = markers("mia_table1")
@@ -89,19 +90,10 @@ def readme_table(results: dict, source: str) -> str:
 
 def curve_table(curve: dict) -> str:
     """The budget curve (``results["curve"]``): lowest-bin MIA, CAVIA and MIA / CAVIA per step."""
-    nmse = curve["nmse_x1e2"]
-    mods = list(nmse["mia"])
-    rows = [["outer steps"] + [f"{m} {c}" for m in mods for c in ("MIA", "CAVIA", RATIO)]]
-    for i, step in enumerate(curve["steps"]):
-        row = [str(step)]
-        for m in mods:
-            a, b = nmse["mia"][m][i], nmse["cavia"][m][i]
-            row += [_fmt(a), _fmt(b), _fmt(a / b if a is not None and b else None, 3)]
-        rows.append(row)
     lo, hi = curve["bin"]
     return (
         f"Budget curve (seed {curve['seed']}, snapshots of one run, lowest bin "
-        f"[{lo:g}, {hi:g}]):\n\n{markdown(rows)}"
+        f"[{lo:g}, {hi:g}]):\n\n{markdown(curve_rows(curve))}"
     )
 
 
