@@ -228,6 +228,9 @@ class RunConfig(_Validated):
         outer_lr: Outer optimiser learning rate (> 0).
         weight_decay: Outer optimiser weight decay (>= 0).
         grad_clip: Max global norm of the meta-gradient (0 disables clipping).
+        grad_clip_groups: Clip each optimiser parameter group (a task's
+            ``param_groups``) to ``grad_clip`` on its own, as the MWT code does, instead of
+            all parameters together; the logged ``grad_norm`` stays the global norm.
         lr_schedule: One of ``LR_SCHEDULES`` (constant, cosine).
         warmup_steps: Linear warm-up steps of the outer learning rate.
         log_every: Log training metrics every N steps.
@@ -281,6 +284,7 @@ class RunConfig(_Validated):
     outer_lr: float = _num(1e-4, gt=0.0)
     weight_decay: float = _num(0.0, ge=0.0)
     grad_clip: float = _num(1.0, ge=0.0)
+    grad_clip_groups: bool = False
     lr_schedule: str = _choice("constant", LR_SCHEDULES)
     warmup_steps: int = _num(0, ge=0)
     log_every: int = _num(20, ge=1)

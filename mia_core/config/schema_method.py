@@ -94,8 +94,12 @@ class MWTConfig(_Validated):
     ``method.inner_steps`` SGD steps (second order unless ``method.first_order``).
 
     Attributes:
+        layout: SIREN layout, ``project`` or ``official`` (the MWT code: ``omega_0`` in the
+            first layer only, zero biases, a shared non-adapted head times a learned
+            scale; see :mod:`mia_core.mwt.siren`).
         w_cls: Weight of the classification gradient on the SIREN initialisation and
-            learning rates (0 = the WT baseline: SIREN trained on reconstruction only).
+            learning rates (0 = the WT baseline: SIREN trained on reconstruction only;
+            0.01 = the paper and official code).
         sample_fraction: Fraction ``s`` of the pixels used per inner step in training.
         lr_init: ``[low, high]`` of the uniform initial per-step per-parameter rates.
         alpha_lr: Outer (AdamW) learning rate of the inner learning rates.
@@ -110,12 +114,19 @@ class MWTConfig(_Validated):
         shift: Maximal random shift, fraction of the image size.
         rotate: Maximal random rotation in degrees.
         scale: ``[low, high]`` random zoom range.
+        crop_pad: Random crop after reflect padding by this many pixels (official: 4).
+        signed: Fit images mapped to ``[-1, 1]`` (official) instead of ``[0, 1]``.
+        eval_subsample: Evaluation fits on ``sample_fraction`` of the pixels, as the
+            official code; otherwise on all of them.
+        decay_siren: Apply ``run.weight_decay`` to the SIREN and the learning rates too
+            (official: 1e-4 on every group); otherwise only to the classifier.
         label_key: Store array holding the integer labels.
         pixel_baseline: Also fit a logistic regression on raw pixels (train split) and
             report its test accuracy next to MWT's.
     """
 
-    w_cls: float = _num(1.0, ge=0.0)
+    layout: str = _choice("project", ("project", "official"))
+    w_cls: float = _num(0.01, ge=0.0)
     sample_fraction: float = _num(1.0, gt=0.0, le=1.0)
     lr_init: list[float] = _list(0.1, 1.0)
     alpha_lr: float = _num(1e-2, gt=0.0)
@@ -130,6 +141,10 @@ class MWTConfig(_Validated):
     shift: float = _num(0.0, ge=0.0, le=0.5)
     rotate: float = _num(0.0, ge=0.0, le=180.0)
     scale: list[float] = _list(1.0, 1.0)
+    crop_pad: int = _num(0, ge=0)
+    signed: bool = False
+    eval_subsample: bool = False
+    decay_siren: bool = False
     label_key: str = "labels"
     pixel_baseline: bool = True
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mia_core.config.schema import MethodConfig, ModelConfig
+from mia_core.config.schema import MethodConfig, ModelConfig, MWTConfig
 from mia_core.mwt.augment import Augment
 from mia_core.mwt.classifier import WeightTransformer
 from mia_core.mwt.model import MWT
@@ -32,6 +32,7 @@ def build_mwt(
         model.omega0,
         method.inner_steps,
         (float(m.lr_init[0]), float(m.lr_init[1])),
+        m.layout,
     )
     classifier = WeightTransformer(
         model.width,
@@ -44,12 +45,28 @@ def build_mwt(
         m.input_scale,
         m.input_norm,
         m.layerscale_init,
-        beta_std=1.0 / m.input_scale if m.input_norm == "scale" else 2e-3,
+        beta_std=_beta_std(m),
     )
-    return MWT(siren, classifier, image_shape, m.w_cls, m.sample_fraction, method.first_order)
+    return MWT(
+        siren,
+        classifier,
+        image_shape,
+        m.w_cls,
+        m.sample_fraction,
+        method.first_order,
+        signed=m.signed,
+        eval_subsample=m.eval_subsample,
+    )
+
+
+def _beta_std(m: MWTConfig) -> float:
+    """Initial spread of the positional term: zero in the official code."""
+    if m.layout == "official":
+        return 0.0
+    return 1.0 / m.input_scale if m.input_norm == "scale" else 2e-3
 
 
 def build_augment(method: MethodConfig) -> Augment:
     """The training augmentation of ``method.mwt``."""
     m = method.mwt
-    return Augment(m.flip, m.shift, m.rotate, (float(m.scale[0]), float(m.scale[1])))
+    return Augment(m.flip, m.shift, m.rotate, (float(m.scale[0]), float(m.scale[1])), m.crop_pad)

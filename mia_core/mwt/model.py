@@ -50,6 +50,7 @@ class MWTOutput:
         logits: ``(B, num_classes)``.
         mse: ``(B,)`` per-image MSE after adaptation (detached).
         inner_losses: ``(B,)`` per-image MSE before each inner step.
+        value_range: the span of the fitted values (1, or 2 for ``[-1, 1]``).
     """
 
     loss: Tensor
@@ -59,8 +60,11 @@ class MWTOutput:
     mse: Tensor
     inner_losses: list[Tensor]
 
-    def psnr(self, value_range: float = 1.0) -> Tensor:
+    value_range: float = 1.0
+
+    def psnr(self) -> Tensor:
         """``(B,)`` PSNR in dB for data spanning ``value_range``."""
+        value_range = self.value_range
         return 10.0 * torch.log10(value_range**2 / self.mse.clamp_min(1e-12))
 
 
@@ -75,6 +79,10 @@ class MWT(nn.Module):
             (0 = WT baseline).
         sample_fraction: pixel fraction ``s`` per inner step during training.
         first_order: drop the second-order terms of the meta-gradient.
+        signed: fit the images mapped from ``[0, 1]`` to ``[-1, 1]`` (the official code);
+            ``mse`` is then on that scale and PSNR uses a data range of 2.
+        eval_subsample: evaluation fits on ``sample_fraction`` of the pixels too (the
+            official code); otherwise on all pixels. PSNR is always over all pixels.
     """
 
     def __init__(
@@ -85,17 +93,20 @@ class MWT(nn.Module):
         w_cls: float = 1.0,
         sample_fraction: float = 1.0,
         first_order: bool = False,
+        signed: bool = False,
+        eval_subsample: bool = False,
     ) -> None:
         super().__init__()
         self.siren, self.classifier = siren, classifier
         self.w_cls, self.sample_fraction = float(w_cls), float(sample_fraction)
-        self.first_order = first_order
+        self.first_order, self.signed, self.eval_subsample = first_order, signed, eval_subsample
+        self.value_range = 2.0 if signed else 1.0
         self.image_shape = tuple(image_shape)
         self.register_buffer("coords", grid_coords(self.image_shape), persistent=False)
 
     def meta_parameters(self) -> list[nn.Parameter]:
-        """SIREN initialisation ``theta``."""
-        return list(self.siren.theta)
+        """SIREN initialisation ``theta`` (and the official layout's shared head)."""
+        return self.siren.shared_parameters()
 
     def lr_parameters(self) -> list[nn.Parameter]:
         """Inner learning rates ``alpha``."""
@@ -111,15 +122,18 @@ class MWT(nn.Module):
         """Adapt, reconstruct and classify.
 
         Args:
-            images: ``(B, H, W, C)`` or ``(B, H*W, C)`` pixel values.
+            images: ``(B, H, W, C)`` or ``(B, H*W, C)`` pixel values in ``[0, 1]``.
             labels: ``(B,)`` integer classes.
             generator: RNG of the pixel subsets.
             create_graph: differentiate through the inner loop; defaults to
-                ``self.training``. Evaluation (``False``) fits on all pixels.
+                ``self.training``. Evaluation (``False``) fits on all pixels unless
+                ``eval_subsample``.
         """
         create_graph = self.training if create_graph is None else create_graph
         values = images.reshape(images.shape[0], -1, images.shape[-1])
-        frac = self.sample_fraction if create_graph else 1.0
+        if self.signed:
+            values = values * 2.0 - 1.0
+        frac = self.sample_fraction if create_graph or self.eval_subsample else 1.0
         with torch.enable_grad():
             phi, inner = self.siren.adapt(
                 self.coords, values, frac, generator, create_graph, self.first_order
@@ -133,7 +147,7 @@ class MWT(nn.Module):
         )
         rec = mse.mean()
         cls = F.cross_entropy(logits, labels)
-        return MWTOutput(rec + cls, rec, cls, logits, mse.detach(), inner)
+        return MWTOutput(rec + cls, rec, cls, logits, mse.detach(), inner, self.value_range)
 
 
 def count_lrs(siren: MetaSiren) -> tuple[int, int]:

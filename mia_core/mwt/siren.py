@@ -1,7 +1,19 @@
 """Meta-learned SIREN with per-step, per-parameter learning rates (MWT, Sec. 3.1).
 
 The initialisation ``theta`` and the learning rates ``alpha`` (``k x |theta|``, one rate
-per parameter and inner step, Meta-SGD style) are module parameters. ``adapt`` fits a
+per parameter and inner step, Meta-SGD style) are module parameters.
+
+Two layouts (``method.mwt.layout``):
+
+* ``project``: ``sin(omega_0 (W h + b))`` in every sine layer with the SIREN paper's bounds
+  (``sqrt(6/fan)/omega_0`` for hidden layers) and an adapted linear output layer.
+* ``official`` (the MWT authors' code): ``omega_0`` only in the first layer, hidden layers
+  ``sin(W h + b)`` drawn from ``U(+-sqrt(6/fan))``, zero biases; the output is a *shared*
+  linear layer times a learned per-channel scale (init 0.1), meta-learned but not adapted.
+  At initialisation both compute the same kind of function, but in the project layout a
+  hidden weight's inner step moves the pre-activation ``omega_0^2`` times further for the
+  same rate, so rates tuned for one layout do not transfer (the paper's ``U(0.1, 1)`` and
+  ``lambda = 500`` are for the official one). ``adapt`` fits a
 batch of images in ``k`` plain SGD steps on the pixel MSE, all images at once: the
 weights become per-image tensors with a leading batch dimension and every step takes
 **one** ``autograd.grad`` for the whole batch (``mia_core.inr.functional.linear``
@@ -16,13 +28,16 @@ from torch import Tensor, nn
 
 from mia_core.inr.functional import linear, siren_bounds
 
+LAYOUTS = ("project", "official")
+
 
 class MetaSiren(nn.Module):
     """``depth`` sine layers of ``width`` units and a linear head, adapted in ``steps`` steps.
 
-    Parameters are ordered ``[w0, b0, w1, b1, ..., w_out, b_out]``; layer ``i`` weights
-    are ``(out, in)``. Layers ``1 .. depth-1`` are the *hidden* layers (``width`` inputs)
-    whose neurons the classifier reads.
+    Parameters are ordered ``[w0, b0, w1, b1, ..., w_out, b_out]`` (the official layout has
+    no ``w_out, b_out``: its head is not adapted); layer ``i`` weights are ``(out, in)``.
+    Layers ``1 .. depth-1`` are the *hidden* layers (``width`` inputs) whose neurons the
+    classifier reads.
 
     Args:
         d_in: coordinate dimension.
@@ -32,6 +47,7 @@ class MetaSiren(nn.Module):
         omega0: sine frequency factor (first and hidden layers, SIREN initialisation).
         steps: inner SGD steps ``k``.
         lr_init: ``(low, high)``: initial rates drawn from ``U(low, high)``.
+        layout: ``project`` or ``official`` (module docstring).
     """
 
     def __init__(
@@ -43,18 +59,29 @@ class MetaSiren(nn.Module):
         omega0: float,
         steps: int,
         lr_init: tuple[float, float] = (0.1, 1.0),
+        layout: str = "project",
     ) -> None:
         super().__init__()
         if depth < 2:
             raise ValueError(f"MWT needs a SIREN with depth >= 2 (a hidden layer), got {depth}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         self.width, self.depth, self.omega0, self.steps = width, depth, omega0, steps
-        shapes = [(width, d_in)] + [(width, width)] * (depth - 1) + [(d_out, width)]
+        self.layout = layout
+        official = layout == "official"
+        shapes = [(width, d_in)] + [(width, width)] * (depth - 1)
+        if not official:
+            shapes.append((d_out, width))
         params = []
         for i, (out, fan) in enumerate(shapes):
-            bound = siren_bounds(fan, omega0, first=i == 0)
+            bound = siren_bounds(fan, 1.0 if official else omega0, first=i == 0)
             params.append(nn.Parameter(torch.empty(out, fan).uniform_(-bound, bound)))
-            params.append(nn.Parameter(torch.empty(out).uniform_(-1.0 / fan, 1.0 / fan)))
+            b = torch.zeros(out) if official else torch.empty(out).uniform_(-1.0 / fan, 1.0 / fan)
+            params.append(nn.Parameter(b))
         self.theta = nn.ParameterList(params)
+        # The official layout's shared (not adapted) head: linear times a per-channel scale.
+        self.head = nn.Linear(width, d_out) if official else None
+        self.head_scale = nn.Parameter(torch.full((d_out,), 0.1)) if official else None
         lo, hi = lr_init
         self.alpha = nn.ParameterList(
             nn.Parameter(torch.empty(steps, *p.shape).uniform_(lo, hi)) for p in params
@@ -71,10 +98,18 @@ class MetaSiren(nn.Module):
             ``(B, P, d_out)``.
         """
         h = coords
-        n = len(params) // 2
-        for i in range(n - 1):
-            h = torch.sin(self.omega0 * linear(h, params[2 * i], params[2 * i + 1]))
+        n_sine = self.depth
+        for i in range(n_sine):
+            pre = linear(h, params[2 * i], params[2 * i + 1])
+            h = torch.sin(pre if self.layout == "official" and i > 0 else self.omega0 * pre)
+        if self.head is not None:
+            return self.head(h) * self.head_scale
         return linear(h, params[-2], params[-1])
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """``theta`` plus the official layout's shared head (the outer loop's SIREN group)."""
+        extra = [] if self.head is None else [*self.head.parameters(), self.head_scale]
+        return [*self.theta, *extra]
 
     def hidden(self, params: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
         """``(weight (B, width, width), bias (B, width))`` of every hidden layer."""

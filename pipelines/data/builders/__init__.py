@@ -4,4 +4,14 @@ Each builder is one module exposing ``add_arguments(parser)`` and
 ``build(args, location) -> dict`` (a summary printed as JSON).
 """
 
-BUILDERS = ("synthetic1d", "era5", "av_digits", "images", "volumes", "digits", "mnist", "cifar10")
+BUILDERS = (
+    "synthetic1d",
+    "era5",
+    "av_digits",
+    "images",
+    "volumes",
+    "digits",
+    "mnist",
+    "mnist5k",
+    "cifar10",
+)
