@@ -151,5 +151,5 @@ def build_learner(
         method.uncertainty_weighting,
     )
     if method.fim_lambda > 0:  # FIM loss hook (mia_core/mcl/fim.py)
-        learner = FIMLearner(learner, method.fim_lambda, method.fim_decay)
+        learner = FIMLearner(learner, method.fim_lambda, method.fim_decay, method.fim_normalise)
     return learner

@@ -172,6 +172,10 @@ class MCLConfig(_Validated):
         oml_layers: Layers adapted in the inner loop by ``oml`` (1 = output layer).
         replay_points: Points kept per past task by ``er``.
         ewc_lambda: Penalty weight of ``ewc``.
+        fisher_per_task: The outer (meta) loss's FIM weights use one Fisher per task,
+            from that task's points only (Algorithm 1 initialises ``F_i`` per task; for
+            MCL-NF it is each module's own head); ``False``: one Fisher pooled over every
+            task's points. The inner loop's Fisher always restarts at each task.
         encode_steps: Steps per new time step in continual encoding.
         encode_batch: Time steps encoded together (batched) in continual encoding.
     """
@@ -187,6 +191,7 @@ class MCLConfig(_Validated):
     oml_layers: int = _num(1, ge=1)
     replay_points: int = _num(64, ge=1)
     ewc_lambda: float = _num(100.0, ge=0.0)
+    fisher_per_task: bool = False
     encode_steps: int = _num(32, ge=1)
     encode_batch: int = _num(8, ge=1)
 
@@ -223,6 +228,8 @@ class MethodConfig(_Validated):
         fim_lambda: FIM loss weight ``lambda`` (MCL-NF paper): per-point weights
             ``1 + lambda g^T F^-1 g / D`` in the inner and outer losses; 0 = plain MSE.
         fim_decay: EMA factor of the FIM loss's running diagonal Fisher.
+        fim_normalise: Divide ``g^T F^-1 g`` by ``D`` (weights average ``1 + lambda``);
+            ``False``: the paper's ``w = 1 + lambda g^T F^-1 g`` (``mia_core/mcl/fim.py``).
         mcl: Meta-continual learning settings.
     """
 
@@ -240,6 +247,7 @@ class MethodConfig(_Validated):
     mwt: MWTConfig = field(default_factory=MWTConfig)
     fim_lambda: float = _num(0.0, ge=0.0)
     fim_decay: float = _num(0.9, ge=0.0, le=1.0)
+    fim_normalise: bool = True
     mcl: MCLConfig = field(default_factory=MCLConfig)
 
     def _extra_problems(self) -> Problems:

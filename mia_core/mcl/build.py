@@ -25,6 +25,8 @@ def continual_spec(method: MethodConfig) -> ContinualSpec:
         m.oml_layers,
         m.replay_points,
         m.ewc_lambda,
+        method.fim_normalise,
+        m.fisher_per_task,
     )
 
 

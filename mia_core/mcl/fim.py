@@ -3,9 +3,15 @@
 ``w_j = 1 + lambda * g_j^T F^-1 g_j / D`` with ``g_j = d log p(s_j | s_hat_j) / d theta``
 the score of point ``j`` under a unit-variance Gaussian likelihood, ``F`` a running
 diagonal empirical Fisher (an exponential moving average of the per-point ``g_j^2``)
-and ``D`` the number of parameters in ``theta``. Dividing by ``D`` is our choice: with
-``F`` estimated on the same points the weights then average ``1 + lambda`` whatever
-the network size, so ``lambda`` means the same for every INR.
+and ``D`` the number of parameters in ``theta``. Dividing by ``D`` (``normalise``, the
+default) is our choice: with ``F`` estimated on the same points the weights then average
+``1 + lambda`` whatever the network size, so ``lambda`` means the same for every INR.
+``normalise=False`` is the paper's Eq. 3, ``w_j = 1 + lambda g_j^T F^-1 g_j``, whose
+weights average ``1 + lambda D``: the project's ``lambda`` is ``D`` times the paper's.
+
+Approximations of the paper's ``F^-1`` (documented, as the paper gives no recipe): ``F``
+is diagonal, empirical (squared per-point scores, not expected under the model),
+restricted to the output layer, an EMA over inner steps, damped by ``1e-3 mean(F)``.
 
 ``theta`` is the INR's output layer (``out_weight``, ``out_bias``). Its per-point score
 has a closed form, ``g_j = r_j (x) [h_j, 1]`` with ``r_j = s_j - s_hat_j`` and ``h_j``
@@ -70,13 +76,16 @@ def update_fisher(
     return batch if fisher is None else decay * fisher + (1.0 - decay) * batch
 
 
-def fim_weights(residual: Tensor, feats: Tensor, fisher: Tensor, lam: float) -> Tensor:
-    """``(B, P)`` detached weights ``1 + lam * g^T (F + damping)^-1 g / D`` (module doc)."""
+def fim_weights(
+    residual: Tensor, feats: Tensor, fisher: Tensor, lam: float, normalise: bool = True
+) -> Tensor:
+    """``(B, P)`` detached weights ``1 + lam * g^T (F + damping)^-1 g [/ D]`` (module doc)."""
     r, h = residual.detach(), _cat_one(feats.detach())
     damp = EPS * fisher.mean(dim=(1, 2), keepdim=True) + 1e-12
     inv = 1.0 / (fisher + damp)  # (B, C, W+1)
     quad = (r.square() * (h.square() @ inv.transpose(1, 2))).sum(-1)  # (B, P)
-    return 1.0 + lam * quad / (fisher.shape[1] * fisher.shape[2])
+    scale = fisher.shape[1] * fisher.shape[2] if normalise else 1
+    return 1.0 + lam * quad / scale
 
 
 def weighted_mse(pred: Tensor, target: Tensor, mask: Tensor, weights: Tensor | None) -> Tensor:
@@ -97,9 +106,12 @@ class FIMLearner(MetaLearner):
         base: a built meta-learner; its modules are shared, not copied.
         lam: ``lambda`` (0 gives exactly the base losses).
         decay: EMA factor of the running Fisher.
+        normalise: divide by ``D`` (module docstring); ``False``: the paper's form.
     """
 
-    def __init__(self, base: MetaLearner, lam: float, decay: float = 0.9) -> None:
+    def __init__(
+        self, base: MetaLearner, lam: float, decay: float = 0.9, normalise: bool = True
+    ) -> None:
         super().__init__(
             dict(base.inrs.items()),
             base.rule,
@@ -111,7 +123,7 @@ class FIMLearner(MetaLearner):
         )
         if base.log_vars is not None:
             self.log_vars = base.log_vars
-        self.lam, self.decay = float(lam), float(decay)
+        self.lam, self.decay, self.normalise = float(lam), float(decay), normalise
         self._fisher: dict[str, Tensor | None] = {}
 
     def _weighted(self, m: str, x: Tensor, y: Tensor, mask: Tensor, params) -> Tensor:
@@ -120,7 +132,8 @@ class FIMLearner(MetaLearner):
             return masked_mse(pred, y, mask)
         fisher = update_fisher(self._fisher.get(m), y - pred, feats, mask, self.decay)
         self._fisher[m] = fisher
-        return weighted_mse(pred, y, mask, fim_weights(y - pred, feats, fisher, self.lam))
+        weights = fim_weights(y - pred, feats, fisher, self.lam, self.normalise)
+        return weighted_mse(pred, y, mask, weights)
 
     def step(self, episode, params, state, k, create_graph, prune):
         """As :meth:`MetaLearner.step` with FIM-weighted support losses."""

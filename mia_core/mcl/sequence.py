@@ -56,6 +56,8 @@ class ContinualSpec:
         oml_layers: layers adapted by ``oml`` (1 = the output layer).
         replay_points: points stored per past task by ``er``.
         ewc_lambda: EWC penalty weight.
+        fim_normalise: FIM weights divided by ``D`` (``False``: the paper's form).
+        fisher_per_task: the outer loss's Fisher per task (else pooled over tasks).
     """
 
     method: str = "mcl_nf"
@@ -67,6 +69,8 @@ class ContinualSpec:
     oml_layers: int = 1
     replay_points: int = 64
     ewc_lambda: float = 100.0
+    fim_normalise: bool = True
+    fisher_per_task: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in CONTINUAL_METHODS:
@@ -138,7 +142,7 @@ class SequenceLearner(nn.Module):
             fisher = update_fisher(
                 fisher, task.values - pred, feats, task.mask, self.spec.fim_decay
             )
-            weights = fim_weights(task.values - pred, feats, fisher, self.spec.fim_lambda)
+            weights = self._fim(task.values - pred, feats, fisher)
         loss = weighted_mse(pred, task.values, task.mask, weights).sum()
         if self.spec.method == "er" and st.buffer:
             bx = torch.cat([b[0] for b in st.buffer], 1)
@@ -270,10 +274,7 @@ class SequenceLearner(nn.Module):
             pred, feats = self._features(st, seq.coords)
             values = torch.nan_to_num(seq.values)
             mask = (~torch.isnan(seq.values)).all(-1).to(values.dtype)
-            weights = None
-            if self.spec.fim_lambda > 0:
-                fisher = update_fisher(None, values - pred, feats, mask, 0.0)
-                weights = fim_weights(values - pred, feats, fisher, self.spec.fim_lambda)
+            weights = self._outer_weights(seq, values - pred, feats, mask)
             losses = [
                 weighted_mse(
                     pred[:, seq.task_of == i],
@@ -284,6 +285,25 @@ class SequenceLearner(nn.Module):
                 for i in range(seq.num_tasks)
             ]
         return torch.stack(losses).mean()
+
+    def _fim(self, residual: Tensor, feats: Tensor, fisher: Tensor) -> Tensor:
+        spec = self.spec
+        return fim_weights(residual, feats, fisher, spec.fim_lambda, spec.fim_normalise)
+
+    def _outer_weights(
+        self, seq: TaskSequence, residual: Tensor, feats: Tensor, mask: Tensor
+    ) -> Tensor | None:
+        """FIM weights ``(B, P)`` of the outer loss: one Fisher, or one per task."""
+        if self.spec.fim_lambda <= 0:
+            return None
+        if not self.spec.fisher_per_task:
+            return self._fim(residual, feats, update_fisher(None, residual, feats, mask, 0.0))
+        weights = mask.new_ones(mask.shape)
+        for i in range(seq.num_tasks):
+            sel = seq.task_of == i
+            r, f = residual[:, sel], feats[:, sel]
+            weights[:, sel] = self._fim(r, f, update_fisher(None, r, f, mask[:, sel], 0.0))
+        return weights
 
     def _features(self, st: ContinualState, coords: Tensor) -> tuple[Tensor, Tensor]:
         if not self.modular:
