@@ -2,10 +2,12 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 import xarray as xr
 from era5_samples import build_store
 
 from pipelines.data.builders.regrid import cell_bounds
+from pipelines.data.builders.samples import open_sample
 
 
 def test_hvsampledata_ncep_air_temperature(tmp_path):
@@ -41,6 +43,39 @@ def test_hvsampledata_ncep_air_temperature(tmp_path):
     )
     assert store.modalities == ["t2m"] and store.num_signals == 4
     assert summary["variables"] == {"t2m": "air"}
+
+
+def test_iris_sample_a1b_climate_run(tmp_path):
+    summary, store = build_store(
+        tmp_path,
+        "iris:A1B_north_america",
+        "--variables",
+        "t2m",
+        "--time-stride",
+        "20",
+        "--domain",
+        "input",
+        "--resolution",
+        "37x49",
+        "--val-fraction",
+        "0.25",
+        "--test-fraction",
+        "0.25",
+    )
+    assert store.modalities == ["t2m"] and store.num_signals == 12
+    assert summary["variables"] == {"t2m": "air_temperature"}
+    assert summary["latitude"] == [15.0, 60.0]
+    v = store.read(0, 12)["t2m"]
+    assert v.shape == (12, 37 * 49, 1) and not np.isnan(v).any()
+    assert 200 < store.info["t2m"].norm["min"][0] < store.info["t2m"].norm["max"][0] < 320
+    assert list(store.split) == [0] * 6 + [1] * 3 + [2] * 3  # contiguous in time
+
+
+def test_unknown_iris_sample_lists_the_known_ones(tmp_path):
+    with pytest.raises(ValueError, match="A1B_north_america"):
+        open_sample("iris:no_such_file")
+    with pytest.raises(ValueError, match="unknown sample package"):
+        open_sample("nosuch:thing")
 
 
 def test_regridding_matches_smooth_field(tmp_path):

@@ -1,8 +1,9 @@
 """era5: ERA5 fields (netCDF, GRIB or Zarr; local or cloud) regridded into a field store.
 
 Inputs are read as users hold them: CDS netCDF (old and new layouts), GRIB (cfgrib),
-the ARCO-ERA5 Zarr (long names, ``s3://``/``gs://`` with ``--anon``) and the NCEP
-reanalysis sample of ``hvsampledata`` (``--input hvsampledata:air_temperature``). Dims
+the ARCO-ERA5 Zarr (long names, ``s3://``/``gs://`` with ``--anon``) and the
+offline samples of :mod:`pipelines.data.builders.samples` (``--input
+hvsampledata:air_temperature``, ``--input iris:A1B_north_america``). Dims
 are normalised to ``(time, [member], [level], latitude, longitude)``, the selection
 (variables, levels, members, time) is applied lazily, and the data are loaded in time
 blocks of bounded size and regridded onto an even lat/lon grid (conservatively when
@@ -28,6 +29,7 @@ import xarray as xr
 from pipelines.data.builders.axes import parse_dims
 from pipelines.data.builders.era5_names import FIELD_DIMS, select_variables, standardise
 from pipelines.data.builders.regrid import coarsens, conservative_dataset
+from pipelines.data.builders.samples import is_sample, open_sample
 from pipelines.data.stores.field_writer import split_by_time, write_field_store
 from pipelines.data.stores.location import StoreLocation, make_location, redact_url
 from pipelines.data.stores.writer import NORMALISATIONS
@@ -46,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         required=True,
         help="netCDF/GRIB file, Zarr store or URL (repeatable; local globs allowed), "
-        "or hvsampledata:air_temperature",
+        "or an offline sample: hvsampledata:air_temperature, iris:A1B_north_america",
     )
     p.add_argument(
         "--variables",
@@ -172,7 +174,7 @@ def _options(url: str, args: argparse.Namespace) -> dict:
 def _expand(inputs: list[str], args: argparse.Namespace) -> list[str]:
     out: list[str] = []
     for item in inputs:
-        if item.startswith("hvsampledata:"):
+        if is_sample(item):
             out.append(item)
         elif "://" in item and not item.startswith("file://"):
             if any(c in item for c in "*?["):
@@ -191,14 +193,8 @@ def _expand(inputs: list[str], args: argparse.Namespace) -> list[str]:
 
 
 def _open(src: str, args: argparse.Namespace) -> xr.Dataset:
-    if src.startswith("hvsampledata:"):
-        if importlib.util.find_spec("hvsampledata") is None:
-            raise ValueError(f"{src} needs the hvsampledata package: pip install hvsampledata")
-        import hvsampledata
-
-        if src.split(":", 1)[1] != "air_temperature":
-            raise ValueError(f"{src}: only hvsampledata:air_temperature is a gridded dataset")
-        return hvsampledata.air_temperature("xarray")
+    if is_sample(src):
+        return open_sample(src)
     low = src.split("?", 1)[0].lower().rstrip("/")
     remote = "://" in src and not src.startswith("file://")
     if low.endswith(GRIB_SUFFIXES):

@@ -53,9 +53,11 @@ LONG_TO_SHORT = {long: short for short, long in SHORT_TO_LONG.items()}
 
 # Other spellings of the same quantity (GRIB shortNames, CMIP names, NCEP reanalysis),
 # tried after the short and long names. NCEP's ``air`` is surface air temperature in the
-# ``air_temperature`` sample and temperature on levels elsewhere, so it serves both.
+# ``air_temperature`` sample and temperature on levels elsewhere, so it serves both; the
+# CF standard name ``air_temperature`` names the variable of CF files such as Iris's
+# samples (1.5 m temperature there).
 ALIASES: dict[str, tuple[str, ...]] = {
-    "t2m": ("2t", "tas", "air"),
+    "t2m": ("2t", "tas", "air", "air_temperature"),
     "t": ("ta", "air"),
     "d2m": ("2d",),
     "u10": ("10u", "uas"),
