@@ -11,7 +11,7 @@ import yaml
 from mia_core.config import ConfigError
 from pipelines.studies.reproduce import run_reproduce
 from pipelines.studies.reproduce_readme import BEGIN, END, markers, readme_table, update_readme
-from pipelines.studies.reproduce_report import REFERENCE
+from pipelines.studies.reproduce_report import REFERENCE, eof_label
 from pipelines.studies.reproduce_spec import METHODS, load_reproduce
 
 TINY = "configs/reproduce/tiny.yaml"
@@ -85,7 +85,14 @@ def test_tiny_study_fills_table1_and_curve_and_resumes(tmp_path, capsys):
     lines: list[str] = []
     res = run_reproduce(spec, bases, log=lines.append)
     # Table 1: a row per method + MIA / CAVIA, a column per (modality, bin), all filled.
-    assert [r[0] for r in res.table] == ["method", "CAVIA", "MIA", "MIA / CAVIA", REFERENCE]
+    assert [r[0] for r in res.table] == [
+        "method",
+        "CAVIA",
+        "MIA",
+        "MIA / CAVIA",
+        REFERENCE,
+        eof_label(1),
+    ]
     assert len(res.table[0]) == 1 + 2 * 3
     for row in res.table:
         assert len(row) == len(res.table[0])
@@ -101,7 +108,8 @@ def test_tiny_study_fills_table1_and_curve_and_resumes(tmp_path, capsys):
     # The committed-results layout, exactly.
     results = json.loads((tmp_path / "results/mia_table1.json").read_text())
     keys = ["protocol", "store", "steps", "seeds", "backbone", "nmse_x1e2", "std_x1e2"]
-    extra = ["config_digests", "machines", "figures", "train_mean_x1e2", "curve"]
+    extra = ["config_digests", "machines", "figures", "train_mean_x1e2", "eof_x1e2"]
+    extra += ["eof_components", "curve"]
     assert list(results) == [*keys, *extra]
     assert "matmul_precision" in results["machines"]["mia"]
     assert results["config_digests"]["mia"] != results["config_digests"]["cavia"]
@@ -116,7 +124,9 @@ def test_tiny_study_fills_table1_and_curve_and_resumes(tmp_path, capsys):
     ]
     block = readme_table(results, "mia_table1.json")
     assert "Budget curve (seed 0" in block and "| 4 |" in block
-    assert f"| {REFERENCE} |" in block
+    assert f"| {REFERENCE} |" in block and f"| {eof_label(1)} |" in block
+    # the linear reference is per bin, and finite where the train mean is
+    assert all(len(v) == 3 and all(x > 0 for x in v) for v in results["eof_x1e2"].values())
     assert "![mia_table1_curve](" in block
     assert (results["steps"], results["seeds"], results["backbone"]) == (4, [0, 1], "composers")
     assert list(results["nmse_x1e2"]) == ["cavia", "mia"]
@@ -163,8 +173,9 @@ def test_tiny_study_fills_table1_and_curve_and_resumes(tmp_path, capsys):
         "MIA",
         "MIA / CAVIA",
         REFERENCE,
+        eof_label(1),
     ]
-    assert grown.table[-2] == res.table[-2] and grown.curve == res.curve
+    assert grown.table[-3] == res.table[-3] and grown.curve == res.curve
     merged = json.loads((adopt / "mia_table1.json").read_text())
     assert merged["adopted"] == ["cavia", "mia"] and list(merged["nmse_x1e2"]) == [
         "cavia",

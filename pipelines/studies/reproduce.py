@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from mia_core.config.loader import flatten_config
 from mia_core.runtime import cpu_has_bf16_matmul, cpu_name
 from pipelines.data.resolve import open_training_store, resolve_store
 from pipelines.engine.run_dir import refuse_changed_config, run_dir_of
+from pipelines.reports.eof_reference import eof_fit_nmse
 from pipelines.reports.reference import mean_signal_nmse
 from pipelines.studies.child_run import ChildJob, is_finished, train_children
 from pipelines.studies.reproduce_adopt import (
@@ -45,6 +47,7 @@ from pipelines.studies.reproduce_adopt import (
 )
 from pipelines.studies.reproduce_curve import curve_evaluations, curve_rows, write_curve
 from pipelines.studies.reproduce_report import (
+    study_bins,
     table_stats,
     write_results_json,
     write_table1,
@@ -177,8 +180,10 @@ def run_reproduce(
             metrics[m][s] = result
         measured = table_stats(spec, first, metrics)
         stats = {m: adopted.stats.get(m) or measured[m] for m in configs}
-        reference = {m: 100.0 * v for m, v in mean_signal_nmse(open_training_store(first)).items()}
-        table, files = write_table1(spec, first, stats, out, reference)
+        store = open_training_store(first)
+        reference = {m: 100.0 * v for m, v in mean_signal_nmse(store).items()}
+        eof = linear_reference(spec, first, store)
+        table, files = write_table1(spec, first, stats, out, reference, eof)
         curve = None
         if spec.curve_steps and write_adopted_curve(adopted, out):
             log(f"reproduce {spec.name}: budget curve adopted from {spec.adopt}")
@@ -198,7 +203,7 @@ def run_reproduce(
                 **({"adopted": sorted(adopted.stats)} if adopted.stats else {}),
             }
             files += write_results(
-                spec, first, stats, out, Path(spec.results_json), reference, extra
+                spec, first, stats, out, Path(spec.results_json), reference, extra, eof
             )
     except BaseException:
         run_groups.close_run(first, parent, "FAILED")
@@ -212,6 +217,16 @@ def run_reproduce(
     return ReproduceResult(out, table, curve, files, parent)
 
 
+def linear_reference(spec: ReproduceSpec, cfg: Config, store) -> dict[str, list[float]] | None:
+    """Modality -> per-bin nMSE x 1e2 of the offset + EOF fit; ``None`` without shared coords."""
+    eof = eof_fit_nmse(
+        store, study_bins(cfg), spec.eof_components, cfg.run.eval_repeats, cfg.run.seed
+    )
+    if all(math.isnan(v) for values in eof.values() for v in values):
+        return None
+    return {m: [100.0 * v for v in values] for m, values in eof.items()}
+
+
 def write_results(
     spec: ReproduceSpec,
     cfg: Config,
@@ -220,6 +235,7 @@ def write_results(
     path: Path,
     reference: dict[str, float] | None = None,
     extra: dict | None = None,
+    eof: dict[str, list[float]] | None = None,
 ) -> list[Path]:
     """The committed results: the JSON, and beside it copies of the study's figures.
 
@@ -227,7 +243,9 @@ def write_results(
     study's ``curve.json`` under ``"curve"`` and ``<stem>_curve.png`` is its plot. Both
     figures are listed under ``"figures"`` (paths as given, for the README).
     ``reference`` (modality -> nMSE x 1e2 of the train split's mean signal,
-    :mod:`pipelines.reports.reference`) goes under ``"train_mean_x1e2"``; ``extra``
+    :mod:`pipelines.reports.reference`) goes under ``"train_mean_x1e2"``, ``eof`` (the
+    linear reference, modality -> per-bin nMSE x 1e2) under ``"eof_x1e2"`` with its
+    ``"eof_components"``; ``extra``
     keys (config digests, adopted methods) are added as they are.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -244,6 +262,9 @@ def write_results(
     extra = {**(extra or {}), "figures": [str(f) for f in figures]}
     if reference is not None:
         extra["train_mean_x1e2"] = {m: round(v, 6) for m, v in reference.items()}
+    if eof is not None:
+        extra["eof_x1e2"] = {m: [round(v, 6) for v in vs] for m, vs in eof.items()}
+        extra["eof_components"] = spec.eof_components
     if has_curve:
         extra["curve"] = json.loads(curve_json.read_text())
     return [write_results_json(spec, cfg, stats, path, extra), *figures]

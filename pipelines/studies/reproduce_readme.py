@@ -16,7 +16,7 @@ from pathlib import Path
 from mia_core.config import ConfigError
 from pipelines.reports.readme_blocks import markers, replace_between_markers
 from pipelines.studies.reproduce_curve import curve_rows
-from pipelines.studies.reproduce_report import LABELS, RATIO, REFERENCE, markdown
+from pipelines.studies.reproduce_report import LABELS, RATIO, REFERENCE, eof_label, markdown
 
 BEGIN, END = markers("mia_table1")
 BIN_NAMES = ("lowest", "middle", "highest")
@@ -55,6 +55,10 @@ def readme_table(results: dict, source: str) -> str:
     if "train_mean_x1e2" in results:
         ref = results["train_mean_x1e2"]
         rows.append([REFERENCE] + [_fmt(ref[m]) for m in mods for _ in names])
+    if "eof_x1e2" in results:
+        eof = results["eof_x1e2"]
+        label = eof_label(results["eof_components"])
+        rows.append([label] + [_fmt(v) for m in mods for v in eof[m]])
     seeds = ", ".join(map(str, results["seeds"]))
     store = f"store `{results['store']}`, " if results.get("store") else ""
     caption = (

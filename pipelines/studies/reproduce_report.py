@@ -28,6 +28,11 @@ RATIO = "MIA / CAVIA"
 REFERENCE = "train mean (no adaptation)"
 
 
+def eof_label(k: int) -> str:
+    """Row label of the linear reference with ``k`` EOFs."""
+    return f"offset + {k} train EOF{'s' if k != 1 else ''} (linear, least squares on the support)"
+
+
 def study_bins(cfg: Config) -> list[tuple[float, float]]:
     """``run.eval_bins`` as ``(r_min, r_max)`` tuples, lowest first."""
     return sorted((float(lo), float(hi)) for lo, hi in cfg.run.eval_bins)
@@ -107,12 +112,17 @@ def num_text(x: float, digits: int = 4) -> str:
 
 
 def table1_rows(
-    spec: ReproduceSpec, cfg: Config, stats: Stats, reference: dict[str, float] | None = None
+    spec: ReproduceSpec,
+    cfg: Config,
+    stats: Stats,
+    reference: dict[str, float] | None = None,
+    eof: dict[str, list[float]] | None = None,
 ) -> list[list[str]]:
     """Table 1's layout: a row per method, a column per (modality, bin), then MIA / CAVIA.
 
-    ``reference`` (modality -> nMSE x 1e2 of the train split's mean signal) adds a last
-    row with that value in every bin of the modality.
+    ``reference`` (modality -> nMSE x 1e2 of the train split's mean signal) adds a row
+    with that value in every bin of the modality; ``eof`` (modality -> per-bin nMSE x 1e2
+    of the linear reference, :mod:`pipelines.reports.eof_reference`) a last one.
     """
     bins = study_bins(cfg)
     header = ["method"] + [f"{m} [{lo:g}, {hi:g}]" for m in cfg.data.modalities for lo, hi in bins]
@@ -139,6 +149,11 @@ def table1_rows(
             [REFERENCE]
             + [num_text(reference[m]) for m in cfg.data.modalities for _ in study_bins(cfg)]
         )
+    if eof is not None:
+        rows.append(
+            [eof_label(spec.eof_components)]
+            + [num_text(v) for m in cfg.data.modalities for v in eof[m]]
+        )
     return rows
 
 
@@ -163,13 +178,16 @@ def write_table1(
     stats: Stats,
     out: Path,
     reference: dict[str, float] | None = None,
+    eof: dict[str, list[float]] | None = None,
 ) -> tuple[list[list[str]], list[Path]]:
     """Write ``table1.md``, ``table1.csv`` (one line per cell), ``table1.json``, ``table1.png``.
+
+    ``reference`` and ``eof``: the reference rows (see :func:`table1_rows`).
 
     Returns:
         The markdown table's rows and the files written.
     """
-    rows = table1_rows(spec, cfg, stats, reference)
+    rows = table1_rows(spec, cfg, stats, reference, eof)
     steps, seeds = cfg.run.steps, ", ".join(map(str, spec.seeds))
     md = out / "table1.md"
     paper = (
@@ -215,6 +233,7 @@ def write_table1(
             m: [{"ours": o, "paper": p} for o, p in v] for m, v in ratios(stats).items()
         },
         **({"train_mean_x1e2": reference} if reference is not None else {}),
+        **({"eof_x1e2": eof, "eof_components": spec.eof_components} if eof is not None else {}),
     }
     js = out / "table1.json"
     js.write_text(json.dumps(json_safe(data), indent=1))

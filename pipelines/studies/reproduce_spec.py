@@ -78,6 +78,10 @@ class ReproduceSpec(Validated):
         run_figures: draw every run's reconstruction figures (off: seconds per run).
         threads: torch intra-op threads while the study runs (1 is fastest on a shared
             2-core machine).
+        eof_components: ``k`` of the linear reference row (a per-signal offset plus the
+            train split's ``k`` leading EOFs fitted to each support set,
+            :mod:`pipelines.reports.eof_reference`); shown for stores with shared
+            coordinates.
         workers: runs trained at once, each driven from its own process with
             ``threads`` threads (two 1-thread runs use a 2-core machine best).
     """
@@ -96,6 +100,7 @@ class ReproduceSpec(Validated):
     only: list[str] = field(default_factory=list)
     adopt: str = ""
     run_figures: bool = False
+    eof_components: int = bounded(1, ge=0)
     threads: int = bounded(1, ge=1)
     workers: int = bounded(1, ge=1)
 
@@ -150,8 +155,9 @@ def load_reproduce(
 
     Raises:
         ConfigError: naming the file or override and the key (unknown field or method,
-            no or repeated seeds, a base of another method or backbone, fewer than two
-            modalities, ``run.steps`` below the largest curve step).
+            no or repeated seeds, a base of another method or backbone, ``run.steps``
+            below the largest curve step). One modality is allowed: MIA then runs its
+            unimodal SFT only (a real single-variable field store).
     """
     path = Path(path)
     own, budget_extra = split_overrides(extra, SECTION)
@@ -173,8 +179,6 @@ def load_reproduce(
                 f"{where}: {m.base} uses model.family={cfg.model.family!r}, "
                 f"the study's backbone is {spec.backbone!r}"
             )
-        if len(cfg.data.modalities) < 2:
-            raise ConfigError(f"{where}: the study needs >= 2 modalities")
         if spec.curve_steps and cfg.run.steps < spec.curve_steps[-1]:
             raise ConfigError(
                 f"{where}: run.steps={cfg.run.steps} is below the largest "
