@@ -262,6 +262,26 @@ def test_init_ray_passes_only_forwarded_env(monkeypatch):
     assert len(calls) == 1
 
 
+def test_init_ray_prints_the_dashboard_and_disables_token_auth_by_default(monkeypatch):
+    import types
+
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    context = types.SimpleNamespace(dashboard_url="127.0.0.1:8265")
+    monkeypatch.setattr(ray, "init", lambda **kwargs: context)
+    lines: list[str] = []
+    connect.init_ray(log=lines.append)
+    # the driver's own local instance must not write a token later drivers lack
+    assert os.environ["RAY_AUTH_MODE"] == "disabled"
+    assert lines == ["Ray dashboard: http://127.0.0.1:8265"]
+    context.dashboard_url = ""
+    connect.init_ray(log=lines.append)
+    assert lines[-1].startswith("Ray dashboard: none")
+
+
 def test_stop_ends_exactly_the_clusters_sessions():
     ours = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60; wait"], start_new_session=True)
     other = subprocess.Popen(["sleep", "60"], start_new_session=True)

@@ -69,17 +69,24 @@ def forwarded_env(environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def init_ray(address: str | None = None) -> None:
+def init_ray(address: str | None = None, log=print) -> None:
     """Connect to Ray (no-op when already initialised) with :func:`forwarded_env`.
+
+    The driver's own ``RAY_AUTH_MODE`` defaults to ``disabled`` too: a local instance it
+    starts would otherwise write a token that makes later untokened drivers hang. Prints
+    the dashboard address (or that there is none) once connected.
 
     Args:
         address: Ray address; default ``RAY_ADDRESS``, else a new local instance (without
             dashboard, worker logs printed by this driver).
+        log: line printer of the dashboard line.
     """
     import ray
 
     if ray.is_initialized():
         return
+    for key, value in _DEFAULTS.items():
+        os.environ.setdefault(key, value)
     env = forwarded_env(os.environ)
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri is not None and "MLFLOW_TRACKING_URI" not in env:
@@ -92,4 +99,12 @@ def init_ray(address: str | None = None) -> None:
     kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env}}
     if not address:
         kwargs.update(include_dashboard=False, log_to_driver=True)
-    ray.init(address=address, **kwargs)
+    context = ray.init(address=address, **kwargs)
+    url = getattr(context, "dashboard_url", "") or ""
+    if url:
+        log(f"Ray dashboard: {url if '://' in url else 'http://' + url}")
+    else:
+        log(
+            "Ray dashboard: none (a local Ray instance inside this job; start a cluster "
+            "with scripts/local_cluster.sh and pass --address to get one)"
+        )

@@ -18,6 +18,10 @@ from mia_core.config import Config, flatten_config
 from pipelines.data.stores.location import redact_url
 from pipelines.tracking.experiments import ensure_experiment
 
+# MLflow draws a progress bar per artifact download (model logging validates its input
+# example by downloading the model it just logged): carriage-return noise in job logs.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 
 def tracking_uri(cfg: Config) -> str:
     """The MLflow tracking URI for ``cfg`` (see the module docstring)."""
