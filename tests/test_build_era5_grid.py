@@ -71,6 +71,27 @@ def test_iris_sample_a1b_climate_run(tmp_path):
     assert list(store.split) == [0] * 6 + [1] * 3 + [2] * 3  # contiguous in time
 
 
+def test_built_store_keeps_cf_metadata_and_records_history(tmp_path):
+    import warnings
+
+    build_store(
+        tmp_path, "iris:A1B_north_america", "--variables", "t2m", "--time-stride", "40",
+        "--domain", "input", "--resolution", "10x13", name="cf.zarr",
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = xr.open_zarr(tmp_path / "cf.zarr")
+    assert ds["latitude"].attrs["units"] == "degrees_north" and ds["latitude"].attrs["axis"] == "Y"
+    assert ds["longitude"].attrs["standard_name"] == "longitude"
+    assert ds["time"].attrs["axis"] == "T" and "bounds" not in ds["time"].attrs
+    assert ds.attrs["Conventions"] == "CF-1.5"  # the input's
+    last = ds.attrs["history"].splitlines()[-1]
+    assert "mia-inr build era5 --input iris:A1B_north_america" in last and "--out " in last
+    t2m = ds["t2m"].attrs
+    assert t2m["standard_name"] == "air_temperature" and t2m["units"] == "1"
+    assert t2m["physical_units"] == "K"
+
+
 def test_unknown_iris_sample_lists_the_known_ones(tmp_path):
     with pytest.raises(ValueError, match="A1B_north_america"):
         open_sample("iris:no_such_file")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -205,6 +207,9 @@ def test_s3_round_trip(meta_run, s3_server, monkeypatch, tmp_path):
     local = tmp_path / "decoded.zarr"
     ds = decode_to("s3://encode/codes.zarr", str(local), [0, 11], endpoint_url=endpoint)
     assert ds["t2m"].shape == (2, NLAT, NLON)
+    with warnings.catch_warnings():  # decoded output: consolidated, opens without a warning
+        warnings.simplefilter("error")
+        assert xr.open_zarr(local)["t2m"].shape == (2, NLAT, NLON)
     loc = make_location("s3://encode/codes.zarr", endpoint_url=endpoint)
     attrs = zarr.open_group(loc.zarr_store("r"), mode="r").attrs.asdict()
     assert s3_server["secret"] not in str(attrs) and s3_server["key"] not in str(attrs)

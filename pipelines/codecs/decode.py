@@ -23,7 +23,7 @@ from pipelines.codecs.meta_model import EncodeError, codes_to_params, load_meta_
 from pipelines.data.stores import StoreLocation, make_location
 from pipelines.data.stores.field_writer import physical_attrs
 from pipelines.data.stores.reader import grid_coords
-from pipelines.data.stores.writer import invert_norm
+from pipelines.data.stores.writer import invert_norm, quiet_consolidation
 
 TimeSelection = int | slice | Sequence[int] | None
 
@@ -188,7 +188,8 @@ def decode_to(
         ds.to_netcdf(out)
     else:
         dest = make_location(out, storage_options, endpoint_url)
-        ds.to_zarr(dest.zarr_store("w"), mode="w", zarr_format=3, consolidated=False)
+        with quiet_consolidation():  # consolidated: xr.open_zarr opens it without a warning
+            ds.to_zarr(dest.zarr_store("w"), mode="w", zarr_format=3, consolidated=True)
     return ds
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import xarray as xr
 
 from pipelines.data.builders.axes import parse_dims
+from pipelines.data.builders.cf import VARIABLE_ATTRS, with_cf_metadata
 from pipelines.data.builders.era5_names import FIELD_DIMS, select_variables, standardise
 from pipelines.data.builders.regrid import coarsens, conservative_dataset
 from pipelines.data.builders.samples import is_sample, open_sample
@@ -114,6 +115,8 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
         parts = _select(datasets, mapping, args, shown)
         target = _plan(parts[0], shape, args.domain, getattr(args, "regrid", "auto"))
         regridded = [_regrid(ds, target) for ds in parts]
+        source_attrs = dict(opened[0].attrs)
+        level = datasets[0]["level"].attrs.get("units") if "level" in datasets[0].coords else None
     finally:
         for ds in opened:
             ds.close()
@@ -132,8 +135,12 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
                 f"variable {mod!r} ({src}) is all NaN on the target grid; "
                 "check --domain against the input's extent"
             )
-        keep = {k: str(v) for k, v in out[mod].attrs.items() if k in ("units", "long_name")}
+        keep = {k: str(v) for k, v in out[mod].attrs.items() if k in VARIABLE_ATTRS}
         out[mod].attrs = {**keep, "source_name": src}
+    command = ["mia-inr build era5", *(f"--input {s}" for s in shown)]
+    command += [f"--variables {','.join(mapping)}", f"--resolution {args.resolution}"]
+    command += [f"--regrid {target.method}", f"--normalisation {args.normalisation}"]
+    out = with_cf_metadata(out, source_attrs, [*command, f"--out {location.display}"], level)
     split = split_by_time(out.sizes["time"], args.val_fraction, args.test_fraction)
     times = out["time"].values
     info = {
