@@ -215,3 +215,19 @@ def test_coarsening_is_conservative_by_default_and_does_not_alias(tmp_path):
         (c * area).sum() / (area.sum() * 36), (g[0] * src_area).sum() / (src_area.sum() * 360),
         rtol=1e-6,
     )  # fmt: skip
+
+
+def test_gs_inputs_are_read_with_gcsfs_anonymously(tmp_path):
+    # the public ARCO-ERA5 Zarr: gcsfs is installed by setup, --anon means no credentials
+    import fsspec
+    import gcsfs
+    from era5_samples import build_args
+
+    from pipelines.data.builders import era5
+
+    url = "gs://gcp-public-data-arco-era5/ar/full_37-1h-0p25deg-chunk-1.zarr-v3"
+    args = build_args(url, tmp_path / "out.zarr", "--anon")
+    options = era5._options(url, args)
+    assert options == {"token": "anon"}
+    fs, path = fsspec.core.url_to_fs(url, **options)
+    assert isinstance(fs, gcsfs.GCSFileSystem) and path == url.removeprefix("gs://")
