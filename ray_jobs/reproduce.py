@@ -35,6 +35,7 @@ DEFAULT_JSONS = (
     "benchmarks/results/mia_table1.json",
     "benchmarks/results/mia_table1_long.json",
     "benchmarks/results/mia_fields.json",
+    "benchmarks/results/mia_fields_hadcm3.json",
 )
 
 

@@ -59,3 +59,21 @@ def test_encode_takes_a_registered_model_uri(meta_run, tmp_path):  # noqa: F811
     bad = options(meta_run, tmp_path / "x.zarr", model="models:/nope/1", **by_model)
     with pytest.raises(EncodeError, match="models:/nope/1 not found"):
         encode(bad)
+
+
+def test_store_digest_follows_the_content_not_only_the_layout(tmp_path):
+    from pipelines.data.stores.writer import ModalityData, write_signal_store
+
+    values = np.random.default_rng(0).normal(size=(40, 3, 4, 1)).astype(np.float32)
+
+    def digest(name, v):
+        loc = make_location(str(tmp_path / name))
+        split = np.zeros(40, np.int8)
+        write_signal_store(loc, {"g": ModalityData(v, normalisation="none")}, split)
+        return store_digest(open_store(loc))
+
+    same = digest("a.zarr", values)
+    assert digest("b.zarr", values) == same  # the path is not part of the content
+    changed = values.copy()
+    changed[-1, 0, 0, 0] += 1.0  # the last signal is always sampled
+    assert digest("c.zarr", changed) != same

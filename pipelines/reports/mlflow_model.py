@@ -164,16 +164,31 @@ def log_meta_model(
     return f"models:/{registered_name(cfg)}/{version}" if version else info.model_uri
 
 
-def store_digest(store: Store) -> str:
-    """SHA-256 (first 16 hex digits) of the store's metadata: shapes, dtypes, attributes."""
+def store_digest(store: Store, sample_signals: int = 16) -> str:
+    """SHA-256 (first 16 hex digits) of the store's metadata and a sample of its content.
+
+    Metadata: shapes, dtypes, attributes; content: the split and valid masks and the values
+    of ``sample_signals`` evenly spaced signals (first and last included), so rewriting a
+    store's data with the same layout changes the digest without reading all of it.
+    """
     group = getattr(store, "group", None)
     if group is not None:
         docs = {"/": group.metadata.to_dict()}
         docs.update({name: arr.metadata.to_dict() for name, arr in sorted(group.arrays())})
     else:  # a field store opened through xarray
         docs = {"dims": dict(store.ds.sizes), "attrs": dict(store.ds.attrs)}
-    text = json.dumps(docs, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(json.dumps(docs, sort_keys=True, default=str).encode())
+    digest.update(np.ascontiguousarray(store.split).tobytes())
+    digest.update(np.ascontiguousarray(store.valid).tobytes())
+    n = store.num_signals
+    picked = np.unique(np.linspace(0, n - 1, min(n, sample_signals)).round().astype(int))
+    for start, stop in store.chunk_ranges():
+        rows = picked[(picked >= start) & (picked < stop)] - start
+        if len(rows):
+            values = store.read(start, stop)
+            for m in store.modalities:
+                digest.update(np.ascontiguousarray(values[m][rows]).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def log_dataset(store: Store, context: str = "training") -> None:
