@@ -10,6 +10,7 @@ from test_encode import encode, meta_run, options  # noqa: F401  (meta_run: fixt
 
 from pipelines.codecs.meta_model import EncodeError
 from pipelines.data.stores import make_location, open_store
+from pipelines.data.stores.writer import ModalityData, write_signal_store
 from pipelines.reports.mlflow_model import adapt_and_predict, store_digest
 
 NAME = "mia-inr-meta_inr_gray_scott"  # run.registered_model's default for that run
@@ -62,8 +63,6 @@ def test_encode_takes_a_registered_model_uri(meta_run, tmp_path):  # noqa: F811
 
 
 def test_store_digest_follows_the_content_not_only_the_layout(tmp_path):
-    from pipelines.data.stores.writer import ModalityData, write_signal_store
-
     values = np.random.default_rng(0).normal(size=(40, 3, 4, 1)).astype(np.float32)
 
     def digest(name, v):
