@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pipelines.data.stores.location import redact_url
@@ -69,7 +69,7 @@ def forwarded_env(environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def init_ray(address: str | None = None, log=print) -> None:
+def init_ray(address: str | None = None, log: Callable[[str], None] = print) -> None:
     """Connect to Ray (no-op when already initialised) with :func:`forwarded_env`.
 
     The driver's own ``RAY_AUTH_MODE`` defaults to ``disabled`` too: a local instance it

@@ -34,6 +34,7 @@ from mia_core.config import Config
 from mia_core.config.loader import flatten_config
 from mia_core.runtime import cpu_has_bf16_matmul, cpu_name
 from pipelines.data.resolve import open_training_store, resolve_store
+from pipelines.data.stores import Store
 from pipelines.engine.run_dir import refuse_changed_config, run_dir_of
 from pipelines.reports.eof_reference import eof_fit_nmse
 from pipelines.reports.reference import mean_signal_nmse
@@ -217,7 +218,9 @@ def run_reproduce(
     return ReproduceResult(out, table, curve, files, parent)
 
 
-def linear_reference(spec: ReproduceSpec, cfg: Config, store) -> dict[str, list[float]] | None:
+def linear_reference(
+    spec: ReproduceSpec, cfg: Config, store: Store
+) -> dict[str, list[float]] | None:
     """Modality -> per-bin nMSE x 1e2 of the offset + EOF fit; ``None`` without shared coords."""
     eof = eof_fit_nmse(
         store, study_bins(cfg), spec.eof_components, cfg.run.eval_repeats, cfg.run.seed
@@ -243,10 +246,10 @@ def write_results(
     study's ``curve.json`` under ``"curve"`` and ``<stem>_curve.png`` is its plot. Both
     figures are listed under ``"figures"`` (paths as given, for the README).
     ``reference`` (modality -> nMSE x 1e2 of the train split's mean signal,
-    :mod:`pipelines.reports.reference`) goes under ``"train_mean_x1e2"``, ``eof`` (the
-    linear reference, modality -> per-bin nMSE x 1e2) under ``"eof_x1e2"`` with its
-    ``"eof_components"``; ``extra``
-    keys (config digests, adopted methods) are added as they are.
+    :mod:`pipelines.reports.reference`) goes under ``"train_mean_x1e2"``; ``eof`` (the
+    linear reference, modality -> per-bin nMSE x 1e2) under ``"eof_x1e2"``, with
+    ``"eof_components"``; ``extra`` keys (config digests, adopted methods) are added as
+    they are.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     copies = [(out / "table1.png", path.with_suffix(".png"))]
