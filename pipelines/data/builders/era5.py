@@ -9,7 +9,8 @@ are normalised to ``(time, [member], [level], latitude, longitude)``, the select
 blocks of bounded size and regridded onto an even lat/lon grid (conservatively when
 coarsening, bilinearly when refining; ``--regrid``): global
 (latitudes ``[-90, 90]`` inclusive, longitudes ``[0, 360)``) when the input is, else
-the input's own extent (``--domain``). The result is written by ``write_field_store``.
+the input's own extent (``--domain``). Blocks are appended to the store as they are
+regridded (``FieldStoreStream``), then normalised in place.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import importlib.util
 import os
 import re
 import warnings
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 import fsspec
 import numpy as np
@@ -28,16 +29,16 @@ import xarray as xr
 
 from pipelines.data.builders.axes import parse_dims
 from pipelines.data.builders.cf import VARIABLE_ATTRS, with_cf_metadata
+from pipelines.data.builders.era5_grid import Target, plan, regrid_blocks
 from pipelines.data.builders.era5_names import FIELD_DIMS, select_variables, standardise
-from pipelines.data.builders.regrid import coarsens, conservative_dataset
 from pipelines.data.builders.samples import is_sample, open_sample
-from pipelines.data.stores.field_writer import split_by_time, write_field_store
+from pipelines.data.stores.field_stream import FieldStoreStream
+from pipelines.data.stores.field_writer import split_by_time
 from pipelines.data.stores.location import StoreLocation, make_location, redact_url
 from pipelines.data.stores.writer import NORMALISATIONS
 
 GRIB_SUFFIXES = (".grib", ".grb", ".grib2", ".grb2")
 NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".cdf", ".h5", ".hdf5")
-BLOCK_BYTES = 256 * 2**20  # native-resolution data loaded at once (per input)
 PICKS = (("level", "--levels"), ("member", "--members"))
 REGRID_METHODS = ("auto", "conservative", "bilinear")
 
@@ -92,7 +93,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build(args: argparse.Namespace, location: StoreLocation) -> dict:
-    """Read, select, regrid, normalise and write; returns the summary."""
+    """Read, select, regrid, normalise and write; returns the summary.
+
+    Time blocks are regridded and appended to the store one at a time
+    (:class:`~pipelines.data.stores.field_stream.FieldStoreStream`), so memory is bounded
+    by a block, not by the store; inputs that split the variables between them are merged
+    in memory first (:func:`_blocks`).
+    """
     shape = _parse_ints(args.resolution, "x", "--resolution")
     if len(shape) != 2 or min(shape) < 2:
         raise ValueError(f"--resolution must be NLATxNLON with both >= 2, got {args.resolution!r}")
@@ -113,57 +120,80 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
         datasets = [standardise(ds, name, dims) for ds, name in zip(opened, shown, strict=True)]
         mapping = select_variables(datasets, args.variables, shown)
         parts = _select(datasets, mapping, args, shown)
-        target = _plan(parts[0], shape, args.domain, getattr(args, "regrid", "auto"))
-        regridded = [_regrid(ds, target) for ds in parts]
-        source_attrs = dict(opened[0].attrs)
+        target = plan(parts[0], shape, args.domain, getattr(args, "regrid", "auto"))
         level = datasets[0]["level"].attrs.get("units") if "level" in datasets[0].coords else None
+        command = ["mia-inr build era5", *(f"--input {s}" for s in shown)]
+        command += [f"--variables {','.join(mapping)}", f"--resolution {args.resolution}"]
+        command += [f"--regrid {target.method}", f"--normalisation {args.normalisation}"]
+        command.append(f"--out {location.display}")
+        finite = dict.fromkeys(mapping, False)
+        stream = info = None
+        for block in _blocks(parts, target, args.chunk, shown):
+            block = block.transpose(*[d for d in FIELD_DIMS if d in block.dims])
+            for mod, src in mapping.items():
+                finite[mod] |= bool(block[mod].notnull().any())
+                keep = {k: str(v) for k, v in block[mod].attrs.items() if k in VARIABLE_ATTRS}
+                block[mod].attrs = {**keep, "source_name": src}
+            block = with_cf_metadata(block, opened[0].attrs, command, level)
+            if stream is None:
+                info = {
+                    "source": "era5",
+                    "inputs": shown,
+                    "variables": mapping,
+                    "resolution": list(shape),
+                    "domain": {"latitude": _span(target.lat), "longitude": _span(target.lon)},
+                    "regrid": target.method
+                    + (" (periodic in longitude)" if target.periodic else ""),
+                    "levels": _values(block, "level"),
+                    "members": _values(block, "member"),
+                    "time_range": [str(block["time"].values[0]), ""],
+                    "time_stride": args.time_stride,
+                }
+                stream = FieldStoreStream(location, args.chunk, info)
+            stream.append(block)
+            info["time_range"][1] = str(block["time"].values[-1])
     finally:
         for ds in opened:
             ds.close()
-    try:
-        out = (
-            xr.combine_by_coords(regridded, combine_attrs="override")
-            if len(parts) > 1
-            else regridded[0]
-        )
-    except ValueError as err:
-        raise ValueError(f"cannot combine inputs {shown} (overlapping times?): {err}") from err
-    out = out.transpose(*[d for d in FIELD_DIMS if d in out.dims])
     for mod, src in mapping.items():
-        if bool(out[mod].isnull().all()):
+        if not finite[mod]:
             raise ValueError(
                 f"variable {mod!r} ({src}) is all NaN on the target grid; "
                 "check --domain against the input's extent"
             )
-        keep = {k: str(v) for k, v in out[mod].attrs.items() if k in VARIABLE_ATTRS}
-        out[mod].attrs = {**keep, "source_name": src}
-    command = ["mia-inr build era5", *(f"--input {s}" for s in shown)]
-    command += [f"--variables {','.join(mapping)}", f"--resolution {args.resolution}"]
-    command += [f"--regrid {target.method}", f"--normalisation {args.normalisation}"]
-    out = with_cf_metadata(out, source_attrs, [*command, f"--out {location.display}"], level)
-    split = split_by_time(out.sizes["time"], args.val_fraction, args.test_fraction)
-    times = out["time"].values
-    info = {
-        "source": "era5",
-        "inputs": shown,
-        "variables": mapping,
-        "resolution": list(shape),
-        "domain": {"latitude": _span(target.lat), "longitude": _span(target.lon)},
-        "regrid": target.method + (" (periodic in longitude)" if target.periodic else ""),
-        "levels": _values(out, "level"),
-        "members": _values(out, "member"),
-        "time_range": [str(times[0]), str(times[-1])],
-        "time_stride": args.time_stride,
-    }
-    write_field_store(out, location, args.chunk, split, args.normalisation, info)
+    split = split_by_time(stream.n_time, args.val_fraction, args.test_fraction)
+    stream.finish(split, args.normalisation)
     return {
-        "time_steps": int(out.sizes["time"]),
+        "time_steps": stream.n_time,
         "grid": list(shape),
         **{k: info[k] for k in ("variables", "regrid", "levels", "members", "time_range")},
         **info["domain"],
         "split": {k: int((split == i).sum()) for i, k in enumerate(("train", "val", "test"))},
         "bytes_written": _bytes_written(location),
     }
+
+
+def _blocks(
+    parts: list[xr.Dataset], target: Target, align: int, shown: list[str]
+) -> Iterator[xr.Dataset]:
+    """Regridded time blocks of the output, in time order.
+
+    Inputs with the same variables and disjoint times (one file per step, month or year)
+    stream block by block. Inputs that split the variables between them (or overlap in
+    time) are regridded and merged in memory, then given as one block.
+    """
+    order = sorted(parts, key=lambda p: p["time"].values[0])
+    same = all(set(p.data_vars) == set(order[0].data_vars) for p in order)
+    ends = [(p["time"].values[0], p["time"].values[-1]) for p in order]
+    if same and all(a[1] < b[0] for a, b in zip(ends, ends[1:], strict=False)):
+        for part in order:
+            yield from regrid_blocks(part, target, align)
+        return
+    regridded = [xr.concat(list(regrid_blocks(p, target, align)), "time") for p in parts]
+    try:
+        yield xr.combine_by_coords(regridded, combine_attrs="override")
+    except ValueError as err:
+        raise ValueError(f"cannot combine inputs {shown} (overlapping times?): {err}") from err
 
 
 # --- inputs ---------------------------------------------------------------------------
@@ -279,97 +309,6 @@ def _pick(ds: xr.Dataset, dim: str, wanted: list[float], flag: str, name: str) -
     if missing:
         raise ValueError(f"{name}: {flag} {missing} not available; {dim}s: {have.tolist()}")
     return ds.isel({dim: [int(i[0]) for i in idx]})
-
-
-# --- regridding -----------------------------------------------------------------------
-
-
-@dataclass
-class Target:
-    """Target grid (ascending latitudes and longitudes) and whether it wraps around."""
-
-    lat: np.ndarray
-    lon: np.ndarray
-    periodic: bool
-    method: str = "bilinear"
-
-
-def _wrap(lon: np.ndarray, offset: float) -> np.ndarray:
-    return (np.asarray(lon, float) - offset) % 360.0 + offset
-
-
-def _layout(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, bool, bool]:
-    """Source grid facts.
-
-    Returns:
-        Sorted unique latitudes; longitudes in [0, 360); the offset (0 or -180) in which
-        the longitudes are contiguous (a box across 0 E needs -180); periodic in longitude;
-        near-global in latitude (the outer rows at most one spacing from the poles).
-    """
-    lat, lon = np.unique(np.asarray(lat, float)), np.unique(_wrap(lon, 0.0))
-    if lat.size < 2 or lon.size < 2:
-        raise ValueError(f"need at least 2 latitudes and longitudes, got {lat.size}x{lon.size}")
-    dlat, dlon, gap = np.median(np.diff(lat)), np.median(np.diff(lon)), np.diff(lon).max()
-    periodic = max(gap, 360.0 - (lon[-1] - lon[0])) <= 1.5 * dlon  # no gap around the circle
-    near_global = lat[0] - 1.01 * dlat <= -90 and lat[-1] + 1.01 * dlat >= 90
-    return lat, lon, 0.0 if gap <= 1.5 * dlon else -180.0, bool(periodic), bool(near_global)
-
-
-def _plan(ds: xr.Dataset, shape: tuple[int, ...], domain: str, regrid: str = "auto") -> Target:
-    """The target grid: global or the extent of ``ds`` (the first input), see ``--domain``.
-
-    ``regrid`` ``auto`` resolves to conservative when the target coarsens both axes.
-    """
-    lat, lon, offset, periodic, near_global = _layout(ds["latitude"].values, ds["longitude"].values)
-    if domain == "global" or (domain == "auto" and periodic):
-        tlon = np.arange(shape[1]) * (360.0 / shape[1])
-    else:
-        src = np.sort(_wrap(lon, offset))
-        tlon = np.linspace(src[0], src[-1], shape[1])
-    glob_lat = domain == "global" or (domain == "auto" and near_global)
-    tlat = np.linspace(*((-90.0, 90.0) if glob_lat else (lat[0], lat[-1])), shape[0])
-    if regrid == "auto":
-        coarser = coarsens(lat, tlat) and coarsens(np.sort(_wrap(lon, offset)), np.sort(tlon))
-        regrid = "conservative" if coarser else "bilinear"
-    return Target(tlat, tlon, periodic and domain != "input", regrid)
-
-
-def _regrid_block(blk: xr.Dataset, t: Target) -> xr.Dataset:
-    """Regrid one time block in (latitude, longitude) with ``t.method``.
-
-    Bilinear: NaN outside the source, except near the poles. Conservative:
-    :mod:`pipelines.data.builders.regrid`.
-    """
-    lat, _, offset, periodic, near_global = _layout(blk["latitude"], blk["longitude"])
-    blk = blk.assign_coords(longitude=_wrap(blk["longitude"].values, offset))
-    blk = blk.drop_duplicates("longitude").sortby(["latitude", "longitude"])
-    if t.method == "conservative":
-        return conservative_dataset(blk, t.lat, t.lon, _wrap(t.lon, offset), periodic)
-    if periodic:  # one column each side so targets past the last source column interpolate
-        lon = blk["longitude"].values
-        left = blk.isel(longitude=[-1]).assign_coords(longitude=[lon[-1] - 360.0])
-        right = blk.isel(longitude=[0]).assign_coords(longitude=[lon[0] + 360.0])
-        blk = xr.concat([left, blk, right], "longitude")
-    # cell-centred global grids: target rows between the outer row and a pole take its values
-    qlat = np.clip(t.lat, lat[0], lat[-1]) if near_global else t.lat
-    out = blk.interp(latitude=qlat, longitude=_wrap(t.lon, offset), method="linear")
-    return out.assign_coords(latitude=t.lat, longitude=t.lon).astype(np.float32)
-
-
-def _regrid(ds: xr.Dataset, t: Target) -> xr.Dataset:
-    """Load ``ds`` in time blocks of at most ``BLOCK_BYTES`` and regrid each onto ``t``."""
-    per_step = sum(8 * da.size // max(da.sizes["time"], 1) for da in ds.data_vars.values())
-    step = max(1, BLOCK_BYTES // max(per_step, 1))
-    blocks = []
-    for i in range(0, ds.sizes["time"], step):
-        blk = ds.isel(time=slice(i, i + step)).load()
-        if "expver" in blk.dims:  # ERA5 + ERA5T: first non-NaN along expver
-            merged = blk.isel(expver=0)
-            for k in range(1, blk.sizes["expver"]):
-                merged = merged.fillna(blk.isel(expver=k))
-            blk = merged.drop_vars("expver", errors="ignore")
-        blocks.append(_regrid_block(blk, t))
-    return xr.concat(blocks, "time") if len(blocks) > 1 else blocks[0]
 
 
 # --- helpers --------------------------------------------------------------------------

@@ -1,0 +1,111 @@
+"""Regridding ERA5-layout inputs onto the builder's target grid, one time block at a time.
+
+:func:`plan` fixes the target (an even lat/lon grid, global or the input's extent, and the
+method: conservative when coarsening both axes, else bilinear); :func:`regrid_blocks` loads
+the input in time blocks of at most ``BLOCK_BYTES`` at native resolution and yields each
+block regridded, so a build holds one block at a time (:mod:`pipelines.data.builders.era5`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+from pipelines.data.builders.regrid import coarsens, conservative_dataset
+
+BLOCK_BYTES = 48 * 2**20  # native-resolution values (as float64) loaded at once (per input)
+
+
+@dataclass
+class Target:
+    """Target grid (ascending latitudes and longitudes) and whether it wraps around."""
+
+    lat: np.ndarray
+    lon: np.ndarray
+    periodic: bool
+    method: str = "bilinear"
+
+
+def _wrap(lon: np.ndarray, offset: float) -> np.ndarray:
+    return (np.asarray(lon, float) - offset) % 360.0 + offset
+
+
+def _layout(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, bool, bool]:
+    """Source grid facts.
+
+    Returns:
+        Sorted unique latitudes; longitudes in [0, 360); the offset (0 or -180) in which
+        the longitudes are contiguous (a box across 0 E needs -180); periodic in longitude;
+        near-global in latitude (the outer rows at most one spacing from the poles).
+    """
+    lat, lon = np.unique(np.asarray(lat, float)), np.unique(_wrap(lon, 0.0))
+    if lat.size < 2 or lon.size < 2:
+        raise ValueError(f"need at least 2 latitudes and longitudes, got {lat.size}x{lon.size}")
+    dlat, dlon, gap = np.median(np.diff(lat)), np.median(np.diff(lon)), np.diff(lon).max()
+    periodic = max(gap, 360.0 - (lon[-1] - lon[0])) <= 1.5 * dlon  # no gap around the circle
+    near_global = lat[0] - 1.01 * dlat <= -90 and lat[-1] + 1.01 * dlat >= 90
+    return lat, lon, 0.0 if gap <= 1.5 * dlon else -180.0, bool(periodic), bool(near_global)
+
+
+def plan(ds: xr.Dataset, shape: tuple[int, ...], domain: str, regrid: str = "auto") -> Target:
+    """The target grid: global or the extent of ``ds`` (the first input), see ``--domain``.
+
+    ``regrid`` ``auto`` resolves to conservative when the target coarsens both axes.
+    """
+    lat, lon, offset, periodic, near_global = _layout(ds["latitude"].values, ds["longitude"].values)
+    if domain == "global" or (domain == "auto" and periodic):
+        tlon = np.arange(shape[1]) * (360.0 / shape[1])
+    else:
+        src = np.sort(_wrap(lon, offset))
+        tlon = np.linspace(src[0], src[-1], shape[1])
+    glob_lat = domain == "global" or (domain == "auto" and near_global)
+    tlat = np.linspace(*((-90.0, 90.0) if glob_lat else (lat[0], lat[-1])), shape[0])
+    if regrid == "auto":
+        coarser = coarsens(lat, tlat) and coarsens(np.sort(_wrap(lon, offset)), np.sort(tlon))
+        regrid = "conservative" if coarser else "bilinear"
+    return Target(tlat, tlon, periodic and domain != "input", regrid)
+
+
+def _regrid_block(blk: xr.Dataset, t: Target) -> xr.Dataset:
+    """Regrid one time block in (latitude, longitude) with ``t.method``.
+
+    Bilinear: NaN outside the source, except near the poles. Conservative:
+    :mod:`pipelines.data.builders.regrid`.
+    """
+    lat, _, offset, periodic, near_global = _layout(blk["latitude"], blk["longitude"])
+    blk = blk.assign_coords(longitude=_wrap(blk["longitude"].values, offset))
+    blk = blk.drop_duplicates("longitude").sortby(["latitude", "longitude"])
+    if t.method == "conservative":
+        return conservative_dataset(blk, t.lat, t.lon, _wrap(t.lon, offset), periodic)
+    if periodic:  # one column each side so targets past the last source column interpolate
+        lon = blk["longitude"].values
+        left = blk.isel(longitude=[-1]).assign_coords(longitude=[lon[-1] - 360.0])
+        right = blk.isel(longitude=[0]).assign_coords(longitude=[lon[0] + 360.0])
+        blk = xr.concat([left, blk, right], "longitude")
+    # cell-centred global grids: target rows between the outer row and a pole take its values
+    qlat = np.clip(t.lat, lat[0], lat[-1]) if near_global else t.lat
+    out = blk.interp(latitude=qlat, longitude=_wrap(t.lon, offset), method="linear")
+    return out.assign_coords(latitude=t.lat, longitude=t.lon).astype(np.float32)
+
+
+def regrid_blocks(ds: xr.Dataset, t: Target, align: int = 1) -> Iterator[xr.Dataset]:
+    """Load ``ds`` in time blocks of at most ``BLOCK_BYTES`` and yield each regridded on ``t``.
+
+    Blocks hold a multiple of ``align`` time steps where the budget allows (whole chunks of
+    the store they are written to).
+    """
+    per_step = sum(8 * da.size // max(da.sizes["time"], 1) for da in ds.data_vars.values())
+    step = max(1, BLOCK_BYTES // max(per_step, 1))
+    if step > align:
+        step -= step % align
+    for i in range(0, ds.sizes["time"], step):
+        blk = ds.isel(time=slice(i, i + step)).load()
+        if "expver" in blk.dims:  # ERA5 + ERA5T: first non-NaN along expver
+            merged = blk.isel(expver=0)
+            for k in range(1, blk.sizes["expver"]):
+                merged = merged.fillna(blk.isel(expver=k))
+            blk = merged.drop_vars("expver", errors="ignore")
+        yield _regrid_block(blk, t)
