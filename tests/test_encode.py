@@ -144,6 +144,7 @@ def test_encode_decode_round_trip(meta_run, tmp_path):
     assert abs(float(fine["t2m"].mean()) - float(truth["t2m"][2:5].mean())) < 1.0
 
 
+@pytest.mark.fault
 def test_interrupted_encode_resumes_every_step_exactly_once(meta_run, tmp_path):
     out = tmp_path / "codes.zarr"
     with pytest.raises(RuntimeError, match="injected fault"):
@@ -173,6 +174,7 @@ def test_interrupted_encode_resumes_every_step_exactly_once(meta_run, tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.fault
 def test_ray_actor_pool_encodes_and_resumes(meta_run, tmp_path, ray_session):
     out = tmp_path / "codes.zarr"
     with pytest.raises(Exception, match="injected fault"):

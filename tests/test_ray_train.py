@@ -97,6 +97,7 @@ def test_two_workers_write_checkpoints_mlflow_and_results(ray_session, other_fs_
     assert "figures/msft_attention.png" in figs
 
 
+@pytest.mark.fault
 def test_worker_failure_resumes_from_checkpoint(ray_session, tmp_path):
     cfg = cfg_for(
         tmp_path,
@@ -113,6 +114,7 @@ def test_worker_failure_resumes_from_checkpoint(ray_session, tmp_path):
     assert load_checkpoint(run_dir / "checkpoints/last.pt")["step"] == 6
 
 
+@pytest.mark.fault
 def test_resubmitted_run_resumes_from_s3_storage(ray_session, s3_server, monkeypatch, tmp_path):
     # Ray Train's storage on the S3 server: the second job finds the first one's
     # checkpoint there (not in the run directory) and continues from step 2.

@@ -1,25 +1,59 @@
-"""Checkpoints: atomic writes, safe loads (``weights_only=True``)."""
+"""Checkpoints: atomic writes, safe loads (``weights_only=True``), a fallback on corruption.
+
+:func:`save_checkpoint` writes a temporary file and renames it over the target, so a reader
+sees the old checkpoint or the new one, never half; with ``keep_previous`` the replaced
+file stays as ``previous.pt`` (a hard link, else a copy), and :func:`resume_checkpoint`
+falls back to it, with a warning, when the latest is unreadable (a damaged disk, a bad
+copy). A write that fails (a full disk) removes its temporary file and raises ``OSError``;
+the training loop's sink warns and goes on, the last good checkpoint untouched.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+PREVIOUS = "previous.pt"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is unreadable, truncated, or holds more than tensors and numbers."""
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` atomically: a reader sees the old file or the new one, never half."""
+def save_checkpoint(state: dict[str, Any], path: str | Path, keep_previous: bool = False) -> Path:
+    """Write ``state`` atomically: a reader sees the old file or the new one, never half.
+
+    Args:
+        state: tensors and plain values.
+        path: the checkpoint file.
+        keep_previous: keep the file it replaces as ``previous.pt`` beside it.
+
+    Raises:
+        OSError: the write failed (e.g. no space left); the temporary file is removed and
+            ``path`` is left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        if keep_previous and path.exists():
+            held = path.with_name(f".{PREVIOUS}.tmp-{os.getpid()}")
+            try:
+                os.link(path, held)
+            except OSError:  # no hard links on this file system
+                shutil.copyfile(path, held)
+            os.replace(held, path.with_name(PREVIOUS))
+        os.replace(tmp, path)
+    except BaseException:
+        for leftover in path.parent.glob(f".*.tmp-{os.getpid()}"):
+            leftover.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -41,3 +75,34 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"({why or type(err).__name__}); "
             "delete it to start afresh or point to another run"
         ) from err
+
+
+def resume_checkpoint(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    warn: Callable[[str], None] = print,
+) -> dict[str, Any] | None:
+    """The state to resume from: ``path``, else ``previous.pt`` beside it; ``None`` if neither.
+
+    An unreadable ``path`` with a readable ``previous.pt`` resumes from the latter and says
+    so through ``warn``; a missing ``path`` with a ``previous.pt`` (a stop between the two
+    renames of :func:`save_checkpoint`) too.
+
+    Raises:
+        CheckpointError: ``path`` is unreadable and there is no readable previous one.
+    """
+    path = Path(path)
+    previous = path.with_name(PREVIOUS)
+    try:
+        if path.exists():
+            return load_checkpoint(path, map_location)
+        problem = f"{path} is missing"
+    except CheckpointError as err:
+        if not previous.exists():
+            raise
+        problem = str(err).split(";")[0]
+    if not previous.exists():
+        return None
+    state = load_checkpoint(previous, map_location)
+    warn(f"warning: {problem}; resuming from {previous} (step {state.get('step', '?')})")
+    return state

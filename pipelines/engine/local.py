@@ -1,8 +1,11 @@
 """Run a task in this process, without Ray: checkpoints in the run directory.
 
 ``checkpoints/best.pt`` is written whenever validation improves and
-``checkpoints/last.pt`` every ``run.checkpoint_every`` steps (atomically); a later call
-with the same run name resumes from ``last.pt``.
+``checkpoints/last.pt`` every ``run.checkpoint_every`` steps (atomically, the one it
+replaces kept as ``previous.pt``); a later call with the same run name resumes from
+``last.pt``, or from ``previous.pt`` with a warning when ``last.pt`` is unreadable. A
+checkpoint that cannot be written (a full disk) is reported and skipped: training goes on
+and the next one is tried again.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from collections.abc import Callable
 
 from mia_core.config import Config, save_config
 from mia_core.runtime import resolve_device, set_matmul_precision
-from pipelines.engine.checkpoint import load_checkpoint, save_checkpoint
+from pipelines.engine.checkpoint import PREVIOUS, resume_checkpoint, save_checkpoint
 from pipelines.engine.loop import TrainResult, train_loop
 from pipelines.engine.run_dir import checkpoint_dir, run_dir_of
 from pipelines.engine.task import Task, WorkerContext
@@ -22,8 +25,9 @@ from pipelines.tracking.tracker import Tracker
 class RunDirSink:
     """Checkpoints as files in ``<run_dir>/checkpoints`` (see the module docstring)."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, log: Callable[[str], None] = print) -> None:
         self.dir = checkpoint_dir(run_dir_of(cfg))
+        self.log = log
 
     def __call__(
         self, trainer: Trainer, metrics: dict[str, float], improved: bool, last: bool
@@ -31,10 +35,16 @@ class RunDirSink:
         """Write ``best.pt`` when ``improved`` and ``last.pt`` when ``last``."""
         if improved or last:
             state = trainer.state_dict()
-            if improved:
-                save_checkpoint(state, self.dir / "best.pt")
-            if last:
-                save_checkpoint(state, self.dir / "last.pt")
+            for name, wanted in (("best.pt", improved), ("last.pt", last)):
+                if not wanted:
+                    continue
+                try:
+                    save_checkpoint(state, self.dir / name, keep_previous=name == "last.pt")
+                except OSError as err:  # a full disk: keep training, try again next time
+                    self.log(
+                        f"warning: step {trainer.step}: could not write {self.dir / name} "
+                        f"({err.strerror or err}); the previous checkpoint stays"
+                    )
 
 
 def run_local(
@@ -60,18 +70,18 @@ def run_local(
     run_dir = run_dir_of(cfg)
     ckpts = checkpoint_dir(run_dir)
     if not resume:
-        for name in ("last.pt", "best.pt"):
+        for name in ("last.pt", "best.pt", PREVIOUS):
             (ckpts / name).unlink(missing_ok=True)
     task_cls.prepare(cfg)
     save_config(cfg, run_dir / "config.yaml")
-    state = load_checkpoint(ckpts / "last.pt", device) if (ckpts / "last.pt").exists() else None
+    state = resume_checkpoint(ckpts / "last.pt", device, log)
     tracker = Tracker(cfg, run_dir, system_metrics=True)
     try:
         trainer, history = train_loop(
             task_cls,
             cfg,
             WorkerContext(device),
-            RunDirSink(cfg),
+            RunDirSink(cfg, log),
             state,
             log,
             tracker,
