@@ -11,7 +11,7 @@ from test_encode import encode, meta_run, options  # noqa: F401  (meta_run: fixt
 from pipelines.codecs.meta_model import EncodeError
 from pipelines.data.stores import make_location, open_store
 from pipelines.data.stores.writer import ModalityData, write_signal_store
-from pipelines.reports.mlflow_model import adapt_and_predict, store_digest
+from pipelines.reports.mlflow_model import adapt_and_predict, code_layout, store_digest
 
 NAME = "mia-inr-meta_inr_gray_scott"  # run.registered_model's default for that run
 
@@ -50,6 +50,31 @@ def test_the_evaluated_run_is_a_registered_pyfunc_that_adapts_to_support_points(
     assert err(pred) < err(unadapted)  # the support points were used
     with pytest.raises(ValueError, match="unknown modalities"):
         adapt_and_predict(model.unwrap_python_model().learner, frame.assign(modality="q"))
+
+
+def test_the_registered_model_encodes_and_decodes(meta_run):  # noqa: F811
+    mlflow.set_tracking_uri(tracking(meta_run))
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}/1")
+    store = open_store(make_location(meta_run["store"]))
+    values = store.read(10, 11)["t2m"][0]
+    coords = store.info["t2m"].coords.reshape(-1).tolist()
+    field = (0, "t2m", "support", coords, values.reshape(-1).tolist())
+    query = (0, "t2m", "query", coords, [])
+    columns = ["signal", "modality", "role", "x", "y"]
+    # encode: the adapted tensors (Meta-INR: the SIREN's weights) of the field
+    codes = model.predict(pd.DataFrame([field], columns=columns), params={"output": "codes"})
+    assert list(codes.columns) == ["signal", "modality", "code"] and len(codes) == 1
+    code = list(codes["code"][0])
+    learner = model.unwrap_python_model().learner
+    assert len(code) == sum(int(np.prod(s)) for _, s in code_layout(learner)["t2m"])
+    # decode: the code alone predicts what adapting to the field predicts
+    decoded = model.predict(pd.DataFrame([(0, "t2m", "code", [], code), query], columns=columns))
+    adapted = model.predict(pd.DataFrame([field, query], columns=columns))
+    np.testing.assert_allclose(decoded["prediction"][0], adapted["prediction"][0], atol=1e-5)
+    with pytest.raises(ValueError, match="a code has"):
+        adapt_and_predict(
+            learner, pd.DataFrame([(0, "t2m", "code", [], code[:-1])], columns=columns)
+        )
 
 
 def test_encode_takes_a_registered_model_uri(meta_run, tmp_path):  # noqa: F811

@@ -15,6 +15,13 @@ the support rows (a modality without support keeps the meta-learned start) and r
 one row per query row: ``signal``, ``modality`` and ``prediction`` (flattened
 ``(P, C)``). ``params={"steps": K}`` overrides the number of inner steps.
 
+Encoders use the same model both ways. **Encode**: ``params={"output": "codes"}`` returns
+one row per (signal, modality) with ``code``, the adapted tensors of that modality (its
+context for CAVIA-style methods, its INR weights for MAML-style ones such as Meta-INR)
+flattened in a fixed order. **Decode**: a row with ``role`` ``code`` and the code in ``y``
+stands in for the adaptation of that modality, so ``code`` + ``query`` rows predict the
+field anywhere without its data.
+
 :func:`log_dataset` records the training store as the run's MLflow dataset input, with
 its URL (credentials removed) and a digest of its metadata.
 """
@@ -35,11 +42,13 @@ import torch
 from mia_core.builders import build_learner
 from mia_core.config import Config, load_config
 from mia_core.data.episode import ModalityBatch
-from mia_core.meta.learner import MetaLearner
+from mia_core.meta.learner import MetaLearner, adapted_shapes
 from pipelines.data.stores import Store
 from pipelines.engine.checkpoint import load_checkpoint
 
 MODEL_NAME = "meta_model"
+ROLES = ("support", "query", "code")
+OUTPUTS = ("predictions", "codes")
 CODE = Path(__file__).with_name("mlflow_model_code.py")
 
 
@@ -82,10 +91,39 @@ def _episode(learner: MetaLearner, rows: pd.DataFrame) -> tuple[dict, dict]:
     return episode, queries
 
 
+def code_layout(learner: MetaLearner) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
+    """Modality -> the keys and shapes of its adapted tensors, in code order."""
+    shapes, groups = adapted_shapes(learner.inrs, learner.adapt_mode)
+    layout: dict[str, list[tuple[str, tuple[int, ...]]]] = {m: [] for m in learner.modalities}
+    for key, shape in shapes.items():
+        layout[groups[key]].append((key, shape))
+    return layout
+
+
+def _apply_codes(learner: MetaLearner, rows: pd.DataFrame, params: dict, layout: dict) -> None:
+    """Replace the adapted tensors of every modality that has a ``code`` row (decode)."""
+    for m, keys in layout.items():
+        given = rows[(rows["modality"] == m) & (rows["role"] == "code")]
+        if not len(given):
+            continue
+        flat = torch.as_tensor(np.asarray(given["y"].iloc[0], np.float32))
+        sizes = [int(np.prod(shape)) for _, shape in keys]
+        if flat.numel() != sum(sizes):
+            raise ValueError(
+                f"modality {m!r}: a code has {sum(sizes)} values for this model, got {flat.numel()}"
+            )
+        for (key, shape), part in zip(keys, torch.split(flat, sizes), strict=True):
+            params[key] = part.reshape(1, *shape)
+
+
 def adapt_and_predict(
-    learner: MetaLearner, frame: pd.DataFrame, steps: int | None = None
+    learner: MetaLearner, frame: pd.DataFrame, steps: int | None = None, output: str = "predictions"
 ) -> pd.DataFrame:
-    """Adapt to each signal's support rows and predict its query rows (module docstring)."""
+    """Adapt to each signal's support rows and predict its query rows (module docstring).
+
+    ``output="codes"`` returns the adapted tensors instead (encode); ``code`` rows replace
+    a modality's adaptation (decode).
+    """
     bad = {"signal", "modality", "role", "x", "y"} - set(frame.columns)
     if bad:
         raise ValueError(f"model input lacks columns {sorted(bad)}")
@@ -93,6 +131,9 @@ def adapt_and_predict(
     if unknown:
         have = learner.modalities
         raise ValueError(f"unknown modalities {sorted(unknown)}; the model has {have}")
+    if set(frame["role"]) - set(ROLES) or output not in OUTPUTS:
+        raise ValueError(f"roles must be among {list(ROLES)} and output one of {list(OUTPUTS)}")
+    layout = code_layout(learner)
     out = []
     for signal, rows in frame.groupby("signal", sort=True):
         episode, queries = _episode(learner, rows)
@@ -100,12 +141,20 @@ def adapt_and_predict(
             params, _ = learner.adapt(
                 episode, create_graph=False, prune=False, steps=steps or None, track_graph=False
             )
+        params = dict(params)
+        _apply_codes(learner, rows, params, layout)
         with torch.no_grad():
+            if output == "codes":
+                for m, keys in layout.items():
+                    code = torch.cat([params[k][0].reshape(-1) for k, _ in keys])
+                    out.append((int(signal), m, code.double().tolist()))
+                continue
             for m, qx in queries.items():
                 for x in qx:
                     pred = learner.predict(m, x[None], params)[0]
                     out.append((int(signal), m, pred.reshape(-1).double().tolist()))
-    return pd.DataFrame(out, columns=["signal", "modality", "prediction"])
+    column = "code" if output == "codes" else "prediction"
+    return pd.DataFrame(out, columns=["signal", "modality", column])
 
 
 def input_example(learner: MetaLearner, points: int = 4) -> pd.DataFrame:
@@ -149,7 +198,9 @@ def log_meta_model(
     with warnings.catch_warnings():  # the hint about integer columns: signal ids never miss
         warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
         signature = infer_signature(
-            example, adapt_and_predict(learner, example, steps=1), params={"steps": 0}
+            example,
+            adapt_and_predict(learner, example, steps=1),
+            params={"steps": 0, "output": "predictions"},
         )
     info = mlflow.pyfunc.log_model(
         name=MODEL_NAME,

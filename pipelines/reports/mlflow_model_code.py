@@ -15,7 +15,7 @@ from pipelines.reports.mlflow_model import adapt_and_predict, load_learner
 
 
 class MetaModelPyfunc(mlflow.pyfunc.PythonModel):
-    """Adapt to each signal's support rows, predict its query rows."""
+    """Adapt to each signal's support rows, predict its query rows (or encode / decode)."""
 
     def load_context(self, context: Any) -> None:
         """Rebuild the meta-learner from the checkpoint, config and dims artifacts."""
@@ -24,9 +24,15 @@ class MetaModelPyfunc(mlflow.pyfunc.PythonModel):
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        """See :mod:`pipelines.reports.mlflow_model`; ``params["steps"]`` sets K (0: default)."""
-        steps = int((params or {}).get("steps") or 0)
-        return adapt_and_predict(self.learner, model_input, steps or None)
+        """See :mod:`pipelines.reports.mlflow_model`.
+
+        ``params["steps"]`` sets K (0: the model's); ``params["output"]``: ``predictions``
+        (default) or ``codes`` (encode).
+        """
+        params = params or {}
+        steps = int(params.get("steps") or 0)
+        output = str(params.get("output") or "predictions")
+        return adapt_and_predict(self.learner, model_input, steps or None, output)
 
 
 mlflow.models.set_model(MetaModelPyfunc())
