@@ -171,6 +171,11 @@ def test_interrupted_encode_resumes_every_step_exactly_once(meta_run, tmp_path):
     )
     with pytest.raises(StoreError, match="other settings"):
         encode(options(meta_run, out, code_dtype="float16"))
+    # xarray opens the codes (not consolidated: the writer lock is read live) and the
+    # meta-model's arrays, every one with dimension names
+    assert xr.open_zarr(clean, consolidated=False)["codes"].dims == ("time", "code")
+    meta = zarr.open_group(str(clean), mode="r")["meta"]
+    assert all(arr.metadata.dimension_names for _, arr in meta.arrays())
 
 
 @pytest.mark.integration

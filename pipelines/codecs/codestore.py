@@ -122,7 +122,10 @@ def create_code_store(
     t.attrs.update(time_attrs)
     meta = group.create_group("meta")
     for name, value in meta_state.items():
-        arr = meta.create_array(name, shape=value.shape, dtype="float32", overwrite=True)
+        axes = [f"{name.replace('.', '_').replace('/', '_')}_axis{i}" for i in range(value.ndim)]
+        arr = meta.create_array(
+            name, shape=value.shape, dtype="float32", overwrite=True, dimension_names=axes
+        )
         arr[...] = value.astype(np.float32)
     group.attrs["mia_codes"] = {**attrs, "chunk": chunk}
     return group
