@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ import zarr
 
 from pipelines.data.stores.errors import StoreError
 from pipelines.data.stores.location import StoreLocation
+from pipelines.data.stores.retry import read_with_retry
 
 TIME_DIMS = ("time", "valid_time", "t")
 MEMBER_DIMS = ("member", "number", "ensemble", "realization")
@@ -115,6 +117,10 @@ class Store(abc.ABC):
             raise StoreError(f"{self.location}: modality {modality!r} has no shared coordinates")
         return c
 
+    def _retried(self, read: Callable[[], np.ndarray], key: str) -> np.ndarray:
+        """``read()`` of chunk ``key``, retried through an outage of a remote store."""
+        return read_with_retry(read, f"chunk {key!r} of {self.location}", self.location.is_remote)
+
     def _fail(self, what: str, err: Exception | None = None) -> StoreError:
         detail = f": {type(err).__name__}: {err}" if err is not None else ""
         return StoreError(f"{self.location}: {what}{detail}")
@@ -185,10 +191,11 @@ class SignalStore(Store):
             arr = self.arrays[m]
             parts = []
             for a, b in _chunk_spans(start, stop, arr.chunks[0]):
+                key = _chunk_key(arr, m, 0, a)
                 try:
-                    parts.append(np.asarray(arr[a:b], np.float32))
+                    rows = self._retried(lambda arr=arr, a=a, b=b: np.asarray(arr[a:b]), key)
+                    parts.append(np.asarray(rows, np.float32))
                 except Exception as err:  # zarr/codec/IO errors: name the chunk
-                    key = _chunk_key(arr, m, 0, a)
                     raise self._fail(
                         f"cannot read chunk {key!r} of variable {m!r} (signals {a}:{b})", err
                     ) from err
@@ -308,7 +315,8 @@ class FieldStore(Store):
             parts = []
             for a, b in _chunk_spans(t0, t1, self.time_chunks[v]):
                 try:
-                    parts.append(self.ds[v].isel({tdim: slice(a, b)}).transpose(*order).values)
+                    block = self.ds[v].isel({tdim: slice(a, b)}).transpose(*order)
+                    parts.append(self._retried(lambda block=block: block.values, self._key(v, a)))
                 except Exception as err:  # zarr/codec/IO errors: name the chunk
                     raise self._fail(
                         f"cannot read chunk {self._key(v, a)!r} of variable {v!r} (time {a}:{b})",
