@@ -105,6 +105,7 @@ def test_worker_failure_resumes_from_checkpoint(ray_session, tmp_path):
         "run.eval_every=100",
         "run.checkpoint_every=2",
         "run.fault_injection_step=4",
+        "run.fault_injection_kind=kill",  # SIGKILL of worker 0 mid-step
         "run.max_failures=1",
     )
     res = run_ray_training(cfg, evaluate_after=False)

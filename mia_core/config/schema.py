@@ -256,8 +256,10 @@ class RunConfig(_Validated):
         registered_model: register that model under this name (``<run.name>`` is
             replaced by the run's name); empty: log it without registering.
         system_metrics: MLflow system metrics (CPU, memory, GPU) of training runs.
-        fault_injection_step: testing aid: raise once in worker 0 at this step (0 = off;
+        fault_injection_step: testing aid: fail once in worker 0 at this step (0 = off;
             a marker file in the run directory makes it fire only once).
+        fault_injection_kind: ``raise`` (an exception) or ``kill`` (the worker process
+            kills itself with SIGKILL, as the OOM killer or a lost node would).
         device: One of ``DEVICES`` (auto, cpu, cuda).
         matmul_precision: ``torch.set_float32_matmul_precision`` value.
         out_dir: Root directory for run outputs.
@@ -307,6 +309,7 @@ class RunConfig(_Validated):
     registered_model: str = "mia-inr-<run.name>"
     system_metrics: bool = True
     fault_injection_step: int = _num(0, ge=0)
+    fault_injection_kind: str = _choice("raise", ("raise", "kill"))
     device: str = _choice("auto", DEVICES)
     matmul_precision: str = _choice("medium", MATMUL_PRECISIONS)
     out_dir: str = "runs"

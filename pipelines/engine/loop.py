@@ -12,6 +12,8 @@ Train's storage (``pipelines.engine.ray_train``).
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,6 +95,8 @@ def _maybe_inject_fault(cfg: Config, step: int, rank: int) -> None:
     if not marker.exists():
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
+        if cfg.run.fault_injection_kind == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
         raise RuntimeError(f"injected fault at step {step} (run.fault_injection_step)")
 
 

@@ -44,6 +44,7 @@ _IDENTITY_KEYS = (
     "run.out_dir",
     "run.tracking_uri",
     "run.snapshot_steps",
+    "run.fault_injection_",  # testing aids: what a run learns does not depend on them
     "data.store",
 )
 
@@ -51,8 +52,9 @@ _IDENTITY_KEYS = (
 def config_digest(cfg: Config) -> str:
     """A short hash of everything in ``cfg`` that changes what a run learns.
 
-    The run's name, seed, folders, tracking URI, store location and snapshot steps are
-    left out: two seeds of one method, or the same method on another machine, share it.
+    The run's name, seed, folders, tracking URI, store location, snapshot steps and
+    fault-injection settings are left out: two seeds of one method, or the same method on
+    another machine, share it.
     """
     flat = {k: v for k, v in flatten_config(cfg).items() if not k.startswith(_IDENTITY_KEYS)}
     return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]
