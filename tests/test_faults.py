@@ -1,8 +1,9 @@
 """Fault injection: a corrupt latest checkpoint, a full disk, a killed driver resubmitted.
 
 Each test asserts the step count, that no step is lost (the run ends where it should, from
-the last good checkpoint) and that the run finishes. The full disk is an ``ENOSPC`` raised
-by the checkpoint write (what the kernel returns; no test mounts a file system).
+the last good checkpoint) and that the run finishes. The full disk is both an ``ENOSPC``
+raised by the checkpoint write and, where the test may mount one, a real 8 MB tmpfs filled
+mid-run.
 """
 
 from __future__ import annotations
@@ -67,6 +68,48 @@ def test_a_full_disk_while_checkpointing_is_survived(stores, tmp_path, monkeypat
     ckpts = tmp_path / "t" / "checkpoints"
     assert load_checkpoint(ckpts / "last.pt")["step"] == 6
     assert not [p.name for p in ckpts.iterdir() if ".tmp-" in p.name]  # nothing half-written
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A real 8 MB tmpfs (needs the right to mount: root in the CI sandbox), else skip."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+                          capture_output=True)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_really_full_file_system_while_checkpointing_is_survived(stores, tmp_path, tmpfs):  # noqa: F811
+    filler = tmpfs / "filler"
+    cfg = method_config(
+        "cavia", stores, tmpfs, "run.steps=6", f"run.tracking_uri=sqlite:///{tmp_path}/m.db"
+    )
+    lines: list[str] = []
+
+    def log(line: str) -> None:  # fill the disk after step 3's line, free it after step 5's
+        lines.append(line)
+        if line.startswith("step") and line.split()[1] == "3/6":
+            free = os.statvfs(tmpfs).f_bavail * os.statvfs(tmpfs).f_frsize
+            with open(filler, "wb") as f:
+                try:
+                    f.write(b"\0" * free)
+                except OSError:
+                    pass
+        if line.startswith("step") and line.split()[1] == "5/6":
+            filler.unlink()
+
+    result = train(cfg, local=True, evaluate_after=False, log=log)
+    assert result.step == 6
+    warned = [line for line in lines if "could not write" in line]
+    assert warned and all("step 4" in w and "No space left on device" in w for w in warned)
+    ckpts = tmpfs / "t" / "checkpoints"
+    assert load_checkpoint(ckpts / "last.pt")["step"] == 6
+    assert load_checkpoint(ckpts / "previous.pt")["step"] == 2  # step 4 was never written
+    assert not [p.name for p in ckpts.iterdir() if ".tmp-" in p.name]
 
 
 @pytest.mark.timeout(300)

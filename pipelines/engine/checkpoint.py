@@ -4,12 +4,15 @@
 sees the old checkpoint or the new one, never half; with ``keep_previous`` the replaced
 file stays as ``previous.pt`` (a hard link, else a copy), and :func:`resume_checkpoint`
 falls back to it, with a warning, when the latest is unreadable (a damaged disk, a bad
-copy). A write that fails (a full disk) removes its temporary file and raises ``OSError``;
-the training loop's sink warns and goes on, the last good checkpoint untouched.
+copy). A write that fails (a full disk: torch's writer raises ``RuntimeError``, turned into
+``OSError`` with ``ENOSPC`` when the file system has under 1 MB left) removes its temporary
+file and raises ``OSError``; the training loop's sink warns and goes on, the last good
+checkpoint untouched.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import Callable
@@ -41,7 +44,11 @@ def save_checkpoint(state: dict[str, Any], path: str | Path, keep_previous: bool
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as err:  # torch's zip writer reports a full disk this way
+            code = errno.ENOSPC if shutil.disk_usage(path.parent).free < 2**20 else errno.EIO
+            raise OSError(code, f"{os.strerror(code)} ({err})", str(tmp)) from err
         if keep_previous and path.exists():
             held = path.with_name(f".{PREVIOUS}.tmp-{os.getpid()}")
             try:
