@@ -397,3 +397,18 @@ def test_int8_codes_are_measured_as_stored_and_decode(meta_run, tmp_path):
     ref = Decoder(make_location(str(tmp_path / "f32.zarr"))).decode([0, 1])
     diff = float(np.abs(ds["t2m"].values - ref["t2m"].values).max())
     assert 0 < diff < 1.0  # K: the 8-bit codes decode close to the float32 ones
+
+
+@pytest.mark.integration
+@pytest.mark.fault
+def test_a_killed_encoder_actor_loses_nothing(meta_run, tmp_path, ray_session):
+    out = tmp_path / "codes.zarr"
+    # the actor encoding time step 9 SIGKILLs itself once, after writing its codes: Ray
+    # Data restarts the actor and retries the unit, and the job finishes in one go
+    s = encode(options(meta_run, out), local=False, fault_at=9, fault_kind="kill")
+    assert s.done == T
+    group = zarr.open_group(str(out), mode="r")
+    assert np.asarray(group["done"][...]).astype(bool).all()
+    clean = tmp_path / "clean.zarr"
+    encode(options(meta_run, clean))
+    np.testing.assert_allclose(group["codes"][...], zarr.open_group(str(clean))["codes"][...])

@@ -192,6 +192,7 @@ def run_encode(
     address: str | None = None,
     storage_options: dict[str, Any] | None = None,
     fault_at: int | None = None,
+    fault_kind: str = "raise",
 ) -> EncodeSummary:
     """Encode (or resume encoding) a field store; see the module docstring.
 
@@ -202,8 +203,10 @@ def run_encode(
         address: Ray address (default ``RAY_ADDRESS`` or a new local instance).
         storage_options: fsspec options for both stores (credentials: never logged or
             stored; by default they come from the environment).
-        fault_at: testing aid: the unit containing this time index raises after writing
+        fault_at: testing aid: the unit containing this time index fails after writing
             its codes and before its ``done`` flags (a simulated crash).
+        fault_kind: ``raise`` (an exception, every time) or ``kill`` (the actor's process
+            SIGKILLs itself, once per unit and output: a marker in the temp folder).
 
     Raises:
         EncodeError: bad checkpoint, config, variables or time range.
@@ -258,6 +261,7 @@ def run_encode(
         **attrs["encoder"],
         "code_dtype": spec.code_dtype,
         "fault_at": fault_at,
+        "fault_kind": fault_kind,
     }
     if units and not local:
         init_ray(address)  # before timing: start-up is not encoding throughput

@@ -11,7 +11,12 @@ again with the same codes.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import signal
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -189,10 +194,13 @@ class ChunkEncoder:
             np.concatenate(scales)[back] if scales else None,
         )
         if s["fault_at"] is not None and start <= s["fault_at"] < stop:
-            raise RuntimeError(
-                f"injected fault after writing the codes of time steps {start}:{stop} "
-                "(run_encode(fault_at=...))"
-            )
+            if s.get("fault_kind") == "kill":  # dies once; the retried unit goes on
+                _kill_once(s["out"].display, start)
+            else:
+                raise RuntimeError(
+                    f"injected fault after writing the codes of time steps {start}:{stop} "
+                    "(run_encode(fault_at=...))"
+                )
         mark_done(self.group, start, stop)
         return float(np.nanmean(np.concatenate(psnrs)))
 
@@ -206,3 +214,12 @@ class ChunkEncoder:
 
 
 __all__ = ["ChunkEncoder", "open_field_store", "runs_of", "store_dims", "unit_batches"]
+
+
+def _kill_once(out: str, start: int) -> None:
+    """SIGKILL this process the first time unit ``start`` of ``out`` gets here (testing aid)."""
+    digest = hashlib.sha256(f"{out}:{start}".encode()).hexdigest()[:16]
+    marker = Path(tempfile.gettempdir()) / f"mia-encode-fault-{digest}"
+    if not marker.exists():
+        marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
