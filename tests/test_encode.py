@@ -10,12 +10,11 @@ import xarray as xr
 import zarr
 
 from mia_core.config import ConfigError, load_config
-from pipelines.codecs.codestore import pending_units
 from pipelines.codecs.decode import Decoder, decode_to
 from pipelines.codecs.encode import run_encode
 from pipelines.codecs.encode_spec import EncodeSpec, load_encode_spec
 from pipelines.codecs.meta_model import EncodeError
-from pipelines.data.stores import StoreError, make_location
+from pipelines.data.stores import make_location
 from pipelines.data.stores.field_writer import split_by_time, write_field_store
 from pipelines.engine.checkpoint import save_checkpoint
 from pipelines.jobs import train
@@ -142,55 +141,6 @@ def test_encode_decode_round_trip(meta_run, tmp_path):
     fine = xr.open_dataset(nc)
     assert fine["t2m"].shape == (3, 16, 20)
     assert abs(float(fine["t2m"].mean()) - float(truth["t2m"][2:5].mean())) < 1.0
-
-
-@pytest.mark.fault
-def test_interrupted_encode_resumes_every_step_exactly_once(meta_run, tmp_path):
-    out = tmp_path / "codes.zarr"
-    with pytest.raises(RuntimeError, match="injected fault"):
-        encode(options(meta_run, out), fault_at=5)
-    group = zarr.open_group(str(out), mode="r")
-    done = np.asarray(group["done"][...]).astype(bool)
-    # Unit 0:4 finished; 4:8 wrote its codes but crashed before publishing them.
-    assert done[:4].all() and not done[4:].any()
-    assert np.isfinite(group["psnr"][4:8]).all()
-    assert pending_units(done, CHUNK, 0, T) == [(4, 8), (8, 12)]
-    with pytest.raises(EncodeError, match="not encoded yet"):
-        Decoder(make_location(str(out))).decode(slice(0, 6))
-
-    s = encode(options(meta_run, out))
-    assert (s.skipped, s.encoded, s.done) == (4, T - 4, T)
-    again = encode(options(meta_run, out))
-    assert (again.skipped, again.encoded) == (T, 0)
-
-    # Same codes as an uninterrupted run: resuming changes nothing.
-    clean = tmp_path / "clean.zarr"
-    encode(options(meta_run, clean))
-    np.testing.assert_allclose(
-        zarr.open_group(str(out))["codes"][...], zarr.open_group(str(clean))["codes"][...]
-    )
-    with pytest.raises(StoreError, match="other settings"):
-        encode(options(meta_run, out, code_dtype="float16"))
-    # xarray opens the codes (not consolidated: the writer lock is read live) and the
-    # meta-model's arrays, every one with dimension names
-    assert xr.open_zarr(clean, consolidated=False)["codes"].dims == ("time", "code")
-    meta = zarr.open_group(str(clean), mode="r")["meta"]
-    assert all(arr.metadata.dimension_names for _, arr in meta.arrays())
-
-
-@pytest.mark.integration
-@pytest.mark.fault
-def test_ray_actor_pool_encodes_and_resumes(meta_run, tmp_path, ray_session):
-    out = tmp_path / "codes.zarr"
-    with pytest.raises(Exception, match="injected fault"):
-        encode(options(meta_run, out), local=False, fault_at=9)
-    done_before = int(np.asarray(zarr.open_group(str(out))["done"][...]).sum())
-    assert done_before < T
-    s = encode(options(meta_run, out, code_dtype="float32"), local=False)
-    # An actor of the failed run may still finish its unit meanwhile: actors skip steps
-    # that are done by the time they get to them, so nothing is encoded twice.
-    assert s.skipped == done_before and 0 < s.encoded <= T - done_before and s.done == T
-    assert s.psnr["min"] > PSNR_FLOOR
 
 
 @pytest.mark.integration
@@ -397,18 +347,3 @@ def test_int8_codes_are_measured_as_stored_and_decode(meta_run, tmp_path):
     ref = Decoder(make_location(str(tmp_path / "f32.zarr"))).decode([0, 1])
     diff = float(np.abs(ds["t2m"].values - ref["t2m"].values).max())
     assert 0 < diff < 1.0  # K: the 8-bit codes decode close to the float32 ones
-
-
-@pytest.mark.integration
-@pytest.mark.fault
-def test_a_killed_encoder_actor_loses_nothing(meta_run, tmp_path, ray_session):
-    out = tmp_path / "codes.zarr"
-    # the actor encoding time step 9 SIGKILLs itself once, after writing its codes: Ray
-    # Data restarts the actor and retries the unit, and the job finishes in one go
-    s = encode(options(meta_run, out), local=False, fault_at=9, fault_kind="kill")
-    assert s.done == T
-    group = zarr.open_group(str(out), mode="r")
-    assert np.asarray(group["done"][...]).astype(bool).all()
-    clean = tmp_path / "clean.zarr"
-    encode(options(meta_run, clean))
-    np.testing.assert_allclose(group["codes"][...], zarr.open_group(str(clean))["codes"][...])
