@@ -149,7 +149,7 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
                     "time_range": [str(block["time"].values[0]), ""],
                     "time_stride": args.time_stride,
                 }
-                stream = FieldStoreStream(location, args.chunk, info)
+                stream = FieldStoreStream(location, args.chunk, info, args.normalisation)
             stream.append(block)
             info["time_range"][1] = str(block["time"].values[-1])
     finally:
@@ -162,7 +162,7 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
                 "check --domain against the input's extent"
             )
     split = split_by_time(stream.n_time, args.val_fraction, args.test_fraction)
-    stream.finish(split, args.normalisation)
+    stream.finish(split)
     return {
         "time_steps": stream.n_time,
         "grid": list(shape),

@@ -36,12 +36,24 @@ class FieldStoreStream:
         location: destination (overwritten by the first block).
         chunk_time: time steps per chunk.
         attrs: extra global attributes (source, builder arguments).
+        normalisation: one of ``NORMALISATIONS`` (per variable and level), checked here,
+            before anything is written.
+
+    Raises:
+        StoreError: an unknown normalisation.
     """
 
     def __init__(
-        self, location: StoreLocation, chunk_time: int = 16, attrs: dict[str, Any] | None = None
+        self,
+        location: StoreLocation,
+        chunk_time: int = 16,
+        attrs: dict[str, Any] | None = None,
+        normalisation: str = "minmax01",
     ) -> None:
+        if normalisation not in NORMALISATIONS:
+            raise StoreError(f"{location}: normalisation must be one of {NORMALISATIONS}")
         self.location, self.chunk_time, self.attrs = location, int(chunk_time), attrs or {}
+        self.normalisation = normalisation
         self.tdim: str | None = None
         self.names: list[str] = []
         self.global_attrs: dict[str, Any] = {}
@@ -61,6 +73,10 @@ class FieldStoreStream:
                 raise StoreError(
                     f"{self.location}: variable {name!r} has no {tdim!r} dimension (dims {da.dims})"
                 )
+        if self.tdim is None and block.sizes[tdim] == 0:  # before the destination is replaced
+            raise StoreError(
+                f"{self.location}: refusing to write an empty store ({tdim!r} of length 0)"
+            )
         block = block.assign({n: da.astype(np.float32) for n, da in block.data_vars.items()})
         if self.tdim is None:
             self.tdim, self.names = tdim, [str(v) for v in block.data_vars]
@@ -83,16 +99,13 @@ class FieldStoreStream:
                           consolidated=False)  # fmt: skip
         self.n_time += block.sizes[tdim]
 
-    def finish(self, split: np.ndarray | None = None, normalisation: str = "minmax01") -> None:
+    def finish(self, split: np.ndarray | None = None) -> None:
         """Normalise every variable in place, write ``split`` and ``valid``, consolidate.
 
         Args:
-            split: ``(time,)`` split codes; train-only when omitted.
-            normalisation: one of ``NORMALISATIONS`` (per variable and level), with
-                statistics over the train time steps (all of them when there are none).
+            split: ``(time,)`` split codes; train-only when omitted. The normalisation
+                statistics come from the train time steps (all of them when there are none).
         """
-        if normalisation not in NORMALISATIONS:
-            raise StoreError(f"{self.location}: normalisation must be one of {NORMALISATIONS}")
         if self.tdim is None or self.n_time == 0:
             raise StoreError(f"{self.location}: refusing to write an empty store (no time steps)")
         split = np.zeros(self.n_time, np.int8) if split is None else np.asarray(split, np.int8)
@@ -107,7 +120,7 @@ class FieldStoreStream:
         signal_dims = [self.tdim] + [d for d in MEMBER_DIMS if d in sizes]
         valid = np.ones([sizes[d] for d in signal_dims], bool)
         for arr, dims in arrays.values():
-            stats = self._stats(arr, dims, train, normalisation)
+            stats = self._stats(arr, dims, train, self.normalisation)
             valid &= self._normalise(arr, dims, stats, signal_dims)
             arr.attrs.update(normalised_attrs(dict(arr.attrs), stats))
         extra = xr.Dataset(

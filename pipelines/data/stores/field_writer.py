@@ -13,12 +13,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from pipelines.data.stores.errors import StoreError
 from pipelines.data.stores.field_attrs import normalised_attrs, physical_attrs
 from pipelines.data.stores.field_stream import FieldStoreStream
 from pipelines.data.stores.location import StoreLocation
-from pipelines.data.stores.reader import TIME_DIMS
-from pipelines.data.stores.writer import NORMALISATIONS
 
 
 def split_by_time(n_time: int, val_fraction: float = 0.1, test_fraction: float = 0.1) -> np.ndarray:
@@ -53,15 +50,14 @@ def write_field_store(
         split: ``(time,)`` split codes; train-only when omitted.
         normalisation: one of ``NORMALISATIONS`` (per variable and level).
         attrs: extra global attributes (source, builder arguments).
+
+    Raises:
+        StoreError: an unknown normalisation, an empty dataset, or one without a time
+            dimension (nothing is written).
     """
-    if normalisation not in NORMALISATIONS:
-        raise StoreError(f"{location}: normalisation must be one of {NORMALISATIONS}")
-    tdim = next((d for d in TIME_DIMS if d in ds.dims), None)
-    if tdim is not None and ds.sizes[tdim] == 0:
-        raise StoreError(f"{location}: refusing to write an empty store ({tdim!r} of length 0)")
-    stream = FieldStoreStream(location, chunk_time, attrs)
+    stream = FieldStoreStream(location, chunk_time, attrs, normalisation)
     stream.append(ds)
-    stream.finish(split, normalisation)
+    stream.finish(split)
 
 
 __all__ = ["normalised_attrs", "physical_attrs", "split_by_time", "write_field_store"]
