@@ -69,8 +69,19 @@ VARIANTS: dict[str, tuple[Path, list[str]]] = {
 }
 
 
-def write_fields(path: Path, frames: int, seed: int = 0) -> None:
-    """ERA5-layout netCDF: t2m (K), sp (Pa), tcwv (kg m-2) on a 1-degree grid."""
+# name -> (mean, amplitude, units) of write_fields' synthetic ERA5 variables.
+FIELD_VARIABLES = {
+    "t2m": (280.0, 30.0, "K"),
+    "sp": (1.0e5, 3.0e3, "Pa"),
+    "tcwv": (25.0, 20.0, "kg m**-2"),
+    "z500": (5.5e4, 2.0e3, "m**2 s**-2"),
+}
+
+
+def write_fields(
+    path: Path, frames: int, seed: int = 0, variables: tuple[str, ...] = ("t2m", "sp", "tcwv")
+) -> None:
+    """ERA5-layout netCDF of ``variables`` (of ``FIELD_VARIABLES``) on a 1-degree grid."""
     rng = np.random.default_rng(seed)
     lat = np.linspace(90.0, -90.0, 181)
     lon = np.arange(360.0)
@@ -85,11 +96,11 @@ def write_fields(path: Path, frames: int, seed: int = 0) -> None:
             out += (np.cos(n * la) * np.cos(k * lo - speed * t + phase)).astype(np.float32)
         return (base + amp * out / 6).astype(np.float32)
 
+    dims = ("time", "latitude", "longitude")
     ds = xr.Dataset(
         {
-            "t2m": (("time", "latitude", "longitude"), waves(280.0, 30.0), {"units": "K"}),
-            "sp": (("time", "latitude", "longitude"), waves(1.0e5, 3.0e3), {"units": "Pa"}),
-            "tcwv": (("time", "latitude", "longitude"), waves(25.0, 20.0), {"units": "kg m**-2"}),
+            v: (dims, waves(*FIELD_VARIABLES[v][:2]), {"units": FIELD_VARIABLES[v][2]})
+            for v in variables
         },
         coords={
             "time": pd.date_range("2020-01-01", periods=frames, freq="6h"),
@@ -100,11 +111,17 @@ def write_fields(path: Path, frames: int, seed: int = 0) -> None:
     ds.to_netcdf(path)
 
 
-def build_store(nc: Path, out: Path) -> None:
-    """The project's ERA5 builder at the paper's resolution (min-max to [0, 1])."""
+def build_store(
+    nc: Path,
+    out: Path,
+    variables: tuple[str, ...] = ("t2m", "sp", "tcwv"),
+    resolution: str = "46x90",
+    extra: tuple[str, ...] = (),
+) -> None:
+    """The project's ERA5 builder (min-max to [0, 1]; default: the paper's resolution)."""
     cmd = [sys.executable, "-m", "pipelines.data.builders", "era5", "--input", str(nc)]
-    cmd += ["--out", str(out), "--variables", "t2m,sp,tcwv", "--resolution", "46x90"]
-    cmd += ["--normalisation", "minmax01"]
+    cmd += ["--out", str(out), "--variables", ",".join(variables), "--resolution", resolution]
+    cmd += ["--normalisation", "minmax01", *extra]
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
 
 

@@ -347,3 +347,30 @@ def test_int8_codes_are_measured_as_stored_and_decode(meta_run, tmp_path):
     ref = Decoder(make_location(str(tmp_path / "f32.zarr"))).decode([0, 1])
     diff = float(np.abs(ds["t2m"].values - ref["t2m"].values).max())
     assert 0 < diff < 1.0  # K: the 8-bit codes decode close to the float32 ones
+
+
+def test_an_ensemble_store_is_encoded_per_member_and_decodes_to_time_by_member(
+    meta_run, tmp_path
+):
+    """Members are signals (time major), as in training; decoding restores both axes."""
+    members = xr.concat([tiny_fields(0), tiny_fields(1)], dim="member")
+    members = members.assign_coords(member=[0, 5]).transpose("time", "member", ...)
+    store = str(tmp_path / "ensemble.zarr")
+    split = split_by_time(T, 0.2, 0.2)
+    write_field_store(members, make_location(store), chunk_time=CHUNK, split=split)
+    out = tmp_path / "codes.zarr"
+    s = encode(options(meta_run, out, store=store))
+    assert (s.encoded, s.done) == (2 * T, 2 * T) and s.psnr["min"] > PSNR_FLOOR
+    ds = Decoder(make_location(str(out))).decode()
+    assert ds["t2m"].dims == ("time", "member", "latitude", "longitude")
+    assert ds["member"].values.tolist() == [0, 5]
+    truth = members.sortby("latitude")["t2m"]
+    np.testing.assert_array_equal(ds["time"].values, truth["time"].values)
+    # Signal i is (time i // 2, member i % 2): the decoded pairs match the stored PSNRs.
+    group = zarr.open_group(str(out), mode="r")
+    norm = group.attrs["mia_codes"]["variable_info"]["t2m"]["norm"]
+    err = ((ds["t2m"] - truth).values / (norm["max"][0] - norm["min"][0])) ** 2
+    psnr = -10 * np.log10(err.reshape(T * 2, -1).mean(1))
+    np.testing.assert_allclose(psnr, np.asarray(group["psnr"][:, 0]), atol=0.05)
+    one = Decoder(make_location(str(out))).decode(slice(3, 4))  # time 1, member 5
+    assert one["t2m"].shape == (1, 1, NLAT, NLON) and one["member"].values.tolist() == [5]

@@ -99,7 +99,12 @@ def test_report_on_a_code_store_writes_json_markdown_figures_and_results(
     entry = json.loads(results.read_text())["datasets"][0]
     assert list(entry)[: len(RESULT_KEYS)] == list(RESULT_KEYS)
     assert entry["name"] == "tiny" and entry["grid"] == [8, 10] and entry["frames"] == 3
-    assert "| tiny | 8x10 x 1 | 3 |" in readme_block({"datasets": [entry]}, "x.json")
+    block = readme_block({"datasets": [entry]}, "x.json")
+    assert "| tiny | 8x10 x 1 | 3 |" in block
+    # one column per target, each cell "reached: time / steps"
+    for t in entry["targets"]:
+        assert f" {t['target_db']:g} dB: reached, time / steps |" in block
+    assert block.count("%: ") == len(entry["targets"])
     # the command: a second report replaces the entry; --readme fills only its block
     begin, end = markers("encode")
     (tmp_path / "README.md").write_text(f"top\n{begin}\nold\n{end}\nbottom\n")

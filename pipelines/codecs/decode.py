@@ -113,6 +113,9 @@ class Decoder:
 
         Args:
             times: an index, a slice, a list of indices, or ``None`` for every encoded step.
+                In an ensemble store the indices count signals, time major and member
+                minor (as the field store and the code store do); the dataset has the
+                store's time and member dimensions, NaN for pairs not selected.
             resolution: spatial grid shape (same for every variable), or ``None`` for the
                 original grid and coordinates.
             variables: subset of the encoded variables.
@@ -133,7 +136,14 @@ class Decoder:
         idx = self._indices(times)
         learner = self.model.learner
         tdim = self.attrs.get("time_dim", "time")
-        data_vars, coords = {}, {tdim: self._time_values(idx)}
+        mdim = self.attrs.get("member_dim")
+        # An ensemble's signals are (time, member) pairs: stacked along a private
+        # dimension here, unstacked into the store's two dimensions at the end.
+        sdim = "_signal" if mdim else tdim
+        data_vars, coords = {}, {tdim: (sdim, self._time_values(idx))}
+        if mdim:
+            members = np.asarray(self.attrs["members"])
+            coords[mdim] = (sdim, members[idx % members.size])
         grids = {v: self._grid(v, resolution) for v in variables}
         outs: dict[str, list[np.ndarray]] = {v: [] for v in variables}
         for a in range(0, idx.size, batch):
@@ -148,7 +158,7 @@ class Decoder:
             info, (shape, axes) = self.info[v], grids[v]
             vals = invert_norm(np.concatenate(outs[v]).astype(np.float64), info["norm"])
             vals = vals.reshape(idx.size, *shape, info["channels"]).astype(np.float32)
-            dims = [tdim, *info["dims"]]
+            dims = [sdim, *info["dims"]]
             if info["level_dim"]:
                 vals = np.moveaxis(vals, -1, 1)
                 dims.insert(1, info["level_dim"])
@@ -160,11 +170,15 @@ class Decoder:
             data_vars[v] = xr.DataArray(
                 vals, dims=dims, attrs=physical_attrs(info.get("attrs", {}))
             )
-        return xr.Dataset(
+        ds = xr.Dataset(
             data_vars,
             coords=coords,
             attrs={"source": f"decoded from {self.location.display}", "time_index": idx.tolist()},
         )
+        if not mdim:
+            return ds
+        ds = ds.set_index({sdim: [tdim, mdim]}).unstack(sdim)
+        return ds.transpose(tdim, mdim, ...)
 
 
 def decode_to(

@@ -59,11 +59,23 @@ ENCODER_KEYS = (
 )  # fmt: skip
 
 
+def _members(store: FieldStore) -> tuple[str | None, list[Any]]:
+    """The store's member dimension and its values (``None, []`` without one)."""
+    mdim = store.layout[store.modalities[0]][1]
+    if mdim is None:
+        return None, []
+    if mdim in store.ds.coords:
+        return mdim, np.asarray(store.ds[mdim].values).tolist()
+    return mdim, list(range(store.ds.sizes[mdim]))
+
+
 def _time_coordinate(store: FieldStore) -> tuple[np.ndarray, dict[str, Any]]:
+    """Each signal's time value (repeated per member: signals are time major)."""
     tdim = store.layout[store.modalities[0]][0]
     values = np.asarray(store.ds[tdim].values) if tdim in store.ds.coords else None
     if values is None:
         return np.arange(store.num_signals, dtype=np.int64), {}
+    values = np.repeat(values, max(1, len(_members(store)[1])))
     if np.issubdtype(values.dtype, np.datetime64):
         ns = values.astype("datetime64[ns]").astype(np.int64)
         return ns, {"units": "nanoseconds since 1970-01-01", "calendar": "proleptic_gregorian"}
@@ -169,6 +181,9 @@ def _store_attrs(
         "variable_info": _variable_attrs(store),
         "num_time": store.num_signals,
         "time_dim": store.layout[store.modalities[0]][0],
+        # Ensembles: signal i is (time i // M, member i % M); decoding unstacks them.
+        "member_dim": _members(store)[0],
+        "members": _members(store)[1],
         "mode": model.mode,
         "code_dim": layout.dim,
         "code_layout": layout.to_json(),

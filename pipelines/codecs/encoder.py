@@ -53,9 +53,12 @@ def open_field_store(location: StoreLocation, variables: list[str]) -> FieldStor
             f"{missing} (it has {store.modalities})"
         )
     store = FieldStore(location, store.ds, variables, store.group)
-    for v in variables:
-        if store.layout[v][1] is not None:
-            raise EncodeError(f"{location}: variable {v!r} has a member dimension; not supported")
+    mdims = {store.layout[v][1] for v in variables}
+    if len(mdims) > 1:
+        raise EncodeError(
+            f"{location}: variables {variables} disagree on the member dimension ({mdims}); "
+            "encode them separately"
+        )
     return store
 
 
