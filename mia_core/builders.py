@@ -149,6 +149,7 @@ def build_learner(
         method.first_order,
         pruning,
         method.uncertainty_weighting,
+        method.meta_gradient,
     )
     if method.fim_lambda > 0:  # FIM loss hook (mia_core/mcl/fim.py)
         learner = FIMLearner(learner, method.fim_lambda, method.fim_decay, method.fim_normalise)

@@ -16,7 +16,7 @@ from pipelines.codecs.comparison import FitCurve, _at_target, warm_init
 from pipelines.codecs.compressors import FieldSet, rate_distortion
 from pipelines.codecs.decode import Decoder
 from pipelines.codecs.encoder import open_field_store, runs_of, unit_batches
-from pipelines.codecs.fitting import FitResult, fit_batch
+from pipelines.codecs.fitting import FitResult, fit_batch, fit_encoder
 from pipelines.codecs.meta_model import batch_tensors, params_to_codes
 from pipelines.codecs.report import RESULT_KEYS, ReportSpec, readme_block, run_report
 from pipelines.data.stores import StoreError, make_location
@@ -173,3 +173,30 @@ def test_one_unit_per_chunk_and_a_second_encoder_is_refused(meta_run, tmp_path):
     release_lock(group, token)
     s = encode(options(meta_run, out, steps=2))
     assert (s.skipped, s.encoded) == (4, 8)
+
+
+def test_adam_continuation_refines_the_rule_steps_and_the_report_counts_it(
+    meta_run,  # noqa: F811
+    tmp_path,
+):
+    """K rule steps, then adam_steps Adam steps from there: codes, metrics and curve."""
+    plain, more = tmp_path / "plain.zarr", tmp_path / "more.zarr"
+    kw = dict(optimizer="rule", steps=2, time_range=[0, 4])
+    s0 = encode(options(meta_run, plain, **kw))
+    s1 = encode(options(meta_run, more, adam_steps=30, adam_lr=3e-3, **kw))
+    assert s1.psnr["mean"] > s0.psnr["mean"] + 1.0, (s0.psnr, s1.psnr)
+    enc = dict(zarr.open_group(str(more), mode="r").attrs["mia_codes"])["encoder"]
+    assert (enc["adam_steps"], enc["adam_lr"]) == (30, 3e-3)
+    meta = Decoder(make_location(str(more))).model
+    store = open_field_store(make_location(meta_run["store"]), ["t2m"])
+    coords = {"t2m": torch.from_numpy(store.info["t2m"].coords)}
+    values, valid = batch_tensors({"t2m": store.read(0, 2)["t2m"]})
+    fit = fit_encoder(meta.learner, coords, values, valid, enc, track_every=1)
+    assert fit.steps == 32 and [k for k, _, _ in fit.trajectory] == list(range(33))
+    seconds = [s for _, s, _ in fit.trajectory]
+    assert seconds == sorted(seconds)  # the clock runs on across the two phases
+    rule_only = fit_encoder(meta.learner, coords, values, valid, {**enc, "adam_steps": 0})
+    assert rule_only.steps == 2
+    for key, v in rule_only.params.items():  # the continuation starts where K ended
+        start = fit_batch(meta.learner, coords, values, valid, 2, 0.0, "rule").params[key]
+        torch.testing.assert_close(v, start)

@@ -247,3 +247,22 @@ def test_neutral_rule_equals_sgd_through_learner(case, make_learner, make_ep):
     for a, b in zip(g, g_sgd, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
     assert math.isfinite(out.loss.item())
+
+
+def test_reptile_moves_each_weight_towards_the_mean_adapted_weight(make_learner, make_ep):
+    """The outer loss's gradient is Reptile's theta - mean_b phi_b, per meta-weight."""
+    over = ["method.meta_gradient=reptile", "method.inner_steps=3", "method.inner_lr=0.05"]
+    learner = make_learner("maml", "siren", ("sine",), over)
+    episode = make_ep(batch=4, modalities=("sine",))
+    phi, _ = learner.adapt(episode, create_graph=False, track_graph=False)
+    out = learner(episode)
+    out.loss.backward()
+    theta = learner.initial_params(1)
+    for key, w in learner.inrs["sine"].weights().items():
+        want = theta[f"sine/{key}"][0] - phi[f"sine/{key}"].mean(0)
+        torch.testing.assert_close(w.grad, want.detach())
+    assert set(out.losses) == {"sine"} and out.losses["sine"] > 0  # query MSE, scored only
+    with pytest.raises(ConfigError, match="meta_gradient"):
+        load_config(None, ["method.name=meta_inr", *over[:1], "method.weight_rates=param"])
+    with pytest.raises(ConfigError, match="meta_gradient"):
+        load_config(None, ["method.name=cavia", *over[:1]])

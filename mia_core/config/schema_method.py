@@ -26,6 +26,7 @@ MCL_TASK_KINDS = ("spatial", "temporal", "segments")
 MCL_EVAL_OPTIMIZERS = ("sgd", "adam")
 GAP_VARIANTS = ("exact", "approx")
 WEIGHT_RATES = ("fixed", "param", "param_step")
+META_GRADIENTS = ("maml", "reptile")
 
 
 @dataclass
@@ -219,6 +220,12 @@ class MethodConfig(_Validated):
             (SGD at ``inner_lr``), ``param`` (a meta-learned rate per weight, MetaSGD) or
             ``param_step`` (one per weight and inner step, ``inner_steps x |theta|``, as
             Meta-SGD with per-step rates; steps past ``inner_steps`` reuse the last).
+        meta_gradient: ``maml`` (the query loss differentiated through the inner loop) or
+            ``reptile`` (Nichol et al., 2018; the official Meta-INR's algorithm): the
+            inner loop runs without a graph and each meta-weight moves along
+            ``theta - mean_b phi_b``, how far the inner loop took it on average; the
+            query sets are only scored. Weight adaptation (``maml``, ``meta_inr``) with
+            ``weight_rates: fixed`` only: Reptile gives no gradient to learned rates.
         gap_variant: One of ``GAP_VARIANTS`` (exact, approx).
         alfa_hidden: Hidden width of the ALFA hyper-network.
         uncertainty_weighting: Weight per-modality losses by learned uncertainty.
@@ -239,6 +246,7 @@ class MethodConfig(_Validated):
     first_order: bool = False
     metasgd_clamp: list[float] = _list(0.0, 10.0)
     weight_rates: str = _choice("fixed", WEIGHT_RATES)
+    meta_gradient: str = _choice("maml", META_GRADIENTS)
     gap_variant: str = _choice("exact", GAP_VARIANTS)
     alfa_hidden: int = _num(32, ge=1)
     uncertainty_weighting: bool = False
@@ -252,6 +260,14 @@ class MethodConfig(_Validated):
 
     def _extra_problems(self) -> Problems:
         yield from _interval_problems("metasgd_clamp", self.metasgd_clamp, 0.0, float("inf"), False)
+        if self.meta_gradient == "reptile" and (
+            self.name not in ("maml", "meta_inr") or self.weight_rates != "fixed"
+        ):
+            yield "meta_gradient", (
+                "reptile adapts INR weights at fixed rates: it needs name maml or meta_inr "
+                f"and weight_rates fixed, not name {self.name!r} with weight_rates "
+                f"{self.weight_rates!r} (Reptile gives learned rates no gradient)"
+            )
         if self.weight_rates != "fixed" and self.name not in ("maml", "meta_inr"):
             yield "weight_rates", (
                 f"learned weight rates need name maml or meta_inr (weight adaptation), not "

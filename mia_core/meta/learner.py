@@ -97,6 +97,9 @@ class MetaLearner(nn.Module):
         pruning: context pruning during meta-training, or ``None``.
         uncertainty_weighting: weight modality losses by learned log-variances
             (Kendall et al., 2018): ``sum_m exp(-s_m) L_m + s_m``.
+        meta_gradient: ``maml``, or ``reptile`` (weights mode): the outer loss is
+            ``sum_k 0.5 * mean_b ||theta_k - sg(phi_bk)||^2``, whose gradient is Reptile's
+            direction ``theta - mean_b phi_b``, so any outer optimizer applies it.
     """
 
     def __init__(
@@ -108,8 +111,14 @@ class MetaLearner(nn.Module):
         first_order: bool = False,
         pruning: PruningSpec | None = None,
         uncertainty_weighting: bool = False,
+        meta_gradient: str = "maml",
     ) -> None:
         super().__init__()
+        if meta_gradient not in ("maml", "reptile"):
+            raise ValueError(f"meta_gradient must be maml or reptile, got {meta_gradient!r}")
+        if meta_gradient == "reptile" and adapt != "weights":
+            raise ValueError("meta_gradient reptile needs adapt='weights'")
+        self.meta_gradient = meta_gradient
         self.inrs = nn.ModuleDict(dict(inrs))
         self.modalities = list(inrs)
         shapes, _ = adapted_shapes(inrs, adapt)
@@ -230,6 +239,8 @@ class MetaLearner(nn.Module):
 
     def forward(self, episode: Episode) -> MetaOutput:
         """Meta-training pass: adapt on the support sets, loss on the query sets."""
+        if self.meta_gradient == "reptile":
+            return self._reptile(episode)
         with torch.enable_grad(), self.reusing_coordinate_layers():
             params, auxs = self.adapt(episode)
             losses = self.query_losses(episode, params)
@@ -253,6 +264,18 @@ class MetaLearner(nn.Module):
             auxs,
             None if boot is None else boot.detach(),
         )
+
+    def _reptile(self, episode: Episode) -> MetaOutput:
+        """Reptile pass: a graph-free inner loop, the distance to its end as the loss."""
+        with torch.enable_grad(), self.reusing_coordinate_layers():
+            params, auxs = self.adapt(episode, create_graph=False, track_graph=False)
+        with torch.no_grad():
+            losses = self.query_losses(episode, params)
+        theta = self.initial_params(1)
+        loss = sum(
+            0.5 * (theta[k] - v.detach()).square().sum() / v.shape[0] for k, v in params.items()
+        )
+        return MetaOutput(loss, losses, params, auxs)
 
     def _bootstrap(self, episode: Episode, params: Params) -> Tensor:
         """Mean squared distance between adapted params and a detached bootstrap target."""

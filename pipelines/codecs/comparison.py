@@ -33,7 +33,7 @@ import torch
 
 from mia_core.builders import build_learner
 from pipelines.codecs.codestore import read_codes
-from pipelines.codecs.fitting import FitResult, fit_batch
+from pipelines.codecs.fitting import FitResult, fit_batch, fit_encoder
 from pipelines.codecs.meta_model import EncodeError, MetaModel, batch_tensors, codes_to_params
 from pipelines.data.stores.reader import FieldStore
 
@@ -200,9 +200,9 @@ def compare_fits(
     common = dict(points_per_step=points, seed=seed, data_range=data_range)
 
     def run_encoder() -> FitResult:
-        return fit_batch(
-            meta.learner, coords, values, valid, int(enc["steps"]), float(enc["lr"]),
-            enc["optimizer"], init=start, track_every=1, **common,
+        return fit_encoder(
+            meta.learner, coords, values, valid, enc, seed=seed, init=start,
+            data_range=data_range, track_every=1,
         )  # fmt: skip
 
     torch.manual_seed(seed)
@@ -223,7 +223,9 @@ def compare_fits(
         enc_fits.append(run_encoder())
     enc_sps = float(np.median([f.seconds / max(f.steps, 1) for f in enc_fits]))
     chained = f", warm start in chains of {enc['chain_length']}" if start is not None else ""
-    label = f"encoder ({enc['optimizer']}, K={enc['steps']}{chained})"
+    adam = int(enc.get("adam_steps", 0))
+    more = f" + {adam} Adam steps at {float(enc['adam_lr']):g}" if adam else ""
+    label = f"encoder ({enc['optimizer']}, K={enc['steps']}{more}{chained})"
     e = enc_fits[0]
     encoder = FitCurve(label, math.nan, enc_sps, _curve(e), _steps_to(e, tlist), e.steps)
     baselines = [

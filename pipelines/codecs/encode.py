@@ -55,7 +55,8 @@ from pipelines.data.stores.reader import FieldStore
 from pipelines.engine.checkpoint import load_checkpoint
 
 ENCODER_KEYS = (
-    "steps", "lr", "optimizer", "points_per_step", "batch_size", "chain_length", "seed",
+    "steps", "lr", "optimizer", "adam_steps", "adam_lr", "points_per_step", "batch_size",
+    "chain_length", "seed",
 )  # fmt: skip
 
 

@@ -44,6 +44,12 @@ class EncodeSpec(Validated):
             SGD at ``method.inner_lr``, learned MetaSGD rates...), ``adam`` or ``sgd``. A
             MAML initialisation is tuned for its own inner rule; Adam's first steps move
             every weight by about ``lr`` and undo much of it.
+        adam_steps: Adam continuation for targets past what ``K`` steps reach: after
+            the ``K`` steps, this many Adam steps at ``adam_lr`` (one state per time
+            step) from where they ended; 0 (default) stops at ``K``. The codes, the
+            metrics and the report's encoder curve include them.
+        adam_lr: learning rate of the Adam continuation (small: it refines a fit that
+            is already close, unlike Adam from the meta-init).
         points_per_step: points sampled per step (0: every grid point, full resolution).
         batch_size: time steps adapted together (vectorised); 0: a whole chunk.
         chain_length: warm start in time: 0 starts every time step from the meta-learned
@@ -79,6 +85,8 @@ class EncodeSpec(Validated):
     steps: int = bounded(16, ge=1)
     lr: float = bounded(1e-3, gt=0.0)
     optimizer: str = choice("rule", ENCODE_OPTIMIZERS)
+    adam_steps: int = bounded(0, ge=0)
+    adam_lr: float = bounded(1e-4, gt=0.0)
     points_per_step: int = bounded(0, ge=0)
     batch_size: int = bounded(0, ge=0)
     chain_length: int = bounded(0, ge=0)

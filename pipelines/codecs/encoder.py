@@ -25,7 +25,7 @@ import torch
 from mia_core.config import config_from_dict
 from mia_core.runtime import set_matmul_precision
 from pipelines.codecs.codestore import mark_done, open_code_store, write_unit
-from pipelines.codecs.fitting import fit_batch
+from pipelines.codecs.fitting import fit_encoder
 from pipelines.codecs.meta_model import (
     EncodeError,
     MetaModel,
@@ -160,18 +160,10 @@ class ChunkEncoder:
             init = None
             if warm and prev is not None:
                 init = {k: v[: len(idx)] for k, v in prev.items()}
-            fit = fit_batch(
-                learner,
-                self.coords,
-                values,
-                valid,
-                s["steps"],
-                s["lr"],
-                s["optimizer"],
-                s["points_per_step"],
-                seed=s["seed"] + start + idx[0],
+            fit = fit_encoder(
+                learner, self.coords, values, valid, s, seed=s["seed"] + start + idx[0],
                 init=init,
-            )
+            )  # fmt: skip
             prev = fit.params
             code, scale = quantise(params_to_codes(learner, fit.params), s["code_dtype"], sizes)
             stored = codes_to_params(learner, dequantise(code, scale, sizes))

@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -171,4 +172,45 @@ def fit_batch(
     return out
 
 
-__all__ = ["OPTIMIZERS", "FitResult", "fit_batch", "fit_rule"]
+def fit_encoder(
+    learner: MetaLearner,
+    coords: Mapping[str, Tensor],
+    values: Mapping[str, Tensor],
+    valid: Mapping[str, Tensor],
+    enc: Mapping[str, Any],
+    seed: int = 0,
+    init: Mapping[str, Tensor] | None = None,
+    data_range: float = 1.0,
+    track_every: int = 0,
+) -> FitResult:
+    """The encoder's fit of a batch: the encoding job's and the report's, alike.
+
+    ``enc`` holds the encoder settings as a code store records them (``steps``, ``lr``,
+    ``optimizer``, ``points_per_step``, and ``adam_steps`` / ``adam_lr``, absent in code
+    stores written before the Adam continuation): ``K`` steps of the optimizer, then
+    ``adam_steps`` Adam steps from where they ended. The result counts both phases;
+    its trajectory runs on across them (steps and seconds continue).
+    """
+    common = dict(points_per_step=int(enc["points_per_step"]), data_range=data_range)
+    fit = fit_batch(
+        learner, coords, values, valid, int(enc["steps"]), float(enc["lr"]), enc["optimizer"],
+        seed=seed, init=init, track_every=track_every, **common,
+    )  # fmt: skip
+    extra = int(enc.get("adam_steps", 0))
+    if extra <= 0:
+        return fit
+    more = fit_batch(
+        learner, coords, values, valid, extra, float(enc["adam_lr"]), "adam",
+        seed=seed + 1, init=fit.params, track_every=track_every, **common,
+    )  # fmt: skip
+    shift = [(k + fit.steps, s + fit.seconds, v) for k, s, v in more.trajectory if k > 0]
+    return FitResult(
+        more.params,
+        fit.steps + more.steps,
+        fit.seconds + more.seconds,
+        history=fit.history + [(k + fit.steps, v) for k, v in more.history if k > 0],
+        trajectory=fit.trajectory + shift,
+    )
+
+
+__all__ = ["OPTIMIZERS", "FitResult", "fit_batch", "fit_encoder", "fit_rule"]
