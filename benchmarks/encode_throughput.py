@@ -47,10 +47,10 @@ VARIABLES = ("t2m", "sp", "tcwv", "z500")
 TARGET = 50.0  # time steps/s per core (issue 15)
 
 
-def meta_pretrain(store: Path, out: Path, steps: int, k: int) -> Path:
-    """The recipe meta-trained for ``k`` inner steps on ``store``; returns the run folder."""
+def meta_pretrain(store: Path, out: Path, steps: int, k: int, recipe: Path) -> Path:
+    """``recipe`` meta-trained for ``k`` inner steps on ``store``; returns the run folder."""
     cfg = load_config(
-        RECIPE,
+        recipe,
         [
             f"data.store={store}",
             "data.name=era5_waves",
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chain", type=int, default=8, help="warm-start chain length")
     p.add_argument("--chunk", type=int, default=64, help="time steps per code chunk")
     p.add_argument("--meta-steps", type=int, default=300, help="meta-pretraining steps")
+    p.add_argument("--recipe", type=Path, default=RECIPE, help="Meta-INR experiment config")
     p.add_argument("--no-ray", action="store_true", help="skip the actor-pool row")
     p.add_argument("--json", default="", help="also write the rows here")
     args = p.parse_args(argv)
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         split = ("--val-fraction", "0.05", "--test-fraction", "0.05", "--chunk", "64")
         build_store(tmp / "era5.nc", store, VARIABLES, args.grid, split)
         torch.set_num_threads(2)
-        run_dir = meta_pretrain(store, tmp / "runs", args.meta_steps, args.steps)
+        run_dir = meta_pretrain(store, tmp / "runs", args.meta_steps, args.steps, args.recipe)
         torch.set_num_threads(1)
         variants = {
             "every point, cold": (0, 0),
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = {
             "grid": args.grid, "variables": list(VARIABLES), "frames": args.frames,
             "steps": args.steps, "meta_steps": args.meta_steps, "chunk": args.chunk,
+            "recipe": str(Path(args.recipe).resolve().relative_to(ROOT)),
             "allocator": allocator.removeprefix("allocator: "), "cpu": cpu_name(),
             "bf16_matmul": cpu_has_bf16_matmul(), "target_per_core": TARGET,
         }  # fmt: skip
