@@ -19,7 +19,8 @@ Each encoding waits for the machine to be idle first and reports the foreign CPU
 
 ```bash
 .venv/bin/python benchmarks/encode_throughput.py            # ~5 min on 2 cores
-.venv/bin/python benchmarks/encode_throughput.py --json benchmarks/results/encode_throughput.json
+.venv/bin/python benchmarks/encode_throughput.py \
+    --json benchmarks/results/encode_throughput.json --readme  # + README table
 ```
 """
 
@@ -40,6 +41,7 @@ from mia_core.runtime import cpu_has_bf16_matmul, cpu_name
 from pipelines.codecs.encode import run_encode
 from pipelines.codecs.encode_spec import EncodeSpec
 from pipelines.jobs import train
+from pipelines.reports.readme_blocks import write_block
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs/experiments/meta_inr_ncep.yaml"
@@ -82,6 +84,28 @@ def encode_rate(spec: EncodeSpec, local: bool, cores: int) -> dict:
     }
 
 
+def readme_block(result: dict, source: str) -> str:
+    """The README's table of a results JSON written by this script."""
+    rows = [
+        "| encoder | time steps/s per core | PSNR mean / min (dB) | codes | others (cores) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        rows.append(
+            f"| {r['variant']} | {r['per_core']:.1f} | {r['psnr_mean_db']:.1f} / "
+            f"{r['psnr_min_db']:.1f} | {r['compression']:.1f}x | {r['foreign_cores']:.2f} |"
+        )
+    top = max(r["per_core"] for r in result["rows"])
+    verdict = "PASS" if top >= result["target_per_core"] else "MISS"
+    return (
+        f"{result['frames']} time steps of {result['grid']} x {len(result['variables'])} "
+        f"variables, K = {result['steps']}, int8 codes, {result['cpu']}; target >= "
+        f"{result['target_per_core']:g} time steps/s per core: best {top:.1f}, {verdict}.\n\n"
+        + "\n".join(rows)
+        + f"\n\nGenerated from `{source}` by `python benchmarks/encode_throughput.py --readme`."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Build, meta-train, encode every variant, print the table (and write ``--json``)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -95,7 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe", type=Path, default=RECIPE, help="Meta-INR experiment config")
     p.add_argument("--no-ray", action="store_true", help="skip the actor-pool row")
     p.add_argument("--json", default="", help="also write the rows here")
+    p.add_argument("--readme", action="store_true", help="render README.md's block from --json")
+    p.add_argument("--render-only", action="store_true", help="with --readme: measure nothing")
     args = p.parse_args(argv)
+    if args.readme and not args.json:
+        p.error("--readme needs --json (the results file the block is rendered from)")
+    if args.render_only:
+        return render(args.json)
     allocator = maybe_reexec_with_tcmalloc() if argv is None else "allocator: as started"
     print(allocator, flush=True)
     rows = []
@@ -150,6 +180,13 @@ def main(argv: list[str] | None = None) -> int:
             "bf16_matmul": cpu_has_bf16_matmul(), "target_per_core": TARGET,
         }  # fmt: skip
         Path(args.json).write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
+    return render(args.json) if args.readme else 0
+
+
+def render(path: str) -> int:
+    """Regenerate README.md's ``encode_throughput`` block from the results file ``path``."""
+    block = readme_block(json.loads(Path(path).read_text()), path)
+    print(f"updated {write_block('README.md', 'encode_throughput', block)} from {path}")
     return 0
 
 
