@@ -175,6 +175,7 @@ def _store_attrs(
 ) -> dict[str, Any]:
     """The ``mia_codes`` attribute of a new code store (without ``meta_*`` weights info)."""
     layout = code_layout(model.learner)
+    member_dim, members = _members(store)
     return {
         "store": src.display,
         "out": dst.display,
@@ -183,8 +184,8 @@ def _store_attrs(
         "num_time": store.num_signals,
         "time_dim": store.layout[store.modalities[0]][0],
         # Ensembles: signal i is (time i // M, member i % M); decoding unstacks them.
-        "member_dim": _members(store)[0],
-        "members": _members(store)[1],
+        "member_dim": member_dim,
+        "members": members,
         "mode": model.mode,
         "code_dim": layout.dim,
         "code_layout": layout.to_json(),
