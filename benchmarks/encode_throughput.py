@@ -4,7 +4,8 @@ Issue 15's throughput target is >= 50 time steps/s per core for 33 x 36 fields o
 variables at K <= 8. This script measures what a user's ``mia-inr encode`` gets:
 
 1. writes an ERA5-layout netCDF (t2m, sp, tcwv, z500: smooth travelling waves, 6-hourly,
-   1-degree grid) and builds a field store at ``--grid`` with the project's ERA5 builder;
+   5-degree grid) and builds a field store at ``--grid`` with the project's ERA5 builder;
+   ``--frames`` (2,048) long enough that the Ray row's actor start-up is amortised;
 2. meta-pretrains the NCEP Meta-INR recipe (``configs/experiments/meta_inr_ncep.yaml``:
    SIREN 3 x 32 per variable, learned per-step rates) for the encoder's ``K``;
 3. encodes the whole store with :func:`pipelines.codecs.encode.run_encode` for each
@@ -18,7 +19,7 @@ Each encoding waits for the machine to be idle first and reports the foreign CPU
 (another job on this 2-core machine halves a row).
 
 ```bash
-.venv/bin/python benchmarks/encode_throughput.py            # ~5 min on 2 cores
+.venv/bin/python benchmarks/encode_throughput.py            # ~8 min on 2 cores
 .venv/bin/python benchmarks/encode_throughput.py \
     --json benchmarks/results/encode_throughput.json --readme  # + README table
 ```
@@ -109,7 +110,7 @@ def readme_block(result: dict, source: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Build, meta-train, encode every variant, print the table (and write ``--json``)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--frames", type=int, default=256, help="time steps in the store")
+    p.add_argument("--frames", type=int, default=2048, help="time steps in the store")
     p.add_argument("--grid", default="33x36", help="NLATxNLON of the store")
     p.add_argument("--steps", type=int, default=8, help="encoder (and inner-loop) steps K")
     p.add_argument("--points", type=int, default=512, help="sampled points per step")
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         store = tmp / "era5.zarr"
-        write_fields(tmp / "era5.nc", args.frames, variables=VARIABLES)
+        write_fields(tmp / "era5.nc", args.frames, variables=VARIABLES, degrees=5)
         split = ("--val-fraction", "0.05", "--test-fraction", "0.05", "--chunk", "64")
         build_store(tmp / "era5.nc", store, VARIABLES, args.grid, split)
         torch.set_num_threads(2)

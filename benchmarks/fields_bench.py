@@ -79,12 +79,20 @@ FIELD_VARIABLES = {
 
 
 def write_fields(
-    path: Path, frames: int, seed: int = 0, variables: tuple[str, ...] = ("t2m", "sp", "tcwv")
+    path: Path,
+    frames: int,
+    seed: int = 0,
+    variables: tuple[str, ...] = ("t2m", "sp", "tcwv"),
+    degrees: int = 1,
 ) -> None:
-    """ERA5-layout netCDF of ``variables`` (of ``FIELD_VARIABLES``) on a 1-degree grid."""
+    """ERA5-layout netCDF of ``variables`` (of ``FIELD_VARIABLES``) on a global grid.
+
+    ``degrees`` is the grid spacing (1: ERA5's 181 x 360; coarser inputs keep long
+    archives small when the store is regridded coarser anyway).
+    """
     rng = np.random.default_rng(seed)
-    lat = np.linspace(90.0, -90.0, 181)
-    lon = np.arange(360.0)
+    lat = np.linspace(90.0, -90.0, 180 // degrees + 1)
+    lon = np.arange(0.0, 360.0, degrees)
     la, lo = np.meshgrid(np.deg2rad(lat), np.deg2rad(lon), indexing="ij")
     t = np.arange(frames)[:, None, None]
 
