@@ -150,6 +150,7 @@ def build_learner(
         pruning,
         method.uncertainty_weighting,
         method.meta_gradient,
+        method.inner_points,
     )
     if method.fim_lambda > 0:  # FIM loss hook (mia_core/mcl/fim.py)
         learner = FIMLearner(learner, method.fim_lambda, method.fim_decay, method.fim_normalise)

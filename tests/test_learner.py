@@ -353,3 +353,25 @@ def test_coordinate_layers_are_computed_once_per_point_set(case, make_learner, m
     torch.testing.assert_close(out.loss, ref, rtol=1e-12, atol=1e-12)
     assert_lists_close(got, meta_grads(learner, ref), rtol=1e-8, atol=1e-10)
     assert all(learner.inrs[m]._coordinate_memo is None for m in ep)
+
+
+def test_inner_points_draw_fresh_support_points_at_every_inner_step(make_learner, make_ep):
+    """method.inner_points: each inner step sees its own random draw of support points."""
+    over = ["method.inner_steps=4", "method.inner_points=3", "method.inner_lr=0.05"]
+    learner = make_learner("maml", "siren", ("sine",), over)
+    episode = make_ep(batch=2, num_points=40, modalities=("sine",), ratio=(0.5, 0.5))
+    seen = []
+    predict = learner.predict
+
+    def recording(m, x, params, *a, **k):
+        seen.append(x.detach().clone())
+        return predict(m, x, params, *a, **k)
+
+    learner.predict = recording
+    torch.manual_seed(0)
+    learner.adapt(episode, create_graph=False, track_graph=False)
+    assert len(seen) == 4 and all(x.shape[1] == 3 for x in seen)
+    assert any(not torch.equal(seen[0], x) for x in seen[1:])  # not one fixed subset
+    support = episode["sine"].support_x
+    for x in seen:  # every drawn point is one of the support points
+        assert all(any(torch.equal(p, q) for q in support[0]) for p in x[0])

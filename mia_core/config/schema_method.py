@@ -226,6 +226,11 @@ class MethodConfig(_Validated):
             ``theta - mean_b phi_b``, how far the inner loop took it on average; the
             query sets are only scored. Weight adaptation (``maml``, ``meta_inr``) with
             ``weight_rates: fixed`` only: Reptile gives no gradient to learned rates.
+        inner_points: Points drawn at random (with replacement, one draw shared by the
+            batch) from the support sets at every inner step, as the encoder's
+            ``points_per_step`` does; 0 (default) uses every support point. Dense random
+            draws from the full grid instead of a fixed subsample: no lattice to alias
+            between.
         gap_variant: One of ``GAP_VARIANTS`` (exact, approx).
         alfa_hidden: Hidden width of the ALFA hyper-network.
         uncertainty_weighting: Weight per-modality losses by learned uncertainty.
@@ -247,6 +252,7 @@ class MethodConfig(_Validated):
     metasgd_clamp: list[float] = _list(0.0, 10.0)
     weight_rates: str = _choice("fixed", WEIGHT_RATES)
     meta_gradient: str = _choice("maml", META_GRADIENTS)
+    inner_points: int = _num(0, ge=0)
     gap_variant: str = _choice("exact", GAP_VARIANTS)
     alfa_hidden: int = _num(32, ge=1)
     uncertainty_weighting: bool = False

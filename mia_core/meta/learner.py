@@ -100,6 +100,8 @@ class MetaLearner(nn.Module):
         meta_gradient: ``maml``, or ``reptile`` (weights mode): the outer loss is
             ``sum_k 0.5 * mean_b ||theta_k - sg(phi_bk)||^2``, whose gradient is Reptile's
             direction ``theta - mean_b phi_b``, so any outer optimizer applies it.
+        inner_points: support points drawn at random (with replacement, shared by the
+            batch) at every inner step; 0 uses them all.
     """
 
     def __init__(
@@ -112,13 +114,14 @@ class MetaLearner(nn.Module):
         pruning: PruningSpec | None = None,
         uncertainty_weighting: bool = False,
         meta_gradient: str = "maml",
+        inner_points: int = 0,
     ) -> None:
         super().__init__()
         if meta_gradient not in ("maml", "reptile"):
             raise ValueError(f"meta_gradient must be maml or reptile, got {meta_gradient!r}")
         if meta_gradient == "reptile" and adapt != "weights":
             raise ValueError("meta_gradient reptile needs adapt='weights'")
-        self.meta_gradient = meta_gradient
+        self.meta_gradient, self.inner_points = meta_gradient, int(inner_points)
         self.inrs = nn.ModuleDict(dict(inrs))
         self.modalities = list(inrs)
         shapes, _ = adapted_shapes(inrs, adapt)
@@ -157,6 +160,9 @@ class MetaLearner(nn.Module):
         for m in self.modalities:
             mb = episode[m]
             x, y, mask = mb.support_x, mb.support_y, mb.support_mask
+            if 0 < self.inner_points < x.shape[1]:  # a fresh random draw every step
+                idx = torch.randint(0, x.shape[1], (self.inner_points,), device=x.device)
+                x, y, mask = x[:, idx], y[:, idx], mask[:, idx]
             if prune and self.pruning is not None:
                 with torch.no_grad():
                     pred, feats = self.predict(m, x, params, return_features=True)
