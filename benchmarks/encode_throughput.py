@@ -103,7 +103,8 @@ def readme_block(result: dict, source: str) -> str:
         f"variables, K = {result['steps']}, int8 codes, {result['cpu']}; target >= "
         f"{result['target_per_core']:g} time steps/s per core: best {top:.1f}, {verdict}.\n\n"
         + "\n".join(rows)
-        + f"\n\nGenerated from `{source}` by `python benchmarks/encode_throughput.py --readme`."
+        + f"\n\nGenerated from `{source}` by `python benchmarks/encode_throughput.py "
+        f"--json {source} --readme --render-only`."
     )
 
 
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--readme", action="store_true", help="render README.md's block from --json")
     p.add_argument("--render-only", action="store_true", help="with --readme: measure nothing")
     args = p.parse_args(argv)
-    if args.readme and not args.json:
+    if (args.readme or args.render_only) and not args.json:
         p.error("--readme needs --json (the results file the block is rendered from)")
     if args.render_only:
         return render(args.json)
