@@ -8,6 +8,7 @@ Usage::
     mia-inr tune --config configs/tune/mia_random.yaml
     mia-inr ablate --config configs/ablation/short.yaml
     mia-inr mwt-study --config configs/reproduce/mwt_mnist_cpu.yaml --local --readme
+    mia-inr continual-study --config configs/reproduce/mcl_nf_ncep.yaml --local --readme
     mia-inr encode --config configs/encode/default.yaml encode.store=... encode.out=...
     mia-inr decode runs/codes/x.zarr --out decoded.nc
     mia-inr encode report --codes runs/codes/x.zarr --results benchmarks/results/encode.json
@@ -37,6 +38,7 @@ COMMANDS: dict[str, tuple[str, list[str]]] = {
     "ablate": ("ray_jobs.ablate", []),
     "reproduce": ("ray_jobs.reproduce", []),
     "mwt-study": ("ray_jobs.mwt_study", []),
+    "continual-study": ("ray_jobs.continual_study", []),
     "encode": ("ray_jobs.encode", []),  # encode [report] ...
     "decode": ("ray_jobs.encode", ["decode"]),
     "continual": ("ray_jobs.continual", []),

@@ -15,41 +15,14 @@ study's ``results_json`` (or ``--results-json``).
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
-from pipelines.studies.mwt_study import load_mwt_study, run_mwt_study, write_readme
-from ray_jobs.common import parse_job_args, run_main
-
-DEFAULT_JSON = "benchmarks/results/mwt.json"
+from pipelines.studies.mwt_study import MWT
+from ray_jobs.common import run_main
+from ray_jobs.study_cli import study_main
 
 
 def main(argv: list[str]) -> int:
-    """Parse arguments, run the study and/or refresh the README; user errors propagate."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config", default=None, help="study YAML (configs/reproduce/mwt_*)")
-    parser.add_argument("overrides", nargs="*", help="mwt_study.key=value or budget key=value")
-    parser.add_argument("--local", action="store_true", help="one process, no Ray")
-    parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS)")
-    parser.add_argument("--readme", action="store_true", help="regenerate the README table")
-    parser.add_argument("--results-json", default=None, help=f"default: {DEFAULT_JSON}")
-    parser.add_argument("--readme-file", default="README.md", help="file with the markers")
-    args = parse_job_args(parser, argv)
-    if args.config is None and not args.readme:
-        parser.error("--config is required (or --readme alone to refresh the README table)")
-    results_json = args.results_json
-    if args.config is not None:
-        spec = load_mwt_study(args.config, args.overrides)
-        run_mwt_study(spec, local=args.local, address=args.address)
-        results_json = results_json or spec.results_json or None
-    if args.readme:
-        source = Path(results_json or DEFAULT_JSON)
-        if not source.exists():
-            raise FileNotFoundError(f"{source} does not exist (run the study first)")
-        print(f"updated {write_readme(source, args.readme_file)} from {source}")
-    return 0
+    """Run the MWT study and/or refresh the README (:func:`ray_jobs.study_cli.study_main`)."""
+    return study_main(argv, MWT, "benchmarks/results/mwt.json", __doc__)
 
 
 if __name__ == "__main__":

@@ -223,7 +223,9 @@ class RunConfig(_Validated):
     Attributes:
         name: Run name (used for output folders and tracking).
         seed: Global seed for model init and episode sampling.
-        steps: Outer (meta) optimisation steps.
+        steps: Outer (meta) optimisation steps. 0 trains nothing: the initialisation
+            (seeded by ``seed``) is validated, kept as the best and last checkpoint and
+            reported, e.g. the continual baselines that learn from a random init.
         batch_size: Functions per meta-batch.
         outer_lr: Outer optimiser learning rate (> 0).
         weight_decay: Outer optimiser weight decay (>= 0).
@@ -281,7 +283,7 @@ class RunConfig(_Validated):
 
     name: str = "default"
     seed: int = _num(0, ge=0)
-    steps: int = _num(200, ge=1)
+    steps: int = _num(200, ge=0)
     batch_size: int = _num(64, ge=1)
     outer_lr: float = _num(1e-4, gt=0.0)
     weight_decay: float = _num(0.0, ge=0.0)

@@ -12,6 +12,7 @@ Train's storage (``pipelines.engine.ray_train``).
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -139,6 +140,15 @@ def train_loop(
     history: list[dict] = []
     start_step, t0, seen = trainer.step, time.perf_counter(), 0
     wall0 = trainer.wall_seconds
+    if cfg.run.steps == 0:  # no training: validate and keep the initialisation itself
+        if ctx.rank == 0:
+            score, values = task.validate()
+            trainer.best_val, trainer.best_step = score, 0
+            history.append({"step": 0, "val_score": score, **values})
+            say(f"step 0 (run.steps=0: the initialisation) validation {values}")
+        metrics = {"step": 0, "loss": math.nan, "best_val": trainer.best_val}
+        sink(trainer, {**metrics, "val_score": trainer.best_val}, ctx.rank == 0, True)
+        return trainer, history
     while trainer.step < cfg.run.steps:
         batches = 0
         for batch in task.batches(trainer.epoch, trainer.batch_in_epoch):

@@ -1,0 +1,179 @@
+"""MCL-NF and its baselines over seeds: the continual workflow of the comparison study.
+
+A study file (``configs/reproduce/mcl_nf_*.yaml``, top level =
+:class:`~pipelines.studies.comparison.ComparisonSpec`) names one continual experiment
+(``base``), the methods as variants of it (``variant -> overrides``, e.g.
+``method.name=maml_cl``) and the seeds; :mod:`pipelines.studies.comparison` trains them
+under ``<run.out_dir>/continual_study/<name>/<variant>/seed<k>`` and each run's report
+evaluates it at every test-time budget of ``method.mcl.eval_budgets`` (steps per task).
+A variant with ``run.steps=0`` is not meta-trained: it learns from the seed's random
+init, as the MCL-NF paper's OL, CL, ER and EWC rows do; ``method.mcl.num_tasks=1`` makes
+the whole signal one task (the paper's offline rows, OL and MOL).
+
+The results entry (``results_json``, e.g. ``benchmarks/results/mcl_nf.json``, one per
+``dataset``) holds, per variant, the MCL-NF paper's Table 1 columns of the final model's
+mean PSNR over tasks and test signals: ``step1`` (budget 1), ``best`` and ``best_budget``
+(the highest point of the seed-mean curve), ``final`` (the largest budget) and
+``forgetting`` (dB a task lost between being learned and the end, at the largest budget),
+with standard deviations over seeds and the seed-mean curve.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mia_core.config import Config
+from mia_core.config.schema_method import CONTINUAL_METHOD_NAMES
+from pipelines.studies.comparison import (
+    ComparisonSpec,
+    Metrics,
+    Workflow,
+    load_comparison,
+    run_comparison,
+    variant_config,
+    write_comparison_readme,
+)
+from pipelines.studies.reproduce import machine_label
+from pipelines.studies.reproduce_adopt import config_digest
+
+
+def _std(values: list[float]) -> float | None:
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
+def variant_entry(spec: ComparisonSpec, variant: str, metrics: Metrics) -> dict[str, Any]:
+    """Step 1 / Best / Final / forgetting of one variant from its seeds' ``metrics.json``."""
+    runs = [metrics[(variant, s)] for s in spec.seeds]
+    budgets = sorted(int(b) for b in runs[0]["budgets"])
+    finals = {b: [r["budgets"][str(b)]["final"] for r in runs] for b in budgets}
+    curve = {b: statistics.fmean(v) for b, v in finals.items()}
+    best = max(budgets, key=lambda b: curve[b])
+    last = budgets[-1]
+    forget = [r["budgets"][str(last)]["forgetting"] for r in runs]
+    cfg = variant_config(CONTINUAL, spec, variant, spec.seeds[0])
+    return {
+        "method": runs[0]["method"],
+        "meta_trained_steps": cfg.run.steps,
+        "tasks": cfg.method.mcl.num_tasks,
+        "fim_lambda": cfg.method.fim_lambda,
+        "meta_parameters": runs[0]["meta_parameters"],
+        "step1": curve[budgets[0]],
+        "best": curve[best],
+        "best_budget": best,
+        "final": curve[last],
+        "forgetting": statistics.fmean(forget),
+        "std": {
+            "step1": _std(finals[budgets[0]]),
+            "best": _std(finals[best]),
+            "final": _std(finals[last]),
+            "forgetting": _std(forget),
+        },
+        "curve": {str(b): curve[b] for b in budgets},
+        "per_seed_final": {
+            str(s): r["budgets"][str(last)]["final"] for s, r in zip(spec.seeds, runs, strict=True)
+        },
+    }
+
+
+def study_entry(spec: ComparisonSpec, cfg: Config, metrics: Metrics) -> dict[str, Any]:
+    """The results entry of one study (module docstring)."""
+    first = metrics[(next(iter(spec.variants)), spec.seeds[0])]
+    mcl = cfg.method.mcl
+    return {
+        "methods": {v: variant_entry(spec, v, metrics) for v in spec.variants},
+        "budgets": sorted(int(b) for b in first["budgets"]),
+        "optimizer": mcl.eval_optimizer,
+        "eval_lr": mcl.eval_lr or cfg.method.inner_lr,
+        "test_sequences": first["test_sequences"],
+        "seeds": list(spec.seeds),
+        "description": spec.description,
+        "config_digest": config_digest(cfg),
+        "machine": machine_label(cfg),
+    }
+
+
+def render_table(results: dict[str, dict[str, Any]]) -> str:
+    """Markdown tables (PSNR in dB, mean ± std over seeds) of every dataset."""
+    lines: list[str] = []
+    for dataset, e in results.items():
+        n, budgets = len(e["seeds"]), e["budgets"]
+        lines += [
+            f"**{dataset}**: {e['description']} ({n} seed{'s' * (n > 1)}, "
+            f"{e['test_sequences']} test signals; test time: {e['optimizer']} at lr "
+            f"{e['eval_lr']:g}, budgets {budgets[0]}-{budgets[-1]} steps per task; "
+            f"{e['machine']})",
+            "",
+            "| method | meta-trained steps | tasks | Step 1 | Best (budget) "
+            f"| Step {budgets[-1]} | forgetting at {budgets[-1]} |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for variant, m in e["methods"].items():
+            name = f"{variant} (`{m['method']}`" + (
+                f", FIM {m['fim_lambda']:g})" if m["fim_lambda"] else ")"
+            )
+            lines.append(
+                f"| {name} | {m['meta_trained_steps']} | {m['tasks']} | {_cell(m, 'step1')} | "
+                f"{_cell(m, 'best')} ({m['best_budget']}) | {_cell(m, 'final')} | "
+                f"{_cell(m, 'forgetting')} |"
+            )
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _cell(m: dict[str, Any], key: str) -> str:
+    std = m["std"].get(key)
+    return f"{m[key]:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+
+
+def _flat(entry: dict[str, Any]) -> dict[str, float]:
+    return {
+        f"{v}_{k}": float(m[k])
+        for v, m in entry["methods"].items()
+        for k in ("step1", "best", "final", "forgetting")
+    }
+
+
+CONTINUAL = Workflow(
+    section="continual_study",
+    folder="continual_study",
+    block="mcl_nf",
+    methods=CONTINUAL_METHOD_NAMES,
+    required=(),
+    entry=study_entry,
+    render=render_table,
+    flat=_flat,
+)
+
+
+def load_continual_study(path: str | Path, extra: Sequence[str] = ()) -> ComparisonSpec:
+    """Read a continual study file (:func:`~pipelines.studies.comparison.load_comparison`)."""
+    return load_comparison(CONTINUAL, path, extra)
+
+
+def run_continual_study(
+    spec: ComparisonSpec,
+    log: Callable[[str], None] = print,
+    *,
+    local: bool = True,
+    address: str | None = None,
+) -> dict[str, Any]:
+    """Train (or continue) every run; write and return the study's results entry."""
+    return run_comparison(CONTINUAL, spec, log, local=local, address=address)
+
+
+def write_readme(results_json: str | Path, readme: str | Path = "README.md") -> Path:
+    """Fill the README's ``mcl_nf`` block from ``results_json``."""
+    return write_comparison_readme(CONTINUAL, results_json, readme)
+
+
+__all__ = [
+    "CONTINUAL",
+    "load_continual_study",
+    "render_table",
+    "run_continual_study",
+    "study_entry",
+    "write_readme",
+]
