@@ -4,6 +4,7 @@ import numpy as np
 import xarray as xr
 
 from pipelines.data.stores import ModalityData, make_location, write_signal_store
+from pipelines.data.stores.field_writer import write_field_store
 
 # Distinctive credentials: any occurrence in a message, repr or stored byte is a leak.
 KEY = "AKIAMIALEAKCHECK7Q2Z"
@@ -60,3 +61,19 @@ def field_dataset(kind, n_time=10, lat_desc=True, seed=0):
         {"rho": (("time", "z", "y", "x"), rng.normal(size=(n_time, 2, 3, 4)))},
         coords={"z": [0.0, 1.0], "y": [0.0, 0.5, 1.0], "x": [0.0, 1.0, 2.0, 3.0]},
     )
+
+
+def air_field_store(path, n_time):
+    """A small ``air`` field store (6 x 8 grid) with the last 4 steps as val / test."""
+    rng = np.random.default_rng(0)
+    lat, lon = np.linspace(-40, 40, 6), np.linspace(0, 350, 8)
+    base = np.sin(np.deg2rad(lon))[None, None] * np.cos(np.deg2rad(lat))[None, :, None]
+    data = 0.5 + 0.3 * base + 0.05 * rng.standard_normal((n_time, 6, 8))
+    ds = xr.Dataset(
+        {"air": (("time", "lat", "lon"), data.astype(np.float32))},
+        coords={"time": np.arange(n_time), "lat": lat, "lon": lon},
+    )
+    split = np.zeros(n_time, np.int8)
+    split[-4:-2], split[-2:] = 1, 2
+    write_field_store(ds, make_location(str(path)), chunk_time=4, split=split, normalisation="none")
+    return str(path)

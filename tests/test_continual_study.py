@@ -2,14 +2,11 @@
 
 import json
 
-import numpy as np
 import pytest
 import torch
-import xarray as xr
+from store_samples import air_field_store
 
 from mia_core.config import ConfigError, load_config
-from pipelines.data.stores import make_location
-from pipelines.data.stores.field_writer import write_field_store
 from pipelines.engine.run_dir import selected_checkpoint
 from pipelines.jobs import train
 from pipelines.studies.continual_study import (
@@ -20,25 +17,10 @@ from pipelines.studies.continual_study import (
 )
 
 
-def _store(path, n_time=10):
-    rng = np.random.default_rng(0)
-    lat, lon = np.linspace(-40, 40, 6), np.linspace(0, 350, 8)
-    base = np.sin(np.deg2rad(lon))[None, None] * np.cos(np.deg2rad(lat))[None, :, None]
-    data = 0.5 + 0.3 * base + 0.05 * rng.standard_normal((n_time, 6, 8))
-    ds = xr.Dataset(
-        {"air": (("time", "lat", "lon"), data.astype(np.float32))},
-        coords={"time": np.arange(n_time), "lat": lat, "lon": lon},
-    )
-    split = np.zeros(n_time, np.int8)
-    split[-4:-2], split[-2:] = 1, 2
-    write_field_store(ds, make_location(str(path)), chunk_time=4, split=split, normalisation="none")
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("continual_study")
-    store = _store(root / "air.zarr")
+    store = air_field_store(root / "air.zarr", 10)
     base = root / "base.yaml"
     base.write_text(
         "\n".join(

@@ -2,9 +2,9 @@
 
 import json
 
-import numpy as np
 import pytest
 import torch
+from store_samples import air_field_store
 
 from mia_core.builders import build_learner
 from mia_core.config import load_config
@@ -257,32 +257,12 @@ def test_sequence_rejects_mismatched_shapes():
 # ---------------------------------------------------------------- pipelines
 
 
-def _field_store(path, n_time):
-    import xarray as xr
-
-    from pipelines.data.stores import make_location
-    from pipelines.data.stores.field_writer import write_field_store
-
-    rng = np.random.default_rng(0)
-    lat, lon = np.linspace(-40, 40, 6), np.linspace(0, 350, 8)
-    base = np.sin(np.deg2rad(lon))[None, None] * np.cos(np.deg2rad(lat))[None, :, None]
-    data = 0.5 + 0.3 * base + 0.05 * rng.standard_normal((n_time, 6, 8))
-    ds = xr.Dataset(
-        {"air": (("time", "lat", "lon"), data.astype(np.float32))},
-        coords={"time": np.arange(n_time), "lat": lat, "lon": lon},
-    )
-    split = np.zeros(n_time, np.int8)
-    split[-4:-2], split[-2:] = 1, 2
-    write_field_store(ds, make_location(str(path)), chunk_time=4, split=split, normalisation="none")
-    return str(path)
-
-
 @pytest.mark.integration
 def test_continual_job_resumes_reports_and_encodes_only_new_steps(tmp_path):
     from pipelines.codecs.continual import encode_continual, load_frame
     from pipelines.jobs import train
 
-    store = _field_store(tmp_path / "air.zarr", 12)
+    store = air_field_store(tmp_path / "air.zarr", 12)
     over = [
         *TINY,
         "method.name=mcl_nf",
@@ -316,7 +296,7 @@ def test_continual_job_resumes_reports_and_encodes_only_new_steps(tmp_path):
     first = encode_continual(run, store, out, log=lines.append, limit=5)
     assert (first["encoded"], first["skipped"]) == (5, 0)
     stamp = (out / "modules" / "t0000000.pt").stat().st_mtime_ns
-    store = _field_store(tmp_path / "air.zarr", 15)  # three more time steps arrive
+    store = air_field_store(tmp_path / "air.zarr", 15)  # three more time steps arrive
     second = encode_continual(run, store, out, log=lines.append)
     assert (second["encoded"], second["skipped"]) == (10, 5)
     assert (out / "modules" / "t0000000.pt").stat().st_mtime_ns == stamp  # past untouched

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mia_core.config import Config
+from mia_core.config import Config, ConfigError
 from mia_core.data import generate_synthetic1d
+from mia_core.data.synthetic1d import ACTIVATIONS
 from pipelines.data.episodes import SCALE_PREFIX, EpisodeSpec
 from pipelines.data.stores import (
     ModalityData,
@@ -88,6 +89,13 @@ def resolve_store(cfg: Config) -> StoreLocation:
     d = cfg.data
     if d.store:
         return make_location(d.store, endpoint_url=d.endpoint_url or None)
+    unknown = [m for m in d.modalities if m not in ACTIVATIONS]
+    if unknown:
+        raise ConfigError(
+            f"data.store is empty, so the synthetic 1-D store would be built, but "
+            f"data.modalities {unknown} are not synthetic ({sorted(ACTIVATIONS)}); set "
+            f"data.store to the store to train on"
+        )
     keys = (
         "num_functions",
         "num_train",
