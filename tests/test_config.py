@@ -218,7 +218,7 @@ def test_invalid_enum_names_key_source_and_allowed_values(tmp_path):
         ("method.pruning.keep_ratio=0", "method.pruning.keep_ratio"),
         ("method.pruning.keep_ratio=1.5", "method.pruning.keep_ratio"),
         ("method.sft.heads=5", "method.sft.heads"),
-        ("run.steps=0", "run.steps"),
+        ("run.steps=-1", "run.steps"),
         ("run.device=tpu", "run.device"),
     ],
 )
