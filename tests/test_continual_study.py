@@ -2,11 +2,14 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from store_samples import air_field_store
 
 from mia_core.config import ConfigError, load_config
+from mia_core.mcl import grid_task_sequence
+from pipelines.data.stores.reader import grid_coords
 from pipelines.engine.run_dir import selected_checkpoint
 from pipelines.jobs import train
 from pipelines.studies.continual_study import (
@@ -15,6 +18,7 @@ from pipelines.studies.continual_study import (
     run_continual_study,
     write_readme,
 )
+from pipelines.tasks.continual import signal_psnr
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +80,13 @@ def test_study_writes_step1_best_final_and_readme_block(study, tmp_path, capsys)
         assert m["best_budget"] == [1, 2, 4][curve.index(max(curve))]
         assert m["std"]["final"] is not None
     assert ours["forgetting"] == 0.0 and ol["forgetting"] == 0.0  # modules / one task
+    runs = study / "runs/continual_study/t/cl"
     seeds = [
-        json.loads((study / "runs/continual_study/t/cl" / f"seed{s}" / "metrics.json").read_text())[
-            "budgets"
-        ]["4"]["final"]
-        for s in (0, 1)
+        json.loads((runs / f"seed{s}" / "metrics.json").read_text())["budgets"]["4"] for s in (0, 1)
     ]
+    assert cl["psnr"] == "whole signal"  # not the mean of the tasks' decibels
+    assert all(b["final_signal"] != b["final"] for b in seeds)
+    seeds = [b["final_signal"] for b in seeds]
     assert cl["final"] == pytest.approx(sum(seeds) / 2)
     readme = tmp_path / "README.md"
     readme.write_text("a\n<!-- mcl_nf:begin -->\nold\n<!-- mcl_nf:end -->\nb\n")
@@ -100,3 +105,14 @@ def test_study_refuses_a_method_that_is_not_continual(study):
         load_continual_study(
             study / "study.yaml", ["continual_study.variants={x: [method.name=mia]}"]
         )
+
+
+def test_whole_signal_psnr_weights_tasks_by_points_not_decibels():
+    coords = torch.from_numpy(grid_coords((4, 4))).double()
+    seq = grid_task_sequence(torch.rand(2, 16, 1, dtype=torch.float64), coords, "spatial", 2, 1)
+    final = torch.tensor([[120.0, 20.0], [20.0, 20.0]], dtype=torch.float64)  # (T, B)
+    got = signal_psnr(final, seq, 1.0)
+    # signal 0: a near-exact task (1e-12) and one at 1e-2, 8 points each
+    torch.testing.assert_close(got[0], torch.tensor(10 * np.log10(1 / 0.005), dtype=got.dtype))
+    torch.testing.assert_close(got[1], torch.tensor(20.0, dtype=got.dtype))
+    assert got[0] < final[:, 0].mean()  # the mean of decibels would claim 70 dB

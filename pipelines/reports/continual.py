@@ -5,6 +5,8 @@ A run's evaluation is, per step budget ``b``, a ``(T, T, B)`` PSNR array ``M_b``
 Derived numbers (means over the ``B`` test sequences):
 
 * ``final``: mean PSNR of all tasks under the final model (last row);
+* ``final_signal``: mean over signals of each whole signal's PSNR under the final model
+  (its tasks' MSEs weighted by their points; the MCL-NF paper's reconstruction PSNR);
 * ``forgetting``: mean over tasks ``i < T-1`` of ``M[i, i] - M[T-1, i]``, the PSNR a
   task lost between being learned and the end (0 = no forgetting);
 * ``max_drop``: the largest ``M[i, i] - M[j, i]`` over ``j > i``.
@@ -29,8 +31,8 @@ from mia_core.config import Config  # noqa: E402
 from pipelines.reports.plots import save_figure  # noqa: E402
 
 
-def summarise(mat: np.ndarray) -> dict[str, Any]:
-    """Derived numbers of one ``(T, T, B)`` matrix (module docstring)."""
+def summarise(mat: np.ndarray, signal: np.ndarray | None = None) -> dict[str, Any]:
+    """Derived numbers of one ``(T, T, B)`` matrix and ``(B,)`` whole-signal PSNRs."""
     with warnings.catch_warnings():  # the upper triangle (unseen tasks) is all-NaN
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(mat, axis=2)  # (T, T)
@@ -40,6 +42,7 @@ def summarise(mat: np.ndarray) -> dict[str, Any]:
     drops = [float(diag[i] - mean[j, i]) for i in range(t) for j in range(i + 1, t)]
     return {
         "final": float(np.nanmean(mean[-1])),
+        "final_signal": None if signal is None else float(np.nanmean(signal)),
         "final_per_task": mean[-1].tolist(),
         "just_learned": diag.tolist(),
         "forgetting": float(np.mean(forget)) if forget else 0.0,
@@ -55,19 +58,25 @@ def write_report(
     n_params: int,
     state: dict[str, Any],
     log: Callable[[str], None] = print,
+    signals: dict[int, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Write ``results.md``, ``results.csv``, ``metrics.json`` and ``figures/`` of a run.
+
+    ``signals`` (budget -> ``(B,)`` whole-signal PSNRs of the final model) adds
+    ``final_signal`` to each budget's summary.
 
     Returns:
         The ``metrics.json`` content; ``flat`` holds scalar metrics for MLflow.
     """
     budgets = sorted(mats)
-    summ = {b: summarise(mats[b]) for b in budgets}
+    summ = {b: summarise(mats[b], None if signals is None else signals[b]) for b in budgets}
     flat: dict[str, float] = {}
     for b in budgets:
         flat[f"test_psnr_final/b{b}"] = summ[b]["final"]
         flat[f"test_forgetting/b{b}"] = summ[b]["forgetting"]
         flat[f"test_max_drop/b{b}"] = summ[b]["max_drop"]
+        if summ[b]["final_signal"] is not None:
+            flat[f"test_psnr_signal/b{b}"] = summ[b]["final_signal"]
     metrics = {
         "method": cfg.method.name,
         "run": cfg.run.name,
@@ -99,8 +108,11 @@ def write_report(
     _plot_budgets(summ, budgets, cfg.method.name, figs / "psnr_vs_budget.png")
     _plot_forgetting(summ[budgets[-1]], budgets[-1], cfg.method.name, figs / "forgetting.png")
     for b in budgets:
+        whole = summ[b]["final_signal"]
         log(
-            f"budget {b:>5} steps/task: final psnr {summ[b]['final']:.2f} dB, "
+            f"budget {b:>5} steps/task: final psnr {summ[b]['final']:.2f} dB"
+            + ("" if whole is None else f" (whole signals {whole:.2f} dB)")
+            + ", "
             f"forgetting {summ[b]['forgetting']:.2f} dB, max drop {summ[b]['max_drop']:.2f} dB"
         )
     return metrics

@@ -12,10 +12,12 @@ the whole signal one task (the paper's offline rows, OL and MOL).
 
 The results entry (``results_json``, e.g. ``benchmarks/results/mcl_nf.json``, one per
 ``dataset``) holds, per variant, the MCL-NF paper's Table 1 columns of the final model's
-mean PSNR over tasks and test signals: ``step1`` (budget 1), ``best`` and ``best_budget``
+PSNR, the whole test signal's under the final model (its tasks' MSEs weighted by their
+points) averaged over test signals: ``step1`` (budget 1), ``best`` and ``best_budget``
 (the highest point of the seed-mean curve), ``final`` (the largest budget) and
 ``forgetting`` (dB a task lost between being learned and the end, at the largest budget),
-with standard deviations over seeds and the seed-mean curve.
+with standard deviations over seeds and the seed-mean curve. (Runs evaluated before the
+whole-signal PSNR existed give the mean of the tasks' PSNRs; ``psnr`` says which.)
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ def variant_entry(spec: ComparisonSpec, variant: str, metrics: Metrics) -> dict[
     """Step 1 / Best / Final / forgetting of one variant from its seeds' ``metrics.json``."""
     runs = [metrics[(variant, s)] for s in spec.seeds]
     budgets = sorted(int(b) for b in runs[0]["budgets"])
-    finals = {b: [r["budgets"][str(b)]["final"] for r in runs] for b in budgets}
+    key = "final_signal" if runs[0]["budgets"][str(budgets[0])].get("final_signal") else "final"
+    finals = {b: [r["budgets"][str(b)][key] for r in runs] for b in budgets}
     curve = {b: statistics.fmean(v) for b, v in finals.items()}
     best = max(budgets, key=lambda b: curve[b])
     last = budgets[-1]
@@ -72,9 +75,8 @@ def variant_entry(spec: ComparisonSpec, variant: str, metrics: Metrics) -> dict[
             "forgetting": _std(forget),
         },
         "curve": {str(b): curve[b] for b in budgets},
-        "per_seed_final": {
-            str(s): r["budgets"][str(last)]["final"] for s, r in zip(spec.seeds, runs, strict=True)
-        },
+        "psnr": "whole signal" if key == "final_signal" else "mean over tasks",
+        "per_seed_final": {str(s): f for s, f in zip(spec.seeds, finals[last], strict=True)},
     }
 
 
@@ -106,6 +108,10 @@ def render_table(results: dict[str, dict[str, Any]]) -> str:
             f"{e['eval_lr']:g}, budgets {budgets[0]}-{budgets[-1]} steps per task; "
             f"{e['machine']})",
             "",
+            f"PSNR (dB) of the final model: {_psnr_kind(e)}, mean over test signals, "
+            "mean ± std over seeds; forgetting: dB a task lost between being learned and "
+            "the end.",
+            "",
             "| method | meta-trained steps | tasks | Step 1 | Best (budget) "
             f"| Step {budgets[-1]} | forgetting at {budgets[-1]} |",
             "|---|---|---|---|---|---|---|",
@@ -121,6 +127,11 @@ def render_table(results: dict[str, dict[str, Any]]) -> str:
             )
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _psnr_kind(entry: dict[str, Any]) -> str:
+    kinds = {m.get("psnr", "mean over tasks") for m in entry["methods"].values()}
+    return "the whole signal's" if kinds == {"whole signal"} else "the mean of its tasks'"
 
 
 def _cell(m: dict[str, Any], key: str) -> str:

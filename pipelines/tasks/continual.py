@@ -30,6 +30,7 @@ from mia_core.config import Config, load_config
 from mia_core.config.schema import CONTINUAL_METHOD_NAMES
 from mia_core.mcl import SequenceLearner, TaskSequence, grid_task_sequence
 from mia_core.mcl.build import build_sequence_learner
+from mia_core.meta.metrics import psnr
 from mia_core.runtime import resolve_device, set_matmul_precision
 from pipelines.data.resolve import open_training_store
 from pipelines.data.stores import Store, StoreError
@@ -109,12 +110,32 @@ def _eval_lr(cfg: Config) -> float:
     return cfg.method.mcl.eval_lr or cfg.method.inner_lr
 
 
+def signal_psnr(final: torch.Tensor, seq: TaskSequence, data_range: float) -> torch.Tensor:
+    """``(B,)`` PSNR of each whole signal under the final model from its ``(T, B)`` task PSNRs.
+
+    The whole signal's MSE is the point-weighted mean of its tasks' MSEs (each recovered
+    from its PSNR), so a task that is fitted almost exactly (e.g. a blank image border,
+    whose PSNR only measures float rounding) weighs by its points, not by its decibels.
+    """
+    mask = (~torch.isnan(seq.values)).all(-1).to(final.dtype)
+    counts = torch.stack([mask[:, seq.task_of == i].sum(1) for i in range(seq.num_tasks)])
+    mse = data_range**2 * torch.pow(10.0, -final.double() / 10.0)
+    total = (mse * counts).sum(0) / counts.sum(0).clamp(min=1.0)
+    return psnr(total, data_range).to(final.dtype)
+
+
 def evaluate_budgets(
     learner: SequenceLearner, seq: TaskSequence, cfg: Config, batch: int
-) -> dict[int, np.ndarray]:
-    """Budget -> ``(T, T, B)`` PSNR matrices of :meth:`SequenceLearner.continual_eval`."""
+) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """The test-time evaluation of ``seq`` at every budget, ``batch`` sequences at a time.
+
+    Returns:
+        Budget -> ``(T, T, B)`` PSNR matrices of :meth:`SequenceLearner.continual_eval`,
+        and budget -> ``(B,)`` whole-signal PSNRs of the final model (:func:`signal_psnr`).
+    """
     mcl = cfg.method.mcl
     parts: dict[int, list[torch.Tensor]] = {b: [] for b in mcl.eval_budgets}
+    signals: dict[int, list[torch.Tensor]] = {b: [] for b in mcl.eval_budgets}
     for s in range(0, seq.batch_size, batch):
         part = subset(seq, torch.arange(s, min(seq.batch_size, s + batch)))
         res = learner.continual_eval(
@@ -122,7 +143,9 @@ def evaluate_budgets(
         )
         for b, mat in res.items():
             parts[b].append(mat)
-    return {b: torch.cat(v, 2).cpu().numpy() for b, v in parts.items()}
+            signals[b].append(signal_psnr(mat[-1], part, cfg.data.psnr_range))
+    mats = {b: torch.cat(v, 2).cpu().numpy() for b, v in parts.items()}
+    return mats, {b: torch.cat(v).cpu().numpy() for b, v in signals.items()}
 
 
 def _splits(cfg: Config, store: Store, log: Callable[[str], None]) -> dict[str, TaskSequence]:
@@ -161,7 +184,7 @@ def evaluate_continual_run(
     if cfg.method.mcl.eval_signals:
         test = subset(test, torch.arange(min(test.batch_size, cfg.method.mcl.eval_signals)))
     t1 = time.perf_counter()
-    mats = evaluate_budgets(learner, test, cfg, cfg.run.eval_batch_size)
+    mats, signals = evaluate_budgets(learner, test, cfg, cfg.run.eval_batch_size)
     log(f"test-time evaluation of {test.batch_size} sequences: {time.perf_counter() - t1:.1f}s")
     n_params = sum(p.numel() for p in learner.parameters())
     summary = {
@@ -169,7 +192,7 @@ def evaluate_continual_run(
         "best_step": int(state["best_step"]),
         "best_val": -float(state["best_val"]),  # the validation PSNR
     }
-    metrics = write_report(run_dir, cfg, mats, n_params, summary, log)
+    metrics = write_report(run_dir, cfg, mats, n_params, summary, log, signals)
     if track:
         tracker = Tracker(cfg, run_dir)
         flat = {k: v for k, v in metrics["flat"].items() if isinstance(v, float)}
