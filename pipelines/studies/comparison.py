@@ -33,6 +33,7 @@ from pipelines.studies.child_run import ChildJob, train_children
 from pipelines.tracking import run_groups
 
 Metrics = dict[tuple[str, int], dict[str, Any]]
+Configs = dict[tuple[str, int], Config]
 
 
 @dataclass
@@ -80,7 +81,8 @@ class Workflow:
         block: README block name (HTML comments ``<block>:begin`` / ``<block>:end``).
         methods: ``method.name`` values a variant may resolve to.
         required: variants every study of this kind must hold.
-        entry: ``(spec, first run's config, metrics)`` -> the results entry.
+        entry: ``(spec, configs, metrics)`` -> the results entry; both mappings are keyed
+            by ``(variant, seed)`` and iterate seed-major (the first is the first run).
         render: datasets -> entries -> the README block's markdown.
         flat: entry -> scalars logged to the parent MLflow run.
         default_variants: the variants of a study file that names none.
@@ -91,7 +93,7 @@ class Workflow:
     block: str
     methods: tuple[str, ...]
     required: tuple[str, ...]
-    entry: Callable[[ComparisonSpec, Config, Metrics], dict[str, Any]]
+    entry: Callable[[ComparisonSpec, Configs, Metrics], dict[str, Any]]
     render: Callable[[dict[str, dict[str, Any]]], str]
     flat: Callable[[dict[str, Any]], dict[str, float]]
     default_variants: dict[str, list[str]] = field(default_factory=dict)
@@ -183,7 +185,7 @@ def run_comparison(
         )
     finally:
         torch.set_num_threads(threads)
-    entry = workflow.entry(spec, first, dict(zip(order, done, strict=True)))
+    entry = workflow.entry(spec, configs, dict(zip(order, done, strict=True)))
     run_groups.log_metrics(first, parent, workflow.flat(entry))
     if spec.results_json:
         path = write_results(Path(spec.results_json), spec.dataset, entry)
@@ -213,6 +215,7 @@ def write_comparison_readme(
 
 __all__ = [
     "ComparisonSpec",
+    "Configs",
     "Metrics",
     "Workflow",
     "load_comparison",

@@ -31,11 +31,11 @@ from mia_core.config import Config
 from mia_core.config.schema_method import CONTINUAL_METHOD_NAMES
 from pipelines.studies.comparison import (
     ComparisonSpec,
+    Configs,
     Metrics,
     Workflow,
     load_comparison,
     run_comparison,
-    variant_config,
     write_comparison_readme,
 )
 from pipelines.studies.reproduce import machine_label
@@ -46,17 +46,19 @@ def _std(values: list[float]) -> float | None:
     return statistics.stdev(values) if len(values) > 1 else None
 
 
-def variant_entry(spec: ComparisonSpec, variant: str, metrics: Metrics) -> dict[str, Any]:
-    """Step 1 / Best / Final / forgetting of one variant from its seeds' ``metrics.json``."""
+def variant_entry(
+    spec: ComparisonSpec, variant: str, cfg: Config, metrics: Metrics
+) -> dict[str, Any]:
+    """Step 1 / Best / Final / forgetting of one variant (``cfg``: its first run's config)."""
     runs = [metrics[(variant, s)] for s in spec.seeds]
     budgets = sorted(int(b) for b in runs[0]["budgets"])
-    key = "final_signal" if runs[0]["budgets"][str(budgets[0])].get("final_signal") else "final"
+    whole = runs[0]["budgets"][str(budgets[0])].get("final_signal") is not None
+    key = "final_signal" if whole else "final"
     finals = {b: [r["budgets"][str(b)][key] for r in runs] for b in budgets}
     curve = {b: statistics.fmean(v) for b, v in finals.items()}
     best = max(budgets, key=lambda b: curve[b])
     last = budgets[-1]
     forget = [r["budgets"][str(last)]["forgetting"] for r in runs]
-    cfg = variant_config(CONTINUAL, spec, variant, spec.seeds[0])
     return {
         "method": runs[0]["method"],
         "meta_trained_steps": cfg.run.steps,
@@ -80,12 +82,13 @@ def variant_entry(spec: ComparisonSpec, variant: str, metrics: Metrics) -> dict[
     }
 
 
-def study_entry(spec: ComparisonSpec, cfg: Config, metrics: Metrics) -> dict[str, Any]:
+def study_entry(spec: ComparisonSpec, configs: Configs, metrics: Metrics) -> dict[str, Any]:
     """The results entry of one study (module docstring)."""
-    first = metrics[(next(iter(spec.variants)), spec.seeds[0])]
+    seed = spec.seeds[0]
+    cfg, first = configs[(next(iter(spec.variants)), seed)], next(iter(metrics.values()))
     mcl = cfg.method.mcl
     return {
-        "methods": {v: variant_entry(spec, v, metrics) for v in spec.variants},
+        "methods": {v: variant_entry(spec, v, configs[(v, seed)], metrics) for v in spec.variants},
         "budgets": sorted(int(b) for b in first["budgets"]),
         "optimizer": mcl.eval_optimizer,
         "eval_lr": mcl.eval_lr or cfg.method.inner_lr,

@@ -21,9 +21,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mia_core.config import Config
 from pipelines.studies.comparison import (
     ComparisonSpec,
+    Configs,
     Metrics,
     Workflow,
     load_comparison,
@@ -34,8 +34,9 @@ from pipelines.studies.reproduce import machine_label
 from pipelines.studies.reproduce_adopt import config_digest
 
 
-def study_entry(spec: ComparisonSpec, cfg: Config, metrics: Metrics) -> dict[str, Any]:
+def study_entry(spec: ComparisonSpec, configs: Configs, metrics: Metrics) -> dict[str, Any]:
     """The results entry of one study from each run's ``metrics.json``."""
+    cfg = next(iter(configs.values()))
 
     def per_seed(variant: str, key: str) -> list[float]:
         return [float(metrics[(variant, s)][key]) for s in spec.seeds]
