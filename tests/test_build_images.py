@@ -102,3 +102,30 @@ def test_skimage_samples(tmp_path, capsys):
     train = store.split == 0
     for m in store.modalities:
         assert vals[m][train].min() >= 0.0 and vals[m][train].max() <= 1.0
+
+
+def test_tiles_cut_at_native_resolution_and_split_by_source_image(folder, tmp_path, capsys):
+    """30 x 40 images of 6 names give 2 x 2 tiles of 15 x 15 each; a tile is kept or
+    dropped by its first modality's spread (rgb/ images are one flat colour)."""
+    out = tmp_path / "t.zarr"
+    argv = ["images", "--out", str(out), "--folder", str(folder), "--modalities", "gray,rgb"]
+    argv += ["--tiles", "--size", "15", "--min-std", "0", "--seed", "3"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["signals"] == 6 * 4 and summary["source_images"] == 6
+    assert summary["flat_tiles_dropped"] == 0
+    store = open_store(make_location(str(out)))
+    names = store.attrs["names"]
+    assert names[:4] == ["a_0_0", "a_0_1", "a_1_0", "a_1_1"]
+    by_image = {}
+    for name, s in zip(names, store.split, strict=True):
+        by_image.setdefault(name.split("_")[0], set()).add(int(s))
+    assert all(len(s) == 1 for s in by_image.values())  # one split per source image
+    gray = invert_norm(store.read(0, 2)["gray"], store.info["gray"].norm).reshape(2, 15, 15)
+    ramp = np.linspace(0, 255, 40) / 255.0  # a tile is the image's own pixels, not resized
+    np.testing.assert_allclose(gray[0][0], ramp[:15], atol=0.02)
+    np.testing.assert_allclose(gray[1][0], ramp[15:30], atol=0.02)
+    flat = ["images", "--out", str(tmp_path / "f.zarr"), "--folder", str(folder)]
+    flat += ["--modalities", "rgb", "--tiles", "--size", "15"]
+    assert main(flat) == 2  # every rgb tile is one flat colour
+    assert "no 15 x 15 tile" in capsys.readouterr().err

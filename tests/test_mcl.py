@@ -205,7 +205,7 @@ def test_mcl_nf_never_changes_earlier_modules_and_does_not_forget():
 # ---------------------------------------------------------------- sequence meta-learning
 
 
-@pytest.mark.parametrize("method", ["mcl_nf", "maml_cl", "oml", "er", "ewc"])
+@pytest.mark.parametrize("method", ["mcl_nf", "maml_cl", "oml", "er", "mer", "ewc"])
 def test_meta_training_step_every_method(method):
     seq = _seq(kind="temporal" if method == "mcl_nf" else "spatial", tasks=3, shape=(4, 6))
     learner = _learner(method, seq, ["method.inner_steps=2", "method.fim_lambda=0.2"])

@@ -20,7 +20,7 @@ from mia_core.config.schema_fields import (
 )
 
 METHOD_NAMES = ("cavia", "metasgd", "gap", "alfa", "mia", "maml", "meta_inr", "mwt")
-CONTINUAL_METHOD_NAMES = ("mcl_nf", "maml_cl", "oml", "er", "ewc")
+CONTINUAL_METHOD_NAMES = ("mcl_nf", "maml_cl", "oml", "er", "mer", "ewc")
 METHOD_NAMES = METHOD_NAMES + CONTINUAL_METHOD_NAMES
 MCL_TASK_KINDS = ("spatial", "temporal", "segments")
 MCL_EVAL_OPTIMIZERS = ("sgd", "adam")
@@ -171,7 +171,10 @@ class MCLConfig(_Validated):
         eval_lr: Test-time step size (0 = ``method.inner_lr``).
         eval_signals: Test sequences evaluated (0 = all of the test split).
         oml_layers: Layers adapted in the inner loop by ``oml`` (1 = output layer).
-        replay_points: Points kept per past task by ``er``.
+        replay_points: Points kept per past task by ``er`` and ``mer``.
+        mer_beta: Reptile rate of ``mer`` (Meta-Experience Replay): each step updates on
+            the current task and on each past task's points in turn, then keeps only
+            this fraction of the move (1 = sequential replay without pull-back).
         ewc_lambda: Penalty weight of ``ewc``.
         fisher_per_task: The outer (meta) loss's FIM weights use one Fisher per task,
             from that task's points only (Algorithm 1 initialises ``F_i`` per task; for
@@ -191,6 +194,7 @@ class MCLConfig(_Validated):
     eval_signals: int = _num(0, ge=0)
     oml_layers: int = _num(1, ge=1)
     replay_points: int = _num(64, ge=1)
+    mer_beta: float = _num(0.5, gt=0.0, le=1.0)
     ewc_lambda: float = _num(100.0, ge=0.0)
     fisher_per_task: bool = False
     encode_steps: int = _num(32, ge=1)

@@ -27,6 +27,7 @@ def continual_spec(method: MethodConfig) -> ContinualSpec:
         m.ewc_lambda,
         method.fim_normalise,
         m.fisher_per_task,
+        m.mer_beta,
     )
 
 

@@ -16,6 +16,9 @@ Methods (``CONTINUAL_METHODS``), all with the same inner steps and learning rate
   rest is meta-learned in the outer loop only.
 * ``er``: ``maml_cl`` plus a replay buffer of ``replay_points`` points per past task
   whose loss is added to every later step (the only method that keeps past data).
+* ``mer``: ER's buffer used as Meta-Experience Replay (:mod:`mia_core.mcl.mer`): each
+  step updates on the current task and on each past task's points in turn, then moves
+  only ``mer_beta`` of the way (Reptile).
 * ``ewc``: ``maml_cl`` plus ``ewc_lambda / 2 * sum F (theta - theta*)^2`` with the
   per-signal diagonal empirical Fisher accumulated at the end of each task.
 
@@ -34,11 +37,12 @@ from torch import Tensor, nn
 from mia_core.adapt import SGD, Adam
 from mia_core.inr.base import INR
 from mia_core.mcl.fim import fim_weights, update_fisher, weighted_mse
+from mia_core.mcl.mer import mer_step, replay_losses
 from mia_core.mcl.modular import ModularINR
 from mia_core.mcl.tasks import Task, TaskSequence, TaskStream
 from mia_core.meta.metrics import psnr
 
-CONTINUAL_METHODS = ("mcl_nf", "maml_cl", "oml", "er", "ewc")
+CONTINUAL_METHODS = ("mcl_nf", "maml_cl", "oml", "er", "mer", "ewc")
 Params = dict[str, Tensor]
 
 
@@ -54,10 +58,11 @@ class ContinualSpec:
         fim_lambda: FIM loss ``lambda`` (0 = plain MSE).
         fim_decay: EMA factor of the running Fisher.
         oml_layers: layers adapted by ``oml`` (1 = the output layer).
-        replay_points: points stored per past task by ``er``.
+        replay_points: points stored per past task by ``er`` and ``mer``.
         ewc_lambda: EWC penalty weight.
         fim_normalise: FIM weights divided by ``D`` (``False``: the paper's form).
         fisher_per_task: the outer loss's Fisher per task (else pooled over tasks).
+        mer_beta: ``mer``'s Reptile rate (1 = sequential replay without pull-back).
     """
 
     method: str = "mcl_nf"
@@ -71,6 +76,7 @@ class ContinualSpec:
     ewc_lambda: float = 100.0
     fim_normalise: bool = True
     fisher_per_task: bool = False
+    mer_beta: float = 0.5
 
     def __post_init__(self) -> None:
         if self.method not in CONTINUAL_METHODS:
@@ -84,7 +90,7 @@ class ContinualState:
     Attributes:
         modular: the modules (``mcl_nf``), else ``None``.
         params: the single network's adapted tensors (baselines), else ``None``.
-        buffer: ``er``'s stored ``(coords (1, R, d), values (B, R, C), mask (B, R))``.
+        buffer: ``er``'s and ``mer``'s stored ``(coords (1, R, d), values (B, R, C), mask (B, R))``.
         ewc_fisher: accumulated per-signal diagonal Fisher by tensor name (``ewc``).
         ewc_anchor: parameters at the end of the previous task (``ewc``).
         tasks_done: indices of the tasks learned so far.
@@ -189,11 +195,16 @@ class SequenceLearner(nn.Module):
         rule = rule_cls.for_params(adapted, lr=lr)
         fisher, rule_state = None, rule.init_state(adapted)
         for k in range(steps):
-            loss, fisher = self._task_loss(st, params, task, x, fisher)
-            grads = torch.autograd.grad(loss, list(adapted.values()), create_graph=create_graph)
-            adapted, rule_state, _ = rule(
-                adapted, dict(zip(keys, grads, strict=True)), rule_state, k
-            )
+            if self.spec.method == "mer":
+                adapted, rule_state, fisher = self._mer_step(
+                    st, params, adapted, task, (rule, rule_state, k), fisher, meta
+                )
+            else:
+                loss, fisher = self._task_loss(st, params, task, x, fisher)
+                grads = torch.autograd.grad(loss, list(adapted.values()), create_graph=create_graph)
+                adapted, rule_state, _ = rule(
+                    adapted, dict(zip(keys, grads, strict=True)), rule_state, k
+                )
             if not meta:
                 adapted = {n: p.detach().requires_grad_(True) for n, p in adapted.items()}
             params = {**params, **adapted}
@@ -201,7 +212,7 @@ class SequenceLearner(nn.Module):
             st.modular.add_module(params)
         else:
             st.params = params
-            if self.spec.method == "er":
+            if self.spec.method in ("er", "mer"):
                 st.buffer.append(self._replay_sample(task, x))
             if self.spec.method == "ewc":
                 fish = self._point_fisher(params, task, x)
@@ -210,6 +221,25 @@ class SequenceLearner(nn.Module):
                 st.ewc_anchor = {n: p.detach() for n, p in params.items()}
         st.tasks_done.append(task.index)
         return st
+
+    def _mer_step(self, st, params, adapted, task, rule_at, fisher, meta: bool):
+        """One MER step (:func:`~mia_core.mcl.mer.mer_step`).
+
+        Its batches: the current task's loss (FIM-weighted when ``fim_lambda``; the
+        Fisher advances once per step) and one plain MSE per stored past task.
+        """
+        rule, rule_state, k = rule_at
+        box = [fisher]
+
+        def current(a: Params) -> Tensor:
+            loss, box[0] = self._task_loss(st, {**params, **a}, task, task.signal_coords, fisher)
+            return loss
+
+        losses = [current, *replay_losses(self.inr, params, st.buffer)]
+        graph = meta and not self.spec.first_order
+        beta, gen = self.spec.mer_beta, self.generator
+        out, rule_state = mer_step(adapted, losses, rule, rule_state, k, beta, graph, not meta, gen)
+        return out, rule_state, box[0]
 
     def _replay_sample(self, task: Task, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         n = task.values.shape[1]

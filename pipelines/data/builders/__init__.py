@@ -13,5 +13,6 @@ BUILDERS = (
     "digits",
     "mnist",
     "mnist5k",
+    "mnist10k",
     "cifar10",
 )

