@@ -50,6 +50,7 @@ def test_folder_and_tarball_give_the_same_stratified_store(package, tmp_path):
     (img, labels, split), (img_b, labels_b, split_b) = _read(a), _read(b)
     np.testing.assert_array_equal(img, img_b)
     np.testing.assert_array_equal(split, split_b)
+    np.testing.assert_array_equal(labels, labels_b)
     assert img.shape == (10 * PER_CLASS, 28, 28, 1)
     assert np.bincount(labels).tolist() == [PER_CLASS] * 10
     assert np.bincount(labels[split == 2]).tolist() == [1] * 10  # 20% of 5 per class

@@ -19,9 +19,10 @@ normalised per channel (``minmax01`` from the training split by default). Split:
 ``--tiles``: instead of resizing, every image is cut at its own resolution into the
 non-overlapping ``--size`` x ``--size`` tiles that fit (remainders dropped); tiles whose
 first modality has no channel with a pixel standard deviation of ``--min-std`` or more
-(blank background) are dropped and counted. The split is drawn over source images (80/10/10), so every tile of a
-test image is a test signal: the test images were never seen in training. With the
-scikit-image samples at 64 x 64 this is about 1,400 natural-image tiles, more pixels per
+(blank background) are dropped and counted. The split is drawn over source images
+(80/10/10), so every tile of a test image is a test signal: the test images were never
+seen in training. With the
+scikit-image samples at 64 x 64 this is about 1,250 natural-image tiles, more pixels per
 tile (12,288 RGB values) than a small INR has weights.
 """
 
