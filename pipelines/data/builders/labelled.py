@@ -67,6 +67,26 @@ def stratified_test(labels: np.ndarray, fraction: float, seed: int) -> np.ndarra
     return is_test
 
 
+def write_digit_store(
+    location: StoreLocation,
+    images: np.ndarray,
+    labels: np.ndarray,
+    args: argparse.Namespace,
+    source: str,
+) -> dict:
+    """A digit source without an official test split (``mnist5k``, ``mnist10k``).
+
+    ``(N, H, W)`` uint8 images of classes 0..9: a stratified ``--test-fraction`` is the test
+    split (:func:`stratified_test`), then :func:`write_labelled_store`.
+    """
+    is_test = stratified_test(labels, args.test_fraction, args.seed)
+    classes = [str(i) for i in range(10)]
+    provenance = {"source": source, "raw_range": [0, 255]}
+    return write_labelled_store(
+        location, images[..., None], labels, is_test, classes, args, provenance
+    )
+
+
 def write_labelled_store(
     location: StoreLocation,
     images: np.ndarray,

