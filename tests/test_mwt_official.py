@@ -157,12 +157,16 @@ def test_study_writes_results_and_readme_block_and_continues(study_file, tmp_pat
     accs = [entry["per_seed"]["mwt"][s]["accuracy"] for s in ("0", "1")]
     assert entry["mwt"] == pytest.approx(sum(accs) / 2)
     assert entry["psnr_db"] > 0 and entry["seeds"] == [0, 1] and entry["steps"] == 2
+    # the validation curve: eval_every 2 of 2 steps -> the step-2 accuracy, the seeds' mean
+    assert set(entry["val_curve"]) == {"mwt", "wt"} and list(entry["val_curve"]["mwt"]) == ["2"]
+    assert 0.0 <= entry["val_curve"]["mwt"]["2"] <= 1.0
     readme = tmp_path / "README.md"
     readme.write_text("a\n<!-- mwt:begin -->\nold\n<!-- mwt:end -->\nb\n")
     write_readme(study_file.parent / "mwt.json", readme)
     text = readme.read_text()
     assert render_table(results) in text and text.startswith("a\n") and text.endswith("b\n")
     assert "| WT (`w_cls = 0`) |" in text and "old" not in text
+    assert "| step | mwt validation accuracy (seed mean) | wt validation" in text
     capsys.readouterr()
     run_mwt_study(spec)
     assert capsys.readouterr().out.count("finished before: skipped") == 4

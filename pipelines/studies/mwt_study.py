@@ -11,7 +11,10 @@ seed's training).
 The results entry (``results_json``, e.g. ``benchmarks/results/mwt.json``, one per
 ``dataset``): mean test accuracies ``mwt``, ``wt``, ``pixels`` (fractions), ``psnr_db``
 (MWT's mean test PSNR), ``wt_psnr_db``, their standard deviations, every seed's numbers,
-the budget and the machine. ``mia-inr mwt-study --readme <json>`` renders the README block.
+the budget and the machine, and ``val_curve``: per variant, the seed-mean validation
+accuracy at every evaluation step (read back from each run's MLflow ``val_accuracy``
+history), so a target missed at the end of the budget comes with its curve.
+``mia-inr mwt-study --readme <json>`` renders the README block.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mia_core.config import Config
+from pipelines.engine.run_dir import run_dir_of
 from pipelines.studies.comparison import (
     ComparisonSpec,
     Configs,
@@ -32,6 +37,23 @@ from pipelines.studies.comparison import (
 )
 from pipelines.studies.reproduce import machine_label
 from pipelines.studies.reproduce_adopt import config_digest
+from pipelines.tracking import run_groups
+
+
+def validation_curve(cfg: Config) -> dict[int, float]:
+    """``step -> validation accuracy`` of the run of ``cfg``.
+
+    Read from its MLflow metric history; a resumed run's repeated steps keep the last value.
+    """
+    run_id = (run_dir_of(cfg) / "mlflow_run_id").read_text().strip()
+    history = run_groups.client_for(cfg).get_metric_history(run_id, "val_accuracy")
+    return {int(m.step): float(m.value) for m in sorted(history, key=lambda m: m.timestamp)}
+
+
+def seed_mean_curve(curves: list[dict[int, float]]) -> dict[str, float]:
+    """Mean over seeds at the steps every seed evaluated (JSON keys: step strings)."""
+    steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+    return {str(k): statistics.fmean(c[k] for c in curves) for k in steps}
 
 
 def study_entry(spec: ComparisonSpec, configs: Configs, metrics: Metrics) -> dict[str, Any]:
@@ -67,6 +89,10 @@ def study_entry(spec: ComparisonSpec, configs: Configs, metrics: Metrics) -> dic
         }
         for v in spec.variants
     }
+    entry["val_curve"] = {
+        v: seed_mean_curve([validation_curve(configs[(v, s)]) for s in spec.seeds])
+        for v in spec.variants
+    }
     entry.update(
         seeds=list(spec.seeds),
         test_images=int(metrics[("mwt", spec.seeds[0])]["test_n"]),
@@ -93,8 +119,27 @@ def render_table(results: dict[str, dict[str, Any]]) -> str:
             f"| WT (`w_cls = 0`) | {_cell(e, 'wt')} | {_cell(e, 'wt_psnr_db', 1.0, ' dB')} |",
             f"| logistic regression on pixels | {_cell(e, 'pixels')} | - |",
             "",
+            *_curve_lines(e.get("val_curve", {})),
         ]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _curve_lines(curves: dict[str, dict[str, float]]) -> list[str]:
+    """Validation accuracy (%) by step, one column per variant (nothing without curves)."""
+    names = [v for v, c in curves.items() if c]
+    if not names:
+        return []
+    steps = sorted({int(k) for v in names for k in curves[v]})
+    rows = [
+        f"| {k} | "
+        + " | ".join(
+            f"{curves[v][str(k)] * 100:.2f}%" if str(k) in curves[v] else "-" for v in names
+        )
+        + " |"
+        for k in steps
+    ]
+    head = "| step | " + " | ".join(f"{v} validation accuracy (seed mean)" for v in names) + " |"
+    return [head, "|---" * (len(names) + 1) + "|", *rows, ""]
 
 
 def _cell(entry: dict[str, Any], key: str, scale: float = 100.0, unit: str = "%") -> str:
