@@ -16,9 +16,8 @@ Methods (``CONTINUAL_METHODS``), all with the same inner steps and learning rate
   rest is meta-learned in the outer loop only.
 * ``er``: ``maml_cl`` plus a replay buffer of ``replay_points`` points per past task
   whose loss is added to every later step (the only method that keeps past data).
-* ``mer``: ER's buffer used as Meta-Experience Replay (:mod:`mia_core.mcl.mer`): each
-  step updates on the current task and on each past task's points in turn, then moves
-  only ``mer_beta`` of the way (Reptile).
+* ``mer``: ER's buffer as Meta-Experience Replay (sequential updates on the current and
+  the stored tasks, then a Reptile pull-back by ``mer_beta``; :mod:`mia_core.mcl.mer`).
 * ``ewc``: ``maml_cl`` plus ``ewc_lambda / 2 * sum F (theta - theta*)^2`` with the
   per-signal diagonal empirical Fisher accumulated at the end of each task.
 
@@ -222,11 +221,20 @@ class SequenceLearner(nn.Module):
         st.tasks_done.append(task.index)
         return st
 
-    def _mer_step(self, st, params, adapted, task, rule_at, fisher, meta: bool):
+    def _mer_step(
+        self,
+        st: ContinualState,
+        params: Params,
+        adapted: Params,
+        task: Task,
+        rule_at: tuple[Callable, object, int],
+        fisher: Tensor | None,
+        meta: bool,
+    ) -> tuple[Params, object, Tensor | None]:
         """One MER step (:func:`~mia_core.mcl.mer.mer_step`).
 
-        Its batches: the current task's loss (FIM-weighted when ``fim_lambda``; the
-        Fisher advances once per step) and one plain MSE per stored past task.
+        Batches: the current task's loss (FIM-weighted when ``fim_lambda``; the Fisher
+        advances once per step), one plain MSE per stored task. ``rule_at``: rule, state, k.
         """
         rule, rule_state, k = rule_at
         box = [fisher]
