@@ -217,11 +217,12 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
         shuffle = np.random.default_rng(args.seed + 1).permutation(len(names))
         values = {m: v[shuffle] for m, v in values.items()}  # the first N of a split mix images
         names, source = [names[i] for i in shuffle], source[shuffle]
-        report = {**report, "flat_tiles_dropped": flat, "source_images": int(source.max()) + 1}
+        report = {**report, "flat_tiles_dropped": flat, "source_images": len(np.unique(source))}
     else:
         values = {m: np.stack(v) for m, v in values.items()}
         source = np.arange(len(names))
     n = len(names)
+    _, source = np.unique(source, return_inverse=True)  # images that gave a signal: 0..G-1
     groups = int(source.max()) + 1  # the split is drawn over source images
     rng = np.random.default_rng(args.seed)
     group_split = np.zeros(groups, np.int8)
