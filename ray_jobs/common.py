@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from mia_core.config import ConfigError
 from pipelines.codecs.meta_model import EncodeError
-from pipelines.data.stores import StoreError
+from pipelines.data.stores import DiskFull, StoreError, is_disk_full
 from pipelines.engine.checkpoint import CheckpointError
 from pipelines.engine.run_dir import CheckpointMissing
 
@@ -24,6 +24,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     EncodeError,
     CheckpointMissing,
     CheckpointError,
+    DiskFull,
     FileNotFoundError,
     UnicodeDecodeError,
 )
@@ -41,16 +42,33 @@ def run_main(main: Callable[[list[str]], int], argv: Sequence[str] | None = None
             raise
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full disk anywhere: one line, the last good output kept
+        if show or not is_disk_full(err):
+            raise
+        folder = os.path.dirname(str(err.filename or "")) or os.getcwd()
+        print(f"error: {_one_line(DiskFull(folder))}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
 
 
+MAX_CHARS = 200  # an error line past this is shortened; --traceback shows it whole
+
+
 def _one_line(err: BaseException) -> str:
+    """``err`` as one line of at most about :data:`MAX_CHARS` characters.
+
+    A long message keeps its start (what failed, where) and its end (what to do), with
+    the middle (library detail) elided.
+    """
     if isinstance(err, UnicodeDecodeError):
         return f"not a text file ({err.reason} at byte {err.start}); pass a YAML config"
-    text = " ".join(str(err).split())
-    return text or type(err).__name__
+    text = " ".join(str(err).split()) or type(err).__name__
+    if len(text) <= MAX_CHARS:
+        return text
+    head, tail = text[: MAX_CHARS * 2 // 3], text[-(MAX_CHARS // 3 - 5) :]
+    return f"{head} ... {tail}"
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:

@@ -70,16 +70,16 @@ def dataset_episodes(
 ) -> Iterator[Episode]:
     """Episodes from a Ray ``Dataset`` or ``DataIterator`` (a Ray Train worker's shard).
 
-    Batches arrive through ``iter_torch_batches`` (zero-copy CPU tensors) and are turned
-    into episodes in the consuming process.
+    Batches arrive as NumPy arrays (``iter_batches(batch_format="numpy")``) and are turned
+    into episodes in the consuming process. Not ``iter_torch_batches``: its default
+    ``device="auto"`` delivers CUDA tensors inside a GPU Ray Train worker.
     """
     spec = _named(spec, store)
     kwargs = {"batch_size": batch_size, "drop_last": drop_last}
     if local_shuffle_buffer_size:
         kwargs.update(local_shuffle_buffer_size=local_shuffle_buffer_size, local_shuffle_seed=seed)
     scales = modality_scales(store)
-    for batch in dataset.iter_torch_batches(**kwargs):
-        batch = {k: v.numpy() for k, v in batch.items()}
+    for batch in dataset.iter_batches(batch_format="numpy", **kwargs):
         yield _episode_from_columns(batch, store, spec, epoch, scales)
 
 
