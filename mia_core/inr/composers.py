@@ -33,7 +33,8 @@ class _ProjectContext(torch.autograd.Function):
     The forward is ``torch.bmm(h, V^T)`` itself. The backward forms ``V``'s gradient as
     ``g^T h`` (``S`` output rows) instead of autograd's ``(h^T g)^T`` (``S`` output
     columns), which CPU GEMMs run several times faster; it is written with ordinary ops,
-    so it is differentiated again for second-order meta-gradients.
+    so it is differentiated again for second-order meta-gradients. Under autocast the
+    forward is autocast's low-precision bmm and the backward runs in the inputs' dtype.
     """
 
     @staticmethod
@@ -44,6 +45,10 @@ class _ProjectContext(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
         h, v = ctx.saved_tensors
+        # Under autocast the forward's bmm ran in bf16/fp16 while h and V were saved in
+        # their own dtype: the incoming gradient is cast back, so each gradient has its
+        # input's dtype (as autograd's own bmm backward does).
+        grad = grad.to(v.dtype)
         grad_h = torch.bmm(grad, v) if ctx.needs_input_grad[0] else None
         grad_v = torch.bmm(grad.transpose(1, 2), h) if ctx.needs_input_grad[1] else None
         return grad_h, grad_v
