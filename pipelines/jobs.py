@@ -12,12 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mia_core.config import Config, load_config
+from mia_core.config import Config
 from pipelines.engine.local import run_local
 from pipelines.engine.loop import TrainResult
 from pipelines.engine.ray_train import run_on_ray
+from pipelines.engine.run_dir import load_run_config
 from pipelines.engine.trainer import Trainer
 from pipelines.tasks.registry import get_task
+from pipelines.tracking.reach import check_tracking
+from pipelines.tracking.tracker import tracking_uri
 
 
 def train(
@@ -49,6 +52,7 @@ def train(
         read_cpus: CPUs per Ray Data read task (default ``run.read_cpus``).
     """
     task = get_task(cfg.method.name)
+    check_tracking(tracking_uri(cfg))  # before Ray: a dead server fails here in one line
     if local:
         result = run_local(task, cfg, log, resume, init_hook)
     else:
@@ -65,5 +69,5 @@ def evaluate(
     figures: bool = True,
 ) -> Any:
     """Evaluate a finished run directory's selected checkpoint on the test split."""
-    cfg = load_config(Path(run_dir) / "config.yaml")
+    cfg = load_run_config(run_dir)
     return get_task(cfg.method.name).evaluate(Path(run_dir), log=log, track=track, figures=figures)

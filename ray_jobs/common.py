@@ -17,6 +17,7 @@ from pipelines.codecs.meta_model import EncodeError
 from pipelines.data.stores import DiskFull, StoreError, is_disk_full
 from pipelines.engine.checkpoint import CheckpointError
 from pipelines.engine.run_dir import CheckpointMissing
+from pipelines.tracking.reach import ConnectError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,
@@ -25,7 +26,12 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     CheckpointMissing,
     CheckpointError,
     DiskFull,
+    ConnectError,
     FileNotFoundError,
+    # a results file where a folder is, or a folder path through a file (and the reverse)
+    IsADirectoryError,
+    NotADirectoryError,
+    FileExistsError,
     UnicodeDecodeError,
 )
 

@@ -15,8 +15,10 @@ Usage (local Ray, or inside ``ray job submit``)::
 ``configs/encode/default.yaml``) and ``encode.<key>=value`` overrides; ``--store``,
 ``--checkpoint`` and ``--out`` are short for ``encode.store=...`` etc. It runs an actor
 pool on Ray (``--address`` or ``RAY_ADDRESS``, else a local instance) unless ``--local``.
-A rerun with the same output resumes: steps already done are skipped. ``decode`` keeps its
-few flags (no spec file): the codes, ``--out`` and what to reconstruct. ``report``
+A rerun with the same output resumes: steps already done are skipped (``--overwrite``
+starts afresh; an output that is not a code store is refused without it). ``decode``
+keeps its few flags (no spec file): the codes, ``--out`` (``.nc``: netCDF; ``.zarr`` or
+no suffix: Zarr), ``--overwrite``, ``--complete`` and what to reconstruct. ``report``
 measures a code store against fitting from scratch and against ZFP / SZ3
 (:mod:`pipelines.codecs.report`); ``--readme`` regenerates the README's table of the
 results JSON. ``mia-inr encode`` without a sub-command is ``encode``.
@@ -49,12 +51,17 @@ def _encode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="MLflow model URI, e.g. models:/NAME/1 (= encode.model)")
     p.add_argument("--local", action="store_true", help="one process, no Ray")
     p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS/local)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="start afresh, replacing whatever is at --out"
+    )
     p.add_argument("overrides", nargs="*", help="encode.key=value overrides")
 
 
 def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("codes", help="code store URL")
-    p.add_argument("--out", required=True, help="output: *.nc (netCDF) or a Zarr URL")
+    p.add_argument("--out", required=True, help="output: *.nc (netCDF), *.zarr or no suffix")
+    p.add_argument("--overwrite", action="store_true", help="replace whatever is at --out")
+    p.add_argument("--complete", action="store_true", help="refuse codes not fully encoded")
     p.add_argument("--time", default="", help="index, START:STOP or i,j,k (default: all)")
     p.add_argument("--resolution", default="", help="grid such as 46x90 (default: original)")
     p.add_argument("--variables", default="", help="comma separated (default: all)")
@@ -126,11 +133,14 @@ def main(argv: list[str]) -> int:
             parse_resolution(args.resolution),
             [v for v in args.variables.split(",") if v] or None,
             args.endpoint_url,
+            overwrite=args.overwrite,
+            complete=args.complete,
         )
         print(f"wrote {args.out}: {dict(ds.sizes)}")
         return 0
     # JSON strings are YAML strings: a URL or path reaches the spec exactly as typed.
     aliases = [f"encode.{k}={json.dumps(getattr(args, k))}" for k in ALIASES if getattr(args, k)]
+    aliases += ["encode.overwrite=true"] if args.overwrite else []
     spec = load_encode_spec(args.config, [*aliases, *args.overrides])
     run_encode(spec, local=args.local, address=args.address)
     return 0

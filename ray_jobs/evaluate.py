@@ -6,7 +6,10 @@ Usage::
     mia-inr evaluate --run-dir runs/default
 
 The run's task writes its report (``results.md``, ``metrics.json``, figures) into the
-run directory and logs it to the run's MLflow run.
+run directory and logs it to the run's MLflow run. A run directory may have been moved:
+``run.out_dir`` and ``run.name`` are taken from where it is now (a run moved without its
+MLflow store logs into a new MLflow run). A checkpoint that does not fit the model of the
+run's ``config.yaml`` is a one-line error.
 """
 
 from __future__ import annotations

@@ -8,7 +8,13 @@ Usage (local Ray, or inside ``ray job submit``)::
 
 Every ``method.name`` (meta-learning, ``meta_inr``, ``mwt``, the continual methods)
 trains through the same engine; the validation-selected checkpoint is then evaluated on
-the test split. Submitting the same run name again resumes it.
+the test split. Submitting the same run name again resumes it, with the same config: a
+config that changes what the run learns (model, method, data, optimiser, seed...) is
+refused with the differing keys (``--no-resume`` or another ``run.name`` starts afresh);
+``run.steps`` may grow to train on, and where the run lives, is tracked or runs may
+change (``run.out_dir`` of a moved run, tracking, workers' CPUs, ...). ``run.name`` is a
+folder name, not a path. A checkpoint that cannot be written for lack of space stops the
+job with one line, the last good checkpoint kept.
 """
 
 from __future__ import annotations

@@ -187,6 +187,33 @@ def test_dataset_episodes_match_store_episodes(ray_session, store_loc):
     assert any(not torch.equal(other[i]["wave"][5], direct[i]["wave"][5]) for i in direct)
 
 
+class _GpuWorkerShard:
+    """A Ray Train shard as a GPU worker sees it: torch batches land on the worker's device.
+
+    ``iter_torch_batches`` without ``device="cpu"`` gives tensors on ``meta`` (standing in
+    for CUDA, where ``.numpy()`` raises the same way); ``iter_batches`` is the real one.
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def iter_torch_batches(self, device="auto", **kwargs):
+        for batch in self.dataset.iter_torch_batches(**kwargs):
+            yield batch if device == "cpu" else {k: v.to("meta") for k, v in batch.items()}
+
+    def iter_batches(self, **kwargs):
+        return self.dataset.iter_batches(**kwargs)
+
+
+def test_dataset_episodes_from_a_gpu_worker_shard_stay_on_cpu(ray_session, store_loc):
+    store = open_store(store_loc)
+    spec = EpisodeSpec(RANGES, seed=9)
+    shard = _GpuWorkerShard(read_store(store_loc, split="train"))
+    eps = list(dataset_episodes(shard, store, spec, batch_size=5, epoch=2))
+    assert sorted(_by_signal(eps)) == np.flatnonzero(SPLIT == 0).tolist()
+    assert {ep[m].support_y.device.type for ep in eps for m in ep} == {"cpu"}
+
+
 def test_field_store_through_ray(ray_session, tmp_path):
     rng = np.random.default_rng(0)
     ds = xr.Dataset(

@@ -1,9 +1,9 @@
 """Fault injection: a corrupt latest checkpoint, a full disk, a killed driver resubmitted.
 
-Each test asserts the step count, that no step is lost (the run ends where it should, from
-the last good checkpoint) and that the run finishes. The full disk is both an ``ENOSPC``
-raised by the checkpoint write and, where the test may mount one, a real 8 MB tmpfs filled
-mid-run.
+Each test asserts the step count and that no step is lost (the run ends where it should,
+from the last good checkpoint). A full disk stops the run with ``DiskFull`` at the first
+checkpoint it cannot write, the last good one kept; it is both an ``ENOSPC`` raised by the
+checkpoint write and, where the test may mount one, a real 8 MB tmpfs filled mid-run.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 from test_tasks import method_config, stores  # noqa: F401  (stores: fixture)
 
 from mia_core.config import save_config
+from pipelines.data.stores.errors import DiskFull
 from pipelines.engine import checkpoint
 from pipelines.engine.checkpoint import load_checkpoint
 from pipelines.jobs import train
@@ -48,7 +49,7 @@ def test_corrupt_latest_checkpoint_resumes_from_the_previous_one(stores, tmp_pat
     assert load_checkpoint(ckpts / "previous.pt")["step"] == 4
 
 
-def test_a_full_disk_while_checkpointing_is_survived(stores, tmp_path, monkeypatch):  # noqa: F811
+def test_a_full_disk_while_checkpointing_stops_and_keeps_the_last_good(stores, tmp_path, monkeypatch):  # noqa: F811, E501
     calls = {"n": 0}
     real_save = torch.save
 
@@ -61,12 +62,11 @@ def test_a_full_disk_while_checkpointing_is_survived(stores, tmp_path, monkeypat
 
     monkeypatch.setattr(checkpoint.torch, "save", save)
     lines: list[str] = []
-    result = _train(stores, tmp_path, 6, lines)
-    assert result.step == 6
-    warned = [line for line in lines if "could not write" in line]
-    assert len(warned) == 1 and "No space left on device" in warned[0]
+    with pytest.raises(DiskFull, match="no space left on device writing last.pt"):
+        _train(stores, tmp_path, 6, lines)  # training on without a record would lose it all
     ckpts = tmp_path / "t" / "checkpoints"
-    assert load_checkpoint(ckpts / "last.pt")["step"] == 6
+    assert load_checkpoint(ckpts / "best.pt")["step"] == 2  # the first write, kept
+    assert not (ckpts / "last.pt").exists()
     assert not [p.name for p in ckpts.iterdir() if ".tmp-" in p.name]  # nothing half-written
 
 
@@ -83,7 +83,7 @@ def tmpfs(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_a_really_full_file_system_while_checkpointing_is_survived(stores, tmp_path, tmpfs):  # noqa: F811
+def test_a_really_full_file_system_while_checkpointing_stops(stores, tmp_path, tmpfs):  # noqa: F811
     filler = tmpfs / "filler"
     cfg = method_config(
         "cavia", stores, tmpfs, "run.steps=6", f"run.tracking_uri=sqlite:///{tmp_path}/m.db"
@@ -102,13 +102,12 @@ def test_a_really_full_file_system_while_checkpointing_is_survived(stores, tmp_p
         if line.startswith("step") and line.split()[1] == "5/6":
             filler.unlink()
 
-    result = train(cfg, local=True, evaluate_after=False, log=log)
-    assert result.step == 6
-    warned = [line for line in lines if "could not write" in line]
-    assert warned and all("step 4" in w and "No space left on device" in w for w in warned)
+    with pytest.raises(DiskFull, match="no space left on device"):
+        train(cfg, local=True, evaluate_after=False, log=log)
+    assert not any(line.startswith("step") and line.split()[1] == "5/6" for line in lines)
+    filler.unlink()
     ckpts = tmpfs / "t" / "checkpoints"
-    assert load_checkpoint(ckpts / "last.pt")["step"] == 6
-    assert load_checkpoint(ckpts / "previous.pt")["step"] == 2  # step 4 was never written
+    assert load_checkpoint(ckpts / "last.pt")["step"] == 2  # step 4 was never written
     assert not [p.name for p in ckpts.iterdir() if ".tmp-" in p.name]
 
 

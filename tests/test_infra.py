@@ -212,6 +212,7 @@ def test_init_ray_passes_only_forwarded_env(monkeypatch):
     calls = []
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(connect, "probe_address", lambda address: None)  # no cluster here
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     for name in CREDENTIAL_VARS:
         monkeypatch.setenv(name, f"fake-{name}-{uuid.uuid4().hex}")

@@ -5,7 +5,9 @@ contributes its ``include`` list (recursively, relative to that file) followed b
 keys, and every ``key=value`` override is one more layer. Each layer is checked against
 the dataclass types on its own (unknown keys with a did-you-mean, types, nested
 dataclasses, also inside ``list``/``dict`` fields), so errors name the file or override
-that is wrong; value checks (``choices``/bounds in field metadata, ``_extra_problems``)
+that is wrong (a float must be finite: ``.inf``, ``.nan`` and ``1e999`` are refused; files
+are read by :mod:`mia_core.config.yaml_text`: no duplicate keys, no empty file); value
+checks (``choices``/bounds in field metadata, ``_extra_problems``)
 run on the merged result and name the layer that set the key. A :class:`Schema` names the
 root dataclass and its key prefix: ``Config`` (none) in :mod:`mia_core.config.loader`,
 specs (``sweep.``, ``encode.``, ...) through :func:`mia_core.config.spec.load_spec`.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -29,6 +32,7 @@ import yaml
 from mia_core.config.errors import ConfigError
 from mia_core.config.schema import Config
 from mia_core.config.schema_fields import _field_problems, _Validated
+from mia_core.config.yaml_text import load_yaml, read_yaml
 
 __all__ = ["CONFIG", "Schema", "build_from_dict", "load_layers", "parse_override"]
 
@@ -64,31 +68,6 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def _read_yaml(path: Path, source: str) -> dict[str, Any]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{source}: config file not found") from exc
-    except IsADirectoryError as exc:
-        raise ConfigError(f"{source}: is a directory, not a YAML file") from exc
-    text, bad = "", raw.find(b"\x00")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        bad = exc.start if bad < 0 else min(bad, exc.start)
-    if bad >= 0:
-        raise ConfigError(f"{source}: not a text file (binary data at byte {bad}); expected YAML")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: invalid YAML: {_one_line(exc)}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: top level must be a mapping, got {type(data).__name__}")
-    return data
-
-
 def _section_of(data: dict[str, Any], section: str, source: str) -> Any:
     """The ``section:`` mapping of a file that holds one spec under that key."""
     extra = sorted(str(k) for k in data if k != section)
@@ -110,7 +89,7 @@ def _file_layers(
     if path in stack:
         chain = " -> ".join(_source_name(p) for p in (*stack, path))
         raise ConfigError(f"include cycle: {chain}")
-    data = _read_yaml(path, source)
+    data = read_yaml(path, source)
     includes = data.pop("include", [])
     if isinstance(includes, str):
         includes = [includes]
@@ -159,10 +138,13 @@ def _convert(value: Any, tp: Any, key: str, source: str, schema: Schema) -> Any:
     elif tp is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif tp is float:
+        raw = value
         if isinstance(value, str) and _SCI_FLOAT.match(value.strip()):
             value = float(value)
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         out = float(value) if ok else value
+        if ok and not math.isfinite(out):  # .inf, -.inf, .nan, 1e999
+            raise ConfigError(f"{source}: '{key}' must be a finite number, got {raw!r}")
     elif tp is str:
         ok = isinstance(value, str)
     elif origin is list and isinstance(value, list):
@@ -298,7 +280,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         text: One command line override, e.g. ``"method.sft.dim=64"``.
 
     Returns:
-        ``(dotted_key, value)``; the value is parsed with ``yaml.safe_load`` (empty -> ``""``).
+        ``(dotted_key, value)``; the value is parsed as YAML (empty -> ``""``).
 
     Raises:
         ConfigError: If there is no ``=`` or the key is malformed.
@@ -308,8 +290,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"command line override {text!r}: expected 'section.key=value'")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
+        value = load_yaml(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:  # DuplicateKey included
         raise ConfigError(
             f"command line override {text!r}: invalid YAML value: {_one_line(exc)}"
         ) from exc
@@ -342,7 +324,8 @@ def _override_path(root: type, key: str) -> tuple[list[str], Any]:
 
 def _override_layer(text: str, schema: Schema) -> Layer:
     key, value = parse_override(text)
-    source = f"command line override {text!r}"
+    shown = text if len(text) <= 80 else f"{text[:60]}...({len(text)} characters)"
+    source = f"command line override {shown!r}"
     if schema.prefix:
         if not key.startswith(schema.prefix):
             raise ConfigError(f"{source}: expected '{schema.prefix}key=value'")

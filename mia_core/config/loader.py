@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,12 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 def save_config(cfg: Config, path: str | Path) -> Path:
     """Write the resolved (redacted) config as YAML; ``load_config`` on it reproduces ``cfg``.
 
+    The file is replaced atomically (a reader sees the old one or the new one).
+
+    Redacted (:func:`~mia_core.config.secrets.redact`): the values of secret-looking keys
+    and the user info and query values of URLs (``data.endpoint_url``,
+    ``run.tracking_uri``), which the run must then take from the environment.
+
     Args:
         cfg: Config to save.
         path: Destination file; parent directories are created.
@@ -76,7 +83,12 @@ def save_config(cfg: Config, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(redact(config_to_dict(cfg)), sort_keys=False, default_flow_style=None)
-    path.write_text("# Resolved config written by mia_core.config.save_config\n" + text)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:  # atomically: a full disk never leaves a run with half a config
+        tmp.write_text("# Resolved config written by mia_core.config.save_config\n" + text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -18,6 +18,7 @@ from mia_core.config.schema_fields import (
     _interval_problems,
     _is_number,
     _list,
+    _name_problems,
     _num,
     _Validated,
 )
@@ -119,6 +120,9 @@ class DataConfig(_Validated):
             points per signal and modality (a uniform subset; the ratio is drawn as
             configured, so only supports larger than this shrink); 0: no cap.
             Validation and evaluation always adapt on the full support.
+        prefetch: Training episodes built ahead of the step on a background thread and
+            copied to the device without blocking (pinned memory on CUDA); 0 builds each
+            episode in the step, as before.
         time_stride: Keep every ``lambda_t``-th signal (time step) of the store.
         seed: Seed of the dataset generator.
     """
@@ -130,6 +134,7 @@ class DataConfig(_Validated):
     query_points: int = _num(0, ge=0)
     support_points: int = _num(0, ge=0)
     time_stride: int = _num(1, ge=1)
+    prefetch: int = _num(2, ge=0)
     modalities: list[str] = _list("sine", "gaussian", "tanh", "relu")
     num_functions: int = _num(1000, ge=2)
     num_train: int = _num(900, ge=1)
@@ -221,7 +226,9 @@ class RunConfig(_Validated):
     """Outer loop, logging, evaluation and runtime settings.
 
     Attributes:
-        name: Run name (used for output folders and tracking).
+        name: Run name: the folder ``<out_dir>/<name>`` and the MLflow run name. A name,
+            not a path: 1 to 100 characters, no slash or backslash, control characters
+            or leading ``.``.
         seed: Global seed for model init and episode sampling.
         steps: Outer (meta) optimisation steps. 0 trains nothing: the initialisation
             (seeded by ``seed``) is validated, kept as the best and last checkpoint and
@@ -322,6 +329,7 @@ class RunConfig(_Validated):
     snapshot_steps: list[int] = field(default_factory=list)
 
     def _extra_problems(self) -> Problems:
+        yield from _name_problems("name", self.name)
         for i, interval in enumerate(self.eval_bins):
             yield from _interval_problems(f"eval_bins[{i}]", interval, 0.0, 1.0, True)
 

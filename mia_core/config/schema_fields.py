@@ -49,6 +49,25 @@ def _field_problems(obj: Any) -> Problems:
             yield f.name, f"must be <= {meta['le']}, got {value!r}"
 
 
+MAX_NAME_CHARS = 100
+
+
+def _name_problems(key: str, value: Any) -> Problems:
+    """Check ``value`` is a folder name (one path component), not a path."""
+    if not isinstance(value, str):
+        return
+    if not value.strip():
+        yield key, "must not be empty"
+    elif len(value) > MAX_NAME_CHARS:
+        yield key, f"must be at most {MAX_NAME_CHARS} characters, got {len(value)}"
+    elif "/" in value or "\\" in value:
+        yield key, f"is a name, not a path: no '/' or '\\' (got {value!r})"
+    elif value.startswith("."):
+        yield key, f"must not start with '.' (got {value!r})"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in value):
+        yield key, "must not contain control characters (newline, tab, ...)"
+
+
 def _interval_problems(name: str, value: Any, low: float, high: float, open_low: bool) -> Problems:
     """Check ``value`` is ``[min, max]`` with min <= max inside (low, high] or [low, high]."""
     if not (isinstance(value, list) and len(value) == 2 and all(map(_is_number, value))):

@@ -44,15 +44,29 @@ class ModalityBatch:
         """Number of signals ``B``."""
         return self.query_y.shape[0]
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> ModalityBatch:
-        """Move every tensor (floating ones optionally cast to ``dtype``)."""
+    def to(
+        self,
+        device: torch.device | str,
+        dtype: torch.dtype | None = None,
+        non_blocking: bool = False,
+    ) -> ModalityBatch:
+        """Move every tensor (floating ones optionally cast to ``dtype``).
+
+        ``non_blocking`` copies from pinned memory (:meth:`pin_memory`) asynchronously.
+        """
         out = {}
         for f in fields(self):
             t = getattr(self, f.name)
             out[f.name] = t.to(
-                device=device, dtype=dtype if dtype and t.is_floating_point() else None
+                device=device,
+                dtype=dtype if dtype and t.is_floating_point() else None,
+                non_blocking=non_blocking,
             )
         return ModalityBatch(**out)
+
+    def pin_memory(self) -> ModalityBatch:
+        """Every tensor in page-locked memory (for asynchronous copies to a GPU)."""
+        return ModalityBatch(**{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})
 
     def select(self, index: Tensor | slice) -> ModalityBatch:
         """Sub-batch of signals (shared query coordinates stay shared)."""

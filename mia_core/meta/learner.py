@@ -26,6 +26,7 @@ from mia_core.data.episode import Episode, ModalityBatch
 from mia_core.inr.base import INR
 from mia_core.meta.metrics import masked_mse, signal_metrics
 from mia_core.meta.pruning import gradient_norm_scores, select_top
+from mia_core.runtime import autocast_off
 
 ADAPT_MODES = ("context", "weights")
 
@@ -206,18 +207,23 @@ class MetaLearner(nn.Module):
 
         Returns:
             Adapted params and the rule's aux dict of every step.
+
+        Runs in float32 even under autocast (:func:`~mia_core.runtime.autocast_off`):
+        only the outer (query) forward of meta-training is autocast.
         """
         create_graph = (not self.first_order) if create_graph is None else create_graph
-        params = self.initial_params(episode[self.modalities[0]].batch_size)
+        first = episode[self.modalities[0]]
+        params = self.initial_params(first.batch_size)
         if not track_graph:
             params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-        state = self.rule.init_state(params)
         auxs = []
-        for k in range(self.inner_steps if steps is None else steps):
-            params, state, aux, _ = self.step(episode, params, state, k, create_graph, prune)
-            if not track_graph:
-                params = {key: v.detach().requires_grad_(True) for key, v in params.items()}
-            auxs.append(aux)
+        with autocast_off(first.support_x.device):
+            state = self.rule.init_state(params)
+            for k in range(self.inner_steps if steps is None else steps):
+                params, state, aux, _ = self.step(episode, params, state, k, create_graph, prune)
+                if not track_graph:
+                    params = {key: v.detach().requires_grad_(True) for key, v in params.items()}
+                auxs.append(aux)
         return params, auxs
 
     def query_losses(self, episode: Episode, params: Params) -> dict[str, Tensor]:
@@ -287,11 +293,12 @@ class MetaLearner(nn.Module):
         """Mean squared distance between adapted params and a detached bootstrap target."""
         target = {k: v.detach().requires_grad_(True) for k, v in params.items()}
         state = self.rule.init_state(target)
-        for k in range(self.pruning.bootstrap_steps):
-            target, state, _, _ = self.step(
-                episode, target, state, self.inner_steps + k, False, prune=False
-            )
-            target = {key: v.detach().requires_grad_(True) for key, v in target.items()}
+        with autocast_off(episode[self.modalities[0]].support_x.device):
+            for k in range(self.pruning.bootstrap_steps):
+                target, state, _, _ = self.step(
+                    episode, target, state, self.inner_steps + k, False, prune=False
+                )
+                target = {key: v.detach().requires_grad_(True) for key, v in target.items()}
         return sum((params[k] - target[k].detach()).square().mean() for k in params)
 
     def evaluate(

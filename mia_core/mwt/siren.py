@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from mia_core.inr.functional import linear, siren_bounds
+from mia_core.runtime import autocast_off
 
 LAYOUTS = ("project", "official")
 
@@ -149,20 +150,21 @@ class MetaSiren(nn.Module):
             params = [t.detach().requires_grad_(True) for t in params]
         n_sub = max(1, min(p, int(round(sample_fraction * p))))
         losses = []
-        for k in range(self.steps):
-            if n_sub < p:
-                idx = torch.rand(b, p, generator=generator).argsort(1)[:, :n_sub]
-                idx = idx.to(values.device)
-                x = coords[idx]
-                y = torch.gather(values, 1, idx.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
-            else:
-                x, y = coords.unsqueeze(0), values
-            err = ((self(params, x) - y) ** 2).mean(dim=(1, 2))
-            # Summed over images: each image's gradient is that of its own mean MSE.
-            second = create_graph and not first_order
-            grads = torch.autograd.grad(err.sum(), params, create_graph=second)
-            params = [t - a[k] * g for t, a, g in zip(params, self.alpha, grads, strict=True)]
-            if not create_graph:
-                params = [t.detach().requires_grad_(k + 1 < self.steps) for t in params]
-            losses.append(err.detach())
+        with autocast_off(values.device):  # the inner loop stays float32 under autocast
+            for k in range(self.steps):
+                if n_sub < p:
+                    idx = torch.rand(b, p, generator=generator).argsort(1)[:, :n_sub]
+                    idx = idx.to(values.device)
+                    x = coords[idx]
+                    y = torch.gather(values, 1, idx.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
+                else:
+                    x, y = coords.unsqueeze(0), values
+                err = ((self(params, x) - y) ** 2).mean(dim=(1, 2))
+                # Summed over images: each image's gradient is that of its own mean MSE.
+                second = create_graph and not first_order
+                grads = torch.autograd.grad(err.sum(), params, create_graph=second)
+                params = [t - a[k] * g for t, a, g in zip(params, self.alpha, grads, strict=True)]
+                if not create_graph:
+                    params = [t.detach().requires_grad_(k + 1 < self.steps) for t in params]
+                losses.append(err.detach())
         return params, losses

@@ -4,7 +4,14 @@
 instance, and forwards only non-secret settings to Ray's workers through
 ``runtime_env={"env_vars": ...}``: the names in :data:`FORWARDED_ENV` (S3 endpoint and
 region, an MLflow tracking URI that carries no user info or query string, and
-``RAY_AUTH_MODE``, ``"disabled"`` unless set).
+``RAY_AUTH_MODE``, ``"disabled"`` unless set). A URL among them that carries credentials
+(``http://user:pass@host``, a query string) is not forwarded at all: workers then need the
+setting from their node's environment, like the credentials below.
+
+An address that no Ray answers fails within ``MIA_CONNECT_TIMEOUT`` seconds (default 30)
+with one :class:`ClusterError` line naming it, instead of minutes of Ray's GCS warnings:
+the GCS port (``host:port``) or Ray Client port (``ray://host[:10001]``) is probed first
+and must answer a gRPC (HTTP/2) hello.
 
 Credentials (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
 ``MLFLOW_TRACKING_TOKEN``, ``MLFLOW_TRACKING_PASSWORD``, ...) are never forwarded: Ray shows
@@ -28,7 +35,8 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pipelines.data.stores.location import redact_url
+from mia_core.config.secrets import redact_url, url_has_credentials
+from pipelines.tracking.reach import ConnectError, probe_tcp
 
 # Settings that reach every Ray worker of the job through runtime_env env_vars: none is a
 # credential. A job's own runtime_env (infra/ray/runtime_env.yaml) must not set these.
@@ -41,18 +49,28 @@ FORWARDED_ENV = (
 )
 
 _DEFAULTS = {"RAY_AUTH_MODE": "disabled"}
+RAY_CLIENT_PORT = 10001
+# HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS, Ray Client)
+# answers with its SETTINGS, a port that accepts and never answers stays silent.
+GRPC_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_HINT = "start one (scripts/local_cluster.sh) or fix --address / RAY_ADDRESS"
+
+
+class ClusterError(ConnectError):
+    """No Ray cluster answers at the given address (a user error: one line, status 2)."""
 
 
 def uri_has_credentials(uri: str) -> bool:
     """Whether ``uri`` carries user info (``user:password@``) or a query string (tokens)."""
-    return redact_url(uri) != uri
+    return url_has_credentials(uri)
 
 
 def forwarded_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The ``env_vars`` :func:`init_ray` puts into the runtime_env for ``environ``.
 
     Only the names of :data:`FORWARDED_ENV` that are set (``RAY_AUTH_MODE`` defaults to
-    ``"disabled"``); ``MLFLOW_TRACKING_URI`` is left out when it carries credentials.
+    ``"disabled"``); a value that carries credentials (``AWS_ENDPOINT_URL`` or
+    ``MLFLOW_TRACKING_URI`` with user info or a query string) is left out.
 
     Args:
         environ: the driver's environment (``os.environ``).
@@ -61,9 +79,7 @@ def forwarded_env(environ: Mapping[str, str]) -> dict[str, str]:
         Variable name to value; never a credential.
     """
     env = {k: environ[k] for k in FORWARDED_ENV if k in environ}
-    uri = env.get("MLFLOW_TRACKING_URI")
-    if uri is not None and uri_has_credentials(uri):
-        del env["MLFLOW_TRACKING_URI"]
+    env = {k: v for k, v in env.items() if not url_has_credentials(v)}
     for key, value in _DEFAULTS.items():
         env.setdefault(key, value)
     return env
@@ -88,18 +104,24 @@ def init_ray(address: str | None = None, log: Callable[[str], None] = print) -> 
     for key, value in _DEFAULTS.items():
         os.environ.setdefault(key, value)
     env = forwarded_env(os.environ)
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri is not None and "MLFLOW_TRACKING_URI" not in env:
-        warnings.warn(
-            f"MLFLOW_TRACKING_URI ({redact_url(uri)}) carries credentials and is not "
-            "forwarded to Ray workers; set it in the nodes' environment",
-            stacklevel=2,
-        )
+    for name in FORWARDED_ENV:
+        if name in os.environ and name not in env:
+            warnings.warn(
+                f"{name} ({redact_url(os.environ[name])}) carries credentials and is not "
+                "forwarded to Ray workers; set it in the nodes' environment (before ray start)",
+                stacklevel=2,
+            )
     address = address or os.environ.get("RAY_ADDRESS")
     kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env}}
     if not address:
         kwargs.update(include_dashboard=False, log_to_driver=True)
-    context = ray.init(address=address, **kwargs)
+    else:
+        probe_address(address)
+    try:
+        context = ray.init(address=address, **kwargs)
+    except ConnectionError as err:  # "auto" without a cluster, a Ray Client timeout
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ClusterError(f"cannot connect to Ray at {redact_url(address)}: {first}") from err
     url = getattr(context, "dashboard_url", "") or ""
     if url:
         log(f"Ray dashboard: {url if '://' in url else 'http://' + url}")
@@ -108,3 +130,31 @@ def init_ray(address: str | None = None, log: Callable[[str], None] = print) -> 
             "Ray dashboard: none (a local Ray instance inside this job; start a cluster "
             "with scripts/local_cluster.sh and pass --address to get one)"
         )
+
+
+def probe_address(address: str) -> None:
+    """Fail fast when nothing listens at a Ray ``address``.
+
+    ``host:port`` is the GCS port of a cluster (``ray start --head`` prints it; 6379 by
+    default), ``ray://host[:port]`` a Ray Client server (port 10001 by default). ``auto``
+    and ``local`` (Ray finds or starts an instance itself) and other schemes are left to Ray.
+
+    Raises:
+        ClusterError: refused, unresolvable, or no answer within ``MIA_CONNECT_TIMEOUT``.
+    """
+    target, default, what = address.strip(), None, "Ray cluster (GCS)"
+    if target.startswith("ray://"):
+        target, default, what = target[len("ray://") :], RAY_CLIENT_PORT, "Ray Client server"
+    elif "://" in target or target in ("auto", "local", ""):
+        return
+    target = target.split("/", 1)[0].rpartition("@")[2]
+    host, sep, port = target.rpartition(":")
+    if not sep or "]" in port:  # no port (or a bare IPv6 address)
+        host, port = target, str(default or "")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        return  # Ray's own error names the malformed address
+    try:
+        probe_tcp(host, int(port), what, redact_url(address), _HINT, GRPC_HELLO)
+    except ConnectError as err:
+        raise ClusterError(str(err)) from err

@@ -70,6 +70,20 @@ def session_pids(sid: int) -> list[int]:
     return pids
 
 
+def node_gpu_ids(total: int, num_nodes: int, visible: str | None = None) -> list[list[str]]:
+    """``total`` GPUs shared out over ``num_nodes`` nodes, head first, none given twice.
+
+    Args:
+        total: GPUs to hand out.
+        num_nodes: Ray nodes including the head.
+        visible: this machine's ``CUDA_VISIBLE_DEVICES`` (ids handed out from it), or
+            ``None`` for ``0..total-1``.
+    """
+    ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else []
+    ids = ids[:total] if visible else [str(i) for i in range(total)]
+    return [ids[i::num_nodes] for i in range(num_nodes)]
+
+
 @dataclass
 class LocalCluster:
     """A head and ``num_nodes - 1`` raylets joining it on 127.0.0.1.
@@ -83,6 +97,9 @@ class LocalCluster:
         env: extra environment for every node's ``ray start`` (reaches the job driver,
             tasks and actors, which inherit it; the place for S3 credentials, which never go
             into a runtime_env: see :mod:`pipelines.cluster.connect`).
+        num_gpus: GPUs of the whole cluster, shared out over the nodes (each node sees
+            only its own through ``CUDA_VISIBLE_DEVICES``); ``None``: this machine's
+            (``torch.cuda.device_count()``). ``0`` before made GPU trials wait forever.
     """
 
     num_nodes: int = 2
@@ -90,6 +107,7 @@ class LocalCluster:
     object_store_mb: int = 128
     root: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    num_gpus: int | None = None
     gcs_port: int = 0
     dashboard_port: int = 0
     sessions: list[int] = field(default_factory=list)
@@ -119,16 +137,28 @@ class LocalCluster:
         env.update(self.env)
         return env
 
-    def _ray_start(self, name: str, args: list[str]) -> None:
+    def node_gpus(self) -> list[list[str]]:
+        """Per node (head first): the GPU ids it gets (see :func:`node_gpu_ids`)."""
+        total = self.num_gpus
+        if total is None:
+            import torch
+
+            total = torch.cuda.device_count()
+        return node_gpu_ids(total, self.num_nodes, os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+    def start_command(
+        self, name: str, args: list[str], gpus: list[str]
+    ) -> tuple[list[str], dict[str, str]]:
+        """The ``ray start`` command line and environment of node ``name`` with ``gpus``."""
         temp = Path(self.root) / name
-        temp.mkdir(parents=True, exist_ok=True)
+        env = {**self.node_env(), "CUDA_VISIBLE_DEVICES": ",".join(gpus)}  # its share only
         cmd = [
             ray_cli(),
             "start",
             *args,
             "--node-ip-address=127.0.0.1",
             f"--num-cpus={self.cpus_per_node}",
-            "--num-gpus=0",
+            f"--num-gpus={len(gpus)}",
             f"--object-store-memory={self.object_store_mb * 1024**2}",
             f"--temp-dir={temp}",
             f"--dashboard-agent-listen-port={free_port()}",
@@ -137,13 +167,18 @@ class LocalCluster:
             f"--runtime-env-agent-port={free_port()}",
             "--disable-usage-stats",
         ]
+        return cmd, env
+
+    def _ray_start(self, name: str, args: list[str], gpus: list[str]) -> None:
+        (Path(self.root) / name).mkdir(parents=True, exist_ok=True)
+        cmd, env = self.start_command(name, args, gpus)
         log = Path(self.root) / f"{name}.start.log"
         with open(log, "w") as out:
             proc = subprocess.Popen(
                 cmd,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=self.node_env(),
+                env=env,
                 start_new_session=True,
             )
             # The session id is the pid of `ray start`; its daemons keep it after it exits.
@@ -157,6 +192,7 @@ class LocalCluster:
         if not self.root:
             self.root = tempfile.mkdtemp(prefix="mia-lc-", dir="/tmp")
         self.gcs_port, self.dashboard_port = free_port(), free_port()
+        gpus = self.node_gpus()
         self._ray_start(
             "head",
             [
@@ -167,9 +203,10 @@ class LocalCluster:
                 f"--dashboard-port={self.dashboard_port}",
                 f"--ray-client-server-port={free_port()}",
             ],
+            gpus[0],
         )
         for i in range(1, self.num_nodes):
-            self._ray_start(f"node{i}", [f"--address={self.gcs_address}"])
+            self._ray_start(f"node{i}", [f"--address={self.gcs_address}"], gpus[i])
         self.wait_for_nodes(timeout)
         return self
 
@@ -184,6 +221,7 @@ class LocalCluster:
                     "node_id": n.node_id,
                     "is_head": bool(n.is_head_node),
                     "cpus": float(n.resources_total.get("CPU", 0)),
+                    "gpus": float(n.resources_total.get("GPU", 0)),
                 }
             )
         return out

@@ -169,6 +169,7 @@ def train_on_local_cluster(
     s3: bool = False,
     s3_credentials: tuple[str, str] = MOTO_CREDENTIALS,
     probe: Callable[[LocalCluster, str], Any] | None = None,
+    num_gpus: int | None = None,
 ) -> dict:
     """Start a local cluster, run ``ray_jobs/train.py`` across it, stop it; returns placement.
 
@@ -189,6 +190,7 @@ def train_on_local_cluster(
             environment of every ``ray start``.
         probe: called as ``probe(cluster, submission_id)`` after the job succeeded, while
             the cluster still runs; its result is returned as ``placement["probe"]``.
+        num_gpus: GPUs of the cluster, shared over its nodes (``None``: this machine's).
 
     Raises:
         ConfigError: the config or an override is invalid (checked before any start).
@@ -212,7 +214,7 @@ def train_on_local_cluster(
             build_s3_store(str(REPO / config), overrides, url, env)
             job_overrides.append(f"data.store={url}")
         entry = ["python", "ray_jobs/train.py", "--config", config, *job_overrides]
-        return _train(entry, num_nodes, env, probe)
+        return _train(entry, num_nodes, env, probe, num_gpus)
 
 
 def _train(
@@ -220,8 +222,9 @@ def _train(
     num_nodes: int,
     env: dict[str, str],
     probe: Callable[[LocalCluster, str], Any] | None = None,
+    num_gpus: int | None = None,
 ) -> dict:
-    cluster = LocalCluster(num_nodes=num_nodes, env=env)
+    cluster = LocalCluster(num_nodes=num_nodes, env=env, num_gpus=num_gpus)
     t0 = time.time()
     timings: dict[str, float] = {}
     ok = False
@@ -231,7 +234,8 @@ def _train(
         print(f"[local-cluster] {num_nodes} nodes alive in {timings['start_s']} s:", flush=True)
         for n in cluster.nodes():
             role = "head" if n["is_head"] else "worker"
-            print(f"[local-cluster]   {role:6s} {n['node_id']} CPU={n['cpus']:g}", flush=True)
+            line = f"{role:6s} {n['node_id']} CPU={n['cpus']:g} GPU={n['gpus']:g}"
+            print(f"[local-cluster]   {line}", flush=True)
         t1 = time.time()
         submission_id = submit_job(cluster, entry)
         timings["job_s"] = round(time.time() - t1, 1)
@@ -274,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(REPO / "runs" / "local-cluster"), help="shared storage")
     p.add_argument("--nodes", type=int, default=2, help="Ray nodes including the head")
     p.add_argument("--s3", action="store_true", help="store on a local moto S3 server")
+    p.add_argument(
+        "--num-gpus", type=int, default=None, help="GPUs shared over the nodes (default: all)"
+    )
     p.add_argument("--placement-json", default="", help="write the placement report here")
     p.add_argument("overrides", nargs="*", help="section.key=value config overrides")
     args = p.parse_args(argv)
@@ -281,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         placement = train_on_local_cluster(
-            args.config, Path(args.out), args.overrides, args.nodes, args.s3
+            args.config, Path(args.out), args.overrides, args.nodes, args.s3, num_gpus=args.num_gpus
         )
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)

@@ -19,6 +19,11 @@ writes whole chunks; xarray opens it through ``dimension_names``):
 * group ``meta``: the meta-model's weights (one float32 array per parameter), so decoding
   needs nothing but the code store.
 
+A new store is first created with only the attribute ``mia_codes_creating``; the full
+``mia_codes`` attribute replaces it once every array exists, so a store whose creation
+stopped (a full disk, a crash) is recognised and recreated by the next run, never
+resumed and never mistaken for another program's folder.
+
 The root attribute ``mia_codes`` holds the meta-model reference and hash, its resolved
 config (credentials redacted), the encoder settings, the code layout and, per variable,
 the grid, dimension names, coordinates and normalisation needed to decode.
@@ -27,9 +32,11 @@ the grid, dimension names, coordinates and normalisation needed to decode.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -42,10 +49,14 @@ import zarr
 
 from pipelines.codecs.quantise import dequantise
 from pipelines.data.stores import StoreError, StoreLocation
+from pipelines.data.stores.output import check_output, clear_in_place, output_state
 
 FORMAT = "mia-codes/1"
 # Settings that change what a code means: a rerun with other values must not mix codes.
 IDENTITY_KEYS = ("meta_sha256", "mode", "code_dim", "code_dtype", "variables", "num_time", "store")
+# Every member a code store can have: a Zarr group holding only these and no attributes
+# is one whose creation stopped before its attributes were written (older versions).
+MEMBERS = {"codes", "code_scale", "mse", "psnr", "encode_seconds", "done", "time", "meta"}
 
 
 def _array(group: zarr.Group, name: str, shape, chunks, dtype, dims, fill=0) -> zarr.Array:
@@ -79,18 +90,23 @@ def create_code_store(
         time_values: ``(T,)`` numeric time coordinate.
         time_attrs: attributes of the time array (``units``/``calendar`` for datetimes).
         meta_state: meta-model parameters by name.
-        overwrite: replace an existing store instead of resuming it.
+        overwrite: replace whatever is at ``location`` instead of resuming.
 
     Raises:
-        StoreError: an existing store written with another meta-model or settings.
+        StoreError: an existing store written with another meta-model or settings, or
+            a destination that is not a code store (a folder with other files, a file)
+            without ``overwrite``.
     """
     attrs = {**attrs, "format": FORMAT}
-    if not overwrite:
-        try:
-            group = zarr.open_group(location.zarr_store("w"), mode="r+")
-            old = dict(group.attrs.get("mia_codes", {}))
-        except Exception:  # nothing there yet (or not a group): create below
-            old = None
+    state = output_state(location)
+    if state == "zarr" and _unfinished(location):
+        state = "codes"  # created by an older version that stopped before its attributes
+    check_output(location, ("codes",), overwrite, state)
+    if overwrite:
+        clear_in_place(location, state)
+    elif state == "codes":
+        group = zarr.open_group(location.zarr_store("w"), mode="r+")
+        old = dict(group.attrs.get("mia_codes", {}))
         if old:
             diff = [k for k in IDENTITY_KEYS if old.get(k) != attrs.get(k)]
             if diff:
@@ -105,9 +121,9 @@ def create_code_store(
                     f"not {chunk}"
                 )
             return group
-        elif old is not None and len(list(group.keys())):
-            raise StoreError(f"{location}: exists and is not a code store; choose another output")
-    group = zarr.open_group(location.zarr_store("w"), mode="w", zarr_format=3)
+    group = zarr.open_group(
+        location.zarr_store("w"), mode="w", zarr_format=3, attributes={"mia_codes_creating": FORMAT}
+    )
     n_t, dim, n_var = attrs["num_time"], attrs["code_dim"], len(attrs["variables"])
     _array(group, "codes", (n_t, dim), (chunk, dim), attrs["code_dtype"], ["time", "code"])
     if n_s := int(attrs.get("code_scales", 0)):
@@ -127,8 +143,17 @@ def create_code_store(
             name, shape=value.shape, dtype="float32", overwrite=True, dimension_names=axes
         )
         arr[...] = value.astype(np.float32)
-    group.attrs["mia_codes"] = {**attrs, "chunk": chunk}
+    group.attrs.put({"mia_codes": {**attrs, "chunk": chunk}})  # drops mia_codes_creating
     return group
+
+
+def _unfinished(location: StoreLocation) -> bool:
+    """A Zarr group without attributes whose members are all code-store members."""
+    try:
+        group = zarr.open_group(location.zarr_store("r"), mode="r")
+        return not dict(group.attrs) and set(group.keys()) <= MEMBERS
+    except Exception:  # unreadable: not ours to recreate
+        return False
 
 
 def open_code_store(location: StoreLocation, mode: str = "r") -> zarr.Group:
@@ -145,6 +170,11 @@ def open_code_store(location: StoreLocation, mode: str = "r") -> zarr.Group:
             f"{location}: cannot open code store: {type(err).__name__}: {err}"
         ) from err
     if attrs.get("format") != FORMAT:
+        if "mia_codes_creating" in group.attrs:
+            raise StoreError(
+                f"{location}: this code store's creation never finished (a crash or a full "
+                "disk); rerun encode to recreate it"
+            )
         raise StoreError(f"{location}: not a code store (no 'mia_codes' attribute of {FORMAT})")
     return group
 
@@ -165,6 +195,7 @@ def pending_units(done: np.ndarray, chunk: int, start: int, stop: int) -> list[t
 
 
 LOCK_PERIOD_S, LOCK_STALE_S = 15.0, 90.0  # heartbeat period; a lock older than this is dead
+_HELD: set[str] = set()  # tokens of the locks this process holds now
 
 
 def acquire_lock(group: zarr.Group, location: StoreLocation, stale_s: float = LOCK_STALE_S) -> str:
@@ -172,7 +203,8 @@ def acquire_lock(group: zarr.Group, location: StoreLocation, stale_s: float = LO
 
     The ``mia_lock`` attribute holds an owner token, host, pid and a heartbeat the
     owner refreshes (:func:`refresh_lock`); a lock whose heartbeat is older than
-    ``stale_s`` (a killed job) is taken over.
+    ``stale_s`` (a killed job) is taken over, and so at once is a lock of this host
+    whose process no longer exists.
 
     Returns:
         This job's token.
@@ -182,13 +214,14 @@ def acquire_lock(group: zarr.Group, location: StoreLocation, stale_s: float = LO
     """
     held = dict(group.attrs.get("mia_lock", {}) or {})
     age = time.time() - float(held.get("heartbeat", 0.0))
-    if held and age < stale_s:
+    if held and age < stale_s and not _owner_gone(held):
         raise StoreError(
             f"{location}: another encoder is writing this code store (pid {held.get('pid')} "
             f"on {held.get('host')}, last seen {age:.0f}s ago); wait for it to finish, or "
             f"choose another output (a lock unrefreshed for {stale_s:.0f}s is taken over)"
         )
     token = uuid.uuid4().hex
+    _HELD.add(token)
     group.attrs["mia_lock"] = {
         "token": token,
         "host": socket.gethostname(),
@@ -196,6 +229,27 @@ def acquire_lock(group: zarr.Group, location: StoreLocation, stale_s: float = LO
         "heartbeat": time.time(),
     }
     return token
+
+
+def _owner_gone(held: dict[str, Any]) -> bool:
+    """True when the lock was taken on this host by a process that no longer exists."""
+    if held.get("host") != socket.gethostname():
+        return False  # another machine's pid means nothing here
+    try:
+        pid = int(held.get("pid", 0))
+    except (TypeError, ValueError):
+        return False
+    if pid == os.getpid():  # this process: gone unless one of its writers holds it now
+        return held.get("token") not in _HELD
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError as err:  # EPERM: alive, owned by another user
+        return err.errno == errno.ESRCH
+    return False
 
 
 def refresh_lock(group: zarr.Group, token: str) -> None:
@@ -207,6 +261,7 @@ def refresh_lock(group: zarr.Group, token: str) -> None:
 
 def release_lock(group: zarr.Group, token: str) -> None:
     """Remove this job's lock (a lock taken over by another job is left alone)."""
+    _HELD.discard(token)
     held = dict(group.attrs.get("mia_lock", {}) or {})
     if held.get("token") == token:
         group.attrs["mia_lock"] = {}
@@ -216,13 +271,22 @@ def release_lock(group: zarr.Group, token: str) -> None:
 def writer_lock(
     group: zarr.Group, location: StoreLocation, period_s: float = LOCK_PERIOD_S
 ) -> Iterator[str]:
-    """Hold the code store's lock while the block runs, refreshed every ``period_s``."""
+    """Hold the code store's lock while the block runs, refreshed every ``period_s``.
+
+    The lock is released however the block ends (an error, a full disk, Ctrl-C); when
+    the release itself fails while an error is on its way out (a full disk cannot store
+    the cleared attribute either), the block's error is the one raised, and the next
+    run on this host takes the lock over at once (its process is gone).
+    """
     token = acquire_lock(group, location)
     stop = threading.Event()
 
     def beat() -> None:
         while not stop.wait(period_s):
-            refresh_lock(group, token)
+            try:
+                refresh_lock(group, token)
+            except Exception:  # a missed heartbeat is harmless; the job's writes fail loudly
+                continue
 
     thread = threading.Thread(target=beat, name="code-store-lock", daemon=True)
     thread.start()
@@ -231,7 +295,13 @@ def writer_lock(
     finally:
         stop.set()
         thread.join()
-        release_lock(group, token)
+        failing = sys.exc_info()[1] is not None
+        _HELD.discard(token)
+        try:
+            release_lock(group, token)
+        except Exception:
+            if not failing:
+                raise
 
 
 def write_unit(

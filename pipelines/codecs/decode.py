@@ -7,11 +7,20 @@ physical units (the stored normalisation is undone) with the field store's dimen
 names, levels and time coordinate, as an ``xarray.Dataset``; :func:`decode_to` writes it
 to Zarr (any fsspec URL) or netCDF (``.nc``). The meta-model weights come from the code
 store itself, so no checkpoint is needed.
+
+A code store whose encoding has not finished decodes its done steps with a warning
+naming the missing ones (``complete=True`` refuses instead); asking for a step that is
+not encoded is an error naming it. Outputs go through
+:func:`~pipelines.data.stores.output.replacing`: an existing path that is not a decoded
+output is refused unless ``overwrite``, and a local output is swapped in only once
+complete.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -20,12 +29,31 @@ import torch
 from mia_core.config import config_from_dict
 from pipelines.codecs.codestore import meta_state, open_code_store, read_codes
 from pipelines.codecs.meta_model import EncodeError, codes_to_params, load_meta_model, predict
-from pipelines.data.stores import StoreLocation, make_location
+from pipelines.data.stores import StoreError, StoreLocation, make_location
 from pipelines.data.stores.field_writer import physical_attrs
+from pipelines.data.stores.location import redact_url
+from pipelines.data.stores.output import replacing
 from pipelines.data.stores.reader import grid_coords
 from pipelines.data.stores.writer import invert_norm, quiet_consolidation
 
 TimeSelection = int | slice | Sequence[int] | None
+ZARR_SUFFIXES, NETCDF_SUFFIXES = ("", ".zarr"), (".nc",)
+
+
+def compact_ranges(idx: Sequence[int] | np.ndarray, limit: int = 8) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2, 5, 7-8"`` (the first ``limit`` runs, then "...")."""
+    runs: list[tuple[int, int]] = []
+    for i in sorted(int(v) for v in idx):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    text = [f"{a}-{b}" if b > a else f"{a}" for a, b in runs[:limit]]
+    return ", ".join(text) + (", ..." if len(runs) > limit else "")
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 class Decoder:
@@ -61,6 +89,11 @@ class Decoder:
         """Time steps of the encoded store."""
         return int(self.attrs["num_time"])
 
+    @property
+    def missing(self) -> np.ndarray:
+        """Indices of the steps whose codes are not written yet (an unfinished encode)."""
+        return np.flatnonzero(~self.done)
+
     def _indices(self, times: TimeSelection) -> np.ndarray:
         n = self.num_time
         if times is None:
@@ -77,10 +110,27 @@ class Decoder:
         pending = idx[~self.done[idx]]
         if pending.size:
             raise EncodeError(
-                f"{self.location}: time steps {pending[:10].tolist()} are not encoded yet "
+                f"{self.location}: time steps {compact_ranges(pending)} are not encoded yet "
                 "(their done flag is unset; rerun the encoder)"
             )
         return idx
+
+    def check_complete(self, complete: bool, log: Callable[[str], None] = _stderr) -> None:
+        """Say which steps an unfinished encode has not written; refuse with ``complete``.
+
+        Raises:
+            EncodeError: ``complete`` and some steps are missing.
+        """
+        missing = self.missing
+        if not missing.size:
+            return
+        what = (
+            f"{self.location}: {missing.size} of {self.num_time} time steps are not encoded "
+            f"yet ({compact_ranges(missing)})"
+        )
+        if complete:
+            raise EncodeError(f"{what}; rerun encode to finish them, or drop --complete")
+        log(f"warning: {what}; decoding the {self.num_time - missing.size} done steps only")
 
     def _grid(self, v: str, resolution: Sequence[int] | None) -> tuple[tuple[int, ...], list]:
         info = self.info[v]
@@ -189,22 +239,65 @@ def decode_to(
     variables: Sequence[str] | None = None,
     endpoint_url: str | None = None,
     storage_options: dict[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
+    complete: bool = False,
+    log: Callable[[str], None] = _stderr,
 ) -> Any:
-    """Decode and write to ``out``: netCDF when it ends in ``.nc``, else Zarr v3.
+    """Decode and write to ``out``: netCDF for ``.nc``, Zarr v3 for ``.zarr`` or no suffix.
+
+    Args:
+        codes: the code store URL.
+        out: output path (netCDF: local only) or URL.
+        times: the steps to decode (see :meth:`Decoder.decode`); ``None``: every done one.
+        resolution: grid shape, or ``None`` for the original grid.
+        variables: a subset of the encoded variables (``None``: all).
+        endpoint_url: S3-compatible endpoint of both stores.
+        storage_options: fsspec options of both stores.
+        overwrite: replace whatever is at ``out`` (else only a decoded output).
+        complete: refuse a code store with steps not encoded yet (else a warning).
+        log: where the warning goes (stderr).
 
     Returns:
         The decoded ``xarray.Dataset``.
+
+    Raises:
+        StoreError: an unknown suffix, a remote netCDF path, an output of another kind.
+        EncodeError: missing steps with ``complete``; see :meth:`Decoder.decode`.
+        DiskFull: the disk filled up (the partial output is removed).
     """
-    ds = Decoder(make_location(codes, storage_options, endpoint_url)).decode(
-        times, resolution, variables
-    )
-    if out.endswith(".nc"):
-        ds.to_netcdf(out)
-    else:
-        dest = make_location(out, storage_options, endpoint_url)
-        with quiet_consolidation():  # consolidated: xr.open_zarr opens it without a warning
-            ds.to_zarr(dest.zarr_store("w"), mode="w", zarr_format=3, consolidated=True)
+    netcdf = output_is_netcdf(out)
+    dest = make_location(out, storage_options, endpoint_url)
+    if netcdf and dest.is_remote:
+        raise StoreError(f"{dest}: netCDF output must be a local path; use .zarr for a URL")
+    decoder = Decoder(make_location(codes, storage_options, endpoint_url))
+    if times is None:
+        decoder.check_complete(complete, log)
+    kind = "netcdf" if netcdf else "decoded"
+    with replacing(dest, (kind,), overwrite, f"decoded {'netCDF' if netcdf else 'Zarr'}") as tmp:
+        ds = decoder.decode(times, resolution, variables)
+        ds.attrs["mia_decoded"] = 1
+        if netcdf:
+            ds.to_netcdf(tmp.url)
+        else:
+            with quiet_consolidation():  # consolidated: xr.open_zarr opens it without a warning
+                ds.to_zarr(tmp.zarr_store("w"), mode="w", zarr_format=3, consolidated=True)
     return ds
+
+
+def output_is_netcdf(out: str) -> bool:
+    """True for ``*.nc``, False for ``*.zarr`` or no suffix.
+
+    Raises:
+        StoreError: any other suffix (``x.txt`` would otherwise become a Zarr folder).
+    """
+    suffix = PurePosixPath(out.split("?", 1)[0].rstrip("/")).suffix.lower()
+    if suffix in NETCDF_SUFFIXES + ZARR_SUFFIXES:
+        return suffix in NETCDF_SUFFIXES
+    raise StoreError(
+        f"{redact_url(out)}: unknown output suffix {suffix!r}; use .nc (netCDF), "
+        ".zarr or no suffix (Zarr)"
+    )
 
 
 def parse_times(text: str | None) -> TimeSelection:

@@ -38,7 +38,7 @@ from mia_core.config import Config, config_to_dict, load_config
 from mia_core.config.secrets import redact
 from pipelines.cluster.connect import init_ray
 from pipelines.codecs.codestore import create_code_store, pending_units, writer_lock
-from pipelines.codecs.encode_spec import EncodeSpec
+from pipelines.codecs.encode_spec import EncodeSpec, actor_resources
 from pipelines.codecs.encode_summary import EncodeSummary, log_summary, summarize
 from pipelines.codecs.encoder import ChunkEncoder, open_field_store, store_dims
 from pipelines.codecs.meta_model import (
@@ -51,6 +51,7 @@ from pipelines.codecs.meta_model import (
 )
 from pipelines.codecs.quantise import bytes_per_step, num_scales
 from pipelines.data.stores import StoreLocation, make_location
+from pipelines.data.stores.output import disk_full_as, local_path
 from pipelines.data.stores.reader import FieldStore
 from pipelines.engine.checkpoint import load_checkpoint
 
@@ -122,11 +123,10 @@ def _check_code_size(spec: EncodeSpec, attrs: dict[str, Any], log: Callable[[str
     if code < raw:
         return
     msg = (
-        f"codes of {attrs['code_dim']:,} x {spec.code_dtype} ({code:,} bytes per time step) "
-        f"are not smaller than the data of {attrs['store']} ({raw:,} float32 bytes per time "
-        f"step): compression {raw / code:.2f}x. Encode with a context-based meta-model "
-        "(cavia/metasgd/mia: codes are the adapted contexts), a smaller INR, or "
-        "encode.code_dtype=float16 or int8; encode.larger_codes=warn encodes anyway"
+        f"codes of {code:,} bytes per time step ({attrs['code_dim']:,} x {spec.code_dtype}) "
+        f"are not smaller than the {raw:,} float32 bytes per time step of the data "
+        f"({raw / code:.2f}x) in {attrs['store']}; use a context meta-model (cavia/mia), a "
+        "smaller INR or encode.code_dtype=int8, or encode.larger_codes=warn"
     )
     if spec.larger_codes == "refuse":
         raise EncodeError(msg)
@@ -146,8 +146,10 @@ def _run_units(
         for a, b in units:
             yield enc.encode_unit(a, b)
         return
+    import ray
     import ray.data
 
+    resources = actor_resources(spec, ray.cluster_resources().get("GPU", 0))
     ray.data.DataContext.get_current().enable_progress_bars = False
     ds = ray.data.from_items(
         [{"start": a, "stop": b} for a, b in units], override_num_blocks=len(units)
@@ -157,7 +159,7 @@ def _run_units(
         fn_constructor_kwargs={"spec": work},
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=min(spec.concurrency, len(units))),
-        num_cpus=spec.cpus_per_actor,
+        **resources,  # num_gpus on the GPU path: Ray hides GPUs from actors without
     )
     yield from out.iter_rows()
 
@@ -227,7 +229,10 @@ def run_encode(
 
     Raises:
         EncodeError: bad checkpoint, config, variables or time range.
-        StoreError: unreadable stores, or an existing output written with other settings.
+        StoreError: unreadable stores, an existing output written with other settings,
+            or an output path that is not a code store (without ``spec.overwrite``).
+        DiskFull: the disk filled up; the code store keeps every finished step and its
+            lock is released, so a rerun resumes.
     """
     endpoint = spec.endpoint_url or None
     src = make_location(spec.store, storage_options or None, endpoint)
@@ -255,63 +260,65 @@ def run_encode(
     }
     _check_code_size(spec, attrs, log)
     tvals, tattrs = _time_coordinate(store)
-    group = create_code_store(dst, attrs, chunk, tvals, tattrs, meta_np, spec.overwrite)
-    done = np.asarray(group["done"][...]).astype(bool)
-    units = pending_units(done, chunk, lo, hi)
-    todo = int((~done[lo:hi]).sum())
-    skipped = int(done[lo:hi].sum())
-    log(
-        f"encode {src.display} -> {dst.display}: {model.mode} codes of {attrs['code_dim']} "
-        f"values, {todo} time steps to encode in {len(units)} units, {skipped} already done"
-    )
-    auto = "cuda" if torch.cuda.is_available() else "cpu"
-    work = {
-        "store": src,
-        "out": dst,
-        "variables": model.modalities,
-        "reference": str(ckpt),
-        "state": {"model": state},
-        "config": config_to_dict(cfg),
-        "sha256": model.sha256,
-        "threads": torch.get_num_threads() if local else spec.cpus_per_actor,
-        "device": auto if spec.device == "auto" else spec.device,
-        **attrs["encoder"],
-        "code_dtype": spec.code_dtype,
-        "fault_at": fault_at,
-        "fault_kind": fault_kind,
-    }
-    if units and not local:
-        init_ray(address)  # before timing: start-up is not encoding throughput
-    t0, encoded = time.perf_counter(), 0
-    with writer_lock(group, dst):
-        if units:
-            bar = _progress(todo, spec.progress)
-            try:
-                for rec in _run_units(work, units, spec, local):
-                    n = int(rec["encoded"])
-                    encoded += n
-                    if bar is not None:
-                        bar.update(n)
-                        bar.set_postfix(psnr=f"{float(rec['psnr']):.2f}")
-            finally:
-                if bar is not None:
-                    bar.close()
-        seconds = time.perf_counter() - t0
-    summary = summarize(group, seconds, encoded, skipped)
-    group.attrs["mia_codes"] = {**dict(group.attrs["mia_codes"]), "summary": asdict(summary)}
-    summary.mlflow_run_id = log_summary(summary, spec, cfg, attrs, local)
-    log(
-        f"encoded {encoded} time steps in {seconds:.1f}s ({summary.timesteps_per_s:.2f}/s), "
-        f"{summary.done}/{n_t} done; PSNR mean {summary.psnr['mean']:.2f} dB "
-        f"(min {summary.psnr['min']:.2f}); compression {summary.compression_codes:.1f}x "
-        f"(codes), {summary.compression_total:.2f}x (with meta-model)"
-        + (
-            f"; {summary.missing} (time, variable) fields had no valid value and were not scored"
-            if summary.missing
-            else ""
+    where = dst.display if dst.is_remote else local_path(dst)
+    with disk_full_as(where, "codes"):  # every finished step is kept: a rerun resumes
+        group = create_code_store(dst, attrs, chunk, tvals, tattrs, meta_np, spec.overwrite)
+        done = np.asarray(group["done"][...]).astype(bool)
+        units = pending_units(done, chunk, lo, hi)
+        todo = int((~done[lo:hi]).sum())
+        skipped = int(done[lo:hi].sum())
+        log(
+            f"encode {src.display} -> {dst.display}: {model.mode} codes of {attrs['code_dim']} "
+            f"values, {todo} time steps to encode in {len(units)} units, {skipped} already done"
         )
-    )
-    return summary
+        work = {
+            "store": src,
+            "out": dst,
+            "variables": model.modalities,
+            "reference": str(ckpt),
+            "state": {"model": state},
+            "config": config_to_dict(cfg),
+            "sha256": model.sha256,
+            "threads": torch.get_num_threads() if local else spec.cpus_per_actor,
+            "device": spec.device,  # auto is resolved where it encodes (encode_device)
+            **attrs["encoder"],
+            "code_dtype": spec.code_dtype,
+            "fault_at": fault_at,
+            "fault_kind": fault_kind,
+        }
+        if units and not local:
+            init_ray(address)  # before timing: start-up is not encoding throughput
+        t0, encoded = time.perf_counter(), 0
+        with writer_lock(group, dst):
+            if units:
+                bar = _progress(todo, spec.progress)
+                try:
+                    for rec in _run_units(work, units, spec, local):
+                        n = int(rec["encoded"])
+                        encoded += n
+                        if bar is not None:
+                            bar.update(n)
+                            bar.set_postfix(psnr=f"{float(rec['psnr']):.2f}")
+                finally:
+                    if bar is not None:
+                        bar.close()
+            seconds = time.perf_counter() - t0
+        summary = summarize(group, seconds, encoded, skipped)
+        group.attrs["mia_codes"] = {**dict(group.attrs["mia_codes"]), "summary": asdict(summary)}
+        summary.mlflow_run_id = log_summary(summary, spec, cfg, attrs, local)
+        log(
+            f"encoded {encoded} time steps in {seconds:.1f}s ({summary.timesteps_per_s:.2f}/s), "
+            f"{summary.done}/{n_t} done; PSNR mean {summary.psnr['mean']:.2f} dB "
+            f"(min {summary.psnr['min']:.2f}); compression {summary.compression_codes:.1f}x "
+            f"(codes), {summary.compression_total:.2f}x (with meta-model)"
+            + (
+                f"; {summary.missing} (time, variable) fields had no valid value and were "
+                "not scored"
+                if summary.missing
+                else ""
+            )
+        )
+        return summary
 
 
 __all__ = ["EncodeSpec", "EncodeSummary", "run_encode"]

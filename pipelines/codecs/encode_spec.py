@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mia_core.config.errors import ConfigError
 from mia_core.config.spec import Problems, Validated, bounded, choice, load_spec
 from pipelines.codecs.quantise import CODE_DTYPES
 
@@ -69,7 +70,11 @@ class EncodeSpec(Validated):
         endpoint_url: S3-compatible endpoint for both stores (empty: the environment's).
         concurrency: encoder actors (Ray).
         cpus_per_actor: CPUs each actor reserves (fractional: leaves room for Ray Data).
-        device: ``cpu``, ``cuda`` or ``auto``.
+        device: ``cpu``, ``cuda`` or ``auto`` (CUDA where the actor was given a GPU,
+            resolved inside the actor: the driver may be a CPU-only head).
+        gpus_per_actor: GPUs each actor reserves with ``device`` ``cuda``, or ``auto`` on
+            a cluster with GPUs (fractional: several actors share one GPU). Ray hides
+            the GPUs from an actor that reserves none.
         seed: point sampling seed.
         overwrite: discard an existing code store.
         tracking_uri: MLflow URI (empty: the meta-model run's tracking store).
@@ -98,6 +103,7 @@ class EncodeSpec(Validated):
     concurrency: int = bounded(2, ge=1)
     cpus_per_actor: float = bounded(0.5, gt=0.0)
     device: str = choice("cpu", ENCODE_DEVICES)
+    gpus_per_actor: float = bounded(1.0, gt=0.0)
     seed: int = bounded(0, ge=0)
     overwrite: bool = False
     tracking_uri: str = ""
@@ -115,6 +121,33 @@ class EncodeSpec(Validated):
             yield "time_range", f"must be [start, stop] with 0 <= start < stop, got {tr}"
 
 
+def actor_resources(spec: EncodeSpec, cluster_gpus: float) -> dict[str, float]:
+    """Ray resources of one encoder actor: ``num_cpus`` and, on the GPU path, ``num_gpus``.
+
+    Args:
+        spec: the encoding settings (``device``, ``cpus_per_actor``, ``gpus_per_actor``).
+        cluster_gpus: GPUs of the Ray cluster (``ray.cluster_resources().get("GPU", 0)``).
+
+    Raises:
+        ConfigError: ``encode.device=cuda`` on a cluster without GPUs (the actors would
+            wait for one forever).
+    """
+    out = {"num_cpus": spec.cpus_per_actor}
+    if spec.device == "cpu" or (spec.device == "auto" and cluster_gpus <= 0):
+        return out
+    if cluster_gpus <= 0:
+        raise ConfigError(
+            "encode.device=cuda but the Ray cluster has no GPU: set encode.device=auto or "
+            "cpu, or add GPU nodes"
+        )
+    if spec.gpus_per_actor > cluster_gpus:
+        raise ConfigError(
+            f"encode.gpus_per_actor={spec.gpus_per_actor:g} exceeds the cluster's "
+            f"{cluster_gpus:g} GPU(s): lower it (fractions share a GPU)"
+        )
+    return {**out, "num_gpus": spec.gpus_per_actor}
+
+
 def load_encode_spec(path: str | Path | None, overrides: Sequence[str] = ()) -> EncodeSpec:
     """Load an ``encode:`` file (``None``: the defaults) with ``encode.<key>=value`` overrides.
 
@@ -124,4 +157,4 @@ def load_encode_spec(path: str | Path | None, overrides: Sequence[str] = ()) -> 
     return load_spec(EncodeSpec, path, overrides, SECTION)
 
 
-__all__ = ["CODE_DTYPES", "EncodeSpec", "load_encode_spec"]
+__all__ = ["CODE_DTYPES", "EncodeSpec", "actor_resources", "load_encode_spec"]

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from mia_core.config import config_from_dict
-from mia_core.runtime import set_matmul_precision
+from mia_core.runtime import resolve_device, set_matmul_precision
 from pipelines.codecs.codestore import mark_done, open_code_store, write_unit
 from pipelines.codecs.fitting import fit_encoder
 from pipelines.codecs.meta_model import (
@@ -60,6 +60,23 @@ def open_field_store(location: StoreLocation, variables: list[str]) -> FieldStor
             "encode them separately"
         )
     return store
+
+
+def encode_device(name: str) -> torch.device:
+    """``encode.device`` resolved where the encoding runs (in an actor: on its node).
+
+    ``auto`` is CUDA only where this process sees a GPU: a Ray actor sees the GPUs it
+    reserved (``encode.gpus_per_actor``) and none otherwise.
+
+    Raises:
+        EncodeError: ``cuda`` where no CUDA device is visible.
+    """
+    if name == "cuda" and not torch.cuda.is_available():
+        raise EncodeError(
+            "encode.device=cuda but this encoder sees no CUDA device: use encode.device=auto "
+            "or cpu, or run where a GPU is visible"
+        )
+    return resolve_device(name)
 
 
 def store_dims(store: FieldStore) -> dict[str, tuple[int, int]]:
@@ -105,7 +122,7 @@ class ChunkEncoder:
         self.spec = spec
         threads = max(1, int(round(spec["threads"])))
         torch.set_num_threads(threads)
-        self.device = torch.device(spec["device"])
+        self.device = encode_device(spec["device"])
         cfg = config_from_dict(spec["config"], "meta-model config")
         set_matmul_precision(cfg.run.matmul_precision)
         self.store = open_field_store(spec["store"], spec["variables"])

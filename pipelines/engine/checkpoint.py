@@ -6,8 +6,10 @@ file stays as ``previous.pt`` (a hard link, else a copy), and :func:`resume_chec
 falls back to it, with a warning, when the latest is unreadable (a damaged disk, a bad
 copy). A write that fails (a full disk: torch's writer raises ``RuntimeError``, turned into
 ``OSError`` with ``ENOSPC`` when the file system has under 1 MB left) removes its temporary
-file and raises ``OSError``; the training loop's sink warns and goes on, the last good
-checkpoint untouched.
+file and raises ``OSError``; the training loop's sink then stops the job with a one-line
+``DiskFull`` naming the folder and the size of the state (the last good checkpoint is kept).
+:func:`check_model_state` turns a checkpoint of another model shape into a one-line
+:class:`CheckpointError` instead of torch's size-mismatch text.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import Any
 import torch
 
 PREVIOUS = "previous.pt"
+OTHER_MODEL_HINT = "the run's config.yaml describes another model"
+WHY_CHARS = 100  # torch's reason in a CheckpointError is cut to this (--traceback: whole)
 
 
 class CheckpointError(RuntimeError):
@@ -77,6 +81,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         text = " ".join(lines)
         why = text.partition("Unpickler error:")[2].strip() or (lines[0] if lines else "")
         why = why.split(". Check the documentation")[0].split(" Check the documentation")[0]
+        why = why if len(why) <= WHY_CHARS else why[: WHY_CHARS - 3] + "..."
         raise CheckpointError(
             f"checkpoint {path} is unreadable or not a safe checkpoint "
             f"({why or type(err).__name__}); "
@@ -113,3 +118,49 @@ def resume_checkpoint(
     state = load_checkpoint(previous, map_location)
     warn(f"warning: {problem}; resuming from {previous} (step {state.get('step', '?')})")
     return state
+
+
+def state_nbytes(state: Any) -> int:
+    """Bytes of the tensors in ``state`` (nested dicts and lists): about its file's size."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(state_nbytes(v) for v in state.values())
+    if isinstance(state, list | tuple):
+        return sum(state_nbytes(v) for v in state)
+    return 8
+
+
+def _shape(t: Any) -> list[int] | str:
+    return list(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+
+
+def check_model_state(model: torch.nn.Module, saved: dict[str, Any], where: str, hint: str) -> None:
+    """Raise a one-line :class:`CheckpointError` if ``saved`` does not fit ``model``.
+
+    The message names the first differing key and both shapes, e.g. ``model of another
+    shape (inr.w: saved [16, 1] vs config [8, 1]) in checkpoint runs/x/checkpoints/best.pt;
+    ...``.
+
+    Args:
+        model: the model built from the config.
+        saved: a checkpoint's ``"model"`` state dict.
+        where: what holds ``saved`` (e.g. ``"checkpoint runs/x/checkpoints/last.pt"``).
+        hint: what to do (start afresh, fix the config).
+    """
+    own = model.state_dict()
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{where} holds no model state; {hint}")
+    missing = [k for k in own if k not in saved]
+    extra = [k for k in saved if k not in own]
+    odd = [k for k in own if k in saved and _shape(saved[k]) != _shape(own[k])]
+    if odd:
+        k = odd[0]
+        detail = f"{k}: saved {_shape(saved[k])} vs config {_shape(own[k])}"
+    elif missing or extra:
+        k = (missing or extra)[0]
+        detail = f"{k} {'missing' if missing else 'not in the model'}"
+    else:
+        return
+    # the detail first: a long path is what the one-line error shortens
+    raise CheckpointError(f"model of another shape ({detail}) in {where}; {hint}")

@@ -3,9 +3,12 @@
 ``checkpoints/best.pt`` is written whenever validation improves and
 ``checkpoints/last.pt`` every ``run.checkpoint_every`` steps (atomically, the one it
 replaces kept as ``previous.pt``); a later call with the same run name resumes from
-``last.pt``, or from ``previous.pt`` with a warning when ``last.pt`` is unreadable. A
-checkpoint that cannot be written (a full disk) is reported and skipped: training goes on
-and the next one is tried again.
+``last.pt``, or from ``previous.pt`` with a warning when ``last.pt`` is unreadable. The
+resume follows the run-record rules of :mod:`pipelines.engine.run_dir` (a changed config
+is refused; ``config.yaml`` is written once the checkpoint has loaded). A checkpoint that
+cannot be written for lack of space stops the job with a one-line ``DiskFull`` naming the
+folder and the size of the state, the last good checkpoint kept; another failed write
+(e.g. a transient I/O error) is reported and skipped, and the next one is tried again.
 """
 
 from __future__ import annotations
@@ -14,9 +17,22 @@ from collections.abc import Callable
 
 from mia_core.config import Config, save_config
 from mia_core.runtime import resolve_device, set_matmul_precision
-from pipelines.engine.checkpoint import PREVIOUS, resume_checkpoint, save_checkpoint
+from pipelines.data.stores.errors import DiskFull, is_disk_full
+from pipelines.engine.checkpoint import (
+    PREVIOUS,
+    resume_checkpoint,
+    save_checkpoint,
+    state_nbytes,
+)
 from pipelines.engine.loop import TrainResult, train_loop
-from pipelines.engine.run_dir import checkpoint_dir, run_dir_of
+from pipelines.engine.run_dir import (
+    checkpoint_dir,
+    has_checkpoint,
+    refuse_changed_resume,
+    refuse_fewer_steps,
+    run_dir_of,
+    shown_path,
+)
 from pipelines.engine.task import Task, WorkerContext
 from pipelines.engine.trainer import Trainer
 from pipelines.tracking.tracker import Tracker
@@ -40,7 +56,9 @@ class RunDirSink:
                     continue
                 try:
                     save_checkpoint(state, self.dir / name, keep_previous=name == "last.pt")
-                except OSError as err:  # a full disk: keep training, try again next time
+                except OSError as err:
+                    if is_disk_full(err):  # stop now rather than train on without a record
+                        raise DiskFull(shown_path(self.dir), state_nbytes(state), name) from err
                     self.log(
                         f"warning: step {trainer.step}: could not write {self.dir / name} "
                         f"({err.strerror or err}); the previous checkpoint stays"
@@ -60,8 +78,9 @@ def run_local(
         task_cls: the registered task of ``cfg.method.name``.
         cfg: resolved config.
         log: line printer.
-        resume: continue from ``checkpoints/last.pt`` when present; ``False`` deletes the
-            run's checkpoints first.
+        resume: continue from ``checkpoints/last.pt`` when present (refused when the
+            saved config differs in what the run learns); ``False`` deletes the run's
+            checkpoints first.
         init_hook: see :func:`~pipelines.engine.loop.train_loop`.
     """
     device = resolve_device(cfg.run.device)
@@ -72,9 +91,12 @@ def run_local(
     if not resume:
         for name in ("last.pt", "best.pt", PREVIOUS):
             (ckpts / name).unlink(missing_ok=True)
+    elif has_checkpoint(run_dir):
+        refuse_changed_resume(cfg)
     task_cls.prepare(cfg)
-    save_config(cfg, run_dir / "config.yaml")
-    state = resume_checkpoint(ckpts / "last.pt", device, log)
+    state = resume_checkpoint(ckpts / "last.pt", "cpu", log)  # the trainer moves it
+    if state is not None:
+        refuse_fewer_steps(cfg, int(state.get("step", 0)))
     tracker = Tracker(cfg, run_dir, system_metrics=True)
     try:
         trainer, history = train_loop(
@@ -86,6 +108,7 @@ def run_local(
             log,
             tracker,
             init_hook,
+            on_ready=lambda _trainer: save_config(cfg, run_dir / "config.yaml"),
         )
     except BaseException:
         tracker.close("FAILED")

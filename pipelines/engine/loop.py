@@ -24,8 +24,8 @@ from typing import Any, Protocol
 import torch
 
 from mia_core.config import Config, ConfigError
-from pipelines.engine.checkpoint import save_checkpoint
-from pipelines.engine.run_dir import run_dir_of, snapshot_path
+from pipelines.engine.checkpoint import check_model_state, save_checkpoint
+from pipelines.engine.run_dir import RESUME_HINT, refuse_fewer_steps, run_dir_of, snapshot_path
 from pipelines.engine.task import Task, WorkerContext
 from pipelines.engine.trainer import Trainer
 
@@ -110,6 +110,7 @@ def train_loop(
     log: Callable[[str], None] = print,
     tracker: Any = None,
     init_hook: Callable[[Trainer], None] | None = None,
+    on_ready: Callable[[Trainer], None] | None = None,
 ) -> tuple[Trainer, list[dict]]:
     """Train ``task_cls`` until ``run.steps``; see the module docstring.
 
@@ -123,6 +124,13 @@ def train_loop(
         tracker: :class:`~pipelines.tracking.tracker.Tracker` on rank 0, or ``None``.
         init_hook: called with the new trainer before any resume (the ablation study
             loads and freezes a trained CAVIA's INRs there).
+        on_ready: called once the resume state has loaded into the model of ``cfg`` (at
+            once without one), before any step: the single-process run saves its
+            ``config.yaml`` there.
+
+    Raises:
+        CheckpointError: ``resume_state`` holds a model of another shape.
+        ConfigError: ``run.steps`` is below the steps ``resume_state`` has trained.
     """
     torch.manual_seed(cfg.run.seed)
     task = task_cls(cfg, ctx)
@@ -131,8 +139,13 @@ def train_loop(
     if init_hook is not None:
         init_hook(trainer)
     if resume_state is not None:
+        where = f"the checkpoint of run {cfg.run.name}"
+        check_model_state(trainer.model, resume_state.get("model"), where, RESUME_HINT)
         trainer.load_state_dict(resume_state)
+        refuse_fewer_steps(cfg, trainer.step)
         say(f"resumed at step {trainer.step} (epoch {trainer.epoch})")
+    if on_ready is not None:
+        on_ready(trainer)
     say(
         f"run {cfg.run.name}: {task.describe()}, device {ctx.device}, "
         f"{ctx.world} worker(s), steps {trainer.step}->{cfg.run.steps}"

@@ -10,8 +10,14 @@ temporary directory and the storage may be on different file systems), and
 ``CheckpointConfig`` keeps the ``run.keep_checkpoints`` best by that score plus the
 latest. ``FailureConfig(max_failures)`` restarts a failed worker group from the latest
 checkpoint, and a job submitted again with the same run name resumes through Ray's
-snapshot in the storage. After training the driver copies Ray's best and latest
+snapshot in the storage (without one, e.g. a run trained with ``--local`` or moved to
+another ``run.out_dir``, from ``<run_dir>/checkpoints/last.pt``, which the workers must
+then see). After training the driver copies Ray's best and latest
 checkpoints to ``<run_dir>/checkpoints/{best,last}.pt``, where evaluation reads them.
+A resume follows the run-record rules of :mod:`pipelines.engine.run_dir`: a changed config
+is refused before Ray starts, and ``config.yaml`` is rewritten only after the resumed run
+has trained. A worker's user error (a refused resume, a checkpoint of another shape, a full
+disk) ends the job with that error, after Ray's own report of it.
 """
 
 from __future__ import annotations
@@ -25,12 +31,30 @@ from typing import Any
 
 import torch
 
-from mia_core.config import Config, config_from_dict, config_to_dict, save_config
+from mia_core.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    save_config,
+)
 from mia_core.runtime import set_matmul_precision
 from pipelines.cluster.connect import init_ray
-from pipelines.engine.checkpoint import load_checkpoint, save_checkpoint
+from pipelines.data.stores.errors import DiskFull, StoreError, is_disk_full
+from pipelines.engine.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    state_nbytes,
+)
 from pipelines.engine.loop import UNVALIDATED, TrainResult, train_loop
-from pipelines.engine.run_dir import checkpoint_dir, run_dir_of
+from pipelines.engine.run_dir import (
+    checkpoint_dir,
+    has_checkpoint,
+    refuse_changed_resume,
+    refuse_fewer_steps,
+    run_dir_of,
+)
 from pipelines.engine.storage import RayStorage, copy_checkpoint_file
 from pipelines.engine.task import Task, WorkerContext
 from pipelines.engine.trainer import Trainer
@@ -40,31 +64,56 @@ STATE_FILE = "state.pt"  # the trainer state inside every reported Ray checkpoin
 SCORE = "val_score"
 
 
-def _restored_state(device: torch.device) -> dict[str, Any] | None:
-    """Inside a worker: the state of the checkpoint Ray restored (restart or resubmit)."""
+def _restored_state() -> dict[str, Any] | None:
+    """Inside a worker: the state of the checkpoint Ray restored (restart or resubmit).
+
+    Loaded onto the CPU whatever the worker's device: ``load_state_dict`` moves the
+    parameters, and the RNG states must stay CPU tensors.
+    """
     import ray.train
 
     ckpt = ray.train.get_checkpoint()
     if ckpt is None:
         return None
     with ckpt.as_directory() as folder:
-        return load_checkpoint(Path(folder) / STATE_FILE, device)
+        return load_checkpoint(Path(folder) / STATE_FILE, "cpu")
 
 
 def report_to_ray(trainer: Trainer, metrics: dict[str, float], improved: bool, last: bool) -> None:
     """The Ray :class:`~pipelines.engine.loop.CheckpointSink`: rank 0 reports a checkpoint.
 
     Every worker reports at the same steps (Ray needs all of them); only rank 0 attaches
-    the checkpoint, written into a fresh temporary directory that Ray uploads.
+    the checkpoint, written into a fresh temporary directory that Ray uploads. A write or
+    upload that fails for lack of space raises :class:`DiskFull` (the folder, the size of
+    the state): the job ends with it once ``run.max_failures`` restarts have failed too.
     """
     import ray.train
 
     if trainer.task.ctx.rank != 0:
         ray.train.report(metrics)
         return
+    state = trainer.state_dict()
     with tempfile.TemporaryDirectory(prefix="mia-ckpt-") as tmp:
-        save_checkpoint(trainer.state_dict(), Path(tmp) / STATE_FILE)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        where = Path(tmp).parent
+        try:
+            save_checkpoint(state, Path(tmp) / STATE_FILE)
+            where = RayStorage.of(trainer.cfg).path
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        except Exception as err:
+            if is_disk_full(err):
+                raise DiskFull(where, state_nbytes(state), "a checkpoint") from err
+            raise
+
+
+def _user_error(error: BaseException) -> BaseException | None:
+    """The first worker's user error (config, checkpoint, store, full disk) behind ``error``."""
+    failures = getattr(error, "worker_failures", None) or {}
+    for _rank, exc in sorted(failures.items()):
+        if isinstance(exc, ConfigError | CheckpointError | StoreError | DiskFull):
+            return exc
+        if is_disk_full(exc):
+            return DiskFull(Path(str(getattr(exc, "filename", None) or "./x")).parent)
+    return None
 
 
 def _quiet_data() -> None:
@@ -102,8 +151,12 @@ def _worker(loop_config: dict[str, Any]) -> None:
     device = rtt.get_device()
     shard = ray.train.get_dataset_shard("train") if loop_config["shard"] else None
     worker = WorkerContext(device, rank, ctx.get_world_size(), shard)
+    state, hook = _restored_state(), loop_config["hook"]
+    if state is None and loop_config.get("local_state"):  # the run's own checkpoints
+        state = load_checkpoint(loop_config["local_state"], "cpu")
+    if state is not None:  # before the tracker: a refused resume leaves the MLflow run be
+        refuse_fewer_steps(cfg, int(state.get("step", 0)))
     tracker = Tracker(cfg, run_dir_of(cfg), system_metrics=True) if rank == 0 else None
-    state, hook = _restored_state(device), loop_config["hook"]
     try:
         train_loop(task_cls, cfg, worker, report_to_ray, state, _say, tracker, hook)
     except BaseException:
@@ -139,15 +192,24 @@ def run_on_ray(
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    init_ray(address)
-    _quiet_data()
     run_dir = run_dir_of(cfg)
     storage = RayStorage.of(cfg)
+    in_storage = resume and storage.holds_run(cfg.run.name)
+    resuming = in_storage or (resume and has_checkpoint(run_dir))
+    if resuming:  # before Ray starts: a refused resume costs nothing
+        refuse_changed_resume(cfg, _local_step(run_dir))
+    # A run trained in one process, or moved with its run directory, has no Ray storage:
+    # its workers resume from the run directory's last.pt (they must see the folder).
+    last = checkpoint_dir(run_dir) / "last.pt"
+    local_state = str(last) if resuming and not in_storage and last.is_file() else None
+    init_ray(address)
+    _quiet_data()
     if not resume:
         storage.delete_run(cfg.run.name)
         shutil.rmtree(checkpoint_dir(run_dir), ignore_errors=True)
     task_cls.prepare(cfg)
-    save_config(cfg, run_dir / "config.yaml")
+    if not resuming:  # else once training has loaded the checkpoint (see the end)
+        save_config(cfg, run_dir / "config.yaml")
     datasets = task_cls.ray_datasets(cfg, read_cpus or cfg.run.read_cpus)
     trainer = TorchTrainer(
         _worker,
@@ -156,6 +218,7 @@ def run_on_ray(
             "task": task_cls,
             "shard": "train" in datasets,
             "hook": init_hook,
+            "local_state": local_state,
         },
         scaling_config=ScalingConfig(
             num_workers=cfg.run.num_workers,
@@ -179,8 +242,20 @@ def run_on_ray(
     )
     result = trainer.fit()
     if result.error:
-        raise result.error
-    return _collect(result, run_dir)
+        raise _user_error(result.error) or result.error
+    collected = _collect(result, run_dir)
+    if resuming:
+        save_config(cfg, run_dir / "config.yaml")
+    return collected
+
+
+def _local_step(run_dir: Path) -> int | None:
+    """The step of ``run_dir``'s ``last.pt`` (a finished run's), if readable."""
+    last = checkpoint_dir(run_dir) / "last.pt"
+    try:
+        return int(load_checkpoint(last)["step"]) if last.is_file() else None
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return None  # Ray resumes from its own storage; the worker checks its step
 
 
 def _collect(result: Any, run_dir: Path) -> TrainResult:

@@ -48,7 +48,7 @@ class RayStorage:
         url = urlparse(endpoint)
         region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
         fs = pyarrow.fs.S3FileSystem(
-            endpoint_override=url.netloc or url.path,
+            endpoint_override=url.netloc.rpartition("@")[2] or url.path,  # no user info
             scheme=url.scheme or "https",
             region=region or "us-east-1",
         )
@@ -63,6 +63,13 @@ class RayStorage:
             fs, base = pyarrow.fs.FileSystem.from_uri(self.path)
             return fs, f"{base.rstrip('/')}/{name}"
         return pyarrow.fs.LocalFileSystem(), str(Path(self.path) / name)
+
+    def holds_run(self, name: str) -> bool:
+        """Whether the storage keeps a run ``name`` (a later job resumes from it)."""
+        import pyarrow.fs
+
+        fs, path = self._fs_and_path(name)
+        return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
 
     def delete_run(self, name: str) -> None:
         """Forget run ``name`` (its checkpoints and Ray's snapshot): a fresh start."""

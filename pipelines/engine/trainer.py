@@ -133,10 +133,23 @@ class Trainer:
             "best_step": self.best_step,
             "wall_seconds": self.wall_seconds,
             "torch_rng": torch.get_rng_state(),
+            **self._cuda_rng(),
         }
 
+    def _cuda_rng(self) -> dict[str, torch.Tensor]:
+        """This worker's CUDA generator state (``inner_points`` draws there), if on CUDA."""
+        if self.device.type != "cuda":
+            return {}
+        return {"cuda_rng": torch.cuda.get_rng_state(self.device)}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
+        """Restore :meth:`state_dict`, whatever device its tensors were loaded onto.
+
+        ``load_state_dict`` moves parameters and optimiser moments to the model's device;
+        the optimiser's step counters stay on the CPU as torch expects (no host sync per
+        parameter per step); RNG states are given to torch as CPU byte tensors. A CUDA
+        RNG state is restored on a CUDA worker and ignored elsewhere.
+        """
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
@@ -144,5 +157,19 @@ class Trainer:
         self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
         self.best_val, self.best_step = float(state["best_val"]), int(state["best_step"])
         self.wall_seconds = float(state.get("wall_seconds", 0.0))
+        for group in self.opt.param_groups:
+            if group.get("capturable") or group.get("fused"):
+                continue  # these keep their step counters on the parameters' device
+            for p in group["params"]:
+                step = self.opt.state.get(p, {}).get("step")
+                if torch.is_tensor(step) and step.device.type != "cpu":
+                    self.opt.state[p]["step"] = step.to("cpu")
         if "torch_rng" in state:
-            torch.set_rng_state(state["torch_rng"])
+            torch.set_rng_state(_cpu_bytes(state["torch_rng"]))
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(_cpu_bytes(state["cuda_rng"]), self.device)
+
+
+def _cpu_bytes(rng_state: torch.Tensor) -> torch.Tensor:
+    """An RNG state as the CPU ``ByteTensor`` torch's ``set_rng_state`` functions need."""
+    return rng_state.to(device="cpu", dtype=torch.uint8)

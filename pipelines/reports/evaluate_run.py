@@ -14,12 +14,11 @@ from pathlib import Path
 import torch
 
 from mia_core.builders import build_learner
-from mia_core.config import load_config
 from mia_core.runtime import resolve_device, set_matmul_precision
 from pipelines.data.resolve import episode_spec, modality_dims, open_training_store
 from pipelines.data.streams import store_episodes
-from pipelines.engine.checkpoint import load_checkpoint
-from pipelines.engine.run_dir import selected_checkpoint
+from pipelines.engine.checkpoint import OTHER_MODEL_HINT, check_model_state, load_checkpoint
+from pipelines.engine.run_dir import load_run_config, selected_checkpoint
 from pipelines.reports.evaluation import EvalRow, evaluate, markdown_table, write_csv
 from pipelines.reports.mlflow_model import log_dataset, log_meta_model
 from pipelines.reports.plots import plot_attention, plot_reconstruction
@@ -48,13 +47,14 @@ def evaluate_run(
             ``metrics.json``, figures and MLflow run are left as they are.
     """
     run_dir = Path(run_dir)
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = load_run_config(run_dir)
     device = resolve_device(cfg.run.device)
     set_matmul_precision(cfg.run.matmul_precision)
     store = open_training_store(cfg)
     learner = build_learner(cfg.model, cfg.method, modality_dims(store)).to(device)
     ckpt = selected_checkpoint(run_dir if checkpoint is None else checkpoint)
-    state = load_checkpoint(ckpt, device)
+    state = load_checkpoint(ckpt, "cpu")  # load_state_dict moves it to the device
+    check_model_state(learner, state.get("model"), f"checkpoint {ckpt}", OTHER_MODEL_HINT)
     learner.load_state_dict(state["model"])
     learner.eval()
     repeats = repeats or cfg.run.eval_repeats

@@ -71,7 +71,7 @@ def load_learner(run_dir: Path, store: Store, device: torch.device) -> MetaLearn
     ckpt = run_dir / "checkpoints" / "best.pt"
     if not ckpt.exists():
         ckpt = run_dir / "checkpoints" / "last.pt"
-    learner.load_state_dict(load_checkpoint(ckpt, device)["model"])
+    learner.load_state_dict(load_checkpoint(ckpt, "cpu")["model"])
     return learner.eval()
 
 
@@ -83,7 +83,7 @@ def freeze_inrs_hook(cavia_ckpt: Path):
     """
 
     def hook(trainer) -> None:
-        state = load_checkpoint(cavia_ckpt, trainer.device)["model"]
+        state = load_checkpoint(cavia_ckpt, "cpu")["model"]
         inrs = {k: v for k, v in state.items() if k.startswith("inrs.")}
         own = {k for k in trainer.model.state_dict() if k.startswith("inrs.")}
         if set(inrs) != own:

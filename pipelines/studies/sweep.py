@@ -10,8 +10,9 @@ validation (``run.checkpoint_every`` is set to ``run.eval_every``).
 
 Resources: the trainable itself holds 0.01 CPU; its Ray Train workers hold
 ``num_workers x cpus_per_worker``. Concurrency is capped so that running trials leave one
-CPU for Ray Data reads (:func:`~pipelines.studies.sweep_search.trial_slots`), and a trial
-that could never fit the cluster is an error rather than a trial PENDING forever.
+CPU for Ray Data reads (:func:`~pipelines.studies.sweep_search.trial_slots`) and, with
+``run.use_gpu``, by the cluster's GPUs (one per worker); a trial that could never fit the
+cluster (no GPU at all included) is an error rather than a trial PENDING forever.
 
 Resume: the Tune experiment lives in ``<sweep_dir>/ray/tune``; a second call restores it
 (``Tuner.can_restore``/``Tuner.restore``), and a restored trial resumes its Ray Train run
@@ -40,14 +41,15 @@ from pipelines.data.resolve import resolve_store
 from pipelines.engine.run_dir import run_dir_of
 from pipelines.studies.sweep_report import best_row, trial_rows, write_outputs
 from pipelines.studies.sweep_search import (
+    cluster_trial_slots,
     decode,
     make_scheduler,
     make_searcher,
     search_space,
-    trial_slots,
 )
 from pipelines.studies.sweep_spec import SweepSpec, apply_params
 from pipelines.tracking import run_groups
+from pipelines.tracking.reach import check_tracking
 from pipelines.tracking.tracker import tracking_uri
 
 # data.* keys that change the synthetic store itself (a sweep over them builds per trial).
@@ -123,6 +125,7 @@ def run_sweep(
     import ray
     from ray import tune
 
+    check_tracking(tracking_uri(base))  # before Ray: a dead server fails in one line
     init_ray(address)
     sweep_dir = Path(base.run.out_dir).resolve() / "sweeps" / spec.name
     if not resume and sweep_dir.exists():  # start afresh, keeping the old sweep aside
@@ -140,9 +143,7 @@ def run_sweep(
         data = dataclasses.replace(base.data, store=resolve_store(base).url)
         trial_base = dataclasses.replace(trial_base, data=data)
     per_trial = base.run.num_workers * base.run.cpus_per_worker
-    slots = trial_slots(
-        per_trial, ray.cluster_resources().get("CPU", 1.0), spec.max_concurrent_trials
-    )
+    slots = cluster_trial_slots(base.run, ray.cluster_resources(), spec.max_concurrent_trials)
     parent_id = run_groups.open_run(
         trial_base,
         sweep_dir / "mlflow_run_id",
@@ -187,6 +188,7 @@ def run_sweep(
     log(
         f"sweep {spec.name}: {spec.search} search over {list(spec.params)}, "
         f"{slots} trial(s) at a time x {per_trial:g} CPU"
+        + (f" + {base.run.num_workers} GPU" if base.run.use_gpu else "")
     )
     grid = tuner.fit()
     unfinished = len(grid) - grid.num_terminated - grid.num_errors

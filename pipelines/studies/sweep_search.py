@@ -12,7 +12,7 @@ import json
 import math
 from typing import Any
 
-from mia_core.config import Config
+from mia_core.config import Config, ConfigError
 from pipelines.studies.sweep_spec import SweepSpec
 
 JSON_PREFIX = "json:"
@@ -81,24 +81,62 @@ def make_scheduler(spec: SweepSpec, base: Config) -> Any:
     )
 
 
-def trial_slots(per_trial_cpus: float, total_cpus: float, wanted: int) -> int:
+def trial_slots(
+    per_trial_cpus: float,
+    total_cpus: float,
+    wanted: int,
+    per_trial_gpus: float = 0.0,
+    total_gpus: float = 0.0,
+) -> int:
     """How many trials run at once: ``wanted``, capped so one CPU stays for data reads.
 
+    With ``per_trial_gpus`` (``run.use_gpu``: one GPU per Ray Train worker) the cluster's
+    GPUs cap it too.
+
     Raises:
-        ValueError: when even one trial cannot fit (it would stay PENDING forever).
+        ConfigError: when even one trial cannot fit (it would stay PENDING forever): too
+            few CPUs, or GPUs asked for on a cluster with too few (or none).
     """
     free = total_cpus - 1.0 if total_cpus > 1.0 else total_cpus
     fit = math.floor(free / per_trial_cpus + 1e-9)
     if fit < 1:
-        raise ValueError(
+        raise ConfigError(
             f"a trial needs run.num_workers x run.cpus_per_worker = {per_trial_cpus:g} CPUs "
             f"but the cluster has {total_cpus:g} (one kept for data reads); lower "
             "run.num_workers or run.cpus_per_worker (fractions are fine)"
         )
+    if per_trial_gpus > 0:
+        gpu_fit = math.floor(total_gpus / per_trial_gpus + 1e-9)
+        if gpu_fit < 1:
+            raise ConfigError(
+                f"run.use_gpu=true: a trial needs {per_trial_gpus:g} GPU(s) (one per "
+                f"run.num_workers) but the Ray cluster has {total_gpus:g}; add GPU nodes, "
+                "lower run.num_workers or set run.use_gpu=false"
+            )
+        fit = min(fit, gpu_fit)
     return max(1, min(wanted, fit))
 
 
+def cluster_trial_slots(run: Any, cluster: dict[str, float], wanted: int) -> int:
+    """:func:`trial_slots` for the base config's ``run`` section on a cluster.
+
+    Args:
+        run: ``cfg.run`` (``num_workers``, ``cpus_per_worker``, ``use_gpu``).
+        cluster: ``ray.cluster_resources()``.
+        wanted: ``sweep.max_concurrent_trials``.
+    """
+    gpus = float(run.num_workers) if run.use_gpu else 0.0
+    return trial_slots(
+        run.num_workers * run.cpus_per_worker,
+        cluster.get("CPU", 1.0),
+        wanted,
+        gpus,
+        cluster.get("GPU", 0.0),
+    )
+
+
 __all__ = [
+    "cluster_trial_slots",
     "decode",
     "encode",
     "make_scheduler",

@@ -26,16 +26,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from mia_core.config import Config, load_config
+from mia_core.config import Config
 from mia_core.config.schema import CONTINUAL_METHOD_NAMES
 from mia_core.mcl import SequenceLearner, TaskSequence, grid_task_sequence
 from mia_core.mcl.build import build_sequence_learner
 from mia_core.meta.metrics import psnr
-from mia_core.runtime import resolve_device, set_matmul_precision
+from mia_core.runtime import autocast_off, resolve_device, set_matmul_precision
 from pipelines.data.resolve import open_training_store
 from pipelines.data.stores import Store, StoreError
-from pipelines.engine.checkpoint import load_checkpoint
-from pipelines.engine.run_dir import selected_checkpoint
+from pipelines.engine.checkpoint import OTHER_MODEL_HINT, check_model_state, load_checkpoint
+from pipelines.engine.run_dir import load_run_config, selected_checkpoint
 from pipelines.engine.task import Task, WorkerContext
 from pipelines.reports.continual import write_report
 from pipelines.tracking.tracker import Tracker
@@ -172,13 +172,14 @@ def evaluate_continual_run(
     (``figures`` is accepted for the task protocol).
     """
     run_dir = Path(run_dir)
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = load_run_config(run_dir)
     device = resolve_device(cfg.run.device)
     set_matmul_precision(cfg.run.matmul_precision)
     seqs = _splits(cfg, open_training_store(cfg), log)
     ckpt = selected_checkpoint(run_dir)
-    state = load_checkpoint(ckpt, device)
+    state = load_checkpoint(ckpt, "cpu")  # load_state_dict moves it to the device
     learner = build_learner_for(cfg, seqs["train"]).to(device)
+    check_model_state(learner, state.get("model"), f"checkpoint {ckpt}", OTHER_MODEL_HINT)
     learner.load_state_dict(state["model"])
     test = seqs["test"].to(device)
     if cfg.method.mcl.eval_signals:
@@ -239,8 +240,13 @@ class ContinualTask(Task):
             yield subset(train, idx.to(self.ctx.device))
 
     def loss(self, batch: TaskSequence, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The continual learner's meta-loss over the sequence batch."""
-        return self.model(batch), {}
+        """The continual learner's meta-loss over the sequence batch, never autocast.
+
+        Nearly all of it is the second-order walk through the sequence (an inner loop);
+        the outer part is one forward of the final model (see ``autocast_off``).
+        """
+        with autocast_off(self.ctx.device):
+            return self.model(batch), {}
 
     def batch_size(self, batch: TaskSequence) -> int:
         """Sequences in the batch."""

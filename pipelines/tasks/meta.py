@@ -21,6 +21,7 @@ from mia_core.builders import build_learner
 from mia_core.config import Config
 from mia_core.data import Episode
 from pipelines.data.episodes import EpisodeSpec
+from pipelines.data.prefetch import prefetch_episodes
 from pipelines.data.ray_source import read_store
 from pipelines.data.resolve import episode_spec, modality_dims, open_training_store
 from pipelines.data.streams import dataset_episodes, store_episodes
@@ -65,12 +66,15 @@ class MetaLearningTask(Task):
         cfg = self.cfg
         if self.ctx.shard is None:
             size, stride = cfg.run.batch_size, cfg.data.time_stride
-            return store_episodes(self.store, self.spec, size, "train", epoch, True, stride, skip)
-        # Streaming shards have no stable order: skipping keeps the step count per epoch.
-        it = dataset_episodes(
-            self.ctx.shard, self.store, self.spec, cfg.run.batch_size, epoch, drop_last=True
-        )
-        return itertools.islice(it, skip, None)
+            it = store_episodes(self.store, self.spec, size, "train", epoch, True, stride, skip)
+        else:
+            # Streaming shards have no stable order: skipping keeps the step count per epoch.
+            it = dataset_episodes(
+                self.ctx.shard, self.store, self.spec, cfg.run.batch_size, epoch, drop_last=True
+            )
+            it = itertools.islice(it, skip, None)
+        # Built data.prefetch batches ahead on a thread, already on the device.
+        return prefetch_episodes(it, self.ctx.device, cfg.data.prefetch)
 
     def loss(self, batch: Episode, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Outer loss of the episode batch; per-modality losses as ``loss/<modality>``."""

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mia_core.config import Config, load_config
+from mia_core.config import Config
 from mia_core.mwt import MWT, build_augment, build_mwt, count_lrs
 from mia_core.runtime import resolve_device, set_matmul_precision
 from pipelines.data.labelled_images import (
@@ -30,8 +30,8 @@ from pipelines.data.labelled_images import (
     pixel_baseline,
     resolve_labelled_store,
 )
-from pipelines.engine.checkpoint import load_checkpoint
-from pipelines.engine.run_dir import selected_checkpoint
+from pipelines.engine.checkpoint import OTHER_MODEL_HINT, check_model_state, load_checkpoint
+from pipelines.engine.run_dir import load_run_config, selected_checkpoint
 from pipelines.engine.task import Task, WorkerContext
 from pipelines.tracking.tracker import Tracker
 
@@ -100,13 +100,14 @@ def evaluate_mwt_run(
     report has no figures (``figures`` is accepted for the task protocol).
     """
     run_dir = Path(run_dir)
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = load_run_config(run_dir)
     device = resolve_device(cfg.run.device)
     set_matmul_precision(cfg.run.matmul_precision)
     data = load_labelled(cfg)
     ckpt = selected_checkpoint(run_dir)
-    state = load_checkpoint(ckpt, device)
+    state = load_checkpoint(ckpt, "cpu")  # load_state_dict moves it to the device
     model = make_model(cfg, data).to(device)
+    check_model_state(model, state.get("model"), f"checkpoint {ckpt}", OTHER_MODEL_HINT)
     model.load_state_dict(state["model"])
     test = evaluate_split(model, data, "test", cfg.run.eval_batch_size, device)
     metrics: dict[str, Any] = {f"test_{k}": v for k, v in test.items()}

@@ -5,7 +5,8 @@ rather than in ``./mlruns`` of whatever directory the caller runs from. Creation
 a concurrent creator (two trials or workers starting at once), and two processes that open
 a fresh sqlite store at once take turns (MLflow's schema migration is not safe to run
 twice at the same time: the second failed with "duplicate column name"). The first time a
-process uses a tracking URI it prints the URI and the ``mlflow ui`` command that browses it.
+process uses a tracking URI it prints the URI and the ``mlflow ui`` command that browses it;
+a tracking server that does not answer fails within ``MIA_CONNECT_TIMEOUT`` (``reach``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from pipelines.data.stores.location import redact_url
+from pipelines.tracking.reach import check_tracking
 
 # MLflow 3's UI opens an experiment of this kind on its training-runs view (without it the
 # UI guesses, and an empty or fresh experiment opens on the GenAI traces view).
@@ -66,6 +68,7 @@ def ensure_experiment(uri: str, name: str, out_dir: str | Path) -> str:
     import mlflow
 
     announce_tracking(uri)
+    check_tracking(uri)  # a server that does not answer: one line, not minutes of retries
     with _sqlite_init_lock(uri):
         return _ensure(mlflow.MlflowClient(uri), uri, name, out_dir)
 

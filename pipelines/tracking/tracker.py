@@ -3,7 +3,8 @@
 The tracking URI comes from ``run.tracking_uri``, else ``MLFLOW_TRACKING_URI``, else a
 sqlite store ``<run.out_dir>/mlflow.db`` (MLflow's file store is deprecated). The MLflow
 run id is kept in ``<run_dir>/mlflow_run_id`` so a resumed or evaluated run logs into
-the same MLflow run. Parameters are the flattened resolved config with secrets
+the same MLflow run (a run directory moved away from its store logs into a new one, with
+a warning). Parameters are the flattened resolved config with secrets
 redacted; URIs are printed without credentials.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +25,43 @@ from pipelines.tracking.experiments import ensure_experiment
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
+# Redacted tracking URI -> the URI with credentials it was saved from in this process.
+_UNREDACTED: dict[str, str] = {}
+
+
 def tracking_uri(cfg: Config) -> str:
-    """The MLflow tracking URI for ``cfg`` (see the module docstring)."""
-    if cfg.run.tracking_uri:
-        return cfg.run.tracking_uri
+    """The MLflow tracking URI for ``cfg`` (see the module docstring).
+
+    ``config.yaml`` keeps ``run.tracking_uri`` without credentials (``https://***@host``);
+    read back (evaluation after training, a resume) it stands for the URI it was saved
+    from in this process, else for ``MLFLOW_TRACKING_URI`` when that redacts to it.
+    """
+    env = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if uri := cfg.run.tracking_uri:
+        if redact_url(uri) != uri:
+            _UNREDACTED[redact_url(uri)] = uri
+        elif uri in _UNREDACTED:
+            return _UNREDACTED[uri]
+        elif env and redact_url(env) == uri:
+            return env
+        return uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     return f"sqlite:///{Path(cfg.run.out_dir).resolve() / 'mlflow.db'}"
+
+
+def _has_run(uri: str, run_id: str) -> bool:
+    """Whether the store at ``uri`` holds run ``run_id`` (a moved run directory may not)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.MlflowClient(uri).get_run(run_id)
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return True
 
 
 def set_fluent_tracking_uri(uri: str) -> None:
@@ -69,6 +101,13 @@ class Tracker:
         exp_id = ensure_experiment(self.uri, cfg.run.experiment, cfg.run.out_dir)
         id_file = run_dir / "mlflow_run_id"
         run_id = id_file.read_text().strip() if id_file.exists() else None
+        if run_id is not None and not _has_run(self.uri, run_id):  # a moved run directory
+            print(
+                f"warning: MLflow run {run_id} of {run_dir} is not in {redact_url(self.uri)}; "
+                "logging to a new MLflow run",
+                file=sys.stderr,
+            )
+            run_id = None
         if mlflow.active_run() is not None:
             mlflow.end_run()
         # its INFO lines ("Started monitoring...", "Skip logging GPU metrics") on every run

@@ -8,11 +8,20 @@ import json
 import sys
 
 from pipelines.data.builders import BUILDERS
-from pipelines.data.stores import StoreError, make_location
+from pipelines.data.stores import DiskFull, StoreError, is_disk_full, make_location
+from pipelines.data.stores.output import replacing
+
+# A builder's user errors (bad flags, inputs, destinations): one line, status 2.
+BUILD_ERRORS = (StoreError, FileNotFoundError, ValueError, DiskFull)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``<name> --out URL ...`` and run the builder; errors exit with status 2."""
+    """Parse ``<name> --out URL ...`` and run the builder; errors exit with status 2.
+
+    The store is written aside and swapped in when complete (:mod:`~pipelines.data.stores.output`):
+    an existing path that is not a store is refused unless ``--overwrite``, and a failed
+    build leaves the previous store as it was.
+    """
     parser = argparse.ArgumentParser(prog="python -m pipelines.data.builders", description=__doc__)
     sub = parser.add_subparsers(dest="name", required=True)
     modules = {}
@@ -25,13 +34,21 @@ def main(argv: list[str] | None = None) -> int:
             "--endpoint-url", default=None, help="S3-compatible endpoint (else AWS_ENDPOINT_URL)"
         )
         p.add_argument("--chunk", type=int, default=64, help="signals (timesteps) per chunk")
+        p.add_argument("--overwrite", action="store_true", help="replace whatever is at --out")
         mod.add_arguments(p)
     args = parser.parse_args(argv)
     location = make_location(args.out, endpoint_url=args.endpoint_url)
     try:
-        summary = modules[args.name].build(args, location)
-    except (StoreError, FileNotFoundError, ValueError) as err:
-        print(f"build {args.name} failed: {err}", file=sys.stderr)
+        if args.chunk < 1:
+            raise ValueError(f"--chunk must be at least 1 (signals per chunk), got {args.chunk}")
+        with replacing(location, ("signals", "fields"), args.overwrite, "store") as dest:
+            summary = modules[args.name].build(args, dest)
+    except (*BUILD_ERRORS, OSError) as err:
+        if isinstance(err, OSError) and not isinstance(err, BUILD_ERRORS):
+            if not is_disk_full(err):
+                raise
+            err = DiskFull(location.display)
+        print(f"error: build {args.name}: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     print(json.dumps({"store": location.display, **summary}, indent=1, default=str))
     return 0

@@ -31,6 +31,7 @@ from pipelines.data.builders.axes import parse_dims
 from pipelines.data.builders.cf import VARIABLE_ATTRS, with_cf_metadata
 from pipelines.data.builders.era5_grid import Target, plan, regrid_blocks
 from pipelines.data.builders.era5_names import FIELD_DIMS, select_variables, standardise
+from pipelines.data.builders.grib_input import open_grib
 from pipelines.data.builders.samples import is_sample, open_sample
 from pipelines.data.stores.field_stream import FieldStoreStream
 from pipelines.data.stores.field_writer import split_by_time
@@ -86,6 +87,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-fraction", type=float, default=0.1)
     p.add_argument("--anon", action="store_true", help="anonymous access to s3:// / gs:// inputs")
     p.add_argument(
+        "--skip-corrupt",
+        action="store_true",
+        help="build from the readable GRIB messages of a damaged file, listing those skipped "
+        "(default: a corrupt or truncated message is an error)",
+    )
+    p.add_argument(
         "--input-endpoint-url",
         default=None,
         help="S3-compatible endpoint of the inputs (else AWS_ENDPOINT_URL)",
@@ -103,8 +110,14 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
     shape = _parse_ints(args.resolution, "x", "--resolution")
     if len(shape) != 2 or min(shape) < 2:
         raise ValueError(f"--resolution must be NLATxNLON with both >= 2, got {args.resolution!r}")
-    if args.time_stride < 1 or not 0 <= args.val_fraction + args.test_fraction < 1:
-        raise ValueError("--time-stride must be >= 1 and val + test fractions in [0, 1)")
+    if args.time_stride < 1:
+        raise ValueError(f"--time-stride must be >= 1, got {args.time_stride}")
+    fractions = (args.val_fraction, args.test_fraction)
+    if min(fractions) < 0 or not 0 <= sum(fractions) < 1:
+        raise ValueError(
+            f"--val-fraction ({args.val_fraction}) and --test-fraction ({args.test_fraction}) "
+            "must be >= 0 with a sum below 1"
+        )
     dims = parse_dims(args.dims)
     sources = _expand(args.input, args)
     shown = [redact_url(s) for s in sources]
@@ -125,7 +138,7 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
         command = ["mia-inr build era5", *(f"--input {s}" for s in shown)]
         command += [f"--variables {','.join(mapping)}", f"--resolution {args.resolution}"]
         command += [f"--regrid {target.method}", f"--normalisation {args.normalisation}"]
-        command.append(f"--out {location.display}")
+        command.append(f"--out {redact_url(args.out)}")  # not the temporary sibling written
         finite = dict.fromkeys(mapping, False)
         stream = info = None
         for block in _blocks(parts, target, args.chunk, shown):
@@ -242,7 +255,8 @@ def _open(src: str, args: argparse.Namespace) -> xr.Dataset:
             )
         if remote:
             raise ValueError(f"GRIB input {redact_url(src)}: cfgrib reads local files only")
-        return xr.open_dataset(src, engine="cfgrib", backend_kwargs={"indexpath": ""})
+        path = src.removeprefix("file://")
+        return open_grib(path, redact_url(src), getattr(args, "skip_corrupt", False))
     if low.endswith(NETCDF_SUFFIXES):
         if remote:
             return xr.open_dataset(fsspec.open(src, **_options(src, args)).open(), chunks=None)

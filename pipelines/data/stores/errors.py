@@ -34,11 +34,21 @@ class DiskFull(OSError):
         super().__init__(
             errno.ENOSPC,
             f"no space left on device{what} in {folder}{have}{need}; free space or choose "
-            "another output, then rerun (it resumes)",
+            "another output, then rerun",
         )
 
     def __str__(self) -> str:
         return str(self.strerror)
+
+    def __reduce__(self) -> tuple:
+        # the message as it was (a Ray worker's error reaches the driver pickled)
+        return (_disk_full_from_message, (str(self.strerror),))
+
+
+def _disk_full_from_message(message: str) -> DiskFull:
+    err = DiskFull.__new__(DiskFull, errno.ENOSPC, message)
+    OSError.__init__(err, errno.ENOSPC, message)
+    return err
 
 
 def is_disk_full(err: BaseException) -> bool:

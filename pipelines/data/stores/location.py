@@ -10,19 +10,16 @@ endpoint fails with an error naming the URL instead of hanging.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import zarr
 from zarr.storage import FsspecStore, LocalStore
 
-_USERINFO = re.compile(r"^([a-zA-Z0-9+.-]+://)[^/@]*@")
+from mia_core.config.secrets import redact_url
+from pipelines.data.stores.s3_cleanup import quiet_s3_shutdown
 
-
-def redact_url(url: str) -> str:
-    """URL without user info and query string (where tokens tend to hide)."""
-    return _USERINFO.sub(r"\1***@", url).split("?", 1)[0]
+__all__ = ["StoreLocation", "make_location", "redact_url"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +79,7 @@ def make_location(
     """
     opts = dict(storage_options or {})
     if url.startswith("s3://"):
+        quiet_s3_shutdown()  # a failed request must not end in 100 lines of asyncio noise
         endpoint = (
             endpoint_url or opts.pop("endpoint_url", None) or os.environ.get("AWS_ENDPOINT_URL")
         )
