@@ -42,23 +42,42 @@ def encode_tiny(work: Path, device: str, local: bool) -> EncodeSummary:
     """
     store = work / "fields.zarr"
     if not store.exists():
-        write_field_store(_fields(), make_location(str(store)), chunk_time=4,
-                          split=split_by_time(T, 0.25, 0.25))
+        write_field_store(
+            _fields(), make_location(str(store)), chunk_time=4, split=split_by_time(T, 0.25, 0.25)
+        )
     run_dir = work / "runs" / "gpu_meta_inr"
     if not (run_dir / "checkpoints" / "last.pt").exists():
         cfg = load_config(
             ROOT / "configs/experiments/meta_inr_gray_scott.yaml",
-            [f"data.store={store}", "data.modalities=[t2m]", "model.width=16",
-             "model.depth=2", "model.omega0=10.0", "method.inner_steps=2", "run.steps=3",
-             "run.batch_size=2", "run.eval_every=3", "run.checkpoint_every=3",
-             "run.eval_batch_size=4", f"run.out_dir={work / 'runs'}",
-             "run.name=gpu_meta_inr", f"run.device={device}"],
+            [
+                f"data.store={store}",
+                "data.modalities=[t2m]",
+                "model.width=16",
+                "model.depth=2",
+                "model.omega0=10.0",
+                "method.inner_steps=2",
+                "run.steps=3",
+                "run.batch_size=2",
+                "run.eval_every=3",
+                "run.checkpoint_every=3",
+                "run.eval_batch_size=4",
+                f"run.out_dir={work / 'runs'}",
+                "run.name=gpu_meta_inr",
+                f"run.device={device}",
+            ],
         )
         train(cfg, local=True, log=lambda _s: None, figures=False)
     spec = EncodeSpec(
-        store=str(store), checkpoint=str(run_dir),
-        out=str(work / f"codes_{'local' if local else 'ray'}.zarr"), steps=20, lr=1e-2,
-        optimizer="adam", progress=False, larger_codes="warn", device=device,
-        overwrite=True, concurrency=1,
+        store=str(store),
+        checkpoint=str(run_dir),
+        out=str(work / f"codes_{'local' if local else 'ray'}.zarr"),
+        steps=20,
+        lr=1e-2,
+        optimizer="adam",
+        progress=False,
+        larger_codes="warn",
+        device=device,
+        overwrite=True,
+        concurrency=1,
     )
     return run_encode(spec, log=lambda _s: None, local=local)

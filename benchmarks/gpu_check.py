@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 from mia_core.builders import build_learner  # noqa: E402
 from mia_core.config import load_config  # noqa: E402
 from mia_core.data import generate_synthetic1d, make_episode  # noqa: E402
+from mia_core.runtime import synchronize  # noqa: E402
 
 Row = dict[str, Any]
 PARITY_MODEL = [
@@ -152,8 +153,9 @@ def parity_rows(device: torch.device, batch: int, points: int) -> list[Row]:
 def speed_rows(device: torch.device, batch: int, points: int, iters: int) -> list[Row]:
     """MIA meta-iterations per second on ``device`` and on the CPU, and peak device memory."""
     mods = ("sine", "tanh", "gaussian", "relu")
-    cfg = load_config(None, [*PARITY_MODEL, "method.name=mia", "model.width=64",
-                                  "model.context_dim=64"])
+    cfg = load_config(
+        None, [*PARITY_MODEL, "method.name=mia", "model.width=64", "model.context_dim=64"]
+    )
     signals = generate_synthetic1d(batch, points, modalities=mods, seed=0)
     gen = torch.Generator().manual_seed(0)
     ep = make_episode(signals, torch.arange(batch), {m: (0.2, 0.6) for m in mods}, gen)
@@ -167,10 +169,10 @@ def speed_rows(device: torch.device, batch: int, points: int, iters: int) -> lis
             torch.cuda.reset_peak_memory_stats(dev)
         for i in range(iters + 2):  # two warm-up iterations
             if i == 2:
-                _sync(dev)
+                synchronize(dev)
                 t0 = time.perf_counter()
             learner(e).loss.backward()
-        _sync(dev)
+        synchronize(dev)
         rate = iters / (time.perf_counter() - t0)
         peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
         rows.append(
@@ -185,18 +187,19 @@ def speed_rows(device: torch.device, batch: int, points: int, iters: int) -> lis
     return rows
 
 
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
 def _step(rows: list[Row], name: str, fn: Callable[[], str]) -> Any:
     """Run one step; a failure is a FAIL row with its one-line reason."""
     t0 = time.perf_counter()
     try:
         value = fn()
-        rows.append({"step": name, "result": "ok", "value": value,
-                     "detail": f"{time.perf_counter() - t0:.1f} s"})
+        rows.append(
+            {
+                "step": name,
+                "result": "ok",
+                "value": value,
+                "detail": f"{time.perf_counter() - t0:.1f} s",
+            }
+        )
     except Exception as err:  # noqa: BLE001 - every failure is a row, the script goes on
         text = " ".join(f"{type(err).__name__}: {err}".split())
         rows.append({"step": name, "result": "FAIL", "value": "", "detail": text[:180]})
@@ -237,12 +240,16 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu (dry run)"
     bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else True
-    rows.append({
-        "step": "device", "result": "ok", "value": name,
-        "detail": f"torch {torch.__version__}, cuda {torch.version.cuda}, bf16 {bf16}, "
-        f"tf32 matmul {torch.backends.cuda.matmul.allow_tf32}, "
-        f"cudnn tf32 {torch.backends.cudnn.allow_tf32}",
-    })
+    rows.append(
+        {
+            "step": "device",
+            "result": "ok",
+            "value": name,
+            "detail": f"torch {torch.__version__}, cuda {torch.version.cuda}, bf16 {bf16}, "
+            f"tf32 matmul {torch.backends.cuda.matmul.allow_tf32}, "
+            f"cudnn tf32 {torch.backends.cudnn.allow_tf32}",
+        }
+    )
     print(_table(rows), flush=True)
     small = args.dry_run
     try:
@@ -258,29 +265,39 @@ def main(argv: list[str] | None = None) -> int:
     steps = 20
 
     def local_train() -> str:
-        res = train(_train_cfg(work, "gpu_local", not small, steps, dname), local=True,
-                    log=quiet, figures=False)
+        res = train(
+            _train_cfg(work, "gpu_local", not small, steps, dname),
+            local=True,
+            log=quiet,
+            figures=False,
+        )
         return f"step {res.step}"
 
     def local_resume() -> str:
-        res = train(_train_cfg(work, "gpu_local", not small, steps, dname), local=True,
-                    log=quiet, figures=False)
+        res = train(
+            _train_cfg(work, "gpu_local", not small, steps, dname),
+            local=True,
+            log=quiet,
+            figures=False,
+        )
         return f"step {res.step} (resumed)"
 
     _step(rows, "local train", local_train)
     _step(rows, "local resume", local_resume)
 
     def ray_train() -> str:
-        res = train(_train_cfg(work, "gpu_ray", not small, 10, dname), local=False,
-                    log=quiet, figures=False)
+        res = train(
+            _train_cfg(work, "gpu_ray", not small, 10, dname), local=False, log=quiet, figures=False
+        )
         return f"step {res.step}"
 
     _step(rows, "ray train (1 worker)", ray_train)
     for where, local in (("local", True), ("ray", False)):
         _step(rows, f"encode {where}", lambda local=local: _encode(work, dname, local))
     try:
-        rows.extend(speed_rows(device, 8 if small else 64, 50 if small else 200,
-                               3 if small else 20))
+        rows.extend(
+            speed_rows(device, 8 if small else 64, 50 if small else 200, 3 if small else 20)
+        )
     except Exception as err:  # noqa: BLE001 - a row, the script goes on
         rows.append({"step": "speed", "result": "FAIL", "value": "", "detail": str(err)[:180]})
     _step(rows, "cpu evaluate", lambda: _cpu_evaluate(work / "gpu_local"))

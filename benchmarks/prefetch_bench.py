@@ -35,8 +35,12 @@ from pipelines.tasks.meta import MetaLearningTask  # noqa: E402
 def _runner(out: Path, prefetch: int, steps: int, batch: int):
     cfg = load_config(
         ROOT / "configs/experiments/default.yaml",
-        [f"run.out_dir={out}", f"data.prefetch={prefetch}", f"run.batch_size={batch}",
-         "run.matmul_precision=highest"],
+        [
+            f"run.out_dir={out}",
+            f"data.prefetch={prefetch}",
+            f"run.batch_size={batch}",
+            "run.matmul_precision=highest",
+        ],
     )
     MetaLearningTask.prepare(cfg)
     torch.manual_seed(0)
@@ -102,11 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"throughput ratio (ahead / in the step): {ratio:.3f}  target >= 0.95: {verdict}")
     result = {
         "command": "python benchmarks/prefetch_bench.py " + " ".join(argv or sys.argv[1:]),
-        "machine": load_note(), "cpu": cpu_name(),
-        "steps": args.steps, "batch": args.batch, "threads": args.threads,
+        "machine": load_note(),
+        "cpu": cpu_name(),
+        "steps": args.steps,
+        "batch": args.batch,
+        "threads": args.threads,
         "steps_per_s": {k: args.steps / t[k].median for k in fns},
         "samples_s": {k: t[k].samples for k in fns},
-        "ratio": ratio, "target": 0.95, "verdict": verdict,
+        "ratio": ratio,
+        "target": 0.95,
+        "verdict": verdict,
         "contended": any(t[k].contended for k in fns),
     }
     if args.json:

@@ -1,10 +1,13 @@
-"""Process-level numeric settings: device and float32 matmul precision."""
+"""Process-level numeric settings: device, float32 matmul precision, device sync."""
 
 from __future__ import annotations
 
 import contextlib
 
 import torch
+from torch import Tensor
+
+from mia_core.config.errors import ConfigError
 
 PRECISIONS = ("highest", "high", "medium")
 
@@ -14,8 +17,36 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("run.device=cuda but no CUDA device is visible")
+        # A user error (one line): e.g. evaluating a GPU run on a CPU-only machine.
+        raise ConfigError(
+            "run.device=cuda but this process sees no CUDA device; pass run.device=auto "
+            "(or cpu) to run here on the CPU"
+        )
     return torch.device(name)
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for ``device``'s queued work (CUDA); a no-op on CPU and other devices.
+
+    CUDA kernels run asynchronously, so a wall-clock read right after launching them
+    measures the launch, not the work: call this before reading a timer around device work.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def host_to_device(tensor: Tensor, device: torch.device | str) -> Tensor:
+    """``tensor`` on ``device``; a CPU tensor goes to CUDA pinned and without blocking.
+
+    A plain ``.to("cuda")`` of pageable memory waits for the device's queued work (a
+    host sync); a copy from pinned memory is queued behind it instead. Elsewhere this is
+    ``tensor.to(device)`` (a no-op where it is already there).
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def autocast_off(device: torch.device | str) -> contextlib.AbstractContextManager:

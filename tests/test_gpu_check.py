@@ -1,4 +1,4 @@
-"""The GPU check script's dry run: every step of the GPU path, on the CPU at tiny sizes."""
+"""``scripts/gpu_check.sh --dry-run``: every step of the GPU path, on the CPU at tiny sizes."""
 
 from __future__ import annotations
 
@@ -34,9 +34,20 @@ def test_dry_run_passes_every_step(tmp_path):
     out = tmp_path / "rows.json"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(
-        [sys.executable, "benchmarks/gpu_check.py", "--dry-run", "--out", str(tmp_path / "w"),
-         "--json", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=280,
+        [
+            "bash",
+            "scripts/gpu_check.sh",
+            "--dry-run",
+            "--out",
+            str(tmp_path / "w"),
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
     )
     rows = json.loads(out.read_text())["rows"]
     assert [r["step"] for r in rows] == STEPS, proc.stdout[-2000:]
@@ -49,8 +60,12 @@ def test_dry_run_passes_every_step(tmp_path):
 def test_without_a_gpu_the_real_run_says_so_in_one_line():
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(
-        [sys.executable, "benchmarks/gpu_check.py"], cwd=ROOT, env=env, capture_output=True,
-        text=True, timeout=120,
+        [sys.executable, "benchmarks/gpu_check.py"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "--dry-run" in proc.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import socket
 import subprocess
@@ -150,3 +151,26 @@ def test_failed_s3_reads_leave_no_asyncio_noise_at_exit():
     )
     assert "caught" in proc.stdout, proc.stderr
     assert "Exception ignored" not in proc.stderr, proc.stderr[:2000]
+
+
+def test_results_json_paths_that_are_not_results_are_refused(tmp_path):
+    """Studies and reports merge into their own results JSON, never over a user's file."""
+    from pipelines.codecs.report import upsert_result
+    from pipelines.studies.comparison import write_results
+
+    notes = tmp_path / "notes.json"
+    notes.write_text("my notes, not JSON\n")
+    with pytest.raises(StoreError, match="not a results JSON"):
+        write_results(notes, "ncep", {"psnr": 1.0})
+    with pytest.raises(StoreError, match="not a results JSON"):
+        upsert_result(notes, {"name": "ncep"})
+    assert notes.read_text() == "my notes, not JSON\n"
+    folder = tmp_path / "folder.json"
+    folder.mkdir()
+    with pytest.raises(StoreError, match="is a folder"):
+        write_results(folder, "ncep", {})
+    ours = tmp_path / "results.json"
+    write_results(ours, "ncep", {"psnr": 1.0})
+    write_results(ours, "era5", {"psnr": 2.0})
+    assert json.loads(ours.read_text()) == {"ncep": {"psnr": 1.0}, "era5": {"psnr": 2.0}}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

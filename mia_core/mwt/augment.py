@@ -5,6 +5,9 @@ the augmented image is simply fitted instead of the original. ``crop_pad`` is th
 official code's random crop: reflect-pad by ``crop_pad`` pixels, cut a random window of
 the original size (integer shifts, no interpolation). The rest is one random affine map
 per image, applied with ``grid_sample`` (bilinear, zeros outside the image).
+
+The random parameters (a few numbers per image) are drawn on the CPU from the CPU
+generator; the images are transformed where they are (on the training device).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from mia_core.runtime import host_to_device
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,11 @@ class Augment:
         return self.affine or self.crop_pad > 0
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Augment ``(B, H, W, C)`` images; identity when nothing is switched on."""
+        """Augment ``(B, H, W, C)`` images on their device; identity when nothing is on.
+
+        ``generator`` is a CPU generator: it draws the parameters, which are then copied
+        to the images' device (same results on every device for the same seed).
+        """
         if self.crop_pad > 0:
             images = self.crop(images, generator)
         if not self.affine:
@@ -64,7 +73,8 @@ class Augment:
         # Output pixel -> input location (affine_grid's convention), x horizontal.
         theta = torch.stack(
             [torch.stack([cos * sx, -sin, tx], -1), torch.stack([sin * sx, cos, ty], -1)], 1
-        ).to(images)
+        )
+        theta = host_to_device(theta.to(images.dtype), images.device)
         x = images.permute(0, 3, 1, 2)
         grid = F.affine_grid(theta, list(x.shape), align_corners=True)
         out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
@@ -75,6 +85,8 @@ class Augment:
         b, h, w, _ = images.shape
         p = self.crop_pad
         padded = F.pad(images.permute(0, 3, 1, 2), (p, p, p, p), mode="reflect")
+        # Offsets as host ints (a CPU draw, no device sync): the windows are views, and
+        # the stack is one copy on the images' device.
         dy, dx = torch.randint(0, 2 * p + 1, (2, b), generator=generator).tolist()
         offsets = enumerate(zip(dy, dx, strict=True))
         windows = [padded[i, :, y : y + h, x : x + w] for i, (y, x) in offsets]

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from mia_core.inr.functional import linear, siren_bounds
-from mia_core.runtime import autocast_off
+from mia_core.runtime import autocast_off, host_to_device
 
 LAYOUTS = ("project", "official")
 
@@ -132,7 +132,8 @@ class MetaSiren(nn.Module):
             values: ``(B, P, C)`` pixel values.
             sample_fraction: ``s``: each step uses a fresh random ``ceil(s P)`` pixels
                 per image (1 = all pixels).
-            generator: RNG of the pixel subsets (CPU generator).
+            generator: RNG of the pixel subsets (CPU generator; its random keys are
+                copied to ``values``' device and sorted there).
             create_graph: keep the steps differentiable (meta-training); ``False`` for
                 evaluation, where only ``phi`` is needed.
             first_order: with ``create_graph``, treat the inner gradients as constants
@@ -153,8 +154,10 @@ class MetaSiren(nn.Module):
         with autocast_off(values.device):  # the inner loop stays float32 under autocast
             for k in range(self.steps):
                 if n_sub < p:
-                    idx = torch.rand(b, p, generator=generator).argsort(1)[:, :n_sub]
-                    idx = idx.to(values.device)
+                    # Keys from the (CPU) generator, sorted where the values are: no host
+                    # sort and no blocking copy per step.
+                    keys = host_to_device(torch.rand(b, p, generator=generator), values.device)
+                    idx = keys.argsort(1)[:, :n_sub]
                     x = coords[idx]
                     y = torch.gather(values, 1, idx.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
                 else:

@@ -43,6 +43,7 @@ from pipelines.codecs.evaluation import (
 )
 from pipelines.codecs.meta_model import EncodeError
 from pipelines.data.stores import make_location
+from pipelines.data.stores.results_file import read_results, write_results
 from pipelines.tracking.run_groups import log_artifacts, log_metrics
 
 RESULT_KEYS = (
@@ -211,10 +212,10 @@ def result_entry(report: dict[str, Any], store: Any, spec: ReportSpec) -> dict[s
 
 def upsert_result(path: Path, entry: dict[str, Any]) -> None:
     """Add ``entry`` to ``path``'s ``datasets`` (replacing one of the same name)."""
-    data = json.loads(path.read_text()) if path.exists() else {"datasets": []}
-    data["datasets"] = [d for d in data["datasets"] if d["name"] != entry["name"]] + [entry]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=float) + "\n")
+    data = read_results(path, {"datasets": []})
+    data["datasets"] = [d for d in data.get("datasets", []) if d["name"] != entry["name"]]
+    data["datasets"].append(entry)
+    write_results(path, json.dumps(data, indent=2, default=float) + "\n")
 
 
 def _cell(v: float, fmt: str = "{:.1f}x", bound: bool = False) -> str:

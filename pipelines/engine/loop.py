@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import torch
 
 from mia_core.config import Config, ConfigError
+from mia_core.runtime import synchronize
 from pipelines.engine.checkpoint import check_model_state, save_checkpoint
 from pipelines.engine.run_dir import RESUME_HINT, refuse_fewer_steps, run_dir_of, snapshot_path
 from pipelines.engine.task import Task, WorkerContext
@@ -173,6 +174,7 @@ def train_loop(
             seen += task.batch_size(batch)
             final = step == cfg.run.steps
             if step % cfg.run.log_every == 0 or final:
+                synchronize(ctx.device)  # time the queued steps, not their launch
                 elapsed = time.perf_counter() - t0
                 rate = seen * ctx.world / elapsed
                 eta = (cfg.run.steps - step) * elapsed / max(1, step - start_step)
@@ -196,6 +198,8 @@ def train_loop(
             last = step % cfg.run.checkpoint_every == 0 or final
             if ctx.rank == 0 and step in cfg.run.snapshot_steps:
                 save_checkpoint(trainer.state_dict(), snapshot_path(run_dir_of(cfg), step))
+            if validated or last:
+                synchronize(ctx.device)
             trainer.wall_seconds = wall0 + time.perf_counter() - t0
             if validated or last:
                 metrics = {

@@ -27,6 +27,8 @@ import torch
 
 from mia_core.config import Config, ConfigError, load_config
 from mia_core.config.spec import Problems, Validated, bounded, load_spec, split_overrides
+from pipelines.data.stores.results_file import read_results
+from pipelines.data.stores.results_file import write_results as write_results_file
 from pipelines.engine.run_dir import refuse_changed_config
 from pipelines.reports.readme_blocks import write_block
 from pipelines.studies.child_run import ChildJob, train_children
@@ -198,11 +200,9 @@ def run_comparison(
 
 def write_results(path: Path, dataset: str, entry: dict[str, Any]) -> Path:
     """Merge ``entry`` under ``dataset`` into the results JSON at ``path``."""
-    data = json.loads(path.read_text()) if path.exists() else {}
+    data = read_results(path)
     data[dataset] = entry
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1) + "\n")
-    return path
+    return write_results_file(path, json.dumps(data, indent=1) + "\n")
 
 
 def write_comparison_readme(

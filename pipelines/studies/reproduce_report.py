@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mia_core.config import Config
 from pipelines.data.stores.location import redact_url
+from pipelines.data.stores.results_file import write_results
 from pipelines.reports.plots import save_figure
 from pipelines.studies.reproduce_spec import ReproduceSpec
 
@@ -328,9 +329,7 @@ def write_results_json(
         },
         **(extra or {}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(json_safe(data), indent=1) + "\n")
-    return path
+    return write_results(path, json.dumps(json_safe(data), indent=1) + "\n")
 
 
 __all__ = [

@@ -22,7 +22,7 @@ import torch
 
 from mia_core.config import Config
 from mia_core.mwt import MWT, build_augment, build_mwt, count_lrs
-from mia_core.runtime import resolve_device, set_matmul_precision
+from mia_core.runtime import host_to_device, resolve_device, set_matmul_precision
 from pipelines.data.labelled_images import (
     SPLIT_CODES,
     LabelledImages,
@@ -203,8 +203,9 @@ class MWTTask(Task):
         seed = self.cfg.run.seed * 1_000_003 + (step - 1) * 97 + self.ctx.rank
         gen = torch.Generator().manual_seed(seed)
         j = torch.from_numpy(batch)
-        images = self.augment(self.data.images[j], gen).to(self.ctx.device)
-        labels = self.data.labels[j].to(self.ctx.device)
+        # Augmented on the training device; ``gen`` only draws the parameters (on CPU).
+        images = self.augment(host_to_device(self.data.images[j], self.ctx.device), gen)
+        labels = host_to_device(self.data.labels[j], self.ctx.device)
         out = self.model(images, labels, gen)
         acc = (out.logits.argmax(-1) == labels).float().mean()
         stats = {"loss/rec": out.rec_loss, "loss/cls": out.cls_loss, "train_accuracy": acc}
