@@ -8,16 +8,20 @@ a run directory.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mia_core.config import Config
+from pipelines.data.resolve import open_training_store
 from pipelines.engine.local import run_local
 from pipelines.engine.loop import TrainResult
+from pipelines.engine.memory_estimate import check_memory, training_estimate
 from pipelines.engine.ray_train import run_on_ray
 from pipelines.engine.run_dir import load_run_config
 from pipelines.engine.trainer import Trainer
+from pipelines.tasks.meta import MetaLearningTask
 from pipelines.tasks.registry import get_task
 from pipelines.tracking.reach import check_tracking
 from pipelines.tracking.tracker import tracking_uri
@@ -53,6 +57,9 @@ def train(
     """
     task = get_task(cfg.method.name)
     check_tracking(tracking_uri(cfg))  # before Ray: a dead server fails here in one line
+    if issubclass(task, MetaLearningTask):  # before any step: too big fails in one line
+        on_node = 1 if local or address or os.environ.get("RAY_ADDRESS") else cfg.run.num_workers
+        check_memory(training_estimate(cfg, open_training_store(cfg), on_node))
     if local:
         result = run_local(task, cfg, log, resume, init_hook)
     else:

@@ -124,6 +124,11 @@ class DataConfig(_Validated):
             copied to the device without blocking (pinned memory on CUDA); 0 builds each
             episode in the step, as before.
         time_stride: Keep every ``lambda_t``-th signal (time step) of the store.
+        patch: Cut every grid signal (time step) into patches of this shape, one entry per
+            grid axis (e.g. ``[32, 32]`` for lat/lon, ``[16, 16, 16]`` for volumes); each
+            patch is a signal and ``run.batch_size`` counts patches. Empty (the default)
+            keeps whole signals. The rank is checked against the store's grid when the
+            store is opened (see ``pipelines.data.stores.patches``).
         seed: Seed of the dataset generator.
     """
 
@@ -134,6 +139,7 @@ class DataConfig(_Validated):
     query_points: int = _num(0, ge=0)
     support_points: int = _num(0, ge=0)
     time_stride: int = _num(1, ge=1)
+    patch: list[int] = field(default_factory=list)
     prefetch: int = _num(2, ge=0)
     modalities: list[str] = _list("sine", "gaussian", "tanh", "relu")
     num_functions: int = _num(1000, ge=2)
@@ -158,6 +164,8 @@ class DataConfig(_Validated):
         if not (len(x) == 2 and all(map(_is_number, x)) and x[0] < x[1]):
             yield "x_range", f"must be [low, high] with low < high, got {x!r}"
         yield from _interval_problems("support_ratio", self.support_ratio, 0.0, 1.0, True)
+        if not all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in self.patch):
+            yield "patch", f"entries must be positive ints (one per grid axis), got {self.patch!r}"
         if _is_number(self.val_fraction) and _is_number(self.num_train):
             if self.num_train - int(self.num_train * self.val_fraction) < 1:
                 yield "val_fraction", "leaves no training functions"

@@ -25,6 +25,7 @@ the worker is :mod:`pipelines.codecs.encoder`, the summary
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -54,6 +55,7 @@ from pipelines.data.stores import StoreLocation, make_location
 from pipelines.data.stores.output import disk_full_as, local_path
 from pipelines.data.stores.reader import FieldStore
 from pipelines.engine.checkpoint import load_checkpoint
+from pipelines.engine.memory_estimate import check_memory, encode_estimate
 
 ENCODER_KEYS = (
     "steps", "lr", "optimizer", "adam_steps", "adam_lr", "points_per_step", "batch_size",
@@ -259,6 +261,9 @@ def run_encode(
         "psnr_range": cfg.data.psnr_range,
     }
     _check_code_size(spec, attrs, log)
+    on_node = 1 if local or address or os.environ.get("RAY_ADDRESS") else spec.concurrency
+    n_params = sum(p.numel() for p in model.learner.parameters())
+    check_memory(encode_estimate(spec, cfg, store, n_params, on_node))  # before any work
     tvals, tattrs = _time_coordinate(store)
     where = dst.display if dst.is_remote else local_path(dst)
     with disk_full_as(where, "codes"):  # every finished step is kept: a rerun resumes

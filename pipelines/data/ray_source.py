@@ -26,6 +26,7 @@ from ray.data.block import BlockMetadata
 from ray.data.extensions import ArrowTensorArray
 
 from pipelines.data.stores import Store, StoreLocation, open_store
+from pipelines.data.stores.patches import patched
 from pipelines.data.stores.reader import keep_rows
 from pipelines.data.stores.writer import SPLITS
 
@@ -35,10 +36,12 @@ from pipelines.data.stores.writer import SPLITS
 _OPENED: OrderedDict[str, Store] = OrderedDict()
 
 
-def _open_once(token: str, location: StoreLocation, modalities: list[str]) -> Store:
+def _open_once(
+    token: str, location: StoreLocation, modalities: list[str], patch: tuple[int, ...] = ()
+) -> Store:
     store = _OPENED.get(token)
     if store is None:
-        store = _OPENED[token] = open_store(location, modalities)
+        store = _OPENED[token] = patched(open_store(location, modalities), patch)
         while len(_OPENED) > 4:
             _OPENED.popitem(last=False)
     return store
@@ -51,8 +54,12 @@ def _read_ranges(
     split_code: int | None,
     time_stride: int,
     token: str = "",
+    patch: tuple[int, ...] = (),
 ) -> Iterator[pa.Table]:
-    store = _open_once(token, location, modalities) if token else open_store(location, modalities)
+    if token:
+        store = _open_once(token, location, modalities, patch)
+    else:
+        store = patched(open_store(location, modalities), patch)
     per_signal = [m for m in modalities if store.info[m].coords is None]
     for start, stop in ranges:
         idx = np.arange(start, stop)
@@ -80,6 +87,8 @@ class ZarrStoreDatasource(Datasource):
         modalities: modalities (variables) to read; all by default.
         split: ``train``, ``val``, ``test`` or ``None`` for every signal.
         time_stride: keep signals whose index is a multiple of ``lambda_t``.
+        patch: rows are patches of this size (``data.patch``, see
+            :mod:`pipelines.data.stores.patches`); empty: whole signals.
     """
 
     def __init__(
@@ -88,6 +97,7 @@ class ZarrStoreDatasource(Datasource):
         modalities: list[str] | None = None,
         split: str | None = None,
         time_stride: int = 1,
+        patch: tuple[int, ...] = (),
     ) -> None:
         super().__init__()
         if split is not None and split not in SPLITS:
@@ -96,7 +106,8 @@ class ZarrStoreDatasource(Datasource):
             raise ValueError("time_stride must be >= 1")
         self.location, self.split_code, self.time_stride = location, SPLITS.get(split), time_stride
         self.token = uuid.uuid4().hex  # keys the per-worker cache of opened stores
-        store = open_store(location, modalities)
+        self.patch = tuple(patch)
+        store = patched(open_store(location, modalities), self.patch)
         self.modalities = store.modalities
         self.ranges = store.chunk_ranges()
         self.split, self.valid = store.split, store.valid
@@ -148,6 +159,7 @@ class ZarrStoreDatasource(Datasource):
                 self.split_code,
                 self.time_stride,
                 self.token,
+                self.patch,
             )
             tasks.append(ReadTask(fn, meta, per_task_row_limit=per_task_row_limit))
         return tasks
@@ -160,16 +172,18 @@ def read_store(
     time_stride: int = 1,
     override_num_blocks: int | None = None,
     num_cpus: float | None = None,
+    patch: tuple[int, ...] = (),
     **ray_remote_args,
 ):
     """``ray.data.Dataset`` of a store's signals (see :class:`ZarrStoreDatasource`).
 
-    ``num_cpus`` is the CPU reservation per read task (Ray Data's default is 1).
+    ``num_cpus`` is the CPU reservation per read task (Ray Data's default is 1); with
+    ``patch`` the rows are patch signals.
     """
     import ray.data
 
     return ray.data.read_datasource(
-        ZarrStoreDatasource(location, modalities, split, time_stride),
+        ZarrStoreDatasource(location, modalities, split, time_stride, patch),
         override_num_blocks=override_num_blocks,
         num_cpus=num_cpus,
         ray_remote_args=ray_remote_args or None,

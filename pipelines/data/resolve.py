@@ -20,9 +20,9 @@ from pipelines.data.stores import (
     Store,
     StoreLocation,
     make_location,
-    open_store,
     write_signal_store,
 )
+from pipelines.data.stores.patches import open_patched
 
 
 def synthetic_split(num_functions: int, num_train: int, val_fraction: float) -> np.ndarray:
@@ -115,8 +115,12 @@ def resolve_store(cfg: Config) -> StoreLocation:
 
 
 def open_training_store(cfg: Config) -> Store:
-    """Open the resolved store restricted to ``cfg.data.modalities``."""
-    return open_store(resolve_store(cfg), list(cfg.data.modalities))
+    """Open the resolved store restricted to ``cfg.data.modalities``.
+
+    With ``cfg.data.patch`` set, its signals are patches of the time steps
+    (:class:`~pipelines.data.stores.patches.PatchStore`).
+    """
+    return open_patched(resolve_store(cfg), list(cfg.data.modalities), cfg.data.patch)
 
 
 def episode_spec(

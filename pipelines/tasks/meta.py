@@ -57,7 +57,12 @@ class MetaLearningTask(Task):
         """The training split as a Ray dataset, one read task per chunk range."""
         store = open_training_store(cfg)
         train = read_store(
-            store.location, store.modalities, "train", cfg.data.time_stride, num_cpus=read_cpus
+            store.location,
+            store.modalities,
+            "train",
+            cfg.data.time_stride,
+            num_cpus=read_cpus,
+            patch=tuple(cfg.data.patch),
         )
         return {"train": train}
 
@@ -114,6 +119,9 @@ class MetaLearningTask(Task):
         n = sum(p.numel() for p in self.model.parameters())
         missing = int((~self.store.valid).sum())
         skipped = f", {missing} signals with no finite value skipped" if missing else ""
+        per_step = getattr(self.store, "per_step", 0)
+        if per_step:
+            skipped += f", patches {self.cfg.data.patch} ({per_step} per time step)"
         return (
             f"{self.cfg.method.name} on {self.cfg.model.family} ({n:,} meta-parameters), "
             f"store {self.store.location.display} modalities {self.store.modalities}{skipped}"

@@ -10,7 +10,10 @@ blocks of bounded size and regridded onto an even lat/lon grid (conservatively w
 coarsening, bilinearly when refining; ``--regrid``): global
 (latitudes ``[-90, 90]`` inclusive, longitudes ``[0, 360)``) when the input is, else
 the input's own extent (``--domain``). Blocks are appended to the store as they are
-regridded (``FieldStoreStream``), then normalised in place.
+regridded (``FieldStoreStream``; ``--chunk`` is lowered to the time steps of one block
+where a chunk would exceed it, ``chunk_time`` in the summary), then normalised in place.
+A target grid equal to the input's is not regridded: the values are copied. A progress bar
+with an ETA goes to stderr on a terminal or with ``--progress``.
 """
 
 from __future__ import annotations
@@ -27,13 +30,15 @@ import fsspec
 import numpy as np
 import xarray as xr
 
+from pipelines.data.builders import era5_grid
 from pipelines.data.builders.axes import parse_dims
 from pipelines.data.builders.cf import VARIABLE_ATTRS, with_cf_metadata
 from pipelines.data.builders.era5_grid import Target, plan, regrid_blocks
 from pipelines.data.builders.era5_names import FIELD_DIMS, select_variables, standardise
 from pipelines.data.builders.grib_input import open_grib
+from pipelines.data.builders.progress import add_progress_argument, track
 from pipelines.data.builders.samples import is_sample, open_sample
-from pipelines.data.stores.field_stream import FieldStoreStream
+from pipelines.data.stores.field_stream import FieldStoreStream, chunk_steps
 from pipelines.data.stores.field_writer import split_by_time
 from pipelines.data.stores.location import StoreLocation, make_location, redact_url
 from pipelines.data.stores.writer import NORMALISATIONS
@@ -97,6 +102,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="S3-compatible endpoint of the inputs (else AWS_ENDPOINT_URL)",
     )
+    add_progress_argument(p)
 
 
 def build(args: argparse.Namespace, location: StoreLocation) -> dict:
@@ -141,7 +147,10 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
         command.append(f"--out {redact_url(args.out)}")  # not the temporary sibling written
         finite = dict.fromkeys(mapping, False)
         stream = info = None
-        for block in _blocks(parts, target, args.chunk, shown):
+        total = sum(p.sizes["time"] for p in parts)
+        chunk = chunk_steps(args.chunk, _per_step(parts, shape), era5_grid.BLOCK_BYTES)
+        blocks = _blocks(parts, target, chunk, shown)
+        for block in track(blocks, total, "build era5", getattr(args, "progress", False)):
             block = block.transpose(*[d for d in FIELD_DIMS if d in block.dims])
             for mod, src in mapping.items():
                 finite[mod] |= bool(block[mod].notnull().any())
@@ -155,14 +164,15 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
                     "variables": mapping,
                     "resolution": list(shape),
                     "domain": {"latitude": _span(target.lat), "longitude": _span(target.lon)},
-                    "regrid": target.method
-                    + (" (periodic in longitude)" if target.periodic else ""),
+                    "regrid": "none: the input's own grid, values copied"
+                    if target.copy
+                    else target.method + (" (periodic in longitude)" if target.periodic else ""),
                     "levels": _values(block, "level"),
                     "members": _values(block, "member"),
                     "time_range": [str(block["time"].values[0]), ""],
                     "time_stride": args.time_stride,
                 }
-                stream = FieldStoreStream(location, args.chunk, info, args.normalisation)
+                stream = FieldStoreStream(location, chunk, info, args.normalisation)
             stream.append(block)
             info["time_range"][1] = str(block["time"].values[-1])
     finally:
@@ -179,11 +189,22 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
     return {
         "time_steps": stream.n_time,
         "grid": list(shape),
+        "chunk_time": chunk,
         **{k: info[k] for k in ("variables", "regrid", "levels", "members", "time_range")},
         **info["domain"],
         "split": {k: int((split == i).sum()) for i, k in enumerate(("train", "val", "test"))},
         "bytes_written": _bytes_written(location),
     }
+
+
+def _per_step(parts: list[xr.Dataset], shape: tuple[int, ...]) -> int:
+    """Bytes (float64) of one output time step: every variable on the ``shape`` grid."""
+    sizes = {}
+    for part in parts:
+        for name, da in part.data_vars.items():
+            rest = [n for d, n in da.sizes.items() if d not in ("time", "latitude", "longitude")]
+            sizes[name] = int(np.prod(rest)) * shape[0] * shape[1]
+    return 8 * sum(sizes.values())
 
 
 def _blocks(

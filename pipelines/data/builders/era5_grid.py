@@ -4,6 +4,9 @@
 method: conservative when coarsening both axes, else bilinear); :func:`regrid_blocks` loads
 the input in time blocks of at most ``BLOCK_BYTES`` at native resolution and yields each
 block regridded, so a build holds one block at a time (:mod:`pipelines.data.builders.era5`).
+A target grid that is the input's own (the same latitudes and longitudes within a
+thousandth of a spacing, in any order or longitude convention) is not regridded: the
+values are copied, reordered onto the target's ascending axes (:func:`same_grid_index`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 import xarray as xr
 
 from pipelines.data.builders.regrid import coarsens, conservative_dataset
+from pipelines.data.stores.field_stream import time_blocks
 
 BLOCK_BYTES = 48 * 2**20  # native-resolution values (as float64) loaded at once (per input)
 
@@ -27,6 +31,7 @@ class Target:
     lon: np.ndarray
     periodic: bool
     method: str = "bilinear"
+    copy: bool = False  # the target is the input's own grid: values copied, not regridded
 
 
 def _wrap(lon: np.ndarray, offset: float) -> np.ndarray:
@@ -50,6 +55,32 @@ def _layout(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray, f
     return lat, lon, 0.0 if gap <= 1.5 * dlon else -180.0, bool(periodic), bool(near_global)
 
 
+def same_grid_index(src: np.ndarray, tgt: np.ndarray, circle: bool) -> np.ndarray | None:
+    """Index of ``tgt``'s every point in ascending ``src`` when both are the same points.
+
+    Points match within a thousandth of ``src``'s smallest spacing (float round-off, not a
+    different grid); ``circle``: longitudes, compared modulo 360. None when the sizes differ
+    or a point has no match.
+    """
+    src, tgt = np.asarray(src, float), np.asarray(tgt, float)
+    if src.size != tgt.size or src.size < 2:
+        return None
+    tol = 1e-3 * float(np.min(np.diff(src)))
+    if circle:  # into src's frame; round-off across the seam is matched modulo 360 below
+        tgt = _wrap(tgt, float(src[0]))
+    j = np.clip(np.searchsorted(src, tgt), 1, src.size - 1)
+    cand = np.stack([j - 1, j, np.zeros_like(j), np.full_like(j, src.size - 1)])
+    d = src[cand] - tgt
+    if circle:
+        d = (d + 180.0) % 360.0 - 180.0
+    best = np.abs(d).argmin(0)
+    cols = np.arange(tgt.size)
+    idx = cand[best, cols]
+    if not np.abs(d[best, cols]).max() <= tol or np.unique(idx).size != idx.size:
+        return None
+    return idx
+
+
 def plan(ds: xr.Dataset, shape: tuple[int, ...], domain: str, regrid: str = "auto") -> Target:
     """The target grid: global or the extent of ``ds`` (the first input), see ``--domain``.
 
@@ -66,18 +97,26 @@ def plan(ds: xr.Dataset, shape: tuple[int, ...], domain: str, regrid: str = "aut
     if regrid == "auto":
         coarser = coarsens(lat, tlat) and coarsens(np.sort(_wrap(lon, offset)), np.sort(tlon))
         regrid = "conservative" if coarser else "bilinear"
-    return Target(tlat, tlon, periodic and domain != "input", regrid)
+    src_lon = np.sort(_wrap(lon, offset))
+    copy = same_grid_index(lat, tlat, False) is not None
+    copy = copy and same_grid_index(src_lon, _wrap(tlon, offset), True) is not None
+    return Target(tlat, tlon, periodic and domain != "input", regrid, copy)
 
 
 def _regrid_block(blk: xr.Dataset, t: Target) -> xr.Dataset:
     """Regrid one time block in (latitude, longitude) with ``t.method``.
 
     Bilinear: NaN outside the source, except near the poles. Conservative:
-    :mod:`pipelines.data.builders.regrid`.
+    :mod:`pipelines.data.builders.regrid`. The input's own grid: the values, copied.
     """
     lat, _, offset, periodic, near_global = _layout(blk["latitude"], blk["longitude"])
     blk = blk.assign_coords(longitude=_wrap(blk["longitude"].values, offset))
     blk = blk.drop_duplicates("longitude").sortby(["latitude", "longitude"])
+    ilat = same_grid_index(blk["latitude"].values, t.lat, False)
+    ilon = same_grid_index(blk["longitude"].values, _wrap(t.lon, offset), True)
+    if ilat is not None and ilon is not None:
+        out = blk.isel(latitude=ilat, longitude=ilon)
+        return out.assign_coords(latitude=t.lat, longitude=t.lon).astype(np.float32)
     if t.method == "conservative":
         return conservative_dataset(blk, t.lat, t.lon, _wrap(t.lon, offset), periodic)
     if periodic:  # one column each side so targets past the last source column interpolate
@@ -98,11 +137,8 @@ def regrid_blocks(ds: xr.Dataset, t: Target, align: int = 1) -> Iterator[xr.Data
     the store they are written to).
     """
     per_step = sum(8 * da.size // max(da.sizes["time"], 1) for da in ds.data_vars.values())
-    step = max(1, BLOCK_BYTES // max(per_step, 1))
-    if step > align:
-        step -= step % align
-    for i in range(0, ds.sizes["time"], step):
-        blk = ds.isel(time=slice(i, i + step)).load()
+    for t0, t1 in time_blocks(ds.sizes["time"], per_step, align, BLOCK_BYTES):
+        blk = ds.isel(time=slice(t0, t1)).load()
         if "expver" in blk.dims:  # ERA5 + ERA5T: first non-NaN along expver
             merged = blk.isel(expver=0)
             for k in range(1, blk.sizes["expver"]):

@@ -6,16 +6,19 @@ target cell the area-weighted mean of the source cells it overlaps, so the area
 integral of a field is kept and sub-grid structure averages out. On a sphere the area
 of a lat/lon cell is ``R^2 (sin phi_1 - sin phi_0) (lambda_1 - lambda_0)``, a product, so
 the regrid is separable: ``out = W_lat @ field @ W_lon^T`` with row-normalised overlap
-matrices. Cell bounds are the midpoints between centres (the outer cells extend half a
-spacing, clipped at the poles); longitudes wrap when the source is periodic. Missing
-source values (NaN) are left out of each mean; a target cell without a valid source
-value is NaN.
+matrices. The overlap matrices are banded (a cell overlaps a few neighbours), so they are
+built and applied as ``scipy.sparse`` matrices, one axis at a time: the cost grows with the
+number of points, not with its square. Cell bounds are the midpoints between centres (the
+outer cells extend half a spacing, clipped at the poles); longitudes wrap when the source is
+periodic. Missing source values (NaN) are left out of each mean; a target cell without a
+valid source value is NaN.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import xarray as xr
+from scipy import sparse
 
 
 def cell_bounds(
@@ -28,35 +31,66 @@ def cell_bounds(
     return np.clip(b, lo if lo is not None else -np.inf, hi if hi is not None else np.inf)
 
 
-def _overlap(t: np.ndarray, s: np.ndarray, shifts: tuple[float, ...] = (0.0,)) -> np.ndarray:
-    """``(n_t, n_s)`` lengths of the overlaps of target cells ``t`` and source cells ``s``."""
-    out = np.zeros((t.size - 1, s.size - 1))
+def _overlap(t: np.ndarray, s: np.ndarray, shifts: tuple[float, ...] = (0.0,)) -> sparse.csr_array:
+    """``(n_t, n_s)`` sparse lengths of the overlaps of target cells ``t`` and source cells ``s``.
+
+    Both bound arrays ascend (non-decreasing), so the source cells that target cell ``i``
+    may overlap form the index range found by two ``searchsorted``; only those pairs are
+    evaluated and the non-zero lengths kept.
+    """
+    n_t, n_s = t.size - 1, s.size - 1
+    rows, cols, vals = [], [], []
     for k in shifts:
-        lo = np.maximum(t[:-1, None], s[None, :-1] + k)
-        hi = np.minimum(t[1:, None], s[None, 1:] + k)
-        out += np.clip(hi - lo, 0.0, None)
-    return out
+        sk = s + k
+        first = np.searchsorted(sk[1:], t[:-1], side="right")  # first j with s_{j+1} > t_i
+        stop = np.searchsorted(sk[:-1], t[1:], side="left")  # j < stop: s_j < t_{i+1}
+        count = np.maximum(stop - first, 0)
+        i = np.repeat(np.arange(n_t), count)
+        offset = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+        j = np.repeat(first, count) + offset
+        length = np.minimum(t[1:][i], sk[1:][j]) - np.maximum(t[:-1][i], sk[:-1][j])
+        keep = length > 0
+        rows.append(i[keep])
+        cols.append(j[keep])
+        vals.append(length[keep])
+    coo = sparse.coo_array(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_t, n_s)
+    )
+    return coo.tocsr()  # duplicates (a cell seen under two shifts) are summed
 
 
-def latitude_weights(src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
-    """Overlap areas (in ``sin`` latitude) of target rows with source rows."""
+def latitude_weights(src: np.ndarray, tgt: np.ndarray) -> sparse.csr_array:
+    """Overlap areas (in ``sin`` latitude) of target rows with source rows (sparse)."""
     s = np.sin(np.radians(cell_bounds(src, -90.0, 90.0)))
     t = np.sin(np.radians(cell_bounds(tgt, -90.0, 90.0)))
     return _overlap(t, s)
 
 
-def longitude_weights(src: np.ndarray, tgt: np.ndarray, periodic: bool) -> np.ndarray:
-    """Overlap lengths (degrees) of target columns with source columns (both ascending)."""
+def longitude_weights(src: np.ndarray, tgt: np.ndarray, periodic: bool) -> sparse.csr_array:
+    """Overlap lengths (degrees) of target columns with source columns (both ascending; sparse)."""
     s, t = cell_bounds(src), cell_bounds(tgt)
     return _overlap(t, s, (-360.0, 0.0, 360.0) if periodic else (0.0,))
 
 
-def conservative(values: np.ndarray, w_lat: np.ndarray, w_lon: np.ndarray) -> np.ndarray:
+def _apply(values: np.ndarray, w_lat: sparse.csr_array, w_lon: sparse.csr_array) -> np.ndarray:
+    """``w_lat @ values @ w_lon^T`` over the last two axes of ``values``, one axis at a time."""
+    lead, (n_lat, n_lon) = values.shape[:-2], values.shape[-2:]
+    flat = values.reshape(-1, n_lon)  # (lead * lat, lon)
+    by_lon = (w_lon @ flat.T).T  # (lead * lat, tlon)
+    by_lon = by_lon.reshape(-1, n_lat, w_lon.shape[0]).transpose(1, 0, 2)  # (lat, lead, tlon)
+    out = w_lat @ by_lon.reshape(n_lat, -1)  # (tlat, lead * tlon)
+    out = out.reshape(w_lat.shape[0], -1, w_lon.shape[0]).transpose(1, 0, 2)
+    return np.ascontiguousarray(out.reshape(*lead, w_lat.shape[0], w_lon.shape[0]))
+
+
+def conservative(
+    values: np.ndarray, w_lat: sparse.csr_array, w_lon: sparse.csr_array
+) -> np.ndarray:
     """Regrid ``(..., lat, lon)`` ``values`` with overlap weights; NaN-aware (see module)."""
     ok = np.isfinite(values)
     filled = np.where(ok, values, 0.0)
-    num = np.einsum("ij,...jk,lk->...il", w_lat, filled, w_lon, optimize=True)
-    den = np.einsum("ij,...jk,lk->...il", w_lat, ok.astype(float), w_lon, optimize=True)
+    num = _apply(filled, w_lat, w_lon)
+    den = _apply(ok.astype(float), w_lat, w_lon)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 1e-12 * den.max(initial=1.0), num / den, np.nan)
 

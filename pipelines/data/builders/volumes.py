@@ -19,23 +19,35 @@ Sources (exactly one):
 ``--resize Z,Y,X`` resamples every frame (linear, ``scipy.ndimage.zoom``). Values are
 normalised per variable from the training frames; the split is contiguous in time
 (``--val-fraction``/``--test-fraction`` at the end).
+
+``--input`` is read lazily and loaded in time blocks of at most ``BLOCK_BYTES`` (whole
+store chunks where the budget allows), each resized and appended to the store as it comes
+(:class:`~pipelines.data.stores.field_stream.FieldStoreStream`, as the ERA5 builder does),
+so memory is bounded by a block, not by the number of time steps; ``--chunk`` is lowered
+to the time steps of one block where a chunk would exceed it (``chunk_time`` in the
+summary), since an append inside a chunk rewrites the whole chunk. A progress bar with an
+ETA goes to stderr on a terminal or with ``--progress``.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
+from pipelines.data.builders.progress import add_progress_argument, progress_bar
 from pipelines.data.stores import StoreLocation
-from pipelines.data.stores.field_writer import split_by_time, write_field_store
+from pipelines.data.stores.field_stream import FieldStoreStream, chunk_steps, time_blocks
+from pipelines.data.stores.field_writer import split_by_time
 from pipelines.data.stores.reader import TIME_DIMS
 from pipelines.data.stores.writer import NORMALISATIONS
 
 DIMS = ("time", "z", "y", "x")
+BLOCK_BYTES = 48 * 2**20  # input values (as float64) loaded at once
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,6 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--test-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
+    add_progress_argument(p)
 
 
 def _laplacian(a: np.ndarray) -> np.ndarray:
@@ -115,7 +128,7 @@ def _from_input(args: argparse.Namespace) -> xr.Dataset:
     if path.is_dir() or path.suffix == ".zarr":
         ds = xr.open_zarr(path, chunks=None, consolidated=False)
     else:
-        ds = xr.open_dataset(path)
+        ds = xr.open_dataset(path, cache=False)  # read block by block, never held whole
     tdims = [d for d in TIME_DIMS if d in ds.dims]
     if args.variables:
         names = args.variables.split(",")
@@ -139,7 +152,7 @@ def _from_input(args: argparse.Namespace) -> xr.Dataset:
         spatial = ["z", "y", "x"]
     ds = ds[names].reset_coords(drop=True).transpose(tdim, *spatial)
     rename = {old: new for old, new in zip([tdim, *spatial], DIMS, strict=True) if old != new}
-    return ds.rename(rename).load()
+    return ds.rename(rename)  # lazy: loaded in time blocks by build()
 
 
 def _from_nifti(paths: list[Path], name: str, target: tuple[int, ...] | None) -> xr.Dataset:
@@ -181,13 +194,20 @@ def _from_nifti(paths: list[Path], name: str, target: tuple[int, ...] | None) ->
 
 
 def _resize(arr: np.ndarray, target: tuple[int, ...]) -> np.ndarray:
-    """Linear resampling of ``(t, z, y, x)`` to ``(t, *target)``."""
+    """Linear resampling of ``(t, z, y, x)`` to ``(t, *target)``, each time step on its own.
+
+    Step by step, a missing value (NaN) stays in its own time step (a 4-D zoom spreads it
+    to the neighbouring steps through zero weights) and a block resizes as the whole would.
+    """
     from scipy.ndimage import zoom
 
     if tuple(arr.shape[1:]) == tuple(target):
         return arr
-    factors = (1.0, *(t / s for t, s in zip(target, arr.shape[1:], strict=True)))
-    return zoom(arr, factors, order=1, grid_mode=False).astype(np.float32)
+    factors = tuple(t / s for t, s in zip(target, arr.shape[1:], strict=True))
+    out = np.empty((arr.shape[0], *target), np.float32)
+    for i, frame in enumerate(arr):
+        out[i] = zoom(frame, factors, order=1, grid_mode=False)
+    return out
 
 
 def _resize_dataset(ds: xr.Dataset, target: tuple[int, ...]) -> xr.Dataset:
@@ -200,8 +220,21 @@ def _resize_dataset(ds: xr.Dataset, target: tuple[int, ...]) -> xr.Dataset:
     return xr.Dataset(data, coords=coords, attrs=ds.attrs)
 
 
+def _per_step(ds: xr.Dataset, grid: tuple[int, ...] | None = None) -> int:
+    """Bytes of one time step of every variable as float64 (on ``grid`` when given)."""
+    points = int(np.prod(grid)) if grid else None
+    return sum(8 * (points or da.size // max(da.sizes["time"], 1)) for da in ds.data_vars.values())
+
+
+def _blocks(ds: xr.Dataset, align: int) -> Iterator[xr.Dataset]:
+    """``ds`` loaded in time blocks of at most ``BLOCK_BYTES`` (multiples of ``align``)."""
+    per_step = _per_step(ds)
+    for t0, t1 in time_blocks(ds.sizes["time"], per_step, align, BLOCK_BYTES):
+        yield ds.isel(time=slice(t0, t1)).load()
+
+
 def build(args: argparse.Namespace, location: StoreLocation) -> dict:
-    """Assemble the dataset from the chosen source and write it."""
+    """Assemble the dataset from the chosen source and write it, one time block at a time."""
     t0 = time.perf_counter()
     target = tuple(int(s) for s in args.resize.split(",")) if args.resize else None
     if target is not None and (len(target) != 3 or min(target) < 1):
@@ -226,16 +259,29 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
     else:
         ds = _from_input(args)
         source = f"input:{args.input}"
-    if target and not args.nifti:  # NIfTI files are resized one by one while reading
-        ds = _resize_dataset(ds, target)
-    n_time = ds.sizes["time"]
-    split = split_by_time(n_time, args.val_fraction, args.test_fraction)
-    attrs = {"source": "volumes", "input": source, "seed": args.seed}
-    write_field_store(ds, location, args.chunk, split, args.normalisation, attrs)
+    try:
+        n_time = ds.sizes["time"]
+        split = split_by_time(n_time, args.val_fraction, args.test_fraction)
+        attrs = {"source": "volumes", "input": source, "seed": args.seed}
+        resize = target if target and not args.nifti else None
+        chunk = chunk_steps(args.chunk, _per_step(ds, resize), BLOCK_BYTES)
+        stream = FieldStoreStream(location, chunk, attrs, args.normalisation)
+        grid: list[int] = []
+        with progress_bar(n_time, "build volumes", getattr(args, "progress", False)) as bar:
+            for block in _blocks(ds, chunk):
+                if resize:  # NIfTI files are resized while reading
+                    block = _resize_dataset(block, resize)
+                grid = [block.sizes[d] for d in DIMS[1:]]
+                stream.append(block)
+                bar.update(block.sizes["time"])
+        stream.finish(split)
+    finally:
+        ds.close()
     return {
         "time_steps": n_time,
-        "grid": [ds.sizes[d] for d in DIMS[1:]],
+        "grid": grid,
         "variables": list(ds.data_vars),
+        "chunk_time": chunk,
         "split": {s: int((split == i).sum()) for i, s in enumerate(("train", "val", "test"))},
         "seconds": round(time.perf_counter() - t0, 2),
     }

@@ -207,4 +207,28 @@ class FieldStoreStream:
         return ok
 
 
-__all__ = ["FieldStoreStream"]
+def time_blocks(
+    n_time: int, per_step: int, align: int = 1, budget: int = BLOCK_BYTES
+) -> list[tuple[int, int]]:
+    """Time ranges ``[t0, t1)`` of at most ``budget`` bytes (``per_step`` each; >= 1 step).
+
+    Blocks hold a multiple of ``align`` steps (whole chunks of the store they are appended
+    to) where the budget allows: the blocks a builder loads before :meth:`FieldStoreStream.append`.
+    """
+    step = max(1, int(budget) // max(int(per_step), 1))
+    if step > align:
+        step -= step % align
+    return [(t, min(n_time, t + step)) for t in range(0, n_time, step)]
+
+
+def chunk_steps(chunk_time: int, per_step: int, budget: int = BLOCK_BYTES) -> int:
+    """Time steps per chunk: ``chunk_time``, fewer when such a chunk would exceed ``budget``.
+
+    A block that ends inside a chunk makes every append read, grow and rewrite that chunk,
+    so a build's memory and time follow the chunk: a chunk no larger than a block
+    (``per_step`` bytes a step) keeps them bounded by the block.
+    """
+    return max(1, min(int(chunk_time), int(budget) // max(int(per_step), 1)))
+
+
+__all__ = ["FieldStoreStream", "chunk_steps", "time_blocks"]
