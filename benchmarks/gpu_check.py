@@ -187,23 +187,26 @@ def speed_rows(device: torch.device, batch: int, points: int, iters: int) -> lis
     return rows
 
 
-def _step(rows: list[Row], name: str, fn: Callable[[], str]) -> Any:
-    """Run one step; a failure is a FAIL row with its one-line reason."""
+def _step(rows: list[Row], name: str, fn: Callable[[], str | list[Row]]) -> None:
+    """Run one step: its value (one row) or its own rows; a failure is a FAIL row."""
     t0 = time.perf_counter()
     try:
         value = fn()
-        rows.append(
+    except Exception as err:  # noqa: BLE001 - every failure is a row, the script goes on
+        text = " ".join(f"{type(err).__name__}: {err}".split())
+        value = [{"step": name, "result": "FAIL", "value": "", "detail": text[:180]}]
+    if isinstance(value, str):
+        value = [
             {
                 "step": name,
                 "result": "ok",
                 "value": value,
                 "detail": f"{time.perf_counter() - t0:.1f} s",
             }
-        )
-    except Exception as err:  # noqa: BLE001 - every failure is a row, the script goes on
-        text = " ".join(f"{type(err).__name__}: {err}".split())
-        rows.append({"step": name, "result": "FAIL", "value": "", "detail": text[:180]})
-    print(_table(rows[-1:]).splitlines()[-1], flush=True)
+        ]
+    rows.extend(value)
+    for row in value:
+        print(_table([row]).splitlines()[-1], flush=True)
 
 
 def _train_cfg(out: Path, name: str, use_gpu: bool, steps: int, device: str) -> Any:
@@ -252,54 +255,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(_table(rows), flush=True)
     small = args.dry_run
-    try:
-        rows.extend(parity_rows(device, 4 if small else 16, 40 if small else 200))
-    except Exception as err:  # noqa: BLE001 - a row, the script goes on
-        rows.append({"step": "parity", "result": "FAIL", "value": "", "detail": str(err)[:180]})
-    print(_table(rows[-6:]).split("\n", 2)[2], flush=True)
+    _step(rows, "parity", lambda: parity_rows(device, 4 if small else 16, 40 if small else 200))
     work = Path(args.out or tempfile.mkdtemp(prefix="mia-gpu-check-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     from pipelines.jobs import train
 
     quiet = lambda _s: None  # noqa: E731
-    steps = 20
 
-    def local_train() -> str:
-        res = train(
-            _train_cfg(work, "gpu_local", not small, steps, dname),
-            local=True,
-            log=quiet,
-            figures=False,
-        )
-        return f"step {res.step}"
+    def trained(name: str, steps: int, local: bool, note: str = "") -> str:
+        cfg = _train_cfg(work, name, not small, steps, dname)
+        return f"step {train(cfg, local=local, log=quiet, figures=False).step}{note}"
 
-    def local_resume() -> str:
-        res = train(
-            _train_cfg(work, "gpu_local", not small, steps, dname),
-            local=True,
-            log=quiet,
-            figures=False,
-        )
-        return f"step {res.step} (resumed)"
-
-    _step(rows, "local train", local_train)
-    _step(rows, "local resume", local_resume)
-
-    def ray_train() -> str:
-        res = train(
-            _train_cfg(work, "gpu_ray", not small, 10, dname), local=False, log=quiet, figures=False
-        )
-        return f"step {res.step}"
-
-    _step(rows, "ray train (1 worker)", ray_train)
+    # The same run name twice: the second call resumes the GPU-saved state.
+    _step(rows, "local train", lambda: trained("gpu_local", 20, True))
+    _step(rows, "local resume", lambda: trained("gpu_local", 20, True, " (resumed)"))
+    _step(rows, "ray train (1 worker)", lambda: trained("gpu_ray", 10, False))
     for where, local in (("local", True), ("ray", False)):
         _step(rows, f"encode {where}", lambda local=local: _encode(work, dname, local))
-    try:
-        rows.extend(
-            speed_rows(device, 8 if small else 64, 50 if small else 200, 3 if small else 20)
-        )
-    except Exception as err:  # noqa: BLE001 - a row, the script goes on
-        rows.append({"step": "speed", "result": "FAIL", "value": "", "detail": str(err)[:180]})
+    _step(
+        rows,
+        "speed",
+        lambda: speed_rows(device, 8 if small else 64, 50 if small else 200, 3 if small else 20),
+    )
     _step(rows, "cpu evaluate", lambda: _cpu_evaluate(work / "gpu_local"))
     table = _table(rows)
     print("\n" + table)

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from mia_core.config import ConfigError
+from mia_core.config.secrets import redact_text
 from pipelines.codecs.meta_model import EncodeError
 from pipelines.data.stores import DiskFull, StoreError, is_disk_full
 from pipelines.engine.checkpoint import CheckpointError
@@ -70,7 +71,7 @@ def _one_line(err: BaseException) -> str:
     """
     if isinstance(err, UnicodeDecodeError):
         return f"not a text file ({err.reason} at byte {err.start}); pass a YAML config"
-    text = " ".join(str(err).split()) or type(err).__name__
+    text = redact_text(" ".join(str(err).split())) or type(err).__name__
     if len(text) <= MAX_CHARS:
         return text
     head, tail = text[: MAX_CHARS * 2 // 3], text[-(MAX_CHARS // 3 - 5) :]

@@ -107,3 +107,15 @@ def test_a_saved_tracking_uri_still_reaches_the_server(tmp_path, monkeypatch):
     assert (
         tracking_uri(load_config(None, ["run.tracking_uri=https://***@other.example.com"])) == other
     )
+
+
+def test_error_lines_hide_credentials_of_any_url_they_quote(capsys):
+    from mia_core.config import ConfigError
+    from ray_jobs.common import run_main
+
+    def fail(_args):
+        raise ConfigError('cannot reach "http://user:hunter2@127.0.0.1:9/b" (refused)')
+
+    assert run_main(fail, []) == 2
+    err = capsys.readouterr().err
+    assert "hunter2" not in err and "http://***@127.0.0.1:9/b" in err

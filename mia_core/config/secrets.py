@@ -46,6 +46,15 @@ def redact_url(url: str) -> str:
     return f"{base}?{'&'.join(parts)}"
 
 
+# scheme:// then user info, inside free text (an error message quoting an endpoint).
+_USERINFO_IN_TEXT = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s\"']*@")
+
+
+def redact_text(text: str) -> str:
+    """``text`` (an error message, a log line) with the user info of every URL in it hidden."""
+    return _USERINFO_IN_TEXT.sub(rf"\1{REDACTED}@", text)
+
+
 def url_has_credentials(url: str) -> bool:
     """Whether ``url`` carries user info (``user:password@``), a query string or a fragment."""
     return redact_url(url) != url

@@ -21,11 +21,11 @@ import contextlib
 import glob
 import json
 import os
-import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from mia_core.config.secrets import redact_text
 from pipelines.data.stores.errors import DiskFull, StoreError, is_disk_full
 from pipelines.data.stores.location import StoreLocation
 
@@ -42,7 +42,6 @@ DESCRIBE = {
     "file": "a file",
 }
 NETCDF_MAGIC = (b"CDF\x01", b"CDF\x02", b"\x89HDF\r\n\x1a\n")
-_USERINFO_ANYWHERE = re.compile(r"([a-zA-Z0-9+.-]+://)[^/@\s\"']*@")
 
 
 def local_path(location: StoreLocation) -> Path:
@@ -133,7 +132,7 @@ def output_state(location: StoreLocation) -> str:
 
 def remote_reason(err: BaseException) -> str:
     """``err`` as a short reason, without credentials in any URL it quotes."""
-    text = _USERINFO_ANYWHERE.sub(r"\1***@", " ".join(str(err).split()))
+    text = redact_text(" ".join(str(err).split()))
     return f"{type(err).__name__}: {text}"[:160]
 
 
