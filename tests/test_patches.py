@@ -45,7 +45,7 @@ def field_store(path, nt: int = NT, split=None) -> str:
 def stores(tmp_path):
     loc = make_location(field_store(tmp_path / "f.zarr"))
     base = open_store(loc, ["a", "b"])
-    return base, PatchStore(base, [8, 8])
+    return base, PatchStore(base, [8, 8], "global")
 
 
 def test_patch_values_are_tiles_of_the_whole_field(stores):
@@ -98,6 +98,16 @@ def test_coordinates_are_global(stores):
         np.testing.assert_allclose(c[:h, :w], tile, atol=1e-6)
         assert c.min() >= -1.0 and c.max() <= 1.0  # padding repeats the edge coordinate
     np.testing.assert_allclose(coords[5].reshape(8, 8, 2)[3, 3], [1.0, 1.0], atol=1e-6)
+
+
+def test_local_coordinates_are_one_frame_shared_by_every_patch(stores):
+    base, _ = stores
+    local = PatchStore(base, [8, 8])  # the default
+    assert local.coords_mode == "local" and local.attrs["mia_patch"]["coords"] == "local"
+    np.testing.assert_array_equal(local.info["a"].coords, grid_coords((8, 8)))
+    np.testing.assert_array_equal(local.read_coords("a", 0, 12), grid_coords((8, 8)))
+    with pytest.raises(ConfigError, match="data.patch_coords"):
+        PatchStore(base, [8, 8], "polar")
 
 
 def test_split_validity_and_edge_masks(stores):
@@ -195,7 +205,9 @@ def test_ray_data_rows_are_patches(ray_session, stores, tmp_path):
 
     _, ps = stores
     # the Ray Train input of meta-training: the training split, as patch rows
-    ds = MetaLearningTask.ray_datasets(patch_config(ps.location.display, tmp_path), 0.5)["train"]
+    ds = MetaLearningTask.ray_datasets(
+        patch_config(ps.location.display, tmp_path, "data.patch_coords=global"), 0.5
+    )["train"]
     rows = sorted(ds.iter_rows(), key=lambda r: r["index"])
     assert [r["index"] for r in rows] == [1, 2, 3, 4, 5]  # step 0 (train), patch 0 invalid
     direct = ps.read(0, 6)

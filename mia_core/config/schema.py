@@ -45,6 +45,7 @@ DEVICES = ("auto", "cpu", "cuda")
 MATMUL_PRECISIONS = ("highest", "high", "medium")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 SYNTHETIC_VARIANTS = ("paper", "shared")
+PATCH_COORDS = ("local", "global")
 EVAL_PROTOCOLS = ("paper", "joint")
 
 __all__ = [
@@ -129,6 +130,10 @@ class DataConfig(_Validated):
             patch is a signal and ``run.batch_size`` counts patches. Empty (the default)
             keeps whole signals. The rank is checked against the store's grid when the
             store is opened (see ``pipelines.data.stores.patches``).
+        patch_coords: The coordinates a patch's points get: ``local`` (default: every
+            patch on the same ``[-1, 1]^d`` frame, so one network serves any grid size and
+            the sine frequencies span a patch) or ``global`` (the points' coordinates in
+            the whole grid's ``[-1, 1]^d`` domain).
         seed: Seed of the dataset generator.
     """
 
@@ -140,6 +145,7 @@ class DataConfig(_Validated):
     support_points: int = _num(0, ge=0)
     time_stride: int = _num(1, ge=1)
     patch: list[int] = field(default_factory=list)
+    patch_coords: str = _choice("local", PATCH_COORDS)
     prefetch: int = _num(2, ge=0)
     modalities: list[str] = _list("sine", "gaussian", "tanh", "relu")
     num_functions: int = _num(1000, ge=2)

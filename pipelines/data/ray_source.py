@@ -37,11 +37,15 @@ _OPENED: OrderedDict[str, Store] = OrderedDict()
 
 
 def _open_once(
-    token: str, location: StoreLocation, modalities: list[str], patch: tuple[int, ...] = ()
+    token: str,
+    location: StoreLocation,
+    modalities: list[str],
+    patch: tuple[int, ...] = (),
+    patch_coords: str = "local",
 ) -> Store:
     store = _OPENED.get(token)
     if store is None:
-        store = _OPENED[token] = patched(open_store(location, modalities), patch)
+        store = _OPENED[token] = patched(open_store(location, modalities), patch, patch_coords)
         while len(_OPENED) > 4:
             _OPENED.popitem(last=False)
     return store
@@ -55,11 +59,12 @@ def _read_ranges(
     time_stride: int,
     token: str = "",
     patch: tuple[int, ...] = (),
+    patch_coords: str = "local",
 ) -> Iterator[pa.Table]:
     if token:
-        store = _open_once(token, location, modalities, patch)
+        store = _open_once(token, location, modalities, patch, patch_coords)
     else:
-        store = patched(open_store(location, modalities), patch)
+        store = patched(open_store(location, modalities), patch, patch_coords)
     per_signal = [m for m in modalities if store.info[m].coords is None]
     for start, stop in ranges:
         idx = np.arange(start, stop)
@@ -89,6 +94,7 @@ class ZarrStoreDatasource(Datasource):
         time_stride: keep signals whose index is a multiple of ``lambda_t``.
         patch: rows are patches of this size (``data.patch``, see
             :mod:`pipelines.data.stores.patches`); empty: whole signals.
+        patch_coords: ``local`` or ``global`` patch coordinates (``data.patch_coords``).
     """
 
     def __init__(
@@ -98,6 +104,7 @@ class ZarrStoreDatasource(Datasource):
         split: str | None = None,
         time_stride: int = 1,
         patch: tuple[int, ...] = (),
+        patch_coords: str = "local",
     ) -> None:
         super().__init__()
         if split is not None and split not in SPLITS:
@@ -106,8 +113,8 @@ class ZarrStoreDatasource(Datasource):
             raise ValueError("time_stride must be >= 1")
         self.location, self.split_code, self.time_stride = location, SPLITS.get(split), time_stride
         self.token = uuid.uuid4().hex  # keys the per-worker cache of opened stores
-        self.patch = tuple(patch)
-        store = patched(open_store(location, modalities), self.patch)
+        self.patch, self.patch_coords = tuple(patch), patch_coords
+        store = patched(open_store(location, modalities), self.patch, patch_coords)
         self.modalities = store.modalities
         self.ranges = store.chunk_ranges()
         self.split, self.valid = store.split, store.valid
@@ -160,6 +167,7 @@ class ZarrStoreDatasource(Datasource):
                 self.time_stride,
                 self.token,
                 self.patch,
+                self.patch_coords,
             )
             tasks.append(ReadTask(fn, meta, per_task_row_limit=per_task_row_limit))
         return tasks
@@ -173,17 +181,18 @@ def read_store(
     override_num_blocks: int | None = None,
     num_cpus: float | None = None,
     patch: tuple[int, ...] = (),
+    patch_coords: str = "local",
     **ray_remote_args,
 ):
     """``ray.data.Dataset`` of a store's signals (see :class:`ZarrStoreDatasource`).
 
     ``num_cpus`` is the CPU reservation per read task (Ray Data's default is 1); with
-    ``patch`` the rows are patch signals.
+    ``patch`` the rows are patch signals (``patch_coords``: their coordinates).
     """
     import ray.data
 
     return ray.data.read_datasource(
-        ZarrStoreDatasource(location, modalities, split, time_stride, patch),
+        ZarrStoreDatasource(location, modalities, split, time_stride, patch, patch_coords),
         override_num_blocks=override_num_blocks,
         num_cpus=num_cpus,
         ray_remote_args=ray_remote_args or None,

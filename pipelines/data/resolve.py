@@ -120,7 +120,9 @@ def open_training_store(cfg: Config) -> Store:
     With ``cfg.data.patch`` set, its signals are patches of the time steps
     (:class:`~pipelines.data.stores.patches.PatchStore`).
     """
-    return open_patched(resolve_store(cfg), list(cfg.data.modalities), cfg.data.patch)
+    return open_patched(
+        resolve_store(cfg), list(cfg.data.modalities), cfg.data.patch, cfg.data.patch_coords
+    )
 
 
 def episode_spec(

@@ -63,6 +63,7 @@ class MetaLearningTask(Task):
             cfg.data.time_stride,
             num_cpus=read_cpus,
             patch=tuple(cfg.data.patch),
+            patch_coords=cfg.data.patch_coords,
         )
         return {"train": train}
 

@@ -8,12 +8,15 @@ the local and Ray Data training paths, validation and evaluation run unchanged:
 * signal ``s`` is patch ``s % K`` of base signal (time step) ``s // K``, ``K`` patches per
   step in row-major order of the patch grid; ``run.batch_size`` therefore counts patches;
 * every modality (variable) of a patch is that tile of the variable, as for whole signals;
-* a patch's coordinates are the **global** coordinates of its points in the whole grid's
-  ``[-1, 1]^d`` domain (per-signal coordinates, ``info.coords is None``). Position thus
-  reaches the model through its input, which keeps one shared network and needs no
-  per-patch code or parameter (a model trained on patches also evaluates the whole grid
-  at the same coordinates); per-patch codes on a shared local frame are the alternative,
-  not measured yet;
+* a patch's coordinates (``data.patch_coords``) are by default **local**: every patch
+  lies on the same ``[-1, 1]^d`` frame (shared coordinates, like a whole signal's), so
+  the network's sine frequencies span one patch whatever the grid size, and each patch's
+  own code (its adapted weights or context) says what lies there; decoding maps a
+  patch's code back to its place. ``global`` gives the points' coordinates in the whole
+  grid's ``[-1, 1]^d`` domain instead (per-signal coordinates, ``info.coords is None``):
+  position reaches the shared network through its input, but a 32-cell patch of a
+  1440-cell axis spans 1/45 of the domain, below a SIREN's lowest useful frequency
+  (``docs/scale.md`` has the measurement);
 * a grid that the patch size does not divide gets edge patches padded with NaN, which
   episodes mask as missing values (as NaNs in the data already are), so any grid works;
   a patch larger than the grid along an axis is cut to the grid there;
@@ -33,7 +36,7 @@ import numpy as np
 
 from mia_core.config import ConfigError
 from pipelines.data.stores.location import StoreLocation
-from pipelines.data.stores.reader import ModalityInfo, Store, open_store
+from pipelines.data.stores.reader import ModalityInfo, Store, grid_coords, open_store
 
 
 def _check(base: Store, patch: Sequence[int]) -> tuple[int, ...]:
@@ -69,14 +72,18 @@ class PatchStore(Store):
     Args:
         base: the opened signal or field store (grid modalities sharing one grid).
         patch: patch size per grid axis.
+        coords: ``local`` (one ``[-1, 1]^d`` frame shared by every patch) or ``global``.
 
     Raises:
         ConfigError: wrong rank, a non-positive size, point-set modalities or modalities
             on different grids.
     """
 
-    def __init__(self, base: Store, patch: Sequence[int]) -> None:
+    def __init__(self, base: Store, patch: Sequence[int], coords: str = "local") -> None:
         grid = _check(base, patch)
+        if coords not in ("local", "global"):
+            raise ConfigError(f"data.patch_coords must be local or global, got {coords!r}")
+        self.coords_mode = coords
         self.base, self.location, self.grid = base, base.location, grid
         self.modalities = list(base.modalities)
         self.patch = tuple(min(int(p), g) for p, g in zip(patch, grid, strict=True))
@@ -86,11 +93,12 @@ class PatchStore(Store):
         # Per-modality scale arrays of the base store are indexed by base signal: patches
         # use the per-signal scale instead (extra arrays are not carried over).
         self.attrs = {key: v for key, v in base.attrs.items() if key != "extra_arrays"}
-        self.attrs["mia_patch"] = {"patch": list(self.patch), "grid": list(grid)}
+        self.attrs["mia_patch"] = {"patch": list(self.patch), "grid": list(grid), "coords": coords}
+        shared = grid_coords(self.patch) if coords == "local" else None
         self.group = getattr(base, "group", None)
         self.ds = getattr(base, "ds", None)
         self.info = {
-            m: ModalityInfo(m, self.patch, i.channels, None, i.extent, i.norm)
+            m: ModalityInfo(m, self.patch, i.channels, shared, i.extent, i.norm)
             for m, i in base.info.items()
         }
         self.num_signals = base.num_signals * k
@@ -143,7 +151,9 @@ class PatchStore(Store):
         return np.stack([m.reshape(-1) for m in mesh], -1)
 
     def read_coords(self, modality: str, start: int, stop: int) -> np.ndarray:
-        """``(stop - start, prod(patch), d)`` global coordinates of patches ``[start, stop)``."""
+        """Local: the shared ``(prod(patch), d)`` frame; global: ``(n, prod(patch), d)``."""
+        if self.coords_mode == "local":
+            return super().read_coords(modality, start, stop)
         index = np.arange(start, stop) % self.per_step
         table = {int(i): self.patch_coords(int(i)) for i in np.unique(index)}
         return np.stack([table[int(i)] for i in index])
@@ -160,13 +170,16 @@ class PatchStore(Store):
         return ok
 
 
-def patched(store: Store, patch: Sequence[int] = ()) -> Store:
+def patched(store: Store, patch: Sequence[int] = (), coords: str = "local") -> Store:
     """``store`` seen as patch signals when ``patch`` is not empty, else ``store`` itself."""
-    return PatchStore(store, patch) if patch else store
+    return PatchStore(store, patch, coords) if patch else store
 
 
 def open_patched(
-    location: StoreLocation, modalities: list[str] | None, patch: Sequence[int] = ()
+    location: StoreLocation,
+    modalities: list[str] | None,
+    patch: Sequence[int] = (),
+    coords: str = "local",
 ) -> Store:
     """:func:`open_store`, seen as patch signals when ``patch`` is not empty."""
-    return patched(open_store(location, modalities), patch)
+    return patched(open_store(location, modalities), patch, coords)
