@@ -4,9 +4,12 @@ Layout (every array chunked along time with the same chunk length, so one unit o
 writes whole chunks; xarray opens it through ``dimension_names``):
 
 * ``codes (time, code)``: weight deltas from the meta-model or context vectors, in
-  ``code_dtype``;
+  ``code_dtype``; ``codes (time, patch, code)`` for a meta-model trained on patches
+  (attribute ``patch``: the patch and grid shapes, :mod:`pipelines.codecs.patch_codes`;
+  ``patches_per_step`` is ``K``);
 * ``code_scale (time, segment)`` float32, ``int8`` codes only: one scale per adapted
   tensor (:mod:`pipelines.codecs.quantise`; attribute ``code_scales`` is the count);
+  ``(time, patch, segment)`` for patch codes;
 * ``mse, psnr (time, variable)`` float32: reconstruction quality measured on the stored
   (possibly float16 or int8) codes at full resolution, in normalised units;
 * ``encode_seconds (time,)``: each step's share of its batch's adaptation time;
@@ -125,10 +128,14 @@ def create_code_store(
         location.zarr_store("w"), mode="w", zarr_format=3, attributes={"mia_codes_creating": FORMAT}
     )
     n_t, dim, n_var = attrs["num_time"], attrs["code_dim"], len(attrs["variables"])
-    _array(group, "codes", (n_t, dim), (chunk, dim), attrs["code_dtype"], ["time", "code"])
+    k = int(attrs.get("patches_per_step", 0))
+    lead, lead_dims = ((k,), ["patch"]) if k else ((), [])
+    shape, chunks = (n_t, *lead, dim), (chunk, *lead, dim)
+    _array(group, "codes", shape, chunks, attrs["code_dtype"], ["time", *lead_dims, "code"])
     if n_s := int(attrs.get("code_scales", 0)):
-        dims = ["time", "segment"]
-        _array(group, "code_scale", (n_t, n_s), (chunk, n_s), "float32", dims, np.nan)
+        dims = ["time", *lead_dims, "segment"]
+        shape, chunks = (n_t, *lead, n_s), (chunk, *lead, n_s)
+        _array(group, "code_scale", shape, chunks, "float32", dims, np.nan)
     for name in ("mse", "psnr"):
         _array(group, name, (n_t, n_var), (chunk, n_var), "float32", ["time", "variable"], np.nan)
     _array(group, "encode_seconds", (n_t,), (chunk,), "float32", ["time"], np.nan)
@@ -329,13 +336,23 @@ def mark_done(group: zarr.Group, start: int, stop: int) -> None:
 
 
 def read_codes(group: zarr.Group, sel: np.ndarray) -> np.ndarray:
-    """Float32 codes of the time steps ``sel`` (dequantised where stored as ``int8``)."""
-    values = np.asarray(group["codes"].get_orthogonal_selection((sel, slice(None))))
+    """Float32 codes of the time steps ``sel`` (dequantised where stored as ``int8``).
+
+    ``(n, code)``, or ``(n, K, code)`` for patch codes.
+    """
+    arr = group["codes"]
+    values = np.asarray(arr.get_orthogonal_selection((sel, *[slice(None)] * (arr.ndim - 1))))
     if "code_scale" not in group:
         return values.astype(np.float32)
-    scales = np.asarray(group["code_scale"].get_orthogonal_selection((sel, slice(None))))
+    scale = group["code_scale"]
+    scales = np.asarray(scale.get_orthogonal_selection((sel, *[slice(None)] * (scale.ndim - 1))))
     sizes = [math.prod(e["shape"]) for e in group.attrs["mia_codes"]["code_layout"]]
-    return dequantise(torch.from_numpy(values), torch.from_numpy(scales), sizes).numpy()
+    flat = dequantise(
+        torch.from_numpy(values.reshape(-1, values.shape[-1])),
+        torch.from_numpy(scales.reshape(-1, scales.shape[-1])),
+        sizes,
+    )
+    return flat.numpy().reshape(values.shape)
 
 
 def meta_state(group: zarr.Group) -> dict[str, np.ndarray]:

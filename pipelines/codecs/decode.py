@@ -29,6 +29,7 @@ import torch
 from mia_core.config import config_from_dict
 from pipelines.codecs.codestore import meta_state, open_code_store, read_codes
 from pipelines.codecs.meta_model import EncodeError, codes_to_params, load_meta_model, predict
+from pipelines.codecs.patch_codes import PatchGrid, decode_patches, positions_for
 from pipelines.data.stores import StoreError, StoreLocation, make_location
 from pipelines.data.stores.field_writer import physical_attrs
 from pipelines.data.stores.location import redact_url
@@ -83,6 +84,8 @@ class Decoder:
         )
         self.device = torch.device(device)
         self.done = np.asarray(self.group["done"][...]).astype(bool)
+        patch = self.attrs.get("patch")
+        self.patches = PatchGrid.from_json(patch) if patch else None
 
     @property
     def num_time(self) -> int:
@@ -144,6 +147,33 @@ class Decoder:
         coords = [np.linspace(lo, hi, n) for (lo, hi), n in zip(info["extent"], shape, strict=True)]
         return shape, coords
 
+    def _decode_patches(
+        self, idx: np.ndarray, resolution: Sequence[int] | None, variables: list[str]
+    ) -> dict[str, list[np.ndarray]]:
+        """Per variable, ``(1, points, C)`` fields of each step, stitched from its patches."""
+        grid = self.patches
+        sizes = [None] * len(grid.grid) if resolution is None else list(resolution)
+        coords, target, shape = grid.placement(
+            [positions_for(g, s) for g, s in zip(grid.grid, sizes, strict=True)]
+        )
+        learner, n_out = self.model.learner, int(np.prod(shape))
+        outs: dict[str, list[np.ndarray]] = {v: [] for v in variables}
+        for t in idx:
+            codes = torch.from_numpy(read_codes(self.group, np.asarray([t]))[0])
+            params = codes_to_params(learner, codes.to(self.device))
+            for v in variables:
+                field = decode_patches(
+                    lambda x, p, v=v: learner.predict(v, x, p),
+                    params,
+                    coords,
+                    target,
+                    n_out,
+                    int(self.info[v]["channels"]),
+                    self.device,
+                )
+                outs[v].append(field[None])
+        return outs
+
     def _time_values(self, idx: np.ndarray) -> np.ndarray:
         t = self.group["time"]
         vals = np.asarray(t[...])[idx]
@@ -195,15 +225,17 @@ class Decoder:
             members = np.asarray(self.attrs["members"])
             coords[mdim] = (sdim, members[idx % members.size])
         grids = {v: self._grid(v, resolution) for v in variables}
-        outs: dict[str, list[np.ndarray]] = {v: [] for v in variables}
-        for a in range(0, idx.size, batch):
-            sel = idx[a : a + batch]
-            codes = torch.from_numpy(read_codes(self.group, sel))
-            params = codes_to_params(learner, codes.to(self.device))
-            for v in variables:
-                shape, _ = grids[v]
-                x = torch.from_numpy(grid_coords(shape)).to(self.device)
-                outs[v].append(predict(learner, v, x, params).cpu().numpy())
+        if self.patches is not None:
+            outs = self._decode_patches(idx, resolution, variables)
+        else:
+            outs = {v: [] for v in variables}
+            for a in range(0, idx.size, batch):
+                sel = idx[a : a + batch]
+                codes = torch.from_numpy(read_codes(self.group, sel))
+                params = codes_to_params(learner, codes.to(self.device))
+                for v in variables:
+                    x = torch.from_numpy(grid_coords(grids[v][0])).to(self.device)
+                    outs[v].append(predict(learner, v, x, params).cpu().numpy())
         for v in variables:
             info, (shape, axes) = self.info[v], grids[v]
             vals = invert_norm(np.concatenate(outs[v]).astype(np.float64), info["norm"])

@@ -50,9 +50,11 @@ from pipelines.codecs.meta_model import (
     resolve_checkpoint,
     resolve_model_uri,
 )
+from pipelines.codecs.patch_encode import DEFAULT_PATCH_BATCH, patch_grid, patch_store_for
 from pipelines.codecs.quantise import bytes_per_step, num_scales
 from pipelines.data.stores import StoreLocation, make_location
 from pipelines.data.stores.output import disk_full_as, local_path
+from pipelines.data.stores.patches import PatchStore
 from pipelines.data.stores.reader import FieldStore
 from pipelines.engine.checkpoint import load_checkpoint
 from pipelines.engine.memory_estimate import check_memory, encode_estimate
@@ -120,12 +122,14 @@ def _variable_attrs(store: FieldStore) -> dict[str, Any]:
 
 def _check_code_size(spec: EncodeSpec, attrs: dict[str, Any], log: Callable[[str], None]) -> None:
     """Refuse (or warn about) codes that take as many bytes as the data they encode."""
-    code = bytes_per_step(attrs["code_dim"], spec.code_dtype, attrs["code_scales"])
+    k = attrs.get("patches_per_step", 0)
+    code = bytes_per_step(attrs["code_dim"], spec.code_dtype, attrs["code_scales"], k)
     raw = attrs["raw_bytes_per_step"]
     if code < raw:
         return
     msg = (
-        f"codes of {code:,} bytes per time step ({attrs['code_dim']:,} x {spec.code_dtype}) "
+        f"codes of {code:,} bytes per time step ({max(1, k)} x {attrs['code_dim']:,} x "
+        f"{spec.code_dtype}) "
         f"are not smaller than the {raw:,} float32 bytes per time step of the data "
         f"({raw / code:.2f}x) in {attrs['store']}; use a context meta-model (cavia/mia), a "
         "smaller INR or encode.code_dtype=int8, or encode.larger_codes=warn"
@@ -175,12 +179,22 @@ def _progress(total: int, enabled: bool):
 
 
 def _store_attrs(
-    spec: EncodeSpec, src: StoreLocation, dst: StoreLocation, store: FieldStore, model: MetaModel
+    spec: EncodeSpec,
+    src: StoreLocation,
+    dst: StoreLocation,
+    store: FieldStore,
+    model: MetaModel,
+    patches: PatchStore | None,
 ) -> dict[str, Any]:
     """The ``mia_codes`` attribute of a new code store (without ``meta_*`` weights info)."""
     layout = code_layout(model.learner)
     member_dim, members = _members(store)
+    if patches is not None:
+        extra = {"patch": patch_grid(patches).to_json(), "patches_per_step": patches.per_step}
+    else:
+        extra = {}
     return {
+        **extra,
         "store": src.display,
         "out": dst.display,
         "variables": model.modalities,
@@ -253,8 +267,9 @@ def run_encode(
     if not (0 <= lo < hi <= n_t):
         raise EncodeError(f"encode.time_range {spec.time_range} outside the store's 0:{n_t}")
     meta_np = {k: v.detach().cpu().numpy() for k, v in state.items() if v.is_floating_point()}
+    patches = patch_store_for(store, model)
     attrs = {
-        **_store_attrs(spec, src, dst, store, model),
+        **_store_attrs(spec, src, dst, store, model, patches),
         "meta_reference": spec.model or str(ckpt),
         "meta_bytes": int(sum(4 * v.size for v in meta_np.values())),
         "meta_config": redact(config_to_dict(cfg)),
@@ -263,7 +278,8 @@ def run_encode(
     _check_code_size(spec, attrs, log)
     on_node = 1 if local or address or os.environ.get("RAY_ADDRESS") else spec.concurrency
     n_params = sum(p.numel() for p in model.learner.parameters())
-    check_memory(encode_estimate(spec, cfg, store, n_params, on_node))  # before any work
+    est = encode_estimate(spec, cfg, store, n_params, on_node, patches, DEFAULT_PATCH_BATCH)
+    check_memory(est)  # before any work
     tvals, tattrs = _time_coordinate(store)
     where = dst.display if dst.is_remote else local_path(dst)
     with disk_full_as(where, "codes"):  # every finished step is kept: a rerun resumes

@@ -76,7 +76,12 @@ def summarize(group, seconds: float = 0.0, encoded: int = 0, skipped: int = 0) -
     n = int(done.sum())
     scored = psnr[np.isfinite(psnr)]
     flat = scored if scored.size else np.full(1, np.nan)
-    code_bytes = bytes_per_step(attrs["code_dim"], attrs["code_dtype"], attrs.get("code_scales", 0))
+    code_bytes = bytes_per_step(
+        attrs["code_dim"],
+        attrs["code_dtype"],
+        attrs.get("code_scales", 0),
+        attrs.get("patches_per_step", 0),
+    )
     raw = attrs["raw_bytes_per_step"]
     return EncodeSummary(
         out=attrs.get("out", ""),

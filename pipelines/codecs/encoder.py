@@ -36,6 +36,7 @@ from pipelines.codecs.meta_model import (
     load_meta_model,
     params_to_codes,
 )
+from pipelines.codecs.patch_encode import encode_patch_steps, patch_store_for
 from pipelines.codecs.quantise import dequantise, quantise
 from pipelines.data.stores import StoreLocation, open_store
 from pipelines.data.stores.reader import FieldStore
@@ -139,6 +140,7 @@ class ChunkEncoder:
             m: torch.from_numpy(self.store.info[m].coords).to(self.device)
             for m in self.model.modalities
         }
+        self.patches = patch_store_for(self.store, self.model)  # None: whole time steps
 
     def encode_unit(self, start: int, stop: int) -> dict[str, float]:
         """Encode the pending steps of ``[start, stop)`` (inside one code chunk).
@@ -165,6 +167,13 @@ class ChunkEncoder:
         """Encode steps ``[start, stop)`` and publish them; returns their mean PSNR."""
         s = self.spec
         rows = self.store.read(start, stop)
+        if self.patches is not None:
+            res = encode_patch_steps(
+                self.model, self.patches, rows, s, self.device, s["seed"] + start
+            )
+            write_unit(self.group, start, res.codes, res.mse, res.psnr, res.seconds, res.scales)
+            self._publish(start, stop)
+            return float(np.nanmean(res.psnr))
         learner = self.model.learner
         bsz = s["batch_size"] or (stop - start)
         sizes = code_layout(learner).sizes
@@ -205,6 +214,12 @@ class ChunkEncoder:
             np.concatenate(secs)[back],
             np.concatenate(scales)[back] if scales else None,
         )
+        self._publish(start, stop)
+        return float(np.nanmean(np.concatenate(psnrs)))
+
+    def _publish(self, start: int, stop: int) -> None:
+        """Set the ``done`` flags of steps whose codes are written (after the fault hook)."""
+        s = self.spec
         if s["fault_at"] is not None and start <= s["fault_at"] < stop:
             if s.get("fault_kind") == "kill":  # dies once; the retried unit goes on
                 _kill_once(s["out"].display, start)
@@ -214,7 +229,6 @@ class ChunkEncoder:
                     "(run_encode(fault_at=...))"
                 )
         mark_done(self.group, start, stop)
-        return float(np.nanmean(np.concatenate(psnrs)))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Ray Data entry: ``batch`` has ``start``/``stop`` columns (one row per unit)."""

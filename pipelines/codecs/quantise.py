@@ -26,9 +26,12 @@ def num_scales(dtype: str, sizes: Sequence[int]) -> int:
     return len(sizes) if dtype == "int8" else 0
 
 
-def bytes_per_step(dim: int, dtype: str, scales: int) -> int:
-    """Stored bytes of one time step's code (values and float32 scales)."""
-    return dim * np.dtype(dtype).itemsize + 4 * scales
+def bytes_per_step(dim: int, dtype: str, scales: int, patches: int = 0) -> int:
+    """Stored bytes of one time step's code (values and float32 scales).
+
+    ``patches``: codes per time step of a patch meta-model (0 or 1: one code).
+    """
+    return max(1, patches) * (dim * np.dtype(dtype).itemsize + 4 * scales)
 
 
 def quantise(code: Tensor, dtype: str, sizes: Sequence[int]) -> tuple[Tensor, Tensor | None]:

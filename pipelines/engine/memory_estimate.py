@@ -254,7 +254,13 @@ def training_estimate(cfg: Config, store: Store, workers: int = 1) -> MemoryEsti
 
 
 def encode_estimate(
-    spec, cfg: Config, store: Store, params: int, processes: int = 1
+    spec,
+    cfg: Config,
+    store: Store,
+    params: int,
+    processes: int = 1,
+    patches: Store | None = None,
+    patch_batch: int = 64,
 ) -> MemoryEstimate:
     """Peak memory of one encoding process (an :class:`EncodeSpec` ``spec``).
 
@@ -264,9 +270,19 @@ def encode_estimate(
         store: the field store to encode.
         params: meta-parameters of the model (the adapted weights per time step).
         processes: encoder processes on this node (``encode.concurrency`` on Ray).
+        patches: ``store`` seen as the meta-model's patches, for a patch meta-model: a
+            batch is then ``encode.batch_size`` patches (``patch_batch`` when 0), and a
+            unit's steps are also held cut into patches.
+        patch_batch: patches per batch when ``encode.batch_size`` is 0.
     """
     unit = min(store.num_signals, spec.chunk or store.chunk_size)
     batch = min(unit, spec.batch_size or unit)
+    reads = 2 * _chunk_bytes(store, unit)
+    if patches is not None:
+        k = patches.num_signals // max(1, store.num_signals)
+        batch = min(unit * k, spec.batch_size or patch_batch)
+        reads += _chunk_bytes(patches, unit * k)  # the unit's steps, tiled
+        store = patches
     pts = sum(store.info[m].num_points for m in store.modalities)
     step = sum(
         min(spec.points_per_step or store.info[m].num_points, store.info[m].num_points)
@@ -275,7 +291,7 @@ def encode_estimate(
     per_point = cfg.model.width * cfg.model.depth * GRAPH_FLOATS * F32
     terms = {
         "baseline": rss_bytes(),
-        "reads": 2 * _chunk_bytes(store, unit),
+        "reads": reads,
         "runtime": float(ENCODE_RUNTIME_BYTES),
         "graph": batch * (per_point * step + cfg.model.width * 2 * F32 * pts),
         "model": params * F32 * 4 * (1 + batch),
