@@ -15,8 +15,13 @@ from mia_core.meta.learner import MetaLearner, PruningSpec, adapted_shapes
 
 
 def adapt_mode(method: MethodConfig) -> str:
-    """``weights`` for MAML and Meta-INR (MAML semantics), ``context`` for the CAVIA family."""
-    return "weights" if method.name in ("maml", "meta_inr") else "context"
+    """``weights`` for MAML and Meta-INR (MAML semantics), ``context`` for the CAVIA family.
+
+    ``head`` for MAML and Meta-INR with a closed-form head (``method.head_ridge > 0``).
+    """
+    if method.name not in ("maml", "meta_inr"):
+        return "context"
+    return "head" if getattr(method, "head_ridge", 0.0) > 0 else "weights"
 
 
 def build_inr(model: ModelConfig, d_in: int, d_out: int, use_context: bool = True) -> INR:
@@ -151,6 +156,7 @@ def build_learner(
         method.uncertainty_weighting,
         method.meta_gradient,
         method.inner_points,
+        getattr(method, "head_ridge", 0.0),
     )
     if method.fim_lambda > 0:  # FIM loss hook (mia_core/mcl/fim.py)
         learner = FIMLearner(learner, method.fim_lambda, method.fim_decay, method.fim_normalise)

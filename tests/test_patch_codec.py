@@ -40,7 +40,8 @@ def fields() -> xr.Dataset:
 
 
 def write_store(path: str) -> str:
-    write_field_store(fields(), make_location(path), chunk_time=3, split=split_by_time(T, 0.2, 0.2))
+    write_field_store(fields(), make_location(path), chunk_time=3,
+                      split=split_by_time(T, 0.2, 0.2), patch=(P, P))  # fmt: skip
     return path
 
 
@@ -159,9 +160,7 @@ def test_patch_encode_refuses_chain_length_and_bounds_memory_by_the_patch(patch_
     cfg = load_config("configs/experiments/meta_inr_patch_era5.yaml")
     # a store of 16 x the grid: the autograd graph term of a patch batch must not grow
     small = open_store(make_location(patch_run["store"]))
-    est = [
-        encode_estimate(spec(patch_run, "x"), cfg, small, 1000, 1, PatchStore(small, [P, P]), 5)
-    ]
+    est = [encode_estimate(spec(patch_run, "x"), cfg, small, 1000, 1, PatchStore(small, [P, P]), 5)]
     bigger = write_store_big(tmp_path / "big.zarr")
     est.append(encode_estimate(spec(patch_run, "x"), cfg, bigger, 1000, 1,
                                PatchStore(bigger, [P, P]), 5))  # fmt: skip
@@ -173,5 +172,6 @@ def write_store_big(path) -> object:
     big = ds.interp(
         latitude=np.linspace(60.0, 20.0, 4 * NLAT), longitude=np.linspace(0.0, 90.0, 4 * NLON)
     )
-    write_field_store(big, make_location(str(path)), chunk_time=3, split=split_by_time(T, 0.2, 0.2))
+    write_field_store(big, make_location(str(path)), chunk_time=3,
+                      split=split_by_time(T, 0.2, 0.2), patch=(P, P))  # fmt: skip
     return open_store(make_location(str(path)))

@@ -21,8 +21,12 @@ from pipelines.jobs import train
 NLAT, NLON, NT = 12, 20, 3  # [8, 8] patches: 2 x 3 per step, the last row and column padded
 
 
-def field_store(path, nt: int = NT, split=None) -> str:
-    """Two variables on a 12 x 20 grid; ``b`` has scattered NaNs and an all-NaN corner tile."""
+def field_store(path, nt: int = NT, split=None, patch=(8, 8), **kw) -> str:
+    """Two variables on a 12 x 20 grid; ``b`` has scattered NaNs and an all-NaN corner tile.
+
+    Built for ``patch`` (``mia_built_patch``, chunks of whole patches; ``kw``: e.g.
+    ``chunk_bytes``), or without patches when ``patch`` is empty.
+    """
     rng = np.random.default_rng(0)
     a = rng.normal(size=(nt, NLAT, NLON)).astype(np.float32)
     b = rng.normal(size=(nt, NLAT, NLON)).astype(np.float32)
@@ -37,7 +41,7 @@ def field_store(path, nt: int = NT, split=None) -> str:
         },
     )
     split = np.arange(nt, dtype=np.int8) % 3 if split is None else split
-    write_field_store(ds, make_location(str(path)), chunk_time=2, split=split, normalisation="none")
+    write_field_store(ds, make_location(str(path)), 2, split, "none", patch=patch, **kw)
     return str(path)
 
 
@@ -74,9 +78,9 @@ def test_reads_touch_only_the_time_steps_of_the_patches(stores, monkeypatch):
     seen = []
     real = type(base).read
 
-    def counting(self, a, b):
+    def counting(self, a, b, **kw):
         seen.append((a, b))
-        return real(self, a, b)
+        return real(self, a, b, **kw)
 
     monkeypatch.setattr(type(base), "read", counting)
     ps.read(7, 11)  # patches 1..4 of step 1

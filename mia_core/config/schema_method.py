@@ -230,6 +230,12 @@ class MethodConfig(_Validated):
             ``theta - mean_b phi_b``, how far the inner loop took it on average; the
             query sets are only scored. Weight adaptation (``maml``, ``meta_inr``) with
             ``weight_rates: fixed`` only: Reptile gives no gradient to learned rates.
+        head_ridge: Closed-form head (``maml``, ``meta_inr``; 0 = off): only each INR's
+            last linear layer adapts, solved in closed form as a ridge regression of the
+            support values on the network's last features (after ``inner_steps`` rule steps
+            on the head, usually 0), with ridge ``head_ridge`` times the mean feature
+            energy. The trunk is meta-learned through the solve (``meta_gradient: maml``),
+            a code holds only the heads, and encoding costs one solve per signal.
         inner_points: Points drawn at random (with replacement, one draw shared by the
             batch) from the support sets at every inner step, as the encoder's
             ``points_per_step`` does; 0 (default) uses every support point. Dense random
@@ -257,6 +263,7 @@ class MethodConfig(_Validated):
     weight_rates: str = _choice("fixed", WEIGHT_RATES)
     meta_gradient: str = _choice("maml", META_GRADIENTS)
     inner_points: int = _num(0, ge=0)
+    head_ridge: float = _num(0.0, ge=0.0)
     gap_variant: str = _choice("exact", GAP_VARIANTS)
     alfa_hidden: int = _num(32, ge=1)
     uncertainty_weighting: bool = False
@@ -273,13 +280,30 @@ class MethodConfig(_Validated):
         if self.meta_gradient == "reptile" and (
             self.name not in ("maml", "meta_inr") or self.weight_rates != "fixed"
         ):
-            yield "meta_gradient", (
-                "reptile adapts INR weights at fixed rates: it needs name maml or meta_inr "
-                f"and weight_rates fixed, not name {self.name!r} with weight_rates "
-                f"{self.weight_rates!r} (Reptile gives learned rates no gradient)"
+            yield (
+                "meta_gradient",
+                (
+                    "reptile adapts INR weights at fixed rates: it needs name maml or meta_inr "
+                    f"and weight_rates fixed, not name {self.name!r} with weight_rates "
+                    f"{self.weight_rates!r} (Reptile gives learned rates no gradient)"
+                ),
+            )
+        if self.head_ridge > 0 and (
+            self.name not in ("maml", "meta_inr") or self.meta_gradient != "maml"
+        ):
+            yield (
+                "head_ridge",
+                (
+                    "a closed-form head adapts INR weights and is meta-learned through its solve: "
+                    f"it needs name maml or meta_inr and meta_gradient maml, not {self.name!r} "
+                    f"with {self.meta_gradient!r}"
+                ),
             )
         if self.weight_rates != "fixed" and self.name not in ("maml", "meta_inr"):
-            yield "weight_rates", (
-                f"learned weight rates need name maml or meta_inr (weight adaptation), not "
-                f"{self.name!r}; context methods learn rates with name: metasgd"
+            yield (
+                "weight_rates",
+                (
+                    f"learned weight rates need name maml or meta_inr (weight adaptation), not "
+                    f"{self.name!r}; context methods learn rates with name: metasgd"
+                ),
             )

@@ -24,11 +24,12 @@ from torch import Tensor, nn
 from mia_core.adapt.base import Params, UpdateRule
 from mia_core.data.episode import Episode, ModalityBatch
 from mia_core.inr.base import INR
+from mia_core.meta.head import HEAD_KEYS, head_keys, ridge_head
 from mia_core.meta.metrics import masked_mse, signal_metrics
 from mia_core.meta.pruning import gradient_norm_scores, select_top
 from mia_core.runtime import autocast_off
 
-ADAPT_MODES = ("context", "weights")
+ADAPT_MODES = ("context", "weights", "head")
 
 
 def adapted_shapes(
@@ -46,8 +47,15 @@ def adapted_shapes(
                 )
             shapes[m], groups[m] = tuple(inr.context_shape), m
         else:
-            for name, w in inr.weights().items():
-                shapes[f"{m}/{name}"], groups[f"{m}/{name}"] = tuple(w.shape), m
+            weights = inr.weights()
+            names = HEAD_KEYS if adapt == "head" else tuple(weights)
+            if adapt == "head" and not set(HEAD_KEYS) <= set(weights):
+                raise ValueError(
+                    f"modality {m!r}: a closed-form head needs an INR with a linear head "
+                    f"({list(HEAD_KEYS)}), not {type(inr).__name__}"
+                )
+            for name in names:
+                shapes[f"{m}/{name}"], groups[f"{m}/{name}"] = tuple(weights[name].shape), m
     return shapes, groups
 
 
@@ -103,6 +111,8 @@ class MetaLearner(nn.Module):
             direction ``theta - mean_b phi_b``, so any outer optimizer applies it.
         inner_points: support points drawn at random (with replacement, shared by the
             batch) at every inner step; 0 uses them all.
+        head_ridge: with ``adapt='head'``, the relative ridge of the closed-form head
+            solved after the inner steps (:mod:`mia_core.meta.head`).
     """
 
     def __init__(
@@ -116,12 +126,16 @@ class MetaLearner(nn.Module):
         uncertainty_weighting: bool = False,
         meta_gradient: str = "maml",
         inner_points: int = 0,
+        head_ridge: float = 0.0,
     ) -> None:
         super().__init__()
         if meta_gradient not in ("maml", "reptile"):
             raise ValueError(f"meta_gradient must be maml or reptile, got {meta_gradient!r}")
         if meta_gradient == "reptile" and adapt != "weights":
             raise ValueError("meta_gradient reptile needs adapt='weights'")
+        if (adapt == "head") != (head_ridge > 0):
+            raise ValueError("adapt='head' goes with head_ridge > 0 and only with it")
+        self.head_ridge = float(head_ridge)
         self.meta_gradient, self.inner_points = meta_gradient, int(inner_points)
         self.inrs = nn.ModuleDict(dict(inrs))
         self.modalities = list(inrs)
@@ -142,7 +156,26 @@ class MetaLearner(nn.Module):
             f"{m}/{n}": w.unsqueeze(0).expand(batch, *w.shape)
             for m in self.modalities
             for n, w in self.inrs[m].weights().items()
+            if self.adapt_mode == "weights" or n in HEAD_KEYS
         }
+
+    def solve_heads(
+        self,
+        sets: Mapping[str, tuple[Tensor, Tensor, Tensor]],
+        params: Params,
+    ) -> Params:
+        """``params`` with every modality's head solved in closed form on ``sets``.
+
+        Args:
+            sets: modality -> ``(x (B or 1, P, d), y (B, P, C), mask (B, P))``.
+            params: adapted tensors (``head`` mode: the heads), ``(B, ...)``.
+        """
+        out = dict(params)
+        for m, (x, y, mask) in sets.items():
+            _, feats = self.predict(m, x, params, return_features=True)
+            w_key, b_key = head_keys(m)
+            out[w_key], out[b_key] = ridge_head(feats, y, mask, self.head_ridge)
+        return out
 
     def predict(self, modality: str, coords: Tensor, params: Params, return_features: bool = False):
         """Evaluate one modality's INR with adapted tensors (``(B, P, d_out)``)."""
@@ -224,6 +257,14 @@ class MetaLearner(nn.Module):
                 if not track_graph:
                     params = {key: v.detach().requires_grad_(True) for key, v in params.items()}
                 auxs.append(aux)
+            if self.adapt_mode == "head":
+                sets = {
+                    m: (episode[m].support_x, episode[m].support_y, episode[m].support_mask)
+                    for m in self.modalities
+                }
+                params = self.solve_heads(sets, params)
+                if not track_graph:
+                    params = {key: v.detach().requires_grad_(True) for key, v in params.items()}
         return params, auxs
 
     def query_losses(self, episode: Episode, params: Params) -> dict[str, Tensor]:

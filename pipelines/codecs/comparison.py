@@ -216,8 +216,17 @@ def compare_fits(
     for lr in lrs:
         base_fits.append(
             fit_batch(
-                scratch, coords, values, valid, max_steps, lr, "adam", target_psnr=top,
-                eval_every=eval_every, track_every=eval_every, **common,
+                scratch,
+                coords,
+                values,
+                valid,
+                max_steps,
+                lr,
+                "adam",
+                target_psnr=top,
+                eval_every=eval_every,
+                track_every=eval_every,
+                **common,
             )  # fmt: skip
         )
         enc_fits.append(run_encoder())
@@ -230,8 +239,12 @@ def compare_fits(
     encoder = FitCurve(label, math.nan, enc_sps, _curve(e), _steps_to(e, tlist), e.steps)
     baselines = [
         FitCurve(
-            f"adam lr={lr:g}", lr, f.seconds / max(f.steps, 1), _curve(f),
-            _steps_to(f, tlist), max_steps,
+            f"adam lr={lr:g}",
+            lr,
+            f.seconds / max(f.steps, 1),
+            _curve(f),
+            _steps_to(f, tlist),
+            max_steps,
         )  # fmt: skip
         for lr, f in zip(lrs, base_fits, strict=True)
     ]

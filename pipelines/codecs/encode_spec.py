@@ -39,7 +39,8 @@ class EncodeSpec(Validated):
         out: code store URL.
         run_config: the meta-model run's config (empty: ``config.yaml`` of the
             checkpoint's run).
-        steps: adaptation steps ``K`` per time step.
+        steps: adaptation steps ``K`` per time step (0: none; a meta-model with closed-form
+            heads, ``method.head_ridge``, then only solves its heads).
         lr: learning rate of ``adam``/``sgd`` (``rule`` uses the meta-trained rates).
         optimizer: ``rule`` (the inner-loop update the model was meta-trained with: MAML's
             SGD at ``method.inner_lr``, learned MetaSGD rates...), ``adam`` or ``sgd``. A
@@ -87,7 +88,7 @@ class EncodeSpec(Validated):
     checkpoint: str = ""
     model: str = ""
     run_config: str = ""
-    steps: int = bounded(16, ge=1)
+    steps: int = bounded(16, ge=0)
     lr: float = bounded(1e-3, gt=0.0)
     optimizer: str = choice("rule", ENCODE_OPTIMIZERS)
     adam_steps: int = bounded(0, ge=0)

@@ -105,7 +105,8 @@ def fit_batch(
         coords: variable -> ``(P, d)`` coordinates shared by the batch.
         values: variable -> ``(B, P, C)`` normalised values (NaN replaced by 0).
         valid: variable -> ``(B, P)`` float, 1 where the value counts.
-        steps: gradient steps ``K`` (an upper bound with ``target_psnr``).
+        steps: gradient steps ``K`` (an upper bound with ``target_psnr``); a learner with
+            closed-form heads (adapt mode ``head``) then solves its heads on every point.
         lr: learning rate.
         optimizer: ``adam`` (per-element, batched), ``sgd``, or ``rule`` (the update
             rule the model was meta-trained with, e.g. learned MetaSGD rates).
@@ -168,6 +169,13 @@ def fit_batch(
                 reached[hit], reached_s[hit] = k, seconds
                 if bool((reached >= 0).all()):
                     break
+    if learner.adapt_mode == "head":  # the closed-form heads, on every valid point
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            sets = {m: (coords[m][None], values[m], valid[m]) for m in learner.modalities}
+            params = learner.solve_heads(sets, params)
+        synchronize(device)
+        seconds += time.perf_counter() - t0
     out.params = {key: v.detach() for key, v in params.items()}
     out.steps, out.seconds = k, seconds
     if target_psnr is not None:

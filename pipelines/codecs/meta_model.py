@@ -8,6 +8,8 @@ adapted depends on how the model was meta-trained:
 
 * ``weights`` (``maml``, ``meta_inr``): every INR weight; the code of a time step is its
   weight delta from the meta-model, flattened.
+* ``head`` (``maml``/``meta_inr`` with ``method.head_ridge``): only each INR's last
+  layer, solved in closed form; the code is the heads' deltas.
 * ``context`` (``cavia``, ``metasgd``, ...): only the context vectors, which are the code
   (much smaller).
 
@@ -244,7 +246,7 @@ def params_to_codes(learner: MetaLearner, params: Mapping[str, Tensor]) -> Tenso
     parts = []
     for k in code_layout(learner).keys:
         v = params[k].detach()
-        if learner.adapt_mode == "weights":
+        if learner.adapt_mode != "context":
             v = v - base[k]
         parts.append(v.reshape(v.shape[0], -1))
     return torch.cat(parts, 1)
@@ -258,7 +260,7 @@ def codes_to_params(learner: MetaLearner, codes: Tensor) -> dict[str, Tensor]:
     out, off = {}, 0
     for k, shape, n in zip(layout.keys, layout.shapes, layout.sizes, strict=True):
         v = codes[:, off : off + n].reshape(codes.shape[0], *shape).to(base[k].dtype)
-        out[k] = v + base[k] if learner.adapt_mode == "weights" else v
+        out[k] = v + base[k] if learner.adapt_mode != "context" else v
         off += n
     return out
 

@@ -110,6 +110,7 @@ def store_episodes(
     cache: dict[tuple[int, int], dict[str, np.ndarray]] = {}
     cached_bytes = 0
     ranges = store.chunk_ranges()
+    starts = np.array([a for a, _ in ranges])  # ranges may differ in size (patch stores)
     shapes = {m: store.info[m].grid_shape for m in store.modalities}
     per_signal = [m for m in store.modalities if store.info[m].coords is None]
     scales = modality_scales(store)
@@ -118,7 +119,7 @@ def store_episodes(
         rows = {m: [] for m in store.modalities}
         coords_rows = {m: [] for m in store.modalities}
         for i in batch_idx:
-            r = ranges[int(i) // store.chunk_size]
+            r = ranges[int(np.searchsorted(starts, int(i), "right")) - 1]
             if r not in cache:
                 data = store.read(*r)
                 data.update({f"c:{m}": store.read_coords(m, *r) for m in per_signal})

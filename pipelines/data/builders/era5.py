@@ -36,11 +36,18 @@ from pipelines.data.builders.cf import VARIABLE_ATTRS, with_cf_metadata
 from pipelines.data.builders.era5_grid import Target, plan, regrid_blocks
 from pipelines.data.builders.era5_names import FIELD_DIMS, select_variables, standardise
 from pipelines.data.builders.grib_input import open_grib
+from pipelines.data.builders.patch_option import (
+    add_patch_argument,
+    parse_ints,
+    parse_patch,
+    patch_summary,
+)
 from pipelines.data.builders.progress import add_progress_argument, track
 from pipelines.data.builders.samples import is_sample, open_sample
 from pipelines.data.stores.field_stream import FieldStoreStream, chunk_steps
-from pipelines.data.stores.field_writer import split_by_time
+from pipelines.data.stores.field_writer import patch_grid, split_by_time
 from pipelines.data.stores.location import StoreLocation, make_location, redact_url
+from pipelines.data.stores.patch_chunks import patch_layout
 from pipelines.data.stores.writer import NORMALISATIONS
 
 GRIB_SUFFIXES = (".grib", ".grb", ".grib2", ".grb2")
@@ -102,6 +109,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="S3-compatible endpoint of the inputs (else AWS_ENDPOINT_URL)",
     )
+    add_patch_argument(p, "32x32")
     add_progress_argument(p)
 
 
@@ -113,9 +121,10 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
     by a block, not by the store; inputs that split the variables between them are merged
     in memory first (:func:`_blocks`).
     """
-    shape = _parse_ints(args.resolution, "x", "--resolution")
+    shape = parse_ints(args.resolution, "x", "--resolution")
     if len(shape) != 2 or min(shape) < 2:
         raise ValueError(f"--resolution must be NLATxNLON with both >= 2, got {args.resolution!r}")
+    patch = parse_patch(getattr(args, "patch", ""), 2, "32x32")
     if args.time_stride < 1:
         raise ValueError(f"--time-stride must be >= 1, got {args.time_stride}")
     fractions = (args.val_fraction, args.test_fraction)
@@ -144,11 +153,16 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
         command = ["mia-inr build era5", *(f"--input {s}" for s in shown)]
         command += [f"--variables {','.join(mapping)}", f"--resolution {args.resolution}"]
         command += [f"--regrid {target.method}", f"--normalisation {args.normalisation}"]
+        command += [f"--patch {'x'.join(map(str, patch))}"] if patch else []
         command.append(f"--out {redact_url(args.out)}")  # not the temporary sibling written
         finite = dict.fromkeys(mapping, False)
         stream = info = None
         total = sum(p.sizes["time"] for p in parts)
         chunk = chunk_steps(args.chunk, _per_step(parts, shape), era5_grid.BLOCK_BYTES)
+        spatial: tuple[int, ...] = ()
+        if patch:  # chunks of whole patches, a few steps: blocks align to them
+            point = max(patch_grid(part, 2, "the input")[1] for part in parts)
+            chunk, spatial = patch_layout(shape, patch, point, chunk)
         blocks = _blocks(parts, target, chunk, shown)
         for block in track(blocks, total, "build era5", getattr(args, "progress", False)):
             block = block.transpose(*[d for d in FIELD_DIMS if d in block.dims])
@@ -172,7 +186,7 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
                     "time_range": [str(block["time"].values[0]), ""],
                     "time_stride": args.time_stride,
                 }
-                stream = FieldStoreStream(location, chunk, info, args.normalisation)
+                stream = FieldStoreStream(location, chunk, info, args.normalisation, patch, spatial)
             stream.append(block)
             info["time_range"][1] = str(block["time"].values[-1])
     finally:
@@ -190,6 +204,7 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
         "time_steps": stream.n_time,
         "grid": list(shape),
         "chunk_time": chunk,
+        **patch_summary(patch, chunk, spatial),
         **{k: info[k] for k in ("variables", "regrid", "levels", "members", "time_range")},
         **info["domain"],
         "split": {k: int((split == i).sum()) for i, k in enumerate(("train", "val", "test"))},
@@ -347,13 +362,6 @@ def _pick(ds: xr.Dataset, dim: str, wanted: list[float], flag: str, name: str) -
 
 
 # --- helpers --------------------------------------------------------------------------
-
-
-def _parse_ints(text: str, sep: str, flag: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.lower().split(sep))
-    except ValueError:
-        raise ValueError(f"{flag}: cannot parse {text!r}") from None
 
 
 def _span(values: np.ndarray) -> list[float]:

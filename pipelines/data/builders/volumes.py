@@ -39,10 +39,12 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from pipelines.data.builders.patch_option import add_patch_argument, parse_patch, patch_summary
 from pipelines.data.builders.progress import add_progress_argument, progress_bar
 from pipelines.data.stores import StoreLocation
 from pipelines.data.stores.field_stream import FieldStoreStream, chunk_steps, time_blocks
-from pipelines.data.stores.field_writer import split_by_time
+from pipelines.data.stores.field_writer import patch_grid, split_by_time
+from pipelines.data.stores.patch_chunks import patch_layout
 from pipelines.data.stores.reader import TIME_DIMS
 from pipelines.data.stores.writer import NORMALISATIONS
 
@@ -68,6 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--test-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
+    add_patch_argument(p, "16x16x16")
     add_progress_argument(p)
 
 
@@ -239,6 +242,7 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
     target = tuple(int(s) for s in args.resize.split(",")) if args.resize else None
     if target is not None and (len(target) != 3 or min(target) < 1):
         raise ValueError(f"--resize needs Z,Y,X positive sizes, got {args.resize!r}")
+    patch = parse_patch(getattr(args, "patch", ""), 3, "16x16x16")
     if args.simulate:
         if args.size < 4 or args.steps < 1 or args.record_every < 1:
             raise ValueError("--size >= 4, --steps >= 1 and --record-every >= 1 are required")
@@ -265,7 +269,11 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
         attrs = {"source": "volumes", "input": source, "seed": args.seed}
         resize = target if target and not args.nifti else None
         chunk = chunk_steps(args.chunk, _per_step(ds, resize), BLOCK_BYTES)
-        stream = FieldStoreStream(location, chunk, attrs, args.normalisation)
+        spatial: tuple[int, ...] = ()
+        if patch:  # chunks of whole patches, a few steps: blocks align to them
+            shape, point = patch_grid(ds, 3, source)
+            chunk, spatial = patch_layout(resize or shape, patch, point, chunk)
+        stream = FieldStoreStream(location, chunk, attrs, args.normalisation, patch, spatial)
         grid: list[int] = []
         with progress_bar(n_time, "build volumes", getattr(args, "progress", False)) as bar:
             for block in _blocks(ds, chunk):
@@ -282,6 +290,7 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
         "grid": grid,
         "variables": list(ds.data_vars),
         "chunk_time": chunk,
+        **patch_summary(patch, chunk, spatial),
         "split": {s: int((split == i).sum()) for i, s in enumerate(("train", "val", "test"))},
         "seconds": round(time.perf_counter() - t0, 2),
     }

@@ -1,7 +1,9 @@
 """Write a field store in time blocks: memory bounded by one block, not by the store.
 
 :class:`FieldStoreStream` appends blocks of raw values (float32) along time as they come
-(``to_zarr(append_dim=...)``); :meth:`FieldStoreStream.finish` then makes two passes over the
+(``to_zarr(append_dim=...)``), chunked along time, and spatially in whole patches for a
+store built for ``data.patch`` (:mod:`~pipelines.data.stores.patch_chunks`);
+:meth:`FieldStoreStream.finish` then makes two passes over the
 written store, whole chunks at a time: the per-channel normalisation statistics over the
 training time steps (min/max, or shifted sums for mean and standard deviation, in
 float64), then every block normalised in place, with the ``valid`` mask gathered on the way.
@@ -13,6 +15,7 @@ half-normalised. The format is :mod:`pipelines.data.stores.field_writer`'s.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,7 +25,8 @@ import zarr
 from pipelines.data.stores.errors import StoreError
 from pipelines.data.stores.field_attrs import normalised_attrs
 from pipelines.data.stores.location import StoreLocation
-from pipelines.data.stores.reader import LEVEL_DIMS, MEMBER_DIMS, TIME_DIMS
+from pipelines.data.stores.patch_chunks import BUILT_PATCH_ATTR
+from pipelines.data.stores.reader import LEVEL_DIMS, MEMBER_DIMS, SPATIAL_SETS, TIME_DIMS
 from pipelines.data.stores.writer import NORMALISATIONS, apply_norm, quiet_consolidation
 
 BLOCK_BYTES = 48 * 2**20  # float64 values of one variable handled at once by finish()
@@ -38,6 +42,11 @@ class FieldStoreStream:
         attrs: extra global attributes (source, builder arguments).
         normalisation: one of ``NORMALISATIONS`` (per variable and level), checked here,
             before anything is written.
+        patch: the ``data.patch`` the store is built for (``--patch``), recorded as the
+            ``mia_built_patch`` attribute; empty: chunks along time only.
+        spatial_chunks: chunk extent per spatial axis (whole patches, see
+            :func:`~pipelines.data.stores.patch_chunks.patch_layout`); the whole grid when
+            empty.
 
     Raises:
         StoreError: an unknown normalisation.
@@ -49,10 +58,15 @@ class FieldStoreStream:
         chunk_time: int = 16,
         attrs: dict[str, Any] | None = None,
         normalisation: str = "minmax01",
+        patch: Sequence[int] = (),
+        spatial_chunks: Sequence[int] = (),
     ) -> None:
         if normalisation not in NORMALISATIONS:
             raise StoreError(f"{location}: normalisation must be one of {NORMALISATIONS}")
         self.location, self.chunk_time, self.attrs = location, int(chunk_time), attrs or {}
+        self.spatial_chunks = tuple(int(c) for c in spatial_chunks)
+        if patch:
+            self.attrs = {**self.attrs, BUILT_PATCH_ATTR: [int(p) for p in patch]}
         self.normalisation = normalisation
         self.tdim: str | None = None
         self.names: list[str] = []
@@ -78,19 +92,16 @@ class FieldStoreStream:
                 f"{self.location}: refusing to write an empty store ({tdim!r} of length 0)"
             )
         block = block.assign({n: da.astype(np.float32) for n, da in block.data_vars.items()})
+        if self.spatial_chunks:  # patches count from the south: so do the chunks
+            for lat in ("latitude", "lat"):
+                if lat in block.coords and block[lat].size > 1 and block[lat][0] > block[lat][-1]:
+                    block = block.isel({lat: slice(None, None, -1)})
         if self.tdim is None:
             self.tdim, self.names = tdim, [str(v) for v in block.data_vars]
             # Zarr lists arrays alphabetically; the variable order is kept explicitly.
             self.global_attrs = {**block.attrs, **self.attrs, "mia_variables": self.names}
             block.attrs = self.global_attrs
-            encoding = {
-                n: {
-                    "chunks": tuple(
-                        self.chunk_time if d == tdim else n_d for d, n_d in da.sizes.items()
-                    )
-                }
-                for n, da in block.data_vars.items()
-            }
+            encoding = {n: {"chunks": self._chunks(n, da, tdim)} for n, da in block.items()}
             block.to_zarr(self.location.zarr_store("w"), mode="w", zarr_format=3,
                           encoding=encoding, consolidated=False)  # fmt: skip
         else:  # xarray rewrites the group's attributes on append: the first block's stay
@@ -98,6 +109,22 @@ class FieldStoreStream:
             block.to_zarr(self.location.zarr_store("a"), append_dim=tdim, zarr_format=3,
                           consolidated=False)  # fmt: skip
         self.n_time += block.sizes[tdim]
+
+    def _chunks(self, name: str, da: xr.DataArray, tdim: str) -> tuple[int, ...]:
+        """Chunk shape of variable ``name``: ``chunk_time`` steps, spatial chunks if any."""
+        space: dict[str, int] = {}
+        if self.spatial_chunks:
+            dims = next((s for s in SPATIAL_SETS if all(d in da.dims for d in s)), ())
+            if len(dims) != len(self.spatial_chunks):
+                raise StoreError(
+                    f"{self.location}: variable {name!r} has dims {da.dims}, not "
+                    f"{len(self.spatial_chunks)} spatial axes (chunks {list(self.spatial_chunks)})"
+                )
+            space = dict(zip(dims, self.spatial_chunks, strict=True))
+        return tuple(
+            self.chunk_time if d == tdim else min(space.get(d, n_d), n_d)
+            for d, n_d in da.sizes.items()
+        )
 
     def finish(self, split: np.ndarray | None = None) -> None:
         """Normalise every variable in place, write ``split`` and ``valid``, consolidate.

@@ -1,0 +1,122 @@
+"""The store reader's common pieces: dims, modality geometry, the :class:`Store` API.
+
+Shared by :mod:`~pipelines.data.stores.reader` (signal stores, :func:`open_store`) and
+:mod:`~pipelines.data.stores.field_reader` (field stores); import them from ``reader``.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipelines.data.stores.errors import StoreError
+from pipelines.data.stores.location import StoreLocation
+from pipelines.data.stores.retry import read_with_retry
+
+TIME_DIMS = ("time", "valid_time", "t")
+MEMBER_DIMS = ("member", "number", "ensemble", "realization")
+LEVEL_DIMS = ("level", "pressure_level", "isobaricInhPa", "plev", "lev")
+SPATIAL_SETS = (("latitude", "longitude"), ("lat", "lon"), ("z", "y", "x"), ("y", "x"))
+
+
+@dataclass
+class ModalityInfo:
+    """Geometry and normalisation of one modality.
+
+    Attributes:
+        name: modality (variable) name.
+        grid_shape: spatial grid, or ``(P,)`` for point sets.
+        channels: ``C``.
+        coords: ``(P, d)`` float32 in ``[-1, 1]``; ``None`` when per-signal.
+        extent: physical ``[lo, hi]`` per axis.
+        norm: normalisation statistics (see ``writer.apply_norm``).
+    """
+
+    name: str
+    grid_shape: tuple[int, ...]
+    channels: int
+    coords: np.ndarray | None
+    extent: list[list[float]] = field(default_factory=list)
+    norm: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
+
+    @property
+    def num_points(self) -> int:
+        """Points per signal ``P``."""
+        return math.prod(self.grid_shape)
+
+
+def grid_coords(shape: tuple[int, ...]) -> np.ndarray:
+    """``(prod(shape), d)`` row-major grid coordinates in ``[-1, 1]`` (corners included)."""
+    axes = [np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1) for n in shape]
+    mesh = np.meshgrid(*axes, indexing="ij")
+    return np.stack([m.reshape(-1) for m in mesh], -1).astype(np.float32)
+
+
+def _chunk_key(arr: Any, name: str, axis: int | dict[int, int], index: int = 0) -> str:
+    """Storage key of the chunk holding ``index`` along ``axis`` (chunk 0 along the others).
+
+    ``axis`` may also map several axes to an index each (``index`` is then unused).
+    """
+    at = axis if isinstance(axis, dict) else {axis: index}
+    try:
+        coords = [0] * arr.ndim
+        for ax, i in at.items():
+            coords[ax] = i // arr.chunks[ax]
+        return f"{name}/{arr.metadata.encode_chunk_key(tuple(coords))}"
+    except Exception:  # unusual metadata (sharding...): name the array at least
+        return f"{name}/<chunk of index {list(at.values())}>"
+
+
+def _chunk_spans(start: int, stop: int, size: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` cut at multiples of ``size`` (one span per chunk touched)."""
+    spans, a = [], start
+    while a < stop:
+        b = min(stop, (a // size + 1) * size)
+        spans.append((a, b))
+        a = b
+    return spans or [(start, stop)]
+
+
+class Store(abc.ABC):
+    """Common reader API; use :func:`open_store`."""
+
+    location: StoreLocation
+    modalities: list[str]
+    info: dict[str, ModalityInfo]
+    num_signals: int
+    chunk_size: int
+    split: np.ndarray
+    scale: np.ndarray
+    valid: np.ndarray
+    attrs: dict[str, Any]
+
+    def chunk_ranges(self) -> list[tuple[int, int]]:
+        """``[start, stop)`` signal ranges aligned to the store's chunks."""
+        return [
+            (s, min(self.num_signals, s + self.chunk_size))
+            for s in range(0, self.num_signals, self.chunk_size)
+        ]
+
+    @abc.abstractmethod
+    def read(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Modality -> ``(stop - start, P, C)`` float32 (NaN where missing)."""
+
+    def read_coords(self, modality: str, start: int, stop: int) -> np.ndarray:
+        """``(P, d)`` shared coordinates, or ``(n, P, d)`` when per-signal."""
+        c = self.info[modality].coords
+        if c is None:
+            raise StoreError(f"{self.location}: modality {modality!r} has no shared coordinates")
+        return c
+
+    def _retried(self, read: Callable[[], np.ndarray], key: str) -> np.ndarray:
+        """``read()`` of chunk ``key``, retried through an outage of a remote store."""
+        return read_with_retry(read, f"chunk {key!r} of {self.location}", self.location.is_remote)
+
+    def _fail(self, what: str, err: Exception | None = None) -> StoreError:
+        detail = f": {type(err).__name__}: {err}" if err is not None else ""
+        return StoreError(f"{self.location}: {what}{detail}")
