@@ -134,6 +134,11 @@ class INR(nn.Module, abc.ABC):
         """
         w = self._w(weights, "out_weight")
         b = self._w(weights, "out_bias")
+        if w.dim() == 3 and feats.shape[0] == 1 and w.shape[0] > 1:
+            # shared features, per-signal heads (closed-form heads, decoding patches): one
+            # GEMM instead of a (B, P, W) product
+            out = torch.einsum("pw,bcw->bpc", feats[0], w)
+            return out + (b if b.dim() == 1 else b.unsqueeze(1))
         if self.d_out == 1:
             if w.dim() == 2:
                 out = torch.matmul(feats, w.t())
