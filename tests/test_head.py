@@ -79,4 +79,6 @@ def test_head_ridge_needs_weight_adaptation_with_maml_meta_gradients():
     with pytest.raises(ConfigError, match="head_ridge"):
         load_config("configs/experiments/default.yaml", ["method.head_ridge=1e-3"])
     with pytest.raises(ConfigError, match="head_ridge"):
-        load_config("configs/experiments/meta_inr_patch_era5.yaml", ["method.head_ridge=1e-3"])
+        load_config(
+            "configs/experiments/meta_inr_patch_era5_reptile.yaml", ["method.head_ridge=1e-3"]
+        )

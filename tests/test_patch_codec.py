@@ -111,6 +111,8 @@ def test_patch_codes_encode_decode_and_resample(patch_run, tmp_path):
     group = zarr.open_group(str(out), mode="r")
     attrs = group.attrs["mia_codes"]
     assert attrs["patches_per_step"] == 12 and attrs["patch"]["patch"] == [P, P]
+    # closed-form heads: a patch's code is each variable's last layer (16 weights + bias)
+    assert attrs["mode"] == "head" and attrs["code_dim"] == 2 * (16 + 1)
     assert group["codes"].shape == (T, 12, attrs["code_dim"]) and group["codes"].dtype == np.int8
     assert group["code_scale"].shape[:2] == (T, 12)
     # compression counts every patch's code
