@@ -15,6 +15,10 @@ script goes on):
 6. ``speed <device>``: MIA meta-iterations per second and peak device memory, the device
    against the CPU (same workload, same process).
 7. ``cpu evaluate``: the GPU-trained run evaluated by a process that sees no GPU.
+8. ``scale era5 721x1440``: the 0.25-degree row of ``benchmarks/scale_bench.py`` with
+   ``run.device=cuda`` / ``encode.device=cuda`` (16 time steps, 60 training steps, 2
+   encoded steps, 150 s per stage: the whole check stays within its 600 s); skipped in a
+   dry run.
 
 ``--dry-run`` runs the same steps on the CPU at tiny sizes (CI runs it, so the script keeps
 working where no GPU is). ``--json PATH`` also writes the rows; ``--markdown PATH`` the
@@ -278,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda: speed_rows(device, 8 if small else 64, 50 if small else 200, 3 if small else 20),
     )
     _step(rows, "cpu evaluate", lambda: _cpu_evaluate(work / "gpu_local"))
+    _step(rows, "scale era5 721x1440", lambda: _scale_row(work, small))
     table = _table(rows)
     print("\n" + table)
     if args.json:
@@ -293,6 +298,32 @@ def _encode(work: Path, device: str, local: bool) -> str:
 
     summary = encode_tiny(work, device, local)
     return f"{summary.done} steps, {summary.psnr['mean']:.1f} dB"
+
+
+def _scale_row(work: Path, dry_run: bool) -> list[Row]:
+    """The 0.25-degree row of ``benchmarks/scale_bench.py`` on the GPU (skipped in a dry run).
+
+    Fewer steps than the benchmark's own run, to fit the check's time; its JSON and page go
+    to the working folder, not to ``benchmarks/results``.
+    """
+    name = "scale era5 721x1440"
+    if dry_run:
+        why = "GPU only; on CPU: python benchmarks/scale_bench.py --sizes small"
+        return [{"step": name, "result": "ok", "value": "skipped (dry run)", "detail": why}]
+    out = work / "scale"
+    cmd = [sys.executable, "benchmarks/scale_bench.py", "--family", "era5", "--sizes"]
+    cmd += ["721x1440", "--device", "cuda", "--steps-build", "16", "--train-steps", "60"]
+    cmd += ["--encode-steps", "2", "--timeout", "150", "--work", str(out)]
+    cmd += ["--json", str(out / "scale.json"), "--markdown", str(out / "scale.md")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
+    if not (out / "scale.json").exists():
+        raise RuntimeError(((proc.stderr or proc.stdout).strip().splitlines() or ["no output"])[-1])
+    row = json.loads((out / "scale.json").read_text())["rows"][0]
+    keys = ("psnr_db", "encode_steps_per_s_per_core", "train_patches_per_s", "build_peak_mb")
+    value = ", ".join(f"{k} {row[k]:.3g}" if row[k] is not None else f"{k} null" for k in keys)
+    ok = all(row[k] is not None for k in keys)
+    detail = (row.get("note") or f"seam {row.get('seam_psnr_db')} dB")[:180]
+    return [{"step": name, "result": "ok" if ok else "FAIL", "value": value, "detail": detail}]
 
 
 def _cpu_evaluate(run_dir: Path) -> str:

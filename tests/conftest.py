@@ -1,6 +1,8 @@
 """Shared factories for the engine tests: tiny learners and synthetic episodes."""
 
 import contextlib
+import os
+import shutil
 
 import pytest
 import torch
@@ -13,6 +15,11 @@ from pipelines.cluster.local_run import moto_s3
 # The tensors here are tiny: intra-op threads only add OpenMP spin-waiting, which turns
 # into minutes when another process shares the two cores.
 torch.set_num_threads(1)
+
+# Ray Train's controller polls its worker group every 2 s, so every fit noticed its end (or
+# a dead worker) up to 2 s late. Tests poll every 0.5 s; Ray Train hands the variable from
+# the driver to its controller, and subprocesses (scripts, `ray start`) inherit it.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 TINY = [
     "model.width=16",
@@ -176,3 +183,29 @@ def s3_server():
             "client": client,
             "make_bucket": make_bucket,
         }
+
+
+# --- MLflow: a fresh sqlite store costs seconds of schema migrations (fsyncs) ----------------
+
+
+@pytest.fixture(scope="session")
+def mlflow_schema(tmp_path_factory):
+    """An MLflow sqlite file with every table and migration but no experiment (made once)."""
+    from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine
+
+    path = tmp_path_factory.mktemp("mlflow-schema") / "mlflow.db"
+    engine = create_sqlalchemy_engine(f"sqlite:///{path}")
+    _initialize_tables(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture
+def mlflow_db(tmp_path, mlflow_schema):
+    """``tmp_path/mlflow.db`` (the store of ``run.out_dir=tmp_path``) with its schema in place.
+
+    What MLflow writes into a new store only after migrating it (the default experiment,
+    the runs) is still written by the code under test; only the migrations are skipped.
+    """
+    shutil.copyfile(mlflow_schema, tmp_path / "mlflow.db")
+    return tmp_path / "mlflow.db"

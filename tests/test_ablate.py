@@ -131,7 +131,7 @@ def test_variants_switch_the_sft(tmp_path):
 
 @pytest.mark.integration
 @pytest.mark.timeout(600)
-def test_tiny_study_fills_every_cell_and_resumes(tmp_path):
+def test_tiny_study_fills_every_cell_and_resumes(tmp_path, mlflow_db):
     import mlflow
 
     spec, bases = load_ablation(study_file(tmp_path))

@@ -112,7 +112,9 @@ def test_a_really_full_file_system_while_checkpointing_stops(stores, tmp_path, t
 
 
 @pytest.mark.timeout(300)
-def test_killed_driver_resubmitted_resumes_without_losing_steps(stores, tmp_path):  # noqa: F811
+def test_killed_driver_resubmitted_resumes_without_losing_steps(
+    stores, tmp_path, mlflow_db  # noqa: F811
+):
     base = method_config("cavia", stores, tmp_path)  # the same tiny model and data
     overrides = [
         f"data.store={base.data.store}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,12 +27,16 @@ STEPS = [
     "encode ray",
     "speed mia cpu",
     "cpu evaluate",
+    "scale era5 721x1440",
 ]
 
 
 @pytest.mark.timeout(300)
-def test_dry_run_passes_every_step(tmp_path):
+def test_dry_run_passes_every_step(tmp_path, mlflow_schema):
     out = tmp_path / "rows.json"
+    for store in ("w", "w/runs"):  # the MLflow stores of its runs, migrated in advance
+        (tmp_path / store).mkdir()
+        shutil.copyfile(mlflow_schema, tmp_path / store / "mlflow.db")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(
         [

@@ -342,7 +342,7 @@ def leak_probe(secrets: list[str]):
 
 @pytest.mark.integration
 @pytest.mark.timeout(420)
-def test_two_node_cluster_trains_across_both_nodes_from_s3(tmp_path, capfd, monkeypatch):
+def test_two_node_cluster_trains_across_both_nodes_from_s3(tmp_path, capfd, monkeypatch, mlflow_db):
     import ray
 
     from pipelines.engine.checkpoint import load_checkpoint

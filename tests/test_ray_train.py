@@ -98,7 +98,7 @@ def test_two_workers_write_checkpoints_mlflow_and_results(ray_session, other_fs_
 
 
 @pytest.mark.fault
-def test_worker_failure_resumes_from_checkpoint(ray_session, tmp_path):
+def test_worker_failure_resumes_from_checkpoint(ray_session, tmp_path, mlflow_db):
     cfg = cfg_for(
         tmp_path,
         "run.steps=6",
@@ -116,7 +116,9 @@ def test_worker_failure_resumes_from_checkpoint(ray_session, tmp_path):
 
 
 @pytest.mark.fault
-def test_resubmitted_run_resumes_from_s3_storage(ray_session, s3_server, monkeypatch, tmp_path):
+def test_resubmitted_run_resumes_from_s3_storage(
+    ray_session, s3_server, monkeypatch, tmp_path, mlflow_db
+):
     # Ray Train's storage on the S3 server: the second job finds the first one's
     # checkpoint there (not in the run directory) and continues from step 2.
     import shutil

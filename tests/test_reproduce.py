@@ -75,7 +75,7 @@ def test_bad_studies_name_the_key(tmp_path):
 
 @pytest.mark.integration
 @pytest.mark.timeout(300)
-def test_tiny_study_fills_table1_and_curve_and_resumes(tmp_path, capsys):
+def test_tiny_study_fills_table1_and_curve_and_resumes(tmp_path, capsys, mlflow_db):
     import mlflow
 
     from ray_jobs.common import run_main

@@ -85,7 +85,7 @@ def test_only_connection_errors_of_remote_stores_are_retried():
 
 
 @pytest.mark.timeout(300)
-def test_training_mid_epoch_survives_a_20_s_outage(proxied, tmp_path):
+def test_training_mid_epoch_survives_a_20_s_outage(proxied, tmp_path, mlflow_db):
     url = f"s3://outage/{tmp_path.name}-synthetic.zarr"
     build = ["synthetic1d", "--out", url, "--chunk", "2", "--num-functions", "40"]
     assert build_main([*build, "--num-train", "30", "--num-points", "30",

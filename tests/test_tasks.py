@@ -94,7 +94,7 @@ def test_every_method_name_has_a_task():
 
 
 @pytest.mark.parametrize("method", METHOD_NAMES)
-def test_method_trains_locally_and_resumes(method, stores, tmp_path):
+def test_method_trains_locally_and_resumes(method, stores, tmp_path, mlflow_db):
     lines: list[str] = []
     first = train(
         method_config(method, stores, tmp_path, "run.steps=2"),
@@ -130,7 +130,9 @@ def one_method_per_task() -> list[str]:
 @pytest.mark.integration
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("method", one_method_per_task())
-def test_task_trains_on_two_ray_workers_and_resumes(method, stores, ray_session, tmp_path):
+def test_task_trains_on_two_ray_workers_and_resumes(
+    method, stores, ray_session, tmp_path, mlflow_db
+):
     workers = ["run.num_workers=2", "run.cpus_per_worker=0.5", "run.read_cpus=0.25"]
     marks = tmp_path / "hook"
     marks.mkdir()

@@ -137,7 +137,7 @@ def test_trial_slots_fit_two_cpus():
 
 @pytest.mark.integration
 @pytest.mark.timeout(400)
-def test_sweep_two_trials_mlflow_children_and_resume(ray_session, tmp_path):
+def test_sweep_two_trials_mlflow_children_and_resume(ray_session, tmp_path, mlflow_db):
     import mlflow
 
     spec, base = load_sweep(write_sweep(tmp_path), ["run.num_workers=1", "run.cpus_per_worker=0.5"])
