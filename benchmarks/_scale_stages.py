@@ -28,6 +28,7 @@ import json
 import re
 import shutil
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,19 +147,28 @@ def build(case: Case, s: Settings) -> dict[str, Any]:
     return {"build_s_per_step": per_step, "build_peak_mb": run.peak_mb, "notes": notes}
 
 
-def _mlflow_rates(run_dir: Path, db: Path) -> list[tuple[int, float]]:
-    """``(step, signals_per_s)`` logged to the run's MLflow sqlite store, oldest first."""
+def mlflow_metric(run_dir: Path, db: Path, key: str, since: float = 0.0) -> list[tuple[int, float]]:
+    """``(step, value)`` of metric ``key`` in the run's MLflow sqlite store, by step.
+
+    Only values logged from ``since`` (Unix seconds) on: a ``--no-resume`` rerun in the
+    same run folder keeps its MLflow run id, so an earlier run's values are still there.
+    """
     rid_file = run_dir / "mlflow_run_id"
     if not db.exists() or not rid_file.exists():
         return []
     rid = rid_file.read_text().strip()
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
         rows = con.execute(
-            "SELECT step, value FROM metrics WHERE run_uuid = ? AND key = 'signals_per_s' "
-            "ORDER BY step",
-            (rid,),
+            "SELECT step, value FROM metrics WHERE run_uuid = ? AND key = ? AND timestamp >= ? "
+            "ORDER BY step, timestamp",
+            (rid, key, int(since * 1000)),
         ).fetchall()
     return [(int(a), float(b)) for a, b in rows]
+
+
+def _mlflow_rates(run_dir: Path, db: Path, since: float = 0.0) -> list[tuple[int, float]]:
+    """``(step, signals_per_s)`` logged to the run's MLflow sqlite store, oldest first."""
+    return mlflow_metric(run_dir, db, "signals_per_s", since)
 
 
 def patches_per_s(points: list[tuple[int, float]]) -> float:
@@ -198,10 +208,11 @@ def train(case: Case, s: Settings) -> dict[str, Any]:
     ]
     if s.device != "cpu":
         cmd.append(f"run.device={s.device}")
+    started = time.time()
     run = run_child([*cmd, *s.train_set], case.path("logs/train.err"), timeout=s.timeout)
     if run.rc:
         return _fail("train", keys, run.reason())
-    points = _mlflow_rates(runs / case.tag, runs / "mlflow.db")
+    points = _mlflow_rates(runs / case.tag, runs / "mlflow.db", started)
     if len(points) < 2:
         points = [
             (int(m[1]), float(m[2])) for m in map(PROGRESS.match, run.stdout.splitlines()) if m
@@ -218,19 +229,28 @@ def train(case: Case, s: Settings) -> dict[str, Any]:
     }
 
 
-def encode_range(case: Case, count: int) -> tuple[int, int]:
-    """The first ``count`` steps of the store's test split (else its last steps)."""
-    split = np.asarray(zarr.open_group(str(case.path("store.zarr")), mode="r")["split"][...])
-    test = np.flatnonzero(split == 2)
-    if test.size == 0:
-        return max(0, split.size - count), split.size
-    return int(test[0]), int(min(test[0] + count, test[-1] + 1))
+SPLITS = {"train": 0, "val": 1, "test": 2}
 
 
-def encode(case: Case, s: Settings) -> dict[str, Any]:
-    """``mia-inr encode --local`` of held-out steps with the trained run."""
+def encode_range(case: Case, count: int, split: str = "test") -> tuple[int, int]:
+    """The first ``count`` steps of the store's ``split`` (test: else its last steps).
+
+    Raises:
+        ValueError: the store has no ``val`` or ``train`` step.
+    """
+    codes = np.asarray(zarr.open_group(str(case.path("store.zarr")), mode="r")["split"][...])
+    held = np.flatnonzero(codes == SPLITS[split])
+    if held.size == 0:
+        if split != "test":
+            raise ValueError(f"{case.path('store.zarr')}: no {split} step to encode")
+        return max(0, codes.size - count), codes.size
+    return int(held[0]), int(min(held[0] + count, held[-1] + 1))
+
+
+def encode(case: Case, s: Settings, split: str = "test") -> dict[str, Any]:
+    """``mia-inr encode --local`` of held-out steps (of ``split``) with the trained run."""
     keys = ("encode_steps_per_s_per_core", "encode_peak_mb")
-    a, b = encode_range(case, s.encode_steps)
+    a, b = encode_range(case, s.encode_steps, split)
     codes = case.path("codes.zarr")
     cmd = [
         *mia_command(),

@@ -14,6 +14,7 @@ from pipelines.codecs.encode import run_encode
 from pipelines.codecs.encode_spec import EncodeSpec
 from pipelines.codecs.meta_model import EncodeError, codes_to_params
 from pipelines.codecs.patch_codes import PatchGrid, positions_for
+from pipelines.codecs.report import ReportSpec, run_report
 from pipelines.data.stores import make_location, open_store
 from pipelines.data.stores.field_writer import split_by_time, write_field_store
 from pipelines.data.stores.patches import PatchStore
@@ -153,6 +154,9 @@ def test_patch_codes_encode_decode_and_resample(patch_run, tmp_path):
     # resume: a rerun has nothing left to do
     again = run_encode(spec(patch_run, out), log=lambda _s: None, local=True)
     assert (again.encoded, again.skipped) == (0, T)
+    # `encode report` (whole-field fits) refuses patch codes in one line
+    with pytest.raises(EncodeError, match="does not read patch codes"):
+        run_report(ReportSpec(codes=str(out)), log=lambda _s: None)
 
 
 def test_patch_encode_refuses_chain_length_and_bounds_memory_by_the_patch(patch_run, tmp_path):

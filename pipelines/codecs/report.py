@@ -112,6 +112,11 @@ def run_report(spec: ReportSpec, log: Callable[[str], None] = print) -> dict[str
     attrs = dict(group.attrs["mia_codes"])
     if "summary" not in attrs:
         raise EncodeError(f"{codes_loc}: no encoding summary yet; finish `mia-inr encode` first")
+    if attrs.get("patch"):
+        raise EncodeError(
+            f"{codes_loc}: `encode report` compares whole-field fits and does not read patch "
+            "codes yet; see docs/results/scale.md for patch codes' quality and speed"
+        )
     store = open_field_store(
         make_location(spec.store or attrs["store"], endpoint_url=endpoint), attrs["variables"]
     )
