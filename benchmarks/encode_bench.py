@@ -66,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--optimizer", default="rule", choices=("rule", "adam", "sgd"))
     p.add_argument("--lr", type=float, default=1e-3, help="encoder lr (adam/sgd)")
     p.add_argument(
-        "--baseline-lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3],
+        "--baseline-lrs",
+        type=float,
+        nargs="+",
+        default=[3e-4, 1e-3, 3e-3],
         help="from-scratch Adam lrs (the fastest per target is used)",
     )
     p.add_argument("--points-per-step", type=int, default=4096)

@@ -33,28 +33,28 @@ def ridge_head(feats: Tensor, y: Tensor, mask: Tensor, ridge: float) -> tuple[Te
     Returns:
         ``weight (B, C, W)`` and ``bias (B, C)``.
 
-    Shared features and signals whose every point counts (the common case: a grid with
-    no missing value) share one Gram matrix: one factorisation and one matrix product
-    for all of them instead of one ``P x (W + 1)^2`` product and solve per signal.
+    With shared features, signals with the same mask (every point valid, the common case,
+    or the same edge padding or missing-value pattern, static in time) share one Gram
+    matrix: one factorisation and one matrix product per distinct mask instead of one
+    ``P x (W + 1)^2`` product and solve per signal. Per-signal features (training episodes
+    draw their own points) are solved one signal at a time, batched.
     """
     b, c = y.shape[0], y.shape[-1]
     a = torch.cat([feats, torch.ones_like(feats[..., :1])], -1).float()
     mask = mask.float()
+    if a.shape[0] != 1:
+        wa = a * mask.unsqueeze(-1)
+        gram = wa.transpose(1, 2) @ a  # (B, W+1, W+1)
+        sol = torch.linalg.solve(_regular(gram, ridge), wa.transpose(1, 2) @ y.float())
+        return sol[:, :-1].transpose(1, 2), sol[:, -1]
     sol = a.new_zeros(b, a.shape[-1], c)
-    full = (mask == 1).all(1) if a.shape[0] == 1 else torch.zeros(b, dtype=torch.bool)
-    if bool(full.any()):
-        idx = full.nonzero().squeeze(1)
-        gram = a[0].T @ a[0]
-        rhs = torch.einsum("pw,bpc->wbc", a[0], y[idx].float()).reshape(a.shape[-1], -1)
-        out = torch.linalg.solve(_regular(gram[None], ridge)[0], rhs)
-        sol = sol.index_put((idx,), out.reshape(-1, idx.numel(), c).transpose(0, 1))
-    rest = (~full).nonzero().squeeze(1)
-    if rest.numel():
-        ar = a.expand(b, *a.shape[1:])[rest] if a.shape[0] != b else a[rest]
-        wa = ar * mask[rest].unsqueeze(-1)
-        gram = wa.transpose(1, 2) @ ar  # (R, W+1, W+1)
-        rhs = wa.transpose(1, 2) @ y[rest].float()  # (R, W+1, C)
-        sol = sol.index_put((rest,), torch.linalg.solve(_regular(gram, ridge), rhs))
+    patterns, group = torch.unique(mask, dim=0, return_inverse=True)
+    for g, pattern in enumerate(patterns):
+        idx = (group == g).nonzero().squeeze(1)
+        wa = a[0] * pattern[:, None]
+        rhs = torch.einsum("pw,bpc->wbc", wa, y[idx].float()).reshape(a.shape[-1], -1)
+        out = torch.linalg.solve(_regular((wa.T @ a[0])[None], ridge)[0], rhs)
+        sol[idx] = out.reshape(-1, idx.numel(), c).transpose(0, 1)
     return sol[:, :-1].transpose(1, 2), sol[:, -1]
 
 

@@ -141,7 +141,7 @@ def decode_patches(
     """Evaluate ``K`` patches' INRs on their output points and stitch one field.
 
     Args:
-        predict_fn: ``(coords (B, M, d), params of B patches) -> (B, M, C)``.
+        predict_fn: ``(coords (1, M, d) shared by B patches, their params) -> (B, M, C)``.
         params: the adapted tensors of the step's ``K`` patches (leading dim ``K``).
         coords: ``(K, M, d)`` from :meth:`PatchGrid.placement`.
         target: ``(K, M)`` output indices (``-1`` padding).
@@ -155,13 +155,21 @@ def decode_patches(
     out = np.full((num_points, channels), np.nan, np.float32)
     k, m = target.shape
     group = max(1, MAX_POINTS // max(m, 1))
-    for a in range(0, k, group):
-        b = min(k, a + group)
-        x = torch.from_numpy(coords[a:b]).to(device)
-        pred = predict_fn(x, {key: v[a:b] for key, v in params.items()}).float().cpu().numpy()
-        t = target[a:b]
-        keep = t >= 0
-        out[t[keep]] = pred[keep]
+    # Patches on the same local points (all of them at the source grid, all but the edge
+    # ones on a regular finer grid) share their coordinates: the INR's coordinate layers
+    # then run once per call, not once per patch.
+    frames, which = np.unique(coords.reshape(k, -1), axis=0, return_inverse=True)
+    for f, frame in enumerate(frames):
+        members = np.flatnonzero(which.reshape(-1) == f)
+        x = torch.from_numpy(np.ascontiguousarray(frame.reshape(1, m, -1))).to(device)
+        for a in range(0, members.size, group):
+            sel = members[a : a + group]
+            index = torch.from_numpy(sel).to(device)
+            part = {key: v.index_select(0, index) for key, v in params.items()}
+            pred = predict_fn(x, part).float().cpu().numpy()
+            t = target[sel]
+            keep = t >= 0
+            out[t[keep]] = pred[keep]
     return out
 
 

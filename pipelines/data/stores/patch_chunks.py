@@ -28,7 +28,7 @@ def patch_layout(
     """Time steps and spatial shape of a chunk of whole patches of about ``target`` bytes.
 
     The spatial chunk grows one patch at a time along its shortest axis (roughly square
-    chunks) while ``min(chunk_time, FEW_STEPS)`` steps of it fit in ``target``; a grid that
+    chunks) while ``FEW_STEPS`` steps of it fit in ``target``; a grid that
     fits is one spatial chunk. The time chunk then fills ``target`` (at most ``chunk_time``,
     at least 1 step).
 
@@ -46,7 +46,10 @@ def patch_layout(
     target = CHUNK_BYTES if target is None else int(target)
     cut = [max(1, min(int(p), int(g))) for p, g in zip(patch, grid, strict=True)]
     point_bytes = max(1, int(point_bytes))
-    budget = max(1, target // (point_bytes * max(1, min(int(chunk_time), FEW_STEPS))))
+    # Aim at FEW_STEPS steps even when the builder's block cap allows fewer: a training
+    # batch reads random patches of random steps, and each read decompresses a whole
+    # chunk, so the spatial extent is what one patch read costs.
+    budget = max(1, target // (point_bytes * FEW_STEPS))
     counts = [1] * len(cut)
 
     def extent(n: list[int]) -> list[int]:
