@@ -224,3 +224,29 @@ def test_ray_data_rows_are_patches(ray_session, stores, tmp_path):
     for m in ("a", "b"):
         for key in ("query_x", "query_y", "query_mask", "support_x", "support_y"):
             assert np.array_equal(getattr(via_ray[m], key).numpy(), getattr(local[m], key).numpy())
+
+
+def test_a_store_larger_than_the_cache_reads_each_range_once_per_epoch(stores, monkeypatch):
+    from pipelines.data import streams
+
+    _, ps = stores
+    spec = EpisodeSpec({"a": (0.2, 0.5), "b": (0.2, 0.5)}, 3, 1, "t")
+    reads = []
+    real = type(ps).read
+
+    def counting(self, a, b):
+        reads.append((a, b))
+        return real(self, a, b)
+
+    monkeypatch.setattr(type(ps), "read", counting)
+    # a cache of ~1.5 ranges: one global permutation would reread ranges all epoch long
+    per_signal = 2 * 4 * 64 * 2  # two modalities, 64 points, value + per-signal coordinate
+    monkeypatch.setattr(streams, "CACHE_BYTES", 9 * per_signal)
+    selected = np.flatnonzero(ps.valid)
+    order = streams.shuffled_order(ps, selected, 0, 0)
+    np.testing.assert_array_equal(np.sort(order), selected)  # a permutation
+    np.testing.assert_array_equal(order, streams.shuffled_order(ps, selected, 0, 0))
+    assert not np.array_equal(order, streams.shuffled_order(ps, selected, 0, 1))
+    episodes = list(store_episodes(ps, spec, 2, split=None, shuffle=True))
+    assert sum(e["a"].batch_size for e in episodes) == selected.size
+    assert len(reads) == len(set(reads)) == len(ps.chunk_ranges())  # each range once

@@ -83,6 +83,40 @@ def dataset_episodes(
         yield _episode_from_columns(batch, store, spec, epoch, scales)
 
 
+def shuffled_order(store: Store, selected: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """The signal order of a shuffled epoch of ``store_episodes``, from ``(seed, epoch)``.
+
+    A store whose decoded chunks fit :data:`CACHE_BYTES` gets one permutation of all its
+    signals (each chunk is read once anyway). A larger store (patches of a 0.25-degree
+    field: a 32-patch batch would otherwise read 32 chunk rows of 32 different steps)
+    gets its read ranges in random order, and its signals permuted within windows of
+    ranges that fill half the cache: each range is read once per epoch and a batch still
+    mixes the steps and regions of a window.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    ranges = store.chunk_ranges()
+    per_signal = sum(
+        4 * store.info[m].num_points * (store.info[m].channels + (store.info[m].coords is None))
+        for m in store.modalities
+    )
+    if per_signal * store.num_signals <= CACHE_BYTES or len(ranges) < 2:
+        return rng.permutation(selected)
+    starts = np.array([a for a, _ in ranges])
+    owner = np.searchsorted(starts, selected, "right") - 1
+    out: list[np.ndarray] = []
+    window: list[int] = []
+    filled = 0
+    for j in rng.permutation(len(ranges)):
+        window.append(int(j))
+        filled += (ranges[j][1] - ranges[j][0]) * per_signal
+        if filled >= CACHE_BYTES // 2 or len(window) == len(ranges):
+            out.append(rng.permutation(selected[np.isin(owner, window)]))
+            window, filled = [], 0
+    if window:
+        out.append(rng.permutation(selected[np.isin(owner, window)]))
+    return np.concatenate(out) if out else selected[:0]
+
+
 def store_episodes(
     store: Store,
     spec: EpisodeSpec,
@@ -104,7 +138,7 @@ def store_episodes(
     keep = keep_rows(store.split, store.valid, 0, code, time_stride)  # never missing ones
     selected = idx[keep]
     if shuffle:
-        selected = np.random.default_rng([spec.seed, epoch]).permutation(selected)
+        selected = shuffled_order(store, selected, spec.seed, epoch)
     # Decoded chunks (values and per-signal coordinates), first in first out, bounded in
     # bytes: a shuffled epoch over a store that fits reads every chunk once.
     cache: dict[tuple[int, int], dict[str, np.ndarray]] = {}
