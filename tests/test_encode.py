@@ -254,7 +254,7 @@ def test_encode_spec_files_and_overrides(tmp_path):
         "rule",
     )
     bad = tmp_path / "enc.yaml"
-    bad.write_text("encode:\n  steps: 0\n  store: a\n  checkpoint: b\n  out: c\n")
+    bad.write_text("encode:\n  steps: -1\n  store: a\n  checkpoint: b\n  out: c\n")
     with pytest.raises(ConfigError, match=r"enc\.yaml: invalid value for 'encode\.steps'"):
         load_encode_spec(bad)
     bad.write_text("encoding:\n  steps: 3\n")

@@ -250,3 +250,13 @@ def test_a_store_larger_than_the_cache_reads_each_range_once_per_epoch(stores, m
     episodes = list(store_episodes(ps, spec, 2, split=None, shuffle=True))
     assert sum(e["a"].batch_size for e in episodes) == selected.size
     assert len(reads) == len(set(reads)) == len(ps.chunk_ranges())  # each range once
+
+
+def test_grid_coordinates_are_computed_only_when_read(stores):
+    from pipelines.data.stores.store_base import GRID
+
+    base, _ = stores
+    fresh = open_store(base.location, ["a", "b"])
+    PatchStore(fresh, [8, 8])  # patches use their own frame: the grid's are never built
+    assert fresh.info["a"].__dict__["_coords"] == GRID and not fresh.info["a"].per_signal
+    np.testing.assert_array_equal(fresh.info["a"].coords, grid_coords((NLAT, NLON)))

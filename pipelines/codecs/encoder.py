@@ -136,11 +136,12 @@ class ChunkEncoder:
             device=self.device,
         )
         self.group = open_code_store(spec["out"], "r+")
+        self.patches = patch_store_for(self.store, self.model)  # None: whole time steps
+        # whole time steps share the grid's coordinates (patches have their own frame)
         self.coords = {
             m: torch.from_numpy(self.store.info[m].coords).to(self.device)
-            for m in self.model.modalities
+            for m in (self.model.modalities if self.patches is None else [])
         }
-        self.patches = patch_store_for(self.store, self.model)  # None: whole time steps
 
     def encode_unit(self, start: int, stop: int) -> dict[str, float]:
         """Encode the pending steps of ``[start, stop)`` (inside one code chunk).

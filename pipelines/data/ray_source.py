@@ -65,7 +65,7 @@ def _read_ranges(
         store = _open_once(token, location, modalities, patch, patch_coords)
     else:
         store = patched(open_store(location, modalities), patch, patch_coords)
-    per_signal = [m for m in modalities if store.info[m].coords is None]
+    per_signal = [m for m in modalities if store.info[m].per_signal]
     for start, stop in ranges:
         idx = np.arange(start, stop)
         keep = keep_rows(

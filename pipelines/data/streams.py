@@ -96,7 +96,7 @@ def shuffled_order(store: Store, selected: np.ndarray, seed: int, epoch: int) ->
     rng = np.random.default_rng([seed, epoch])
     ranges = store.chunk_ranges()
     per_signal = sum(
-        4 * store.info[m].num_points * (store.info[m].channels + (store.info[m].coords is None))
+        4 * store.info[m].num_points * (store.info[m].channels + store.info[m].per_signal)
         for m in store.modalities
     )
     if per_signal * store.num_signals <= CACHE_BYTES or len(ranges) < 2:
@@ -146,7 +146,7 @@ def store_episodes(
     ranges = store.chunk_ranges()
     starts = np.array([a for a, _ in ranges])  # ranges may differ in size (patch stores)
     shapes = {m: store.info[m].grid_shape for m in store.modalities}
-    per_signal = [m for m in store.modalities if store.info[m].coords is None]
+    per_signal = [m for m in store.modalities if store.info[m].per_signal]
     scales = modality_scales(store)
     for s in range(skip_batches * batch_size, len(selected), batch_size):
         batch_idx = selected[s : s + batch_size]

@@ -171,7 +171,7 @@ def strided_points(grid_shape: tuple[int, ...], stride: int) -> int:
 
 def _coord_dims(store: Store, m: str) -> int:
     info = store.info[m]
-    return int(info.coords.shape[-1]) if info.coords is not None else len(info.grid_shape)
+    return len(info.grid_shape) if info.per_signal else int(info.coords.shape[-1])
 
 
 def _chunk_bytes(store: Store, steps: int) -> float:
@@ -180,7 +180,7 @@ def _chunk_bytes(store: Store, steps: int) -> float:
     for m in store.modalities:
         info = store.info[m]
         per += info.num_points * info.channels
-        if info.coords is None:
+        if info.per_signal:
             per += info.num_points * _coord_dims(store, m)
     return float(steps * per * F32)
 

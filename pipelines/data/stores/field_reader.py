@@ -17,6 +17,7 @@ import zarr
 
 from pipelines.data.stores.location import StoreLocation
 from pipelines.data.stores.store_base import (
+    GRID,
     LEVEL_DIMS,
     MEMBER_DIMS,
     SPATIAL_SETS,
@@ -25,7 +26,6 @@ from pipelines.data.stores.store_base import (
     Store,
     _chunk_key,
     _chunk_spans,
-    grid_coords,
 )
 
 
@@ -90,9 +90,7 @@ class FieldStore(Store):
                 )
                 extent.append([float(c.min()), float(c.max())])
             norm = dict(ds[v].attrs.get("mia_norm", {"kind": "none"}))
-            self.info[v] = ModalityInfo(
-                v, shape, ds.sizes[ldim] if ldim else 1, grid_coords(shape), extent, norm
-            )
+            self.info[v] = ModalityInfo(v, shape, ds.sizes[ldim] if ldim else 1, GRID, extent, norm)
             enc = ds[v].encoding.get("chunks") or ds[v].encoding.get("preferred_chunks", {})
 
             def chunk_of(d: str, enc: Any = enc, dims: tuple = dims) -> int:

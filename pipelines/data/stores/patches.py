@@ -53,7 +53,7 @@ def _check(base: Store, patch: Sequence[int]) -> tuple[int, ...]:
     where = base.location.display
     kinds = base.attrs.get("info", {}) if isinstance(base.attrs.get("info"), dict) else {}
     for m in base.modalities:
-        if base.info[m].coords is None or kinds.get(m, {}).get("kind") == "points":
+        if base.info[m].per_signal or kinds.get(m, {}).get("kind") == "points":
             raise ConfigError(
                 f"data.patch needs grid variables; {m!r} of {where} is a point set: "
                 "set data.patch to [] for this store"

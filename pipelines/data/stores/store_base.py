@@ -32,7 +32,9 @@ class ModalityInfo:
         name: modality (variable) name.
         grid_shape: spatial grid, or ``(P,)`` for point sets.
         channels: ``C``.
-        coords: ``(P, d)`` float32 in ``[-1, 1]``; ``None`` when per-signal.
+        coords: ``(P, d)`` float32 in ``[-1, 1]``; ``None`` when per-signal; given as
+            :data:`GRID`, the grid's coordinates (:func:`grid_coords`), computed when first
+            read: a 256^3 grid's are 200 MB that patch and region readers never need.
         extent: physical ``[lo, hi]`` per axis.
         norm: normalisation statistics (see ``writer.apply_norm``).
     """
@@ -48,6 +50,28 @@ class ModalityInfo:
     def num_points(self) -> int:
         """Points per signal ``P``."""
         return math.prod(self.grid_shape)
+
+    @property
+    def per_signal(self) -> bool:
+        """Coordinates differ per signal (``coords is None``), told without computing them."""
+        return self.__dict__.get("_coords") is None
+
+
+GRID = "grid"  # ModalityInfo(coords=GRID): the grid's coordinates, computed on first read
+
+
+def _get_coords(info: ModalityInfo) -> np.ndarray | None:
+    value = info.__dict__.get("_coords")
+    if isinstance(value, str):  # GRID
+        value = info.__dict__["_coords"] = grid_coords(tuple(info.grid_shape))
+    return value
+
+
+def _set_coords(info: ModalityInfo, value: np.ndarray | str | None) -> None:
+    info.__dict__["_coords"] = value
+
+
+ModalityInfo.coords = property(_get_coords, _set_coords)  # type: ignore[assignment]
 
 
 def grid_coords(shape: tuple[int, ...]) -> np.ndarray:
