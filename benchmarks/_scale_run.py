@@ -15,8 +15,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -107,3 +109,47 @@ def run_child(
     seconds = time.perf_counter() - t0
     peak = max(usage.ru_maxrss * 1024, peak_tree) / 2**20  # ru_maxrss: KiB on Linux
     return ChildRun(cmd, rc, seconds, peak, out.read_text(errors="replace"), log)
+
+
+def run_stage(
+    name: str,
+    fn: Callable[[], dict[str, Any]],
+    row: dict[str, Any],
+    notes: list[str],
+    keys: Sequence[str],
+    label: str = "",
+    on_error: Sequence[str] = (),
+) -> bool:
+    """Run one benchmark stage into ``row``: its numbers, or nulls and a note on failure.
+
+    Args:
+        name: the stage (shown, and the note's prefix).
+        fn: returns the stage's keys and optional ``notes``.
+        row: the result row the stage's keys go into.
+        notes: the row's notes (extended).
+        keys: the row's numeric keys (shown, and checked for null).
+        label: shown before the stage name (e.g. a variant).
+        on_error: keys set to null when ``fn`` raises.
+
+    Returns:
+        Whether every key the stage gave is a number.
+    """
+    t0 = time.perf_counter()
+    try:
+        got = fn()
+    except Exception as err:  # noqa: BLE001 - a failed stage is a null with a note
+        got = {"notes": [f"{name}: {type(err).__name__}: {' '.join(str(err).split())}"[:240]]}
+        got.update(dict.fromkeys(on_error))
+    notes.extend(got.pop("notes", []))
+    row.update(got)
+    ok = bool(got) and all(got.get(k) is not None for k in keys if k in got)
+    shown = ", ".join(f"{k}={show(got[k])}" for k in keys if k in got)
+    failed = "" if ok else f"  [{notes[-1] if notes else 'failed'}]"
+    prefix = f"{label:13s} " if label else ""
+    print(f"  {prefix}{name:9s} {time.perf_counter() - t0:7.1f} s  {shown}{failed}", flush=True)
+    return ok
+
+
+def show(v: Any) -> str:
+    """A number as the progress lines show it (``null`` for None)."""
+    return "null" if v is None else f"{v:.4g}"

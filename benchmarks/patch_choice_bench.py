@@ -50,6 +50,7 @@ from benchmarks import _patch_choice_report as page  # noqa: E402
 from benchmarks import _scale_stages as stages  # noqa: E402
 from benchmarks._scale_psnr import compare  # noqa: E402
 from benchmarks._scale_report import save  # noqa: E402
+from benchmarks._scale_run import run_stage  # noqa: E402
 from benchmarks.scale_bench import STEPS, machine, prepare_input  # noqa: E402
 
 HEADS = ROOT / "configs/experiments/meta_inr_patch_era5.yaml"
@@ -184,18 +185,7 @@ def run_variant(base: stages.Case, v: Variant, args: argparse.Namespace) -> dict
     notes: list[str] = []
 
     def stage(name: str, fn) -> bool:
-        t0 = time.perf_counter()
-        try:
-            got = fn()
-        except Exception as err:  # noqa: BLE001 - a failed stage is a null with a note
-            got = {"notes": [f"{name}: {type(err).__name__}: {' '.join(str(err).split())}"[:240]]}
-        notes.extend(got.pop("notes", []))
-        row.update(got)
-        ok = bool(got) and all(got.get(k) is not None for k in KEYS if k in got)
-        shown = ", ".join(f"{k}={_show(got[k])}" for k in KEYS if k in got)
-        failed = "" if ok else f"  [{notes[-1] if notes else 'failed'}]"
-        print(f"  {v.name:13s} {name:9s} {time.perf_counter() - t0:7.1f} s  {shown}{failed}")
-        return ok
+        return run_stage(name, fn, row, notes, KEYS, label=v.name)
 
     chain = [
         ("train", lambda: _train(case, s)),
@@ -251,10 +241,6 @@ def _decode(case: VariantCase, s: stages.Settings, time_range: list[int]) -> dic
 def applicable(v: Variant) -> tuple[str, ...]:
     """The row keys a variant is expected to measure (a global model is not encoded)."""
     return KEYS if v.encode_set is not None else (*KEYS[:2], "train_patches_per_s")
-
-
-def _show(v: Any) -> str:
-    return "null" if v is None else f"{v:.4g}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,6 +38,7 @@ from benchmarks import _scale_report as report  # noqa: E402
 from benchmarks import _scale_stages as stages  # noqa: E402
 from benchmarks._scale_inputs import write_era5, write_volume  # noqa: E402
 from benchmarks._scale_psnr import compare  # noqa: E402
+from benchmarks._scale_run import run_stage  # noqa: E402
 from mia_core.runtime import cpu_name  # noqa: E402
 
 SIZES = {
@@ -54,16 +55,7 @@ STEPS = {
     (128, 128, 128): 24,
     (256, 256, 256): 20,
 }
-KEYS = (
-    "build_s_per_step",
-    "build_peak_mb",
-    "train_patches_per_s",
-    "train_peak_mb",
-    "encode_steps_per_s_per_core",
-    "encode_peak_mb",
-    "psnr_db",
-    "decode_s_per_step",
-)
+KEYS = report.RATIO_KEYS  # the row's numbers, each also shown as a ratio to the smallest size
 
 STAGE_KEYS = {
     "build": KEYS[:2],
@@ -129,22 +121,7 @@ def run_case(case: stages.Case, s: stages.Settings) -> dict:
     notes: list[str] = []
 
     def stage(name: str, fn) -> bool:
-        t0 = time.perf_counter()
-        try:
-            got = fn()
-        except Exception as err:  # noqa: BLE001 - a failed stage is a null with a note
-            got = {"notes": [f"{name}: {type(err).__name__}: {' '.join(str(err).split())}"[:240]]}
-            got.update(dict.fromkeys(STAGE_KEYS[name]))
-        notes.extend(got.pop("notes", []))
-        row.update(got)
-        ok = all(got.get(k) is not None for k in KEYS if k in got)
-        print(
-            f"  {name:7s} {time.perf_counter() - t0:7.1f} s  "
-            + ", ".join(f"{k}={_show(v)}" for k, v in got.items() if k in KEYS)
-            + ("" if ok else f"  [{notes[-1] if notes else 'failed'}]"),
-            flush=True,
-        )
-        return ok
+        return run_stage(name, fn, row, notes, KEYS, on_error=STAGE_KEYS[name])
 
     chain = (
         ("build", lambda: stages.build(case, s)),
@@ -172,10 +149,6 @@ def _psnr(case: stages.Case, first: int) -> dict:
         }
     except (OSError, ValueError, KeyError) as err:
         return {"psnr_db": None, "notes": [f"psnr: {type(err).__name__}: {err}"[:240]]}
-
-
-def _show(v) -> str:
-    return "null" if v is None else f"{v:.4g}"
 
 
 def machine(s: stages.Settings) -> str:
