@@ -10,6 +10,7 @@ the same process, so the measured process is the job itself.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -153,3 +154,12 @@ def run_stage(
 def show(v: Any) -> str:
     """A number as the progress lines show it (``null`` for None)."""
     return "null" if v is None else f"{v:.4g}"
+
+
+def render_only(render: Callable[[dict[str, Any], str], str], json_path: str, md_path: str) -> int:
+    """``--render-only``: regenerate the page ``md_path`` from the results ``json_path``."""
+    out_md = Path(md_path)
+    out_md.parent.mkdir(parents=True, exist_ok=True)
+    out_md.write_text(render(json.loads(Path(json_path).read_text()), json_path))
+    print(f"wrote {out_md} from {json_path}")
+    return 0

@@ -31,7 +31,6 @@ Exit status 1 when a stage failed.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re
@@ -50,7 +49,7 @@ from benchmarks import _patch_choice_report as page  # noqa: E402
 from benchmarks import _scale_stages as stages  # noqa: E402
 from benchmarks._scale_psnr import compare  # noqa: E402
 from benchmarks._scale_report import save  # noqa: E402
-from benchmarks._scale_run import run_stage  # noqa: E402
+from benchmarks._scale_run import render_only, run_stage  # noqa: E402
 from benchmarks.scale_bench import STEPS, machine, prepare_input  # noqa: E402
 
 HEADS = ROOT / "configs/experiments/meta_inr_patch_era5.yaml"
@@ -261,10 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     out_json, out_md = Path(args.json), Path(args.markdown)
     if args.render_only:
-        out_md.parent.mkdir(parents=True, exist_ok=True)
-        out_md.write_text(page.render(json.loads(out_json.read_text()), args.json))
-        print(f"wrote {out_md} from {out_json}")
-        return 0
+        return render_only(page.render, args.json, args.markdown)
     chosen = [v for v in VARIANTS if v.name in args.variants.split(",")]
     if not chosen:
         names = ", ".join(v.name for v in VARIANTS)

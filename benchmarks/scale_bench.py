@@ -38,7 +38,7 @@ from benchmarks import _scale_report as report  # noqa: E402
 from benchmarks import _scale_stages as stages  # noqa: E402
 from benchmarks._scale_inputs import write_era5, write_volume  # noqa: E402
 from benchmarks._scale_psnr import compare  # noqa: E402
-from benchmarks._scale_run import run_stage  # noqa: E402
+from benchmarks._scale_run import render_only, run_stage  # noqa: E402
 from mia_core.runtime import cpu_name  # noqa: E402
 
 SIZES = {
@@ -189,10 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     out_json, out_md = Path(args.json), Path(args.markdown)
     if args.render_only:
-        out_md.parent.mkdir(parents=True, exist_ok=True)
-        out_md.write_text(report.render(json.loads(out_json.read_text()), args.json))
-        print(f"wrote {out_md} from {out_json}")
-        return 0
+        return render_only(report.render, args.json, args.markdown)
     s = stages.Settings(
         Path(args.config) if args.config else None,
         args.train_steps,

@@ -1,25 +1,10 @@
 """Patch recipe choice benchmark: the page's choice is computed from the rows; val steps."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import zarr
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-page = _load("_patch_choice_report")
-stages = _load("_scale_stages")
+from benchmarks import _patch_choice_report as page
+from benchmarks import _scale_stages as stages
 
 
 def _row(variant, val_db, speed=None, compression=None, note=""):

@@ -1,26 +1,11 @@
 """Scale benchmark helpers: seam masks, area-weighted PSNR, merged rows and targets."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import xarray as xr
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-psnr = _load("_scale_psnr")
-report = _load("_scale_report")
+from benchmarks import _scale_psnr as psnr
+from benchmarks import _scale_report as report
 
 
 def test_seam_masks_mark_two_cells_each_side_of_tile_boundaries():
