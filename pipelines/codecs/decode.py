@@ -29,7 +29,7 @@ import torch
 from mia_core.config import config_from_dict
 from pipelines.codecs.codestore import meta_state, open_code_store, read_codes
 from pipelines.codecs.meta_model import EncodeError, codes_to_params, load_meta_model, predict
-from pipelines.codecs.patch_codes import PatchGrid, decode_patches, positions_for
+from pipelines.codecs.patch_codes import PatchGrid, decode_patches, positions_for, shared_frames
 from pipelines.data.stores import StoreError, StoreLocation, make_location
 from pipelines.data.stores.field_writer import physical_attrs
 from pipelines.data.stores.location import redact_url
@@ -156,7 +156,7 @@ class Decoder:
         coords, target, shape = grid.placement(
             [positions_for(g, s) for g, s in zip(grid.grid, sizes, strict=True)]
         )
-        learner, n_out = self.model.learner, int(np.prod(shape))
+        learner, n_out, frames = self.model.learner, int(np.prod(shape)), shared_frames(coords)
         outs: dict[str, list[np.ndarray]] = {v: [] for v in variables}
         for t in idx:
             codes = torch.from_numpy(read_codes(self.group, np.asarray([t]))[0])
@@ -165,7 +165,7 @@ class Decoder:
                 field = decode_patches(
                     lambda x, p, v=v: learner.predict(v, x, p),
                     params,
-                    coords,
+                    frames,
                     target,
                     n_out,
                     int(self.info[v]["channels"]),

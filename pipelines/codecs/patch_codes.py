@@ -129,10 +129,26 @@ def positions_for(grid: int, size: int | None) -> np.ndarray:
 
 
 @torch.no_grad()
+def shared_frames(coords: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Patches grouped by their local points: ``(frame (1, M, d), patch indices)`` pairs.
+
+    At the source grid every patch has the same points, on a regular finer grid all but
+    the edge ones do: the INR's coordinate layers then run once per group, not per patch.
+    Computed once per output grid (:meth:`PatchGrid.placement`), not per step.
+    """
+    k, m = coords.shape[:2]
+    frames, which = np.unique(coords.reshape(k, -1), axis=0, return_inverse=True)
+    which = which.reshape(-1)
+    return [
+        (np.ascontiguousarray(frame.reshape(1, m, -1)), np.flatnonzero(which == f))
+        for f, frame in enumerate(frames)
+    ]
+
+
 def decode_patches(
     predict_fn: Callable[[Tensor, dict[str, Tensor]], Tensor],
     params: Mapping[str, Tensor],
-    coords: np.ndarray,
+    frames: list[tuple[np.ndarray, np.ndarray]],
     target: np.ndarray,
     num_points: int,
     channels: int,
@@ -143,7 +159,7 @@ def decode_patches(
     Args:
         predict_fn: ``(coords (1, M, d) shared by B patches, their params) -> (B, M, C)``.
         params: the adapted tensors of the step's ``K`` patches (leading dim ``K``).
-        coords: ``(K, M, d)`` from :meth:`PatchGrid.placement`.
+        frames: :func:`shared_frames` of the placement's coordinates.
         target: ``(K, M)`` output indices (``-1`` padding).
         num_points: points of the output grid.
         channels: ``C``.
@@ -153,15 +169,9 @@ def decode_patches(
         ``(num_points, C)`` float32.
     """
     out = np.full((num_points, channels), np.nan, np.float32)
-    k, m = target.shape
-    group = max(1, MAX_POINTS // max(m, 1))
-    # Patches on the same local points (all of them at the source grid, all but the edge
-    # ones on a regular finer grid) share their coordinates: the INR's coordinate layers
-    # then run once per call, not once per patch.
-    frames, which = np.unique(coords.reshape(k, -1), axis=0, return_inverse=True)
-    for f, frame in enumerate(frames):
-        members = np.flatnonzero(which.reshape(-1) == f)
-        x = torch.from_numpy(np.ascontiguousarray(frame.reshape(1, m, -1))).to(device)
+    group = max(1, MAX_POINTS // max(target.shape[1], 1))
+    for frame, members in frames:
+        x = torch.from_numpy(frame).to(device)
         for a in range(0, members.size, group):
             sel = members[a : a + group]
             index = torch.from_numpy(sel).to(device)
@@ -173,4 +183,4 @@ def decode_patches(
     return out
 
 
-__all__ = ["MAX_POINTS", "PatchGrid", "decode_patches", "positions_for"]
+__all__ = ["MAX_POINTS", "PatchGrid", "decode_patches", "positions_for", "shared_frames"]
