@@ -11,7 +11,8 @@ import torch
 import zarr
 from test_encode import encode, meta_run, options  # noqa: F401  (meta_run: fixture)
 
-from pipelines.codecs.codestore import acquire_lock, pending_units, release_lock
+from pipelines.codecs.codestore import pending_units
+from pipelines.codecs.codestore_lock import acquire_lock, release_lock
 from pipelines.codecs.comparison import FitCurve, _at_target, warm_init
 from pipelines.codecs.compressors import FieldSet, rate_distortion
 from pipelines.codecs.decode import Decoder

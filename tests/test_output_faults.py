@@ -14,7 +14,7 @@ import zarr
 from test_encode import encode, meta_run, options  # noqa: F401
 from test_outputs import SYNTH, codes, disk_full_on, one_line  # noqa: F401
 
-from pipelines.codecs.codestore import acquire_lock, writer_lock
+from pipelines.codecs.codestore_lock import acquire_lock, writer_lock
 from pipelines.codecs.decode import decode_to
 from pipelines.data.builders.__main__ import main as build_main
 from pipelines.data.stores import StoreError, make_location

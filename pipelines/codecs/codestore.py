@@ -7,6 +7,11 @@ writes whole chunks; xarray opens it through ``dimension_names``):
   ``code_dtype``; ``codes (time, patch, code)`` for a meta-model trained on patches
   (attribute ``patch``: the patch and grid shapes, :mod:`pipelines.codecs.patch_codes`;
   ``patches_per_step`` is ``K``);
+* with ``code_bits`` (format ``mia-codes/2``) ``codes`` reads as float32 but is stored
+  quantised and entropy coded by the :class:`~pipelines.codecs.entropy.QuantisedCodes`
+  codec (its quantiser in the array's metadata) followed by Zarr's ``crc32c`` checksum:
+  the chunks' bytes are exactly what decoding reads (:func:`stored_bytes`), and a damaged
+  chunk is named when read (:func:`read_codes`);
 * ``code_scale (time, segment)`` float32, ``int8`` codes only: one scale per adapted
   tensor (:mod:`pipelines.codecs.quantise`; attribute ``code_scales`` is the count);
   ``(time, patch, segment)`` for patch codes;
@@ -34,29 +39,31 @@ the grid, dimension names, coordinates and normalisation needed to decode.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import math
-import os
-import socket
-import sys
-import threading
-import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 import zarr
+from zarr.codecs import Crc32cCodec
+from zarr.errors import UnknownCodecError
 
+from pipelines.codecs.entropy import QuantisedCodes
 from pipelines.codecs.quantise import dequantise
 from pipelines.data.stores import StoreError, StoreLocation
 from pipelines.data.stores.output import check_output, clear_in_place, output_state
 
 FORMAT = "mia-codes/1"
+# Entropy-coded codes need the QuantisedCodes codec: older readers must not try them.
+FORMAT_ENTROPY = "mia-codes/2"
+FORMATS = (FORMAT, FORMAT_ENTROPY)
 # Settings that change what a code means: a rerun with other values must not mix codes.
-IDENTITY_KEYS = ("meta_sha256", "mode", "code_dim", "code_dtype", "variables", "num_time", "store")
+IDENTITY_KEYS = (
+    "meta_sha256", "mode", "code_dim", "code_dtype", "variables", "num_time", "store",
+    "code_bits", "quantiser", "entropy_coder",
+)  # fmt: skip
+# What an identity key means when an older store lacks it.
+IDENTITY_DEFAULTS = {"code_bits": 0, "quantiser": None, "entropy_coder": None}
 # Every member a code store can have: a Zarr group holding only these and no attributes
 # is one whose creation stopped before its attributes were written (older versions).
 MEMBERS = {"codes", "code_scale", "mse", "psnr", "encode_seconds", "done", "time", "meta"}
@@ -100,7 +107,7 @@ def create_code_store(
             a destination that is not a code store (a folder with other files, a file)
             without ``overwrite``.
     """
-    attrs = {**attrs, "format": FORMAT}
+    attrs = {**attrs, "format": FORMAT_ENTROPY if attrs.get("quantiser") else FORMAT}
     state = output_state(location)
     if state == "zarr" and _unfinished(location):
         state = "codes"  # created by an older version that stopped before its attributes
@@ -111,7 +118,10 @@ def create_code_store(
         group = zarr.open_group(location.zarr_store("w"), mode="r+")
         old = dict(group.attrs.get("mia_codes", {}))
         if old:
-            diff = [k for k in IDENTITY_KEYS if old.get(k) != attrs.get(k)]
+            diff = [
+                k for k in IDENTITY_KEYS
+                if old.get(k, IDENTITY_DEFAULTS.get(k)) != attrs.get(k, IDENTITY_DEFAULTS.get(k))
+            ]  # fmt: skip
             if diff:
                 detail = ", ".join(f"{k}: {old.get(k)!r} -> {attrs.get(k)!r}" for k in diff)
                 raise StoreError(
@@ -131,7 +141,15 @@ def create_code_store(
     k = int(attrs.get("patches_per_step", 0))
     lead, lead_dims = ((k,), ["patch"]) if k else ((), [])
     shape, chunks = (n_t, *lead, dim), (chunk, *lead, dim)
-    _array(group, "codes", shape, chunks, attrs["code_dtype"], ["time", *lead_dims, "code"])
+    if attrs.get("quantiser"):
+        group.create_array(
+            "codes", shape=shape, chunks=chunks, dtype="float32", fill_value=0,
+            dimension_names=["time", *lead_dims, "code"], overwrite=True,
+            serializer=QuantisedCodes(attrs["quantiser"], attrs.get("entropy_coder", "auto")),
+            compressors=[Crc32cCodec()],
+        )  # fmt: skip
+    else:
+        _array(group, "codes", shape, chunks, attrs["code_dtype"], ["time", *lead_dims, "code"])
     if n_s := int(attrs.get("code_scales", 0)):
         dims = ["time", *lead_dims, "segment"]
         shape, chunks = (n_t, *lead, n_s), (chunk, *lead, n_s)
@@ -176,13 +194,26 @@ def open_code_store(location: StoreLocation, mode: str = "r") -> zarr.Group:
         raise StoreError(
             f"{location}: cannot open code store: {type(err).__name__}: {err}"
         ) from err
-    if attrs.get("format") != FORMAT:
+    fmt = attrs.get("format")
+    if isinstance(fmt, str) and fmt.startswith("mia-codes/") and fmt not in FORMATS:
+        raise StoreError(
+            f"{location}: code store format {fmt} was written by a newer mia-inr (this one "
+            f"reads {', '.join(FORMATS)}); upgrade mia-inr to read it"
+        )
+    if fmt not in FORMATS:
         if "mia_codes_creating" in group.attrs:
             raise StoreError(
                 f"{location}: this code store's creation never finished (a crash or a full "
                 "disk); rerun encode to recreate it"
             )
         raise StoreError(f"{location}: not a code store (no 'mia_codes' attribute of {FORMAT})")
+    try:
+        group["codes"]
+    except UnknownCodecError as err:
+        raise StoreError(
+            f"{location}: its codes use a codec this mia-inr does not have ({err}; written by "
+            "a newer version): upgrade mia-inr to read it"
+        ) from err
     return group
 
 
@@ -199,116 +230,6 @@ def pending_units(done: np.ndarray, chunk: int, start: int, stop: int) -> list[t
         if pending.size:
             units.append((a + int(pending[0]), a + int(pending[-1]) + 1))
     return units
-
-
-LOCK_PERIOD_S, LOCK_STALE_S = 15.0, 90.0  # heartbeat period; a lock older than this is dead
-_HELD: set[str] = set()  # tokens of the locks this process holds now
-
-
-def acquire_lock(group: zarr.Group, location: StoreLocation, stale_s: float = LOCK_STALE_S) -> str:
-    """Mark the code store as written by this job; refuse one that another job writes.
-
-    The ``mia_lock`` attribute holds an owner token, host, pid and a heartbeat the
-    owner refreshes (:func:`refresh_lock`); a lock whose heartbeat is older than
-    ``stale_s`` (a killed job) is taken over, and so at once is a lock of this host
-    whose process no longer exists.
-
-    Returns:
-        This job's token.
-
-    Raises:
-        StoreError: another encoder holds a fresh lock.
-    """
-    held = dict(group.attrs.get("mia_lock", {}) or {})
-    age = time.time() - float(held.get("heartbeat", 0.0))
-    if held and age < stale_s and not _owner_gone(held):
-        raise StoreError(
-            f"{location}: another encoder is writing this code store (pid {held.get('pid')} "
-            f"on {held.get('host')}, last seen {age:.0f}s ago); wait for it to finish, or "
-            f"choose another output (a lock unrefreshed for {stale_s:.0f}s is taken over)"
-        )
-    token = uuid.uuid4().hex
-    _HELD.add(token)
-    group.attrs["mia_lock"] = {
-        "token": token,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "heartbeat": time.time(),
-    }
-    return token
-
-
-def _owner_gone(held: dict[str, Any]) -> bool:
-    """True when the lock was taken on this host by a process that no longer exists."""
-    if held.get("host") != socket.gethostname():
-        return False  # another machine's pid means nothing here
-    try:
-        pid = int(held.get("pid", 0))
-    except (TypeError, ValueError):
-        return False
-    if pid == os.getpid():  # this process: gone unless one of its writers holds it now
-        return held.get("token") not in _HELD
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError as err:  # EPERM: alive, owned by another user
-        return err.errno == errno.ESRCH
-    return False
-
-
-def refresh_lock(group: zarr.Group, token: str) -> None:
-    """Move this job's heartbeat forward (no-op if the lock is no longer ours)."""
-    held = dict(group.attrs.get("mia_lock", {}) or {})
-    if held.get("token") == token:
-        group.attrs["mia_lock"] = {**held, "heartbeat": time.time()}
-
-
-def release_lock(group: zarr.Group, token: str) -> None:
-    """Remove this job's lock (a lock taken over by another job is left alone)."""
-    _HELD.discard(token)
-    held = dict(group.attrs.get("mia_lock", {}) or {})
-    if held.get("token") == token:
-        group.attrs["mia_lock"] = {}
-
-
-@contextlib.contextmanager
-def writer_lock(
-    group: zarr.Group, location: StoreLocation, period_s: float = LOCK_PERIOD_S
-) -> Iterator[str]:
-    """Hold the code store's lock while the block runs, refreshed every ``period_s``.
-
-    The lock is released however the block ends (an error, a full disk, Ctrl-C); when
-    the release itself fails while an error is on its way out (a full disk cannot store
-    the cleared attribute either), the block's error is the one raised, and the next
-    run on this host takes the lock over at once (its process is gone).
-    """
-    token = acquire_lock(group, location)
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(period_s):
-            try:
-                refresh_lock(group, token)
-            except Exception:  # a missed heartbeat is harmless; the job's writes fail loudly
-                continue
-
-    thread = threading.Thread(target=beat, name="code-store-lock", daemon=True)
-    thread.start()
-    try:
-        yield token
-    finally:
-        stop.set()
-        thread.join()
-        failing = sys.exc_info()[1] is not None
-        _HELD.discard(token)
-        try:
-            release_lock(group, token)
-        except Exception:
-            if not failing:
-                raise
 
 
 def write_unit(
@@ -341,7 +262,10 @@ def read_codes(group: zarr.Group, sel: np.ndarray) -> np.ndarray:
     ``(n, code)``, or ``(n, K, code)`` for patch codes.
     """
     arr = group["codes"]
-    values = np.asarray(arr.get_orthogonal_selection((sel, *[slice(None)] * (arr.ndim - 1))))
+    try:
+        values = np.asarray(arr.get_orthogonal_selection((sel, *[slice(None)] * (arr.ndim - 1))))
+    except Exception as err:
+        raise damaged_chunk(group, np.asarray(sel), err) from err
     if "code_scale" not in group:
         return values.astype(np.float32)
     scale = group["code_scale"]
@@ -355,7 +279,48 @@ def read_codes(group: zarr.Group, sel: np.ndarray) -> np.ndarray:
     return flat.numpy().reshape(values.shape)
 
 
+def damaged_chunk(group: zarr.Group, sel: np.ndarray, err: Exception) -> StoreError:
+    """A one-line error naming the first ``codes`` chunk of ``sel`` that does not decode."""
+    arr, attrs = group["codes"], dict(group.attrs["mia_codes"])
+    chunk = int(arr.chunks[0])
+    where = attrs.get("out", "the code store")
+    for c in sorted({int(i) // chunk for i in np.atleast_1d(sel)}):
+        a, b = c * chunk, min((c + 1) * chunk, arr.shape[0])
+        try:
+            arr[a:b]
+        except Exception as bad:  # this chunk's bytes are damaged
+            return StoreError(
+                f"{where}: codes chunk {c} (time steps {a}:{b}) is damaged "
+                f"({type(bad).__name__}: {bad}); the other chunks are intact: decode other "
+                f"steps (--time), or encode steps {a}:{b} again into a new store"
+            )
+    return StoreError(f"{where}: cannot read codes: {type(err).__name__}: {err}")
+
+
+def stored_bytes(group: zarr.Group, name: str) -> int:
+    """Bytes a member (array or group) of the code store takes in storage, metadata included."""
+    member = group[name]
+    if isinstance(member, zarr.Array):
+        return int(member.nbytes_stored())
+    return sum(stored_bytes(member, k) for k in member.keys())
+
+
 def meta_state(group: zarr.Group) -> dict[str, np.ndarray]:
     """The meta-model parameters stored with the codes (names as in the state dict)."""
     meta = group["meta"]
     return {name: np.asarray(meta[name][...]) for name in meta.array_keys()}
+
+
+__all__ = [
+    "FORMAT",
+    "FORMATS",
+    "create_code_store",
+    "damaged_chunk",
+    "mark_done",
+    "meta_state",
+    "open_code_store",
+    "pending_units",
+    "read_codes",
+    "stored_bytes",
+    "write_unit",
+]

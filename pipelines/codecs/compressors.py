@@ -5,13 +5,16 @@ simulation fields with today: ZFP in fixed-accuracy mode (``zfpy``) and SZ3 with
 absolute error bound (``pysz``), both from the ``compressors`` extra that setup
 installs. They see exactly what the encoder sees: the store's normalised values of the
 same time steps, each (time step, variable) compressed on its own grid (as each time
-step has its own code), missing points zero-filled and left out of the error. PSNR is
+step has its own code) and each level as its own 2-D (lat, lon) or 3-D (z, y, x) array
+(never with a channel axis), missing points filled with the mean of the array's valid values
+(a zero fill makes edges that cost bits) and left out of the error. PSNR is
 the encoder's: per variable over valid points with the meta-model's ``psnr_range``, mean over
 variables, then mean over time steps; the ratio is raw float32 bytes / compressed bytes.
 
 A compressor's ratio *at* a PSNR is found by bisection on its error bound between the
 sweep's points around the target: the best ratio of a bound whose mean PSNR still
-reaches it.
+reaches it. The full-range curves (area-weighted errors in physical units, ``sz3_series``,
+lossless references, Pareto fronts) are :mod:`pipelines.codecs.rate_distortion`'s.
 """
 
 from __future__ import annotations
@@ -112,7 +115,9 @@ class FieldSet:
                 a = np.asarray(arr[t], np.float32)
                 ok = np.isfinite(a)
                 if ok.any():
-                    self.arrays.append((t, j, np.ascontiguousarray(np.nan_to_num(a)), ok))
+                    means = [c[k].mean() if k.any() else 0.0 for c, k in zip(a, ok, strict=True)]
+                    filled = np.where(ok, a, np.asarray(means).reshape(-1, *[1] * (a.ndim - 1)))
+                    self.arrays.append((t, j, np.ascontiguousarray(filled, np.float32), ok))
         self.raw_bytes = sum(a.size * 4 for _, _, a, _ in self.arrays)
 
     def measure(self, codec: Codec, tol: float) -> tuple[float, float]:
@@ -121,9 +126,11 @@ class FieldSet:
         per_t: dict[int, list[float]] = {}
         size = 0
         for t, _, a, ok in self.arrays:
-            blob = compress(a, tol)
-            size += len(blob)
-            back = decompress(blob, a).reshape(a.shape)
+            back = np.empty_like(a)
+            for c, level in enumerate(a):  # each level as its own 2-D / 3-D array
+                blob = compress(level, tol)
+                size += len(blob)
+                back[c] = decompress(blob, level).reshape(level.shape)
             per_t.setdefault(t, []).append(_psnr((back - a) ** 2, ok, self.data_range))
         # Lossless at a tiny bound gives inf: cap it so means stay comparable (200 dB).
         psnr_t = [min(200.0, float(np.mean(v))) for v in per_t.values()]

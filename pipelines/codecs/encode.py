@@ -2,7 +2,7 @@
 
 The driver loads the meta-model once to validate it against the store, opens (or
 creates) the code store, takes its writer lock (a second encoder on the same output is
-refused; :func:`~pipelines.codecs.codestore.writer_lock`) and lists the pending work: one
+refused; :func:`~pipelines.codecs.codestore_lock.writer_lock`) and lists the pending work: one
 unit per code-store chunk with steps whose ``done`` flag is unset (one actor writes each
 chunk, encoding its pending runs in turn). Those units become a Ray Data
 dataset over the time axis; ``map_batches`` sends them to a pool of :class:`ChunkEncoder`
@@ -38,7 +38,9 @@ import torch
 from mia_core.config import Config, config_to_dict, load_config
 from mia_core.config.secrets import redact
 from pipelines.cluster.connect import init_ray
-from pipelines.codecs.codestore import create_code_store, pending_units, writer_lock
+from pipelines.codecs.calibrate import calibrate, existing_quantiser
+from pipelines.codecs.codestore import create_code_store, pending_units
+from pipelines.codecs.codestore_lock import writer_lock
 from pipelines.codecs.encode_spec import EncodeSpec, actor_resources
 from pipelines.codecs.encode_summary import EncodeSummary, log_summary, summarize
 from pipelines.codecs.encoder import ChunkEncoder, open_field_store, store_dims
@@ -120,16 +122,45 @@ def _variable_attrs(store: FieldStore) -> dict[str, Any]:
     return out
 
 
+def _quantiser(
+    spec: EncodeSpec,
+    dst: StoreLocation,
+    model: MetaModel,
+    store: FieldStore,
+    patches: PatchStore | None,
+    lo: int,
+    hi: int,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """The entropy-coding attributes of the code store (none without ``code_bits``).
+
+    An existing store's quantiser is reused (a resumed job quantises alike); otherwise
+    one is calibrated (:mod:`pipelines.codecs.calibrate`).
+    """
+    if not spec.code_bits:
+        return {}
+    found = None if spec.overwrite else existing_quantiser(dst)
+    if found is None or int(found.get("bits", 0)) != spec.code_bits:
+        settings = {k: getattr(spec, k) for k in ENCODER_KEYS}
+        args = (spec.code_bits, spec.calibration_codes, settings, log)
+        found = calibrate(model, store, patches, lo, hi, *args).to_json()
+    return {"code_bits": spec.code_bits, "entropy_coder": spec.entropy_coder, "quantiser": found}
+
+
 def _check_code_size(spec: EncodeSpec, attrs: dict[str, Any], log: Callable[[str], None]) -> None:
     """Refuse (or warn about) codes that take as many bytes as the data they encode."""
     k = attrs.get("patches_per_step", 0)
     code = bytes_per_step(attrs["code_dim"], spec.code_dtype, attrs["code_scales"], k)
+    kind = spec.code_dtype
+    if spec.code_bits:  # before entropy coding: an upper bound
+        code = max(1, k) * math.ceil(attrs["code_dim"] * spec.code_bits / 8)
+        kind = f"{spec.code_bits} bits"
     raw = attrs["raw_bytes_per_step"]
     if code < raw:
         return
     msg = (
         f"codes of {code:,} bytes per time step ({max(1, k)} x {attrs['code_dim']:,} x "
-        f"{spec.code_dtype}) "
+        f"{kind}) "
         f"are not smaller than the {raw:,} float32 bytes per time step of the data "
         f"({raw / code:.2f}x) in {attrs['store']}; use a context meta-model (cavia/mia), a "
         "smaller INR or encode.code_dtype=int8, or encode.larger_codes=warn"
@@ -208,7 +239,7 @@ def _store_attrs(
         "code_dim": layout.dim,
         "code_layout": layout.to_json(),
         "code_dtype": spec.code_dtype,
-        "code_scales": num_scales(spec.code_dtype, layout.sizes),
+        "code_scales": 0 if spec.code_bits else num_scales(spec.code_dtype, layout.sizes),
         "meta_sha256": model.sha256,
         # What the meta-model cost to train (the report's break-even); None when unknown.
         "meta_pretrain_seconds": (
@@ -268,8 +299,10 @@ def run_encode(
         raise EncodeError(f"encode.time_range {spec.time_range} outside the store's 0:{n_t}")
     meta_np = {k: v.detach().cpu().numpy() for k, v in state.items() if v.is_floating_point()}
     patches = patch_store_for(store, model)
+    quant = _quantiser(spec, dst, model, store, patches, lo, hi, log)
     attrs = {
         **_store_attrs(spec, src, dst, store, model, patches),
+        **quant,
         "meta_reference": spec.model or str(ckpt),
         "meta_bytes": int(sum(4 * v.size for v in meta_np.values())),
         "meta_config": redact(config_to_dict(cfg)),
@@ -304,6 +337,7 @@ def run_encode(
             "device": spec.device,  # auto is resolved where it encodes (encode_device)
             **attrs["encoder"],
             "code_dtype": spec.code_dtype,
+            "quantiser": attrs.get("quantiser"),
             "fault_at": fault_at,
             "fault_kind": fault_kind,
         }

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mia_core.config.errors import ConfigError
 from mia_core.config.spec import Problems, Validated, bounded, choice, load_spec
+from pipelines.codecs.entropy import CODERS, MAX_BITS, MIN_BITS
 from pipelines.codecs.quantise import CODE_DTYPES
 
 LARGER_CODES = ("refuse", "warn")
@@ -65,6 +66,14 @@ class EncodeSpec(Validated):
         code_dtype: ``float32``, ``float16`` or ``int8`` (one float32 scale per adapted
             tensor and time step, :mod:`pipelines.codecs.quantise`); metrics are
             measured on the codes as stored.
+        code_bits: 0 (default: ``code_dtype`` decides) or 2-8: every code channel is
+            quantised at this bit depth with its own calibrated step and the symbols are
+            entropy coded (:mod:`pipelines.codecs.entropy`); ``code_dtype`` is then unused.
+        entropy_coder: with ``code_bits``: ``auto`` (per chunk, the smaller of the two),
+            ``ans`` (constriction's ANS with a Laplace model per channel) or ``zstd``.
+        calibration_codes: with ``code_bits``: code vectors (time steps, or patches of
+            whole time steps) fitted before encoding to calibrate each channel's step;
+            evenly spaced over the steps being encoded.
         larger_codes: what to do when a time step's code takes at least as many bytes as
             its float32 data (compression <= 1x): ``refuse`` (default: stop before
             encoding, naming both sizes and what to change) or ``warn`` (log and encode).
@@ -99,6 +108,9 @@ class EncodeSpec(Validated):
     chunk: int = bounded(0, ge=0)
     time_range: list[int] | None = None
     code_dtype: str = choice("float32", CODE_DTYPES)
+    code_bits: int = bounded(0, ge=0)
+    entropy_coder: str = choice("auto", CODERS)
+    calibration_codes: int = bounded(256, ge=1)
     larger_codes: str = choice("refuse", LARGER_CODES)
     endpoint_url: str = ""
     concurrency: int = bounded(2, ge=1)
@@ -117,6 +129,14 @@ class EncodeSpec(Validated):
                 yield name, "must not be empty"
         if not self.checkpoint and not self.model:
             yield "checkpoint", "must not be empty (or set encode.model to an MLflow model URI)"
+        if self.code_bits and not MIN_BITS <= self.code_bits <= MAX_BITS:
+            yield (
+                "code_bits",
+                (
+                    f"must be 0 (off) or {MIN_BITS}..{MAX_BITS} bits per code value, "
+                    f"got {self.code_bits}"
+                ),
+            )
         tr = self.time_range
         if tr is not None and not (len(tr) == 2 and 0 <= tr[0] < tr[1]):
             yield "time_range", f"must be [start, stop] with 0 <= start < stop, got {tr}"

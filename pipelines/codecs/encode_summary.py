@@ -18,6 +18,7 @@ import numpy as np
 
 from mia_core.config import Config
 from mia_core.config.secrets import redact
+from pipelines.codecs.codestore import stored_bytes
 from pipelines.codecs.encode_spec import EncodeSpec
 from pipelines.codecs.quantise import bytes_per_step
 from pipelines.tracking.experiments import ensure_experiment
@@ -42,7 +43,8 @@ class EncodeSummary:
         mse_mean: mean MSE over the same.
         psnr_per_variable: mean PSNR per variable.
         missing: (time step, variable) pairs without a valid point: not scored.
-        compression_codes: raw field bytes / code bytes.
+        compression_codes: raw field bytes / code bytes (entropy-coded codes: the bytes
+            the ``codes`` array takes in storage, metadata and quantiser included).
         compression_total: raw field bytes / (code bytes + meta-model bytes), over done steps.
         code_dim: code length per time step.
         mlflow_run_id: MLflow run of this summary ("" when tracking failed).
@@ -82,6 +84,8 @@ def summarize(group, seconds: float = 0.0, encoded: int = 0, skipped: int = 0) -
         attrs.get("code_scales", 0),
         attrs.get("patches_per_step", 0),
     )
+    if attrs.get("code_bits"):  # entropy coded: what the chunks take, per done step
+        code_bytes = stored_bytes(group, "codes") / max(n, 1)
     raw = attrs["raw_bytes_per_step"]
     return EncodeSummary(
         out=attrs.get("out", ""),

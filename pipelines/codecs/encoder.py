@@ -37,7 +37,7 @@ from pipelines.codecs.meta_model import (
     params_to_codes,
 )
 from pipelines.codecs.patch_encode import encode_patch_steps, patch_store_for
-from pipelines.codecs.quantise import dequantise, quantise
+from pipelines.codecs.quantise import dequantise, quantise, spec_quantiser
 from pipelines.data.stores import StoreLocation, open_store
 from pipelines.data.stores.reader import FieldStore
 
@@ -178,6 +178,7 @@ class ChunkEncoder:
         learner = self.model.learner
         bsz = s["batch_size"] or (stop - start)
         sizes = code_layout(learner).sizes
+        quant = spec_quantiser(s)
         codes, scales, mses, psnrs, secs = [], [], [], [], []
         order: list[int] = []
         prev: dict[str, torch.Tensor] | None = None
@@ -192,7 +193,9 @@ class ChunkEncoder:
                 init=init,
             )  # fmt: skip
             prev = fit.params
-            code, scale = quantise(params_to_codes(learner, fit.params), s["code_dtype"], sizes)
+            code, scale = quantise(
+                params_to_codes(learner, fit.params), s["code_dtype"], sizes, quant
+            )
             stored = codes_to_params(learner, dequantise(code, scale, sizes))
             mse, p_db = field_metrics(
                 learner, self.coords, values, valid, stored, self.model.cfg.data.psnr_range

@@ -4,8 +4,9 @@ Every time step of the batch has its own copy of the adapted tensors (a leading 
 dimension) and each step is one ``autograd.grad`` for the whole batch. The same routine
 runs the encoder (from the meta-learned initialisation, with the meta-trained rule) and
 the from-scratch baseline (from a random initialisation, with Adam); with ``track_every``
-it records every signal's PSNR at full resolution along the way, so a report can read
-the steps and seconds each signal needed to reach any PSNR.
+it records every signal's PSNR at full resolution along the way (free when every step
+uses every point), so a report can read the steps and seconds each signal needed to
+reach any PSNR.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch import Tensor
 
 from mia_core.adapt import SGD, Adam, UpdateRule
 from mia_core.meta.learner import MetaLearner
-from mia_core.meta.metrics import masked_mse
+from mia_core.meta.metrics import masked_mse, psnr
 from mia_core.runtime import synchronize
 from pipelines.codecs.meta_model import EncodeError, field_metrics
 
@@ -119,6 +120,12 @@ def fit_batch(
         data_range: PSNR peak-to-peak range.
         track_every: record the trajectory every this many steps (and at step 0); 0
             records it only at the ``target_psnr`` checks.
+
+    Tracking costs no extra forward pass when every step uses every point: step
+    ``k``'s loss is then the full-resolution MSE of step ``k - 1``'s weights (one
+    evaluation after the last step). With sampled points each tracked step is one
+    full-resolution no-grad pass. Either way it is outside the timed seconds; a fit
+    stopped by its target has taken the step after the one that reached it.
     """
     bsz = next(iter(values.values())).shape[0]
     start = init if init is not None else learner.initial_params(bsz)
@@ -132,43 +139,65 @@ def fit_batch(
     reached_s = torch.full((bsz,), math.nan)
     out = FitResult({}, 0, 0.0)
     period = track_every or eval_every
+    # Every point in every step's loss: that loss is the full-resolution MSE of the
+    # weights it is taken at, so tracking reads it instead of a second forward pass.
+    free = all(not 0 < points_per_step < coords[m].shape[0] for m in learner.modalities)
+    empty = {m: ~valid[m].reshape(bsz, -1).bool().any(1) for m in learner.modalities}
 
-    def evaluate(k: int, seconds: float) -> Tensor:
-        _, p_db = field_metrics(learner, coords, values, valid, params, data_range)
+    def due(k: int) -> bool:
+        if k == 0:
+            return bool(track_every)
+        return bool(
+            (track_every and (k % track_every == 0 or k == steps))
+            or (target_psnr is not None and (k % period == 0 or k == steps))
+        )
+
+    def record(k: int, seconds: float, p_db: Tensor) -> bool:
+        """Track step ``k``; True once every signal reached its target."""
         mean_db = p_db.nanmean(1).cpu()
         out.history.append((k, float(mean_db.nanmean())))
         out.trajectory.append((k, seconds, mean_db.tolist()))
-        return mean_db
+        if target_psnr is None or k == 0:
+            return False
+        hit = (mean_db >= target_psnr) & (reached < 0)
+        reached[hit], reached_s[hit] = k, seconds
+        return bool((reached >= 0).all())
 
-    if track_every:
+    def evaluate(k: int, seconds: float) -> bool:
+        _, p_db = field_metrics(learner, coords, values, valid, params, data_range)
+        return record(k, seconds, p_db)
+
+    seconds, k, done = 0.0, 0, False
+    if due(0) and not (free and steps > 0):
         evaluate(0, 0.0)
-    seconds, k = 0.0, 0
     for k in range(1, steps + 1):
         t0 = time.perf_counter()
-        loss = 0.0
+        loss, errs = 0.0, []
         for m in learner.modalities:
             x, y, mask = coords[m], values[m], valid[m]
             if 0 < points_per_step < x.shape[0]:
                 idx = torch.randint(0, x.shape[0], (points_per_step,), generator=gen)
                 idx = idx.to(x.device)
                 x, y, mask = x[idx], y[:, idx], mask[:, idx]
-            loss = loss + masked_mse(learner.predict(m, x[None], params), y, mask).sum()
+            err = masked_mse(learner.predict(m, x[None], params), y, mask)
+            if free:
+                errs.append(err.detach().masked_fill(empty[m], math.nan))
+            loss = loss + err.sum()
         grads = torch.autograd.grad(loss, [params[key] for key in keys])
         with torch.no_grad():
             g = dict(zip(keys, grads, strict=True))
             new, rule_state, _ = rule(params, g, rule_state, k - 1)
         params = {key: v.detach().requires_grad_(True) for key, v in new.items()}
         synchronize(device)  # the step's kernels, not their launch, are timed
-        seconds += time.perf_counter() - t0
-        tracked = track_every and (k % track_every == 0 or k == steps)
-        checked = target_psnr is not None and (k % period == 0 or k == steps)
-        if tracked or checked:
-            mean_db = evaluate(k, seconds)
-            if target_psnr is not None:
-                hit = (mean_db >= target_psnr) & (reached < 0)
-                reached[hit], reached_s[hit] = k, seconds
-                if bool((reached >= 0).all()):
-                    break
+        before, seconds = seconds, seconds + time.perf_counter() - t0
+        if free and due(k - 1):  # this step's loss: the weights of step k - 1
+            done = record(k - 1, before, psnr(torch.stack(errs, 1), data_range))
+        elif not free and due(k):
+            done = evaluate(k, seconds)
+        if done:
+            break
+    if free and steps > 0 and not done and due(k):
+        evaluate(k, seconds)  # the last step's weights (no further loss reads them)
     if learner.adapt_mode == "head":  # the closed-form heads, on every valid point
         t0 = time.perf_counter()
         with torch.no_grad():

@@ -32,7 +32,7 @@ from pipelines.codecs.meta_model import (
     params_to_codes,
 )
 from pipelines.codecs.patch_codes import PatchGrid
-from pipelines.codecs.quantise import dequantise, quantise
+from pipelines.codecs.quantise import dequantise, quantise, spec_quantiser
 from pipelines.data.stores.patches import PatchStore
 from pipelines.data.stores.reader import FieldStore
 
@@ -106,13 +106,16 @@ def encode_patch_steps(
     n = total // k
     coords = {m: torch.from_numpy(ps.info[m].coords).to(device) for m in learner.modalities}
     sizes = code_layout(learner).sizes
+    quant = spec_quantiser(spec)
     bsz = int(spec["batch_size"]) or DEFAULT_PATCH_BATCH
     codes, scales, sse, counts, secs = [], [], [], [], []
     for a in range(0, total, bsz):
         part = {m: v[a : a + bsz] for m, v in tiles.items()}
         values, valid = batch_tensors(part, device)
         fit = fit_encoder(learner, coords, values, valid, spec, seed=seed + a)
-        code, scale = quantise(params_to_codes(learner, fit.params), spec["code_dtype"], sizes)
+        code, scale = quantise(
+            params_to_codes(learner, fit.params), spec["code_dtype"], sizes, quant
+        )
         stored = codes_to_params(learner, dequantise(code, scale, sizes))
         mse, _ = field_metrics(learner, coords, values, valid, stored, 1.0)
         cnt = _counts(valid, learner.modalities)
