@@ -36,6 +36,7 @@ from mia_core.config import load_config  # noqa: E402
 from pipelines.codecs.encode import run_encode  # noqa: E402
 from pipelines.codecs.encode_spec import EncodeSpec  # noqa: E402
 from pipelines.codecs.report import ReportSpec, run_report  # noqa: E402
+from pipelines.codecs.speed_rows import speed_at  # noqa: E402
 from pipelines.data.stores import make_location, open_store  # noqa: E402
 from pipelines.jobs import train  # noqa: E402
 
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--points-per-step", type=int, default=4096)
     p.add_argument("--baseline-timesteps", type=int, default=8)
     p.add_argument("--max-baseline-steps", type=int, default=2000)
-    p.add_argument("--eval-every", type=int, default=4, help="baseline PSNR check period")
+    p.add_argument("--eval-every", type=int, default=1, help="PSNR check period (1: every step)")
     p.add_argument("--local", action="store_true", help="encode in one process, no Ray")
     p.add_argument("--threads", type=int, default=1, help="torch threads (single process)")
     args = p.parse_args(argv)
@@ -151,12 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     rows = {
-        f"{t['target_db']:g} dB": {
-            "encoder_reached": t["encoder_reached"],
-            "speedup_time": (">= " if t["lower_bound"] else "") + f"{t['speedup_time']:.2f}x",
-            "speedup_steps": f"{t['speedup_steps']:.2f}x",
-            "baseline": t["baseline"],
-        }
+        f"{t['target_db']:g} dB": speed_at(report["comparison"], t["target_db"])
         for t in report["comparison"]["targets"]
     }
     print(

@@ -81,7 +81,9 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--targets", type=_floats, default=(30.0, 35.0, 40.0), help="PSNRs (dB)")
     p.add_argument("--headline", type=float, default=35.0, help="target for --results")
     p.add_argument("--max-steps", type=int, default=2000, help="baseline step budget")
-    p.add_argument("--eval-every", type=int, default=10, help="baseline PSNR period")
+    p.add_argument(
+        "--eval-every", type=int, default=1, help="PSNR check period of both sides (1: every step)"
+    )
     p.add_argument("--compressors", default="zfp,sz3", help="comma separated: zfp, sz3")
     p.add_argument("--threads", type=int, default=1, help="torch threads (both sides)")
     p.add_argument("--seed", type=int, default=0)

@@ -13,13 +13,14 @@ from test_encode import encode, meta_run, options  # noqa: F401  (meta_run: fixt
 
 from pipelines.codecs.codestore import pending_units
 from pipelines.codecs.codestore_lock import acquire_lock, release_lock
-from pipelines.codecs.comparison import FitCurve, _at_target, warm_init
+from pipelines.codecs.comparison import FitCurve, Sweep, warm_init
 from pipelines.codecs.compressors import FieldSet, rate_distortion
 from pipelines.codecs.decode import Decoder
 from pipelines.codecs.encoder import open_field_store, runs_of, unit_batches
 from pipelines.codecs.fitting import FitResult, fit_batch, fit_encoder
 from pipelines.codecs.meta_model import batch_tensors, params_to_codes
 from pipelines.codecs.report import RESULT_KEYS, ReportSpec, readme_block, run_report
+from pipelines.codecs.speed_rows import at_target
 from pipelines.data.stores import StoreError, make_location
 from pipelines.reports.readme_blocks import markers
 from ray_jobs.encode import main as encode_main
@@ -34,25 +35,38 @@ def test_first_reaching_reads_each_signal_off_the_trajectory():
 
 
 def curve(label, sps, steps_to, max_steps=100, lr=1e-3):
-    return FitCurve(label, lr, sps, [], {30.0: steps_to}, max_steps)
+    return FitCurve(label, lr, sps, [], {30.0: steps_to}, max_steps, 20.0)
+
+
+def sweep(*fits):
+    return Sweep("s", [f.lr for f in fits], list(fits), 0, False)
 
 
 def test_speedups_pick_the_fastest_baseline_and_flag_lower_bounds():
     enc = curve("encoder", 0.01, [4, 8, -1, 0], max_steps=16, lr=math.nan)
-    slow = curve("adam lr=0.0003", 0.01, [-1, -1, -1, -1])
-    fast = curve("adam lr=0.003", 0.02, [40, 80, 90, 20])
-    r = _at_target(30.0, enc, [slow, fast], batch=4, pretrain=100.0)
-    assert r.baseline == "adam lr=0.003" and r.encoder_reached == 0.75
-    # over the encoder's three hits (step 0 counts one step): 40/4, 80/8, 20/1 steps
-    assert r.speedup_steps == pytest.approx(10.0)
-    assert r.speedup_time == pytest.approx(20.0) and not r.lower_bound
-    per_frame_gain = (40 * 0.02 - 4 * 0.01) / 4
-    assert r.break_even_frames == math.ceil(100.0 / per_frame_gain)
-    capped = _at_target(30.0, enc, [slow], batch=4, pretrain=math.nan)
-    assert capped.lower_bound and capped.speedup_steps == pytest.approx(100 / 4)
+    warm = curve("encoder", 0.01, [0, 1, 1, 2], max_steps=16, lr=math.nan)
+    slow = curve("adam lr=0.0003", 0.01, [-1, -1, -1, -1], lr=3e-4)
+    mid = curve("adam lr=0.001", 0.02, [40, 80, 90, 20], lr=1e-3)
+    fast = curve("adam lr=0.003", 0.02, [50, -1, 95, 30], lr=3e-3)
+    r = at_target(30.0, enc, warm, sweep(slow, mid, fast), sweep(slow, mid), 4, 100.0)
+    rows = r.rows
+    assert rows["baseline_cold"].label == "adam lr=0.001" and rows["encoder_cold"].reached == 0.75
+    # medians over all four time steps, a miss counting never, step 0 one step
+    assert rows["encoder_cold"].steps == pytest.approx(6.0)  # (4, 8)
+    assert rows["encoder_warm"].steps == pytest.approx(1.0)
+    assert rows["baseline_cold"].seconds == pytest.approx(60 * 0.02 / 4)
+    assert r.speedup_cold == pytest.approx(60 * 0.02 / (6 * 0.01)) and not r.lower_bound_cold
+    assert r.best_lr_interior == {"baseline_cold": True, "baseline_warm": False}
+    warm_gain = (60 * 0.02 - 1 * 0.01) / 4
+    assert r.break_even_frames == math.ceil(100.0 / min(warm_gain, (1.2 - 0.06) / 4))
+    capped = at_target(30.0, enc, warm, sweep(slow), sweep(slow), 4, math.nan)
+    assert math.isnan(capped.rows["baseline_cold"].seconds) and capped.lower_bound_cold
+    assert capped.speedup_cold == pytest.approx(100 / 6)  # the budget: a lower bound
     assert math.isnan(capped.break_even_frames)
-    never = _at_target(30.0, curve("encoder", 0.01, [-1] * 4), [fast], 4, 1.0)
-    assert never.encoder_reached == 0 and math.isnan(never.speedup_time)
+    miss = curve("encoder", 0.01, [-1, -1, -1, 3])
+    never = at_target(30.0, miss, miss, sweep(mid), sweep(mid), 4, 1.0)
+    assert math.isnan(never.rows["encoder_cold"].seconds) and math.isnan(never.speedup_warm)
+    assert not never.lower_bound_cold
 
 
 def test_compressors_reach_the_psnr_they_are_credited_with():
@@ -83,39 +97,42 @@ def test_report_on_a_code_store_writes_json_markdown_figures_and_results(
     results = tmp_path / "encode.json"
     spec = ReportSpec(
         str(codes), out_dir=str(tmp_path / "report"), frames=3, targets=(12.0, 18.0),
-        headline_db=18.0, max_steps=40, eval_every=5, results_json=str(results), name="tiny",
+        headline_db=18.0, max_steps=40, results_json=str(results), name="tiny",
     )  # fmt: skip
     torch.manual_seed(0)
     rep = run_report(spec, log=lambda _s: None)
     cmp = rep["comparison"]
-    assert cmp["held_out"] and len(cmp["frames"]) == 3
+    assert cmp["split"] == "test" and cmp["frames"] == [10, 11]  # the tiny store's test steps
     assert cmp["pretrain_seconds"] > 0  # the checkpoint's training wall time
-    assert [b["lr"] for b in cmp["baselines"]] == [3e-4, 1e-3, 3e-3]
-    assert len(cmp["encoder"]["curve"]) == 21  # step 0 .. K
+    assert {3e-4, 1e-3, 3e-3} <= set(cmp["baseline_cold"]["lrs"])
+    assert len(cmp["encoder_cold"]["curve"]) == 21  # step 0 .. K
     assert {r["name"] for r in rep["rate_distortion"]} == {"zfp", "sz3"}
     for f in rep["figures"]:
         assert (tmp_path / "report" / f.split("/")[-1]).stat().st_size > 1000
     md = (tmp_path / "report" / "report.md").read_text()
-    assert "best baseline" in md and "ZFP" in md
+    assert "speedup warm/warm" in md and "baseline cold lr grid" in md and "ZFP" in md
     entry = json.loads(results.read_text())["datasets"][0]
     assert list(entry)[: len(RESULT_KEYS)] == list(RESULT_KEYS)
-    assert entry["name"] == "tiny" and entry["grid"] == [8, 10] and entry["frames"] == 3
+    assert entry["name"] == "tiny" and entry["grid"] == [8, 10] and entry["frames"] == 2
+    assert entry["speed"]["psnr_db"] == 18.0 and "baseline_warm_s" in entry["speed"]
     block = readme_block({"datasets": [entry]}, "x.json")
-    assert "| tiny | 8x10 x 1 | 3 |" in block
-    # one column per target, each cell "reached: time / steps"
+    assert "| tiny | 8x10 x 1 | 2 |" in block
+    # one column per target, each cell "cold / warm" speedups
     for t in entry["targets"]:
-        assert f" {t['target_db']:g} dB: reached, time / steps |" in block
-    assert block.count("%: ") == len(entry["targets"])
+        assert f" {t['psnr_db']:g} dB: speedup cold / warm |" in block
+    old = {**entry, "name": "old", "targets": [{"target_db": 12.0, "speedup_time": 2.0}]}
+    both = readme_block({"datasets": [entry, old]}, "x.json")  # written before "speed"
+    assert "| old | 8x10 x 1 | 2 | - | - |" in both
     # the command: a second report replaces the entry; --readme fills only its block
     begin, end = markers("encode")
     (tmp_path / "README.md").write_text(f"top\n{begin}\nold\n{end}\nbottom\n")
     monkeypatch.chdir(tmp_path)
-    argv = ["report", "--codes", str(codes), "--frames", "2", "--targets", "12",
+    argv = ["report", "--codes", str(codes), "--frames", "1", "--targets", "12",
             "--headline", "12", "--max-steps", "20", "--results", str(results),
             "--name", "tiny", "--readme"]  # fmt: skip
     assert encode_main(argv) == 0
     data = json.loads(results.read_text())
-    assert [d["name"] for d in data["datasets"]] == ["tiny"] and data["datasets"][0]["frames"] == 2
+    assert [d["name"] for d in data["datasets"]] == ["tiny"] and data["datasets"][0]["frames"] == 1
     text = (tmp_path / "README.md").read_text()
     assert text.startswith("top\n") and text.endswith("bottom\n") and "| tiny |" in text
 
@@ -150,13 +167,15 @@ def test_warm_started_chains_continue_from_the_previous_steps_weights(
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     cold_code = params_to_codes(meta.learner, fit(1).params).numpy()
     assert np.abs(got - cold_code).max() > 1e-4  # not simply a cold start
-    init = warm_init(meta, group, dict(group.attrs["mia_codes"]), [1, 2])
+    # the report's encoder-warm start: every step from the step before's stored code,
+    # chain or not; step 0 (nothing before it) from the meta-learned initialisation
+    init = warm_init(meta, group, [1, 2, 0])
     np.testing.assert_allclose(
-        params_to_codes(meta.learner, {k: v[:1] for k, v in init.items()}).numpy(),
-        np.asarray(group["codes"][0:1]), rtol=1e-5, atol=1e-6,
+        params_to_codes(meta.learner, {k: v[:2] for k, v in init.items()}).numpy(),
+        np.asarray(group["codes"][0:2]), rtol=1e-5, atol=1e-6,
     )  # fmt: skip
     start = meta.learner.initial_params(1)
-    assert all(torch.equal(init[k][1], start[k][0]) for k in start)  # step 2 starts a chain
+    assert all(torch.equal(init[k][2], start[k][0]) for k in start)
 
 
 def test_one_unit_per_chunk_and_a_second_encoder_is_refused(meta_run, tmp_path):  # noqa: F811

@@ -24,8 +24,9 @@ writes whole chunks; xarray opens it through ``dimension_names``):
   (Zarr's local store writes a temporary file and renames; an S3 PUT is atomic), so a
   reader never sees a half-written chunk;
 * ``time (time,)``: the field store's time coordinate (datetimes as CF-encoded ns);
-* group ``meta``: the meta-model's weights (one float32 array per parameter), so decoding
-  needs nothing but the code store.
+* group ``meta``: the meta-model's weights (one array per parameter, float32, or float16
+  with ``encode.meta_dtype``: the encoder then fits against the float16-rounded weights,
+  so the codes match what is stored), so decoding needs nothing but the code store.
 
 A new store is first created with only the attribute ``mia_codes_creating``; the full
 ``mia_codes`` attribute replaces it once every array exists, so a store whose creation
@@ -60,10 +61,12 @@ FORMATS = (FORMAT, FORMAT_ENTROPY)
 # Settings that change what a code means: a rerun with other values must not mix codes.
 IDENTITY_KEYS = (
     "meta_sha256", "mode", "code_dim", "code_dtype", "variables", "num_time", "store",
-    "code_bits", "quantiser", "entropy_coder",
+    "code_bits", "quantiser", "entropy_coder", "meta_dtype",
 )  # fmt: skip
 # What an identity key means when an older store lacks it.
-IDENTITY_DEFAULTS = {"code_bits": 0, "quantiser": None, "entropy_coder": None}
+IDENTITY_DEFAULTS = {
+    "code_bits": 0, "quantiser": None, "entropy_coder": None, "meta_dtype": "float32",
+}  # fmt: skip
 # Every member a code store can have: a Zarr group holding only these and no attributes
 # is one whose creation stopped before its attributes were written (older versions).
 MEMBERS = {"codes", "code_scale", "mse", "psnr", "encode_seconds", "done", "time", "meta"}
@@ -164,10 +167,11 @@ def create_code_store(
     meta = group.create_group("meta")
     for name, value in meta_state.items():
         axes = [f"{name.replace('.', '_').replace('/', '_')}_axis{i}" for i in range(value.ndim)]
+        dtype = attrs.get("meta_dtype", "float32")
         arr = meta.create_array(
-            name, shape=value.shape, dtype="float32", overwrite=True, dimension_names=axes
+            name, shape=value.shape, dtype=dtype, overwrite=True, dimension_names=axes
         )
-        arr[...] = value.astype(np.float32)
+        arr[...] = value.astype(dtype)
     group.attrs.put({"mia_codes": {**attrs, "chunk": chunk}})  # drops mia_codes_creating
     return group
 
@@ -308,7 +312,7 @@ def stored_bytes(group: zarr.Group, name: str) -> int:
 def meta_state(group: zarr.Group) -> dict[str, np.ndarray]:
     """The meta-model parameters stored with the codes (names as in the state dict)."""
     meta = group["meta"]
-    return {name: np.asarray(meta[name][...]) for name in meta.array_keys()}
+    return {name: np.asarray(meta[name][...], np.float32) for name in meta.array_keys()}
 
 
 __all__ = [

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from xarray.coding.times import decode_cf_datetime
 
 from mia_core.config import config_from_dict
 from pipelines.codecs.codestore import meta_state, open_code_store, read_codes
@@ -177,8 +178,11 @@ class Decoder:
     def _time_values(self, idx: np.ndarray) -> np.ndarray:
         t = self.group["time"]
         vals = np.asarray(t[...])[idx]
-        if "nanoseconds since 1970-01-01" in str(t.attrs.get("units", "")):
+        units = str(t.attrs.get("units", ""))
+        if "nanoseconds since 1970-01-01" in units:
             return vals.astype("datetime64[ns]")
+        if " since " in units:  # other calendars (cftime): the dates they encode
+            return decode_cf_datetime(vals, units, t.attrs.get("calendar"), use_cftime=True)
         return vals
 
     @torch.no_grad()

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from xarray.coding.times import encode_cf_datetime
 
 from mia_core.config import Config, config_to_dict, load_config
 from mia_core.config.secrets import redact
@@ -87,6 +88,9 @@ def _time_coordinate(store: FieldStore) -> tuple[np.ndarray, dict[str, Any]]:
     if np.issubdtype(values.dtype, np.datetime64):
         ns = values.astype("datetime64[ns]").astype(np.int64)
         return ns, {"units": "nanoseconds since 1970-01-01", "calendar": "proleptic_gregorian"}
+    if values.dtype == object and hasattr(values[0], "calendar"):  # cftime (360-day, noleap)
+        num, units, calendar = encode_cf_datetime(values, calendar=values[0].calendar)
+        return np.asarray(num, np.float64), {"units": units, "calendar": calendar}
     return values.astype(np.float64), {}
 
 
@@ -120,6 +124,20 @@ def _variable_attrs(store: FieldStore) -> dict[str, Any]:
             },
         }
     return out
+
+
+def _rounded_meta(
+    model: MetaModel, state: dict[str, torch.Tensor], dtype: str
+) -> dict[str, torch.Tensor]:
+    """The meta-model's state as stored: float16 rounds every weight (and the model in place)."""
+    if dtype == "float32":
+        return state
+    with torch.no_grad():
+        for p in model.learner.parameters():
+            p.copy_(p.to(torch.float16).float())
+    return {
+        k: v.to(torch.float16).float() if v.is_floating_point() else v for k, v in state.items()
+    }
 
 
 def _quantiser(
@@ -297,6 +315,7 @@ def run_encode(
     lo, hi = spec.time_range or (0, n_t)
     if not (0 <= lo < hi <= n_t):
         raise EncodeError(f"encode.time_range {spec.time_range} outside the store's 0:{n_t}")
+    state = _rounded_meta(model, state, spec.meta_dtype)
     meta_np = {k: v.detach().cpu().numpy() for k, v in state.items() if v.is_floating_point()}
     patches = patch_store_for(store, model)
     quant = _quantiser(spec, dst, model, store, patches, lo, hi, log)
@@ -304,7 +323,9 @@ def run_encode(
         **_store_attrs(spec, src, dst, store, model, patches),
         **quant,
         "meta_reference": spec.model or str(ckpt),
-        "meta_bytes": int(sum(4 * v.size for v in meta_np.values())),
+        "meta_bytes": int(sum(v.size for v in meta_np.values()))
+        * np.dtype(spec.meta_dtype).itemsize,
+        "meta_dtype": spec.meta_dtype,
         "meta_config": redact(config_to_dict(cfg)),
         "psnr_range": cfg.data.psnr_range,
     }

@@ -21,6 +21,7 @@ from pipelines.codecs.entropy import CODERS, MAX_BITS, MIN_BITS
 from pipelines.codecs.quantise import CODE_DTYPES
 
 LARGER_CODES = ("refuse", "warn")
+META_DTYPES = ("float32", "float16")
 ENCODE_OPTIMIZERS = ("rule", "adam", "sgd")
 ENCODE_DEVICES = ("cpu", "cuda", "auto")
 SECTION = "encode"
@@ -74,6 +75,8 @@ class EncodeSpec(Validated):
         calibration_codes: with ``code_bits``: code vectors (time steps, or patches of
             whole time steps) fitted before encoding to calibrate each channel's step;
             evenly spaced over the steps being encoded.
+        meta_dtype: how the meta-model's weights are stored with the codes: ``float32`` or
+            ``float16`` (half the bytes; the encoder then fits against the rounded weights).
         larger_codes: what to do when a time step's code takes at least as many bytes as
             its float32 data (compression <= 1x): ``refuse`` (default: stop before
             encoding, naming both sizes and what to change) or ``warn`` (log and encode).
@@ -111,6 +114,7 @@ class EncodeSpec(Validated):
     code_bits: int = bounded(0, ge=0)
     entropy_coder: str = choice("auto", CODERS)
     calibration_codes: int = bounded(256, ge=1)
+    meta_dtype: str = choice("float32", META_DTYPES)
     larger_codes: str = choice("refuse", LARGER_CODES)
     endpoint_url: str = ""
     concurrency: int = bounded(2, ge=1)

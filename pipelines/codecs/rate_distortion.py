@@ -44,6 +44,7 @@ LOSSY = ("zfp", "sz3", "sz3_series")
 DEFAULT_REL_BOUNDS = tuple(float(b) for b in np.logspace(-5, math.log10(0.5), 14))
 MAX_REL_BOUND = 16.0  # the extension's last doubling (bounds beyond the range)
 GROWTH = 1.02  # the extension stops when a doubling gains less than 2% ratio
+LOSSLESS_DASHES: tuple[Any, ...] = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
 
 
 @dataclass
@@ -258,6 +259,7 @@ def plot_rd(
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     code_points: list[Mapping[str, Any]] = []
+    lossless = 0
     for name, pts in curves.items():
         finite = sorted(
             ((p["ratio"], p["psnr"]) for p in pts if math.isfinite(p["psnr"])),
@@ -269,19 +271,20 @@ def plot_rd(
         if finite:
             xs, ys = zip(*finite, strict=True)
             ax.plot(xs, ys, "*" if is_code else ".-", ms=9 if is_code else 4, label=name)
-        for p in pts:
-            if math.isinf(p["psnr"]):
-                ax.axvline(p["ratio"], ls="--", lw=0.9, color="0.5")
-                ax.annotate(
-                    p.get("codec", name), (p["ratio"], 0.02), xycoords=("data", "axes fraction"),
-                    rotation=90, fontsize=7, color="0.4",
-                )  # fmt: skip
+        for p in (p for p in pts if math.isinf(p["psnr"])):
+            dash = LOSSLESS_DASHES[lossless % len(LOSSLESS_DASHES)]
+            lossless += 1
+            label = f"{p.get('codec', name)} (lossless)"
+            ax.axvline(p["ratio"], ls=dash, lw=1.0, color="0.4", label=label)
     front = pareto_front(code_points)
     if front:
         ax.plot(
             [p["ratio"] for p in front], [p["psnr"] for p in front], "k-", lw=2.2, alpha=0.7,
             label="codes: Pareto front", zorder=5,
         )  # fmt: skip
+    ys = [p["psnr"] for pts in curves.values() for p in pts if math.isfinite(p["psnr"])]
+    if ys:  # lossless-in-practice points (the 200 dB MSE floor) would squash the curves
+        ax.set_ylim(max(0.0, min(ys) - 2), min(max(ys) + 2, 150.0))
     ax.set(xscale="log", xlabel="compression ratio (raw float32 / stored)", ylabel="PSNR (dB)")
     ax.set_title(title or "rate-distortion")
     ax.grid(True, which="both", lw=0.3, alpha=0.5)
