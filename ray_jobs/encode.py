@@ -20,8 +20,11 @@ starts afresh; an output that is not a code store is refused without it). ``deco
 keeps its few flags (no spec file): the codes, ``--out`` (``.nc``: netCDF; ``.zarr`` or
 no suffix: Zarr), ``--overwrite``, ``--complete`` and what to reconstruct. ``report``
 measures a code store against fitting from scratch and against ZFP / SZ3
-(:mod:`pipelines.codecs.report`); ``--readme`` regenerates the README's table of the
-results JSON. ``mia-inr encode`` without a sub-command is ``encode``.
+(:mod:`pipelines.codecs.report`); with ``--codes`` repeated (code stores of one field
+store at several code sizes and bit depths) it runs the rate-distortion study instead
+(:mod:`pipelines.codecs.rd_run`; ``--docs`` regenerates its page). ``--readme`` regenerates
+the README's table of the results JSON. ``mia-inr encode`` without a sub-command is
+``encode``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from pipelines.codecs.decode import decode_to, parse_resolution, parse_times
 from pipelines.codecs.encode import run_encode
 from pipelines.codecs.encode_spec import load_encode_spec
 from pipelines.codecs.meta_model import EncodeError
+from pipelines.codecs.rd_run import RDSpec, run_rd_report, write_page
 from pipelines.codecs.report import ReportSpec, readme_block, run_report
 from pipelines.reports.readme_blocks import write_block
 from ray_jobs.common import parse_job_args, run_main
@@ -41,6 +45,8 @@ from ray_jobs.common import parse_job_args, run_main
 ALIASES = ("store", "checkpoint", "out", "model")  # --store X == encode.store=X
 SUBCOMMANDS = ("encode", "decode", "report")
 RESULTS = "benchmarks/results/encode.json"
+RD_RESULTS = "benchmarks/results/rate_distortion.json"
+RD_DOCS = "docs/results/rate_distortion.md"
 
 
 def _encode_args(p: argparse.ArgumentParser) -> None:
@@ -73,7 +79,17 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--codes", default="", help="code store URL (omit with --readme only)")
+    p.add_argument(
+        "--codes",
+        action="append",
+        default=[],
+        help="code store URL; repeat it (code sizes, bit depths of one field store) for the "
+        "rate-distortion study (omit with --readme only)",
+    )
+    p.add_argument("--simulated", action="store_true", help="rate-distortion: simulated data")
+    p.add_argument(
+        "--docs", default="", help=f"rate-distortion: regenerate this page (e.g. {RD_DOCS})"
+    )
     p.add_argument("--store", default="", help="field store (default: the one encoded)")
     p.add_argument("--out-dir", default="", help="default runs/encode_report/<codes name>")
     p.add_argument("--frames", type=int, default=8, help="held-out time steps compared")
@@ -93,10 +109,24 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--readme", action="store_true", help="regenerate README.md's table")
 
 
+def _rate_distortion(args: argparse.Namespace) -> int:
+    spec = RDSpec(
+        args.codes, args.name or Path(args.codes[0].rstrip("/")).stem, not args.simulated,
+        args.store, args.out_dir, args.frames, args.lrs, args.max_steps, threads=args.threads,
+        results_json=args.results,
+    )  # fmt: skip
+    run_rd_report(spec)
+    if args.docs:
+        print(f"wrote {write_page(args.results or RD_RESULTS, args.docs)}")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
+    if len(args.codes) > 1:
+        return _rate_distortion(args)
     if args.codes:
         spec = ReportSpec(
-            args.codes, args.store, args.out_dir, args.frames, args.lrs, args.targets,
+            args.codes[0], args.store, args.out_dir, args.frames, args.lrs, args.targets,
             args.headline, args.max_steps, args.eval_every,
             tuple(c for c in args.compressors.split(",") if c), args.threads, args.seed,
             args.endpoint_url, args.results, args.name,

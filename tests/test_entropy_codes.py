@@ -66,7 +66,7 @@ def test_bits_out_of_range_are_refused_in_one_line(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def coded(meta_run, tmp_path_factory):
+def coded(meta_run, tmp_path_factory):  # noqa: F811
     """The tiny store encoded with float32 codes and with 6-bit entropy-coded codes."""
     root = tmp_path_factory.mktemp("entropy")
     ref = encode(options(meta_run, root / "f32.zarr"))
@@ -103,7 +103,7 @@ def test_decoding_reads_the_stored_bytes_alone(coded):
     assert float(np.abs(ds["t2m"].values - ref["t2m"].values).max()) < 2.0  # kelvin
 
 
-def test_a_resumed_entropy_coded_job_keeps_its_quantiser(meta_run, tmp_path):
+def test_a_resumed_entropy_coded_job_keeps_its_quantiser(meta_run, tmp_path):  # noqa: F811
     out = tmp_path / "codes.zarr"
     with pytest.raises(RuntimeError, match="injected fault"):
         encode(options(meta_run, out, code_bits=4, calibration_codes=4), fault_at=5)

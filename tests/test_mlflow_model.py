@@ -1,4 +1,9 @@
-"""The run's checkpoint as an MLflow model: registry, pyfunc predictions, encode --model."""
+"""The run's checkpoint as an MLflow model: registry, pyfunc predictions, encode --model.
+
+The pyfunc's codes are the code store's (one vector per signal, ``code_layout`` order):
+encoding through it gives the vectors ``mia-inr encode`` writes, and ``read_codes`` rows
+(float32 or entropy coded) decode through it to what the code store's ``Decoder`` gives.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,20 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from test_encode import encode, meta_run, options  # noqa: F401  (meta_run: fixture)
+import zarr
+from test_encode import CHUNK, encode, meta_run, options  # noqa: F401  (meta_run: fixture)
 
-from pipelines.codecs.meta_model import EncodeError
+from pipelines.codecs.codestore import read_codes
+from pipelines.codecs.decode import Decoder
+from pipelines.codecs.meta_model import EncodeError, code_layout
 from pipelines.data.stores import make_location, open_store
-from pipelines.data.stores.writer import ModalityData, write_signal_store
-from pipelines.reports.mlflow_model import adapt_and_predict, code_layout, store_digest
+from pipelines.data.stores.reader import grid_coords
+from pipelines.data.stores.writer import ModalityData, invert_norm, write_signal_store
+from pipelines.reports.mlflow_model import adapt_and_predict, store_digest
 
 NAME = "mia-inr-meta_inr_gray_scott"  # run.registered_model's default for that run
+COLUMNS = ["signal", "modality", "role", "x", "y"]
+K = 3  # inner steps of the pyfunc and the encoder alike
 
 
 def tracking(run: dict) -> str:
@@ -60,21 +71,84 @@ def test_the_registered_model_encodes_and_decodes(meta_run):  # noqa: F811
     coords = store.info["t2m"].coords.reshape(-1).tolist()
     field = (0, "t2m", "support", coords, values.reshape(-1).tolist())
     query = (0, "t2m", "query", coords, [])
-    columns = ["signal", "modality", "role", "x", "y"]
-    # encode: the adapted tensors (Meta-INR: the SIREN's weights) of the field
-    codes = model.predict(pd.DataFrame([field], columns=columns), params={"output": "codes"})
-    assert list(codes.columns) == ["signal", "modality", "code"] and len(codes) == 1
+    # encode: one code-store vector for the signal (Meta-INR: its SIREN's weight deltas)
+    codes = model.predict(pd.DataFrame([field], columns=COLUMNS), params={"output": "codes"})
+    assert list(codes.columns) == ["signal", "code"] and len(codes) == 1
     code = list(codes["code"][0])
     learner = model.unwrap_python_model().learner
-    assert len(code) == sum(int(np.prod(s)) for _, s in code_layout(learner)["t2m"])
+    assert len(code) == code_layout(learner).dim and np.abs(code).max() > 0
     # decode: the code alone predicts what adapting to the field predicts
-    decoded = model.predict(pd.DataFrame([(0, "t2m", "code", [], code), query], columns=columns))
-    adapted = model.predict(pd.DataFrame([field, query], columns=columns))
+    decoded = model.predict(pd.DataFrame([(0, "", "code", [], code), query], columns=COLUMNS))
+    adapted = model.predict(pd.DataFrame([field, query], columns=COLUMNS))
     np.testing.assert_allclose(decoded["prediction"][0], adapted["prediction"][0], atol=1e-5)
-    with pytest.raises(ValueError, match="a code has"):
-        adapt_and_predict(
-            learner, pd.DataFrame([(0, "t2m", "code", [], code[:-1])], columns=columns)
-        )
+    with pytest.raises(EncodeError, match="1 code and 1 support rows"):
+        model.predict(pd.DataFrame([(0, "", "code", [], code), field], columns=COLUMNS))
+
+
+def _fields(run: dict, steps: range) -> tuple[np.ndarray, list]:
+    store = open_store(make_location(run["store"]))
+    values = store.read(steps.start, steps.stop)["t2m"]
+    return values, store.info["t2m"].coords.reshape(-1).tolist()
+
+
+def _decode_rows(codes: np.ndarray, grid: tuple[int, ...]) -> pd.DataFrame:
+    """A code row and a query row on the whole grid per time step."""
+    x = grid_coords(grid).reshape(-1).tolist()
+    rows = []
+    for t, code in enumerate(codes):
+        rows += [(t, "", "code", [], code.tolist()), (t, "t2m", "query", x, [])]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _decoded_like_the_decoder(model, out, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pyfunc's and the Decoder's fields of a code store's first ``n`` steps (physical)."""
+    group = zarr.open_group(str(out), mode="r")
+    info = group.attrs["mia_codes"]["variable_info"]["t2m"]
+    grid = tuple(info["grid_shape"])
+    pred = model.predict(_decode_rows(read_codes(group, np.arange(n)), grid))
+    fields = np.stack([np.asarray(p).reshape(*grid, -1) for p in pred["prediction"]])
+    ours = invert_norm(fields.astype(np.float64), info["norm"])[..., 0]
+    ds = Decoder(make_location(str(out))).decode(list(range(n)))
+    return ours, ds["t2m"].values
+
+
+def test_pyfunc_codes_are_the_code_store_s_both_ways(meta_run, tmp_path):  # noqa: F811
+    mlflow.set_tracking_uri(tracking(meta_run))
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}/1")
+    out = tmp_path / "codes.zarr"
+    # the encoder's fit is the inner loop when it uses the rule, K and every point
+    encode(options(meta_run, out, optimizer="rule", steps=K, time_range=[0, CHUNK]))
+    group = zarr.open_group(str(out), mode="r")
+    stored = read_codes(group, np.arange(CHUNK))
+    values, coords = _fields(meta_run, range(0, CHUNK))
+    frame = pd.DataFrame(
+        [(t, "t2m", "support", coords, values[t].reshape(-1).tolist()) for t in range(CHUNK)],
+        columns=COLUMNS,
+    )
+    codes = model.predict(frame, params={"output": "codes", "steps": K})
+    ours = np.stack([np.asarray(c) for c in codes["code"]])
+    assert ours.shape == stored.shape and np.abs(stored).max() > 1e-3
+    np.testing.assert_allclose(ours, stored, atol=1e-5, rtol=1e-4)  # batched vs one by one
+    # the code store's vectors decode through the pyfunc to the Decoder's fields
+    pyfunc_fields, decoder_fields = _decoded_like_the_decoder(model, out, CHUNK)
+    np.testing.assert_allclose(pyfunc_fields, decoder_fields, rtol=0, atol=1e-4)
+    # an entropy-coded store (6 bits per code value) decodes alike: its own codes
+    coded = tmp_path / "entropy.zarr"
+    encode(options(meta_run, coded, optimizer="rule", steps=K, time_range=[0, CHUNK], code_bits=6))
+    assert zarr.open_group(str(coded), mode="r").attrs["mia_codes"]["code_bits"] == 6
+    six_bit, decoder_six_bit = _decoded_like_the_decoder(model, coded, CHUNK)
+    np.testing.assert_allclose(six_bit, decoder_six_bit, rtol=0, atol=1e-4)
+    assert np.abs(six_bit - pyfunc_fields).max() > 1e-4  # quantised codes, other fields
+    # a code of another length: one line naming the expected length and the meta-model
+    short = _decode_rows(
+        stored[:1, :-1], tuple(group.attrs["mia_codes"]["variable_info"]["t2m"]["grid_shape"])
+    )
+    with pytest.raises(EncodeError) as err:
+        model.predict(short)
+    msg = str(err.value)
+    dim, sha = group.attrs["mia_codes"]["code_dim"], group.attrs["mia_codes"]["meta_sha256"]
+    assert "\n" not in msg and f"has {dim - 1} values" in msg and f"expects {dim}" in msg
+    assert "meta_inr_gray_scott" in msg and sha[:12] in msg
 
 
 def test_encode_takes_a_registered_model_uri(meta_run, tmp_path):  # noqa: F811

@@ -183,9 +183,14 @@ def fit_batch(
             if free:
                 errs.append(err.detach().masked_fill(empty[m], math.nan))
             loss = loss + err.sum()
-        grads = torch.autograd.grad(loss, [params[key] for key in keys])
+        # A tensor the prediction does not use (a from-scratch Functa's unused latent
+        # in weights mode) gets a zero gradient.
+        grads = torch.autograd.grad(loss, [params[key] for key in keys], allow_unused=True)
         with torch.no_grad():
-            g = dict(zip(keys, grads, strict=True))
+            g = {
+                key: torch.zeros_like(params[key]) if gr is None else gr
+                for key, gr in zip(keys, grads, strict=True)
+            }
             new, rule_state, _ = rule(params, g, rule_state, k - 1)
         params = {key: v.detach().requires_grad_(True) for key, v in new.items()}
         synchronize(device)  # the step's kernels, not their launch, are timed

@@ -8,19 +8,34 @@ registered), with a signature and an input example. The model is defined *from c
 with ``weights_only=True``), the run's ``config.yaml`` and the modalities' dimensions.
 
 Input: one row per (signal, modality, role) with columns ``signal`` (int), ``modality``
-(str), ``role`` (``support`` or ``query``), ``x`` (flattened ``(P, d_in)`` coordinates in
-the model's ``[-1, 1]`` frame) and ``y`` (flattened ``(P, C)`` normalised values of the
-support points; empty for queries). For each signal the model adapts its inner loop to
-the support rows (a modality without support keeps the meta-learned start) and returns
-one row per query row: ``signal``, ``modality`` and ``prediction`` (flattened
+(str), ``role`` (``support``, ``query`` or ``code``, below), ``x`` (flattened ``(P, d_in)``
+coordinates in the model's ``[-1, 1]`` frame) and ``y`` (flattened ``(P, C)`` normalised
+values of the support points; empty for queries). For each signal the model adapts its
+inner loop to the support rows (a modality without support keeps the meta-learned start)
+and returns one row per query row: ``signal``, ``modality`` and ``prediction`` (flattened
 ``(P, C)``). ``params={"steps": K}`` overrides the number of inner steps.
 
-Encoders use the same model both ways. **Encode**: ``params={"output": "codes"}`` returns
-one row per (signal, modality) with ``code``, the adapted tensors of that modality (its
-context for CAVIA-style methods, its INR weights for MAML-style ones such as Meta-INR)
-flattened in a fixed order. **Decode**: a row with ``role`` ``code`` and the code in ``y``
-stands in for the adaptation of that modality, so ``code`` + ``query`` rows predict the
-field anywhere without its data.
+Encoders use the same model both ways, in the code store's format (``mia-inr encode``,
+:mod:`pipelines.codecs.codestore`): a signal's code is ONE vector over all modalities, the
+adapted tensors in :func:`~pipelines.codecs.meta_model.code_layout` order, flattened: the
+contexts for CAVIA-style methods, the weight deltas from the meta-model for MAML-style
+ones such as Meta-INR (weights or head mode). Both directions go through
+:func:`~pipelines.codecs.meta_model.params_to_codes` and
+:func:`~pipelines.codecs.meta_model.codes_to_params`, the encoder's and the decoder's own.
+**Encode**: ``params={"output": "codes"}`` returns one row per signal, ``signal`` and
+``code``; with the encoder's settings (the same ``K``, ``encode.optimizer=rule``, every
+point) it is the vector the code store holds for that time step. **Decode**: one row
+with ``role`` ``code`` and a signal's code in ``y`` (``x`` empty, ``modality`` ignored)
+stands in for that signal's adaptation (it takes no support rows), so ``code`` +
+``query`` rows predict the field anywhere without its data; a time step's codes read
+from a code store of the same meta-model (:func:`~pipelines.codecs.codestore.read_codes`,
+dequantised for ``int8`` and entropy-coded stores) predict what
+:class:`~pipelines.codecs.decode.Decoder` reconstructs, in normalised units. The
+meta-model is the checkpoint whose SHA-256 a code store records as ``meta_sha256``;
+a code of another length is refused, naming the expected length and the meta-model.
+(A store written with ``encode.meta_dtype=float16`` holds deltas from the rounded
+weights, which this model adds to its float32 ones; patch code stores, ``(time, patch,
+code)``, decode with the code store's own decoder only.)
 
 :func:`log_dataset` records the training store as the run's MLflow dataset input, with
 its URL (credentials removed) and a digest of its metadata.
@@ -42,7 +57,14 @@ import torch
 from mia_core.builders import build_learner
 from mia_core.config import Config, load_config
 from mia_core.data.episode import ModalityBatch
-from mia_core.meta.learner import MetaLearner, adapted_shapes
+from mia_core.meta.learner import MetaLearner
+from pipelines.codecs.meta_model import (
+    EncodeError,
+    code_layout,
+    codes_to_params,
+    file_sha256,
+    params_to_codes,
+)
 from pipelines.data.stores import Store
 from pipelines.engine.checkpoint import load_checkpoint
 
@@ -62,6 +84,14 @@ def load_learner(artifacts: Mapping[str, str]) -> tuple[MetaLearner, Config]:
     for p in learner.parameters():
         p.requires_grad_(False)
     return learner, cfg
+
+
+def meta_model_name(artifacts: Mapping[str, str], cfg: Config) -> str:
+    """How errors name a logged meta-model: its run and its checkpoint's SHA-256 prefix.
+
+    The prefix is that of ``meta_sha256`` in code stores encoded from the same checkpoint.
+    """
+    return f"{cfg.run.name!r} (checkpoint sha256 {file_sha256(artifacts['checkpoint'])[:12]})"
 
 
 def _points(values: Any, width: int) -> torch.Tensor:
@@ -91,70 +121,83 @@ def _episode(learner: MetaLearner, rows: pd.DataFrame) -> tuple[dict, dict]:
     return episode, queries
 
 
-def code_layout(learner: MetaLearner) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
-    """Modality -> the keys and shapes of its adapted tensors, in code order."""
-    shapes, groups = adapted_shapes(learner.inrs, learner.adapt_mode)
-    layout: dict[str, list[tuple[str, tuple[int, ...]]]] = {m: [] for m in learner.modalities}
-    for key, shape in shapes.items():
-        layout[groups[key]].append((key, shape))
-    return layout
+def _signal_code(
+    learner: MetaLearner, signal: int, rows: pd.DataFrame, name: str
+) -> dict[str, torch.Tensor] | None:
+    """The adapted tensors of a signal's ``code`` row (decode), or ``None`` without one.
 
-
-def _apply_codes(learner: MetaLearner, rows: pd.DataFrame, params: dict, layout: dict) -> None:
-    """Replace the adapted tensors of every modality that has a ``code`` row (decode)."""
-    for m, keys in layout.items():
-        given = rows[(rows["modality"] == m) & (rows["role"] == "code")]
-        if not len(given):
-            continue
-        flat = torch.as_tensor(np.asarray(given["y"].iloc[0], np.float32))
-        sizes = [int(np.prod(shape)) for _, shape in keys]
-        if flat.numel() != sum(sizes):
-            raise ValueError(
-                f"modality {m!r}: a code has {sum(sizes)} values for this model, got {flat.numel()}"
-            )
-        for (key, shape), part in zip(keys, torch.split(flat, sizes), strict=True):
-            params[key] = part.reshape(1, *shape)
+    Raises:
+        EncodeError: several code rows, a code row beside support rows, or a code whose
+            length is not the meta-model's code length.
+    """
+    given = rows[rows["role"] == "code"]
+    if not len(given):
+        return None
+    if len(given) > 1 or (rows["role"] == "support").any():
+        raise EncodeError(
+            f"signal {signal}: a code row stands for the whole signal (every modality); give "
+            f"one code row and no support rows, got {len(given)} code and "
+            f"{int((rows['role'] == 'support').sum())} support rows"
+        )
+    flat = torch.as_tensor(np.asarray(given["y"].iloc[0], np.float32)).reshape(-1)
+    dim = code_layout(learner).dim
+    if flat.numel() != dim:
+        raise EncodeError(
+            f"signal {signal}: a code has {flat.numel()} values; meta-model {name} expects "
+            f"{dim} (the code store's code_dim of a store encoded from it)"
+        )
+    return codes_to_params(learner, flat[None])
 
 
 def adapt_and_predict(
-    learner: MetaLearner, frame: pd.DataFrame, steps: int | None = None, output: str = "predictions"
+    learner: MetaLearner,
+    frame: pd.DataFrame,
+    steps: int | None = None,
+    output: str = "predictions",
+    name: str = "(unnamed)",
 ) -> pd.DataFrame:
     """Adapt to each signal's support rows and predict its query rows (module docstring).
 
-    ``output="codes"`` returns the adapted tensors instead (encode); ``code`` rows replace
-    a modality's adaptation (decode).
+    Args:
+        learner: the meta-learner.
+        frame: the model input (module docstring).
+        steps: inner steps ``K`` (``None``: the model's).
+        output: ``predictions``, or ``codes`` (encode): one row per signal with its
+            code-store vector.
+        name: how errors name the meta-model (:func:`meta_model_name`).
+
+    Raises:
+        ValueError: missing columns, unknown modalities, roles or output.
+        EncodeError: a bad ``code`` row (:func:`_signal_code`).
     """
     bad = {"signal", "modality", "role", "x", "y"} - set(frame.columns)
     if bad:
         raise ValueError(f"model input lacks columns {sorted(bad)}")
-    unknown = set(frame["modality"]) - set(learner.modalities)
+    unknown = set(frame.loc[frame["role"] != "code", "modality"]) - set(learner.modalities)
     if unknown:
         have = learner.modalities
         raise ValueError(f"unknown modalities {sorted(unknown)}; the model has {have}")
     if set(frame["role"]) - set(ROLES) or output not in OUTPUTS:
         raise ValueError(f"roles must be among {list(ROLES)} and output one of {list(OUTPUTS)}")
-    layout = code_layout(learner)
     out = []
     for signal, rows in frame.groupby("signal", sort=True):
-        episode, queries = _episode(learner, rows)
-        with torch.enable_grad():
-            params, _ = learner.adapt(
-                episode, create_graph=False, prune=False, steps=steps or None, track_graph=False
-            )
-        params = dict(params)
-        _apply_codes(learner, rows, params, layout)
+        episode, queries = _episode(learner, rows[rows["role"] != "code"])
+        params = _signal_code(learner, int(signal), rows, name)
+        if params is None:
+            with torch.enable_grad():
+                params, _ = learner.adapt(
+                    episode, create_graph=False, prune=False, steps=steps or None, track_graph=False
+                )
         with torch.no_grad():
             if output == "codes":
-                for m, keys in layout.items():
-                    code = torch.cat([params[k][0].reshape(-1) for k, _ in keys])
-                    out.append((int(signal), m, code.double().tolist()))
+                out.append((int(signal), params_to_codes(learner, params)[0].double().tolist()))
                 continue
             for m, qx in queries.items():
                 for x in qx:
-                    pred = learner.predict(m, x[None], params)[0]
+                    pred = learner.predict(m, x[None], dict(params))[0]
                     out.append((int(signal), m, pred.reshape(-1).double().tolist()))
-    column = "code" if output == "codes" else "prediction"
-    return pd.DataFrame(out, columns=["signal", "modality", column])
+    columns = ["signal", "code"] if output == "codes" else ["signal", "modality", "prediction"]
+    return pd.DataFrame(out, columns=columns)
 
 
 def input_example(learner: MetaLearner, points: int = 4) -> pd.DataFrame:
@@ -263,6 +306,7 @@ __all__ = [
     "load_learner",
     "log_dataset",
     "log_meta_model",
+    "meta_model_name",
     "registered_name",
     "store_digest",
 ]
