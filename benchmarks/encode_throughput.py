@@ -31,6 +31,8 @@ kinds this run did not measure (``_throughput_results.py``), so one file holds b
 
 ```bash
 .venv/bin/python benchmarks/encode_throughput.py            # ~8 min on 2 cores
+# latent meta-training is far slower per step (CAVIA's second-order inner loop over four
+# variables: ~5 s a step with another job on this 2-core machine), so budget for it
 .venv/bin/python benchmarks/encode_throughput.py --codes latent --frames 256  # quick look
 .venv/bin/python benchmarks/encode_throughput.py --codes both \
     --json benchmarks/results/encode_throughput.json --readme  # + README table

@@ -1,7 +1,8 @@
 """Rate-distortion of latent codes against SZ3, ZFP and lossless on the offline field stores.
 
 For each dataset (``--datasets``, default every real field store the project builds
-offline: HadCM3 A1B, the ERA5 GRIB sample, NCEP air) the script
+offline: HadCM3 A1B, the ERA5 GRIB sample, NCEP air; and a simulated Gray-Scott volume,
+32^3 x 64 steps) the script
 
 1. builds the field store with ``mia-inr build`` unless it exists (the commands of
    ``configs/reproduce/fields_hadcm3_a1b.yaml``, ``scripts/era5_grib_sample.sh``,
@@ -49,11 +50,18 @@ BUILDS = {
         "--normalisation", "minmax01", "--val-fraction", "0.15", "--test-fraction", "0.25",
         "--chunk", "4",
     ],
+    "gray_scott32": [
+        *CLI, "build", "volumes", "--simulate", "gray-scott", "--size", "32", "--steps", "64",
+        "--normalisation", "minmax01", "--val-fraction", "0.15", "--test-fraction", "0.15",
+        "--out", "runs/data/gray_scott32.zarr",
+    ],
 }  # fmt: skip
+SIMULATED = {"gray_scott32"}
 CONFIGS = {
     "hadcm3_a1b": "configs/experiments/latent_hadcm3.yaml",
     "era5_grib": "configs/experiments/latent_era5_grib.yaml",
     "ncep_air": "configs/experiments/latent_ncep_air.yaml",
+    "gray_scott32": "configs/experiments/latent_gray_scott.yaml",
 }
 
 
@@ -107,7 +115,7 @@ def dataset(name: str, args: argparse.Namespace) -> None:
         RDSpec(
             codes=codes,
             name=name,
-            real=True,
+            real=name not in SIMULATED,
             out_dir=str(out / "report" / name),
             speed_frames=args.speed_frames,
             max_steps=args.max_steps,
