@@ -166,6 +166,44 @@ def _cell(x: float, fmt: str = "{:.1f}") -> str:
     return "never" if x == math.inf else fmt.format(x)
 
 
+def _versus(front: dict[str, Any]) -> str:
+    """One compressor's cell of the targets table."""
+    if not front["compared_at"]:
+        return f"no point >= 100x (reaches {front['max_ratio']:.0f}x)"
+    worst = min(m for m in front["margin_db"] if m is not None)
+    verdict = "above" if front["above_where_both"] else "below"
+    return f"{verdict} (worst {worst:+.1f} dB, {front['compared_at']} ratios)"
+
+
+def _targets(datasets: Sequence[dict[str, Any]]) -> list[str]:
+    """The issue's targets, per dataset: the codes' front at >= 100x and the speedups."""
+    lines = [
+        "## Targets",
+        "",
+        "Codes' Pareto front (meta-model counted) at 100x and at each of its points beyond, "
+        "against each compressor where that compressor has a point at the same ratio; speed at "
+        "the codes' PSNR at 100x (target: warm against warm >= 10x).",
+        "",
+        "| dataset | real | codes reach 100x | SZ3 per field | SZ3 series | ZFP | "
+        "speedup warm / cold |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for d in datasets:
+        f, s = d["fronts"], d.get("speed") or {}
+        speed = (
+            f"{_cell(s.get('speedup_warm'), '{:.2f}x')} / {_cell(s.get('speedup_cold'), '{:.2f}x')}"
+            if s
+            else "-"
+        )
+        lines.append(
+            f"| {d['name']} | {'yes' if d['real'] else 'no'} | "
+            f"{'yes' if f['codes_reach_100x'] else 'no'} | "
+            + " | ".join(_versus(f[c]) if c in f else "-" for c in STANDARD)
+            + f" | {speed} |"
+        )
+    return [*lines, ""]
+
+
 def render_page(results: dict[str, Any], source: str) -> str:
     """The generated docs page of a rate-distortion results file."""
     lines = [
@@ -175,6 +213,7 @@ def render_page(results: dict[str, Any], source: str) -> str:
         "(see docs/codec.md). Scored on each field store's test time steps. Ratios of the "
         "codes count the meta-model's stored bytes spread over the store's time steps.",
         "",
+        *_targets(results.get("datasets", [])),
     ]
     for d in results.get("datasets", []):
         f = d["fronts"]
@@ -183,15 +222,16 @@ def render_page(results: dict[str, Any], source: str) -> str:
             f"{'x'.join(map(str, d['grid']))}, {', '.join(d['variables'])}; "
             f"{d['time_steps']} time steps, {d['test_steps']} scored)",
             "",
-            "| codes | ratio (with meta-model) | codes alone | PSNR dB | RMSE | max abs err | "
-            "break-even steps vs best standard |",
-            "|---|---|---|---|---|---|---|",
+            "| codes | meta-model bytes | ratio (with meta-model) | codes alone | PSNR dB | "
+            "RMSE | max abs err | break-even steps vs best standard |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for p in sorted(d["points"]["codes"], key=lambda p: p["ratio"]):
             rmse = ", ".join(f"{v} {r:.3g}" for v, r in p["rmse"].items())
             mx = ", ".join(f"{v} {r:.3g}" for v, r in p["max_abs"].items())
             lines.append(
-                f"| {p['label']} | {p['ratio']:.1f}x | {p['ratio_codes']:.1f}x | "
+                f"| {p['label']} | {p['meta_bytes']:,} | {p['ratio']:.1f}x | "
+                f"{p['ratio_codes']:.1f}x | "
                 f"{p['psnr']:.2f} | {rmse} | {mx} | {_cell(p['break_even_steps'], '{:.0f}')} |"
             )
         lines += ["", "| compressor | largest ratio | PSNR at 100x | codes at 100x: margin dB |"]
