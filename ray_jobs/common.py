@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from mia_core.config import ConfigError
 from mia_core.config.secrets import redact_text
+from mia_core.meta.codes import CodeLayoutError
 from pipelines.codecs.meta_model import EncodeError
 from pipelines.data.stores import DiskFull, StoreError, is_disk_full
 from pipelines.engine.checkpoint import CheckpointError
@@ -24,6 +25,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,
     StoreError,
     EncodeError,
+    CodeLayoutError,
     CheckpointMissing,
     CheckpointError,
     DiskFull,

@@ -11,6 +11,7 @@ import torch
 import zarr
 from test_encode import encode, meta_run, options  # noqa: F401  (meta_run: fixture)
 
+from mia_core.meta.codes import params_to_codes
 from pipelines.codecs.codestore import pending_units
 from pipelines.codecs.codestore_lock import acquire_lock, release_lock
 from pipelines.codecs.comparison import FitCurve, Sweep, warm_init
@@ -18,7 +19,7 @@ from pipelines.codecs.compressors import FieldSet, rate_distortion
 from pipelines.codecs.decode import Decoder
 from pipelines.codecs.encoder import open_field_store, runs_of, unit_batches
 from pipelines.codecs.fitting import FitResult, fit_batch, fit_encoder
-from pipelines.codecs.meta_model import batch_tensors, params_to_codes
+from pipelines.codecs.meta_model import batch_tensors
 from pipelines.codecs.report import RESULT_KEYS, ReportSpec, readme_block, run_report
 from pipelines.codecs.speed_rows import at_target
 from pipelines.data.stores import StoreError, make_location

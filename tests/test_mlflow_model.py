@@ -14,9 +14,10 @@ import pytest
 import zarr
 from test_encode import CHUNK, encode, meta_run, options  # noqa: F401  (meta_run: fixture)
 
+from mia_core.meta.codes import CodeLayoutError, code_layout
 from pipelines.codecs.codestore import read_codes
 from pipelines.codecs.decode import Decoder
-from pipelines.codecs.meta_model import EncodeError, code_layout
+from pipelines.codecs.meta_model import EncodeError
 from pipelines.data.stores import make_location, open_store
 from pipelines.data.stores.reader import grid_coords
 from pipelines.data.stores.writer import ModalityData, invert_norm, write_signal_store
@@ -81,7 +82,7 @@ def test_the_registered_model_encodes_and_decodes(meta_run):  # noqa: F811
     decoded = model.predict(pd.DataFrame([(0, "", "code", [], code), query], columns=COLUMNS))
     adapted = model.predict(pd.DataFrame([field, query], columns=COLUMNS))
     np.testing.assert_allclose(decoded["prediction"][0], adapted["prediction"][0], atol=1e-5)
-    with pytest.raises(EncodeError, match="1 code and 1 support rows"):
+    with pytest.raises(CodeLayoutError, match="1 code and 1 support rows"):
         model.predict(pd.DataFrame([(0, "", "code", [], code), field], columns=COLUMNS))
 
 
@@ -143,7 +144,7 @@ def test_pyfunc_codes_are_the_code_store_s_both_ways(meta_run, tmp_path):  # noq
     short = _decode_rows(
         stored[:1, :-1], tuple(group.attrs["mia_codes"]["variable_info"]["t2m"]["grid_shape"])
     )
-    with pytest.raises(EncodeError) as err:
+    with pytest.raises(CodeLayoutError) as err:
         model.predict(short)
     msg = str(err.value)
     dim, sha = group.attrs["mia_codes"]["code_dim"], group.attrs["mia_codes"]["meta_sha256"]

@@ -9,10 +9,11 @@ import xarray as xr
 import zarr
 
 from mia_core.config import load_config
+from mia_core.meta.codes import codes_to_params
 from pipelines.codecs.decode import Decoder
 from pipelines.codecs.encode import run_encode
 from pipelines.codecs.encode_spec import EncodeSpec
-from pipelines.codecs.meta_model import EncodeError, codes_to_params
+from pipelines.codecs.meta_model import EncodeError
 from pipelines.codecs.patch_codes import PatchGrid, positions_for
 from pipelines.codecs.report import ReportSpec, run_report
 from pipelines.data.stores import make_location, open_store

@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from mia_core.meta.codes import params_to_codes
 from pipelines.codecs.codestore import FORMATS
 from pipelines.codecs.entropy import Quantiser
 from pipelines.codecs.fitting import fit_encoder
-from pipelines.codecs.meta_model import MetaModel, batch_tensors, params_to_codes
+from pipelines.codecs.meta_model import MetaModel, batch_tensors
 from pipelines.codecs.patch_encode import encode_patch_steps
 from pipelines.data.stores import StoreLocation
 from pipelines.data.stores.output import output_state

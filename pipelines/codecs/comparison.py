@@ -47,9 +47,10 @@ import numpy as np
 import torch
 
 from mia_core.builders import build_learner
+from mia_core.meta.codes import codes_to_params
 from pipelines.codecs.codestore import read_codes
 from pipelines.codecs.fitting import FitResult, fit_batch, fit_encoder
-from pipelines.codecs.meta_model import EncodeError, MetaModel, batch_tensors, codes_to_params
+from pipelines.codecs.meta_model import EncodeError, MetaModel, batch_tensors
 from pipelines.codecs.speed_rows import (
     MAX_EXTENSIONS,
     ROWS,

@@ -28,8 +28,9 @@ import torch
 from xarray.coding.times import decode_cf_datetime
 
 from mia_core.config import config_from_dict
+from mia_core.meta.codes import codes_to_params
 from pipelines.codecs.codestore import meta_state, open_code_store, read_codes
-from pipelines.codecs.meta_model import EncodeError, codes_to_params, load_meta_model, predict
+from pipelines.codecs.meta_model import EncodeError, load_meta_model, predict
 from pipelines.codecs.patch_codes import PatchGrid, decode_patches, positions_for, shared_frames
 from pipelines.data.stores import StoreError, StoreLocation, make_location
 from pipelines.data.stores.field_writer import physical_attrs

@@ -38,6 +38,7 @@ from xarray.coding.times import encode_cf_datetime
 
 from mia_core.config import Config, config_to_dict, load_config
 from mia_core.config.secrets import redact
+from mia_core.meta.codes import code_layout
 from pipelines.cluster.connect import init_ray
 from pipelines.codecs.calibrate import calibrate, existing_quantiser
 from pipelines.codecs.codestore import create_code_store, pending_units
@@ -48,7 +49,6 @@ from pipelines.codecs.encoder import ChunkEncoder, open_field_store, store_dims
 from pipelines.codecs.meta_model import (
     EncodeError,
     MetaModel,
-    code_layout,
     load_meta_model,
     resolve_checkpoint,
     resolve_model_uri,

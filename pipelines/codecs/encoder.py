@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from mia_core.config import config_from_dict
+from mia_core.meta.codes import code_layout, codes_to_params, params_to_codes
 from mia_core.runtime import resolve_device, set_matmul_precision
 from pipelines.codecs.codestore import mark_done, open_code_store, write_unit
 from pipelines.codecs.fitting import fit_encoder
@@ -30,11 +31,8 @@ from pipelines.codecs.meta_model import (
     EncodeError,
     MetaModel,
     batch_tensors,
-    code_layout,
-    codes_to_params,
     field_metrics,
     load_meta_model,
-    params_to_codes,
 )
 from pipelines.codecs.patch_encode import encode_patch_steps, patch_store_for
 from pipelines.codecs.quantise import dequantise, quantise, spec_quantiser

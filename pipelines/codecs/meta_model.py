@@ -19,7 +19,6 @@ The adaptation itself (also the from-scratch baseline's) is
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from mia_core.config import Config, load_config
 from mia_core.meta.learner import MetaLearner
 from mia_core.meta.metrics import masked_mse, psnr
 from pipelines.data.stores.location import redact_url
-from pipelines.engine.checkpoint import load_checkpoint
+from pipelines.engine.checkpoint import file_sha256, load_checkpoint
 from pipelines.engine.run_dir import CheckpointMissing, selected_checkpoint
 from pipelines.tracking.tracker import tracking_uri
 
@@ -74,15 +73,6 @@ class MetaModel:
     def mode(self) -> str:
         """``weights`` or ``context``."""
         return self.learner.adapt_mode
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resolve_checkpoint(checkpoint: str | Path, config: str | Path | None) -> tuple[Path, Path]:
@@ -197,72 +187,6 @@ def load_meta_model(
         p.requires_grad_(False)
     pretrain_s = float(state.get("wall_seconds", math.nan))
     return MetaModel(learner, cfg, use, str(checkpoint), sha, pretrain_s)
-
-
-@dataclass
-class Layout:
-    """How the adapted tensors of one time step are flattened into its code.
-
-    Attributes:
-        keys: adapted tensor names (``<var>`` for contexts, ``<var>/<weight>``).
-        shapes: unbatched shape of each.
-    """
-
-    keys: list[str]
-    shapes: list[tuple[int, ...]]
-
-    @property
-    def sizes(self) -> list[int]:
-        """Elements per tensor."""
-        return [math.prod(s) for s in self.shapes]
-
-    @property
-    def dim(self) -> int:
-        """Code length per time step."""
-        return sum(self.sizes)
-
-    def to_json(self) -> list[dict[str, Any]]:
-        """JSON-able description (stored with the codes)."""
-        return [{"key": k, "shape": list(s)} for k, s in zip(self.keys, self.shapes, strict=True)]
-
-
-def code_layout(learner: MetaLearner) -> Layout:
-    """The layout of ``learner``'s adapted tensors (fixed order)."""
-    init = learner.initial_params(1)
-    return Layout(list(init), [tuple(v.shape[1:]) for v in init.values()])
-
-
-def base_params(learner: MetaLearner) -> dict[str, Tensor]:
-    """Unbatched meta-learned values of the adapted tensors.
-
-    Weight codes are deltas from these; context codes are the contexts themselves.
-    """
-    return {k: v[0].detach() for k, v in learner.initial_params(1).items()}
-
-
-def params_to_codes(learner: MetaLearner, params: Mapping[str, Tensor]) -> Tensor:
-    """``(B, D)`` codes: weight deltas (weights mode) or contexts (context mode)."""
-    base = base_params(learner)
-    parts = []
-    for k in code_layout(learner).keys:
-        v = params[k].detach()
-        if learner.adapt_mode != "context":
-            v = v - base[k]
-        parts.append(v.reshape(v.shape[0], -1))
-    return torch.cat(parts, 1)
-
-
-def codes_to_params(learner: MetaLearner, codes: Tensor) -> dict[str, Tensor]:
-    """Inverse of :func:`params_to_codes` (``codes``: ``(B, D)``)."""
-    layout, base = code_layout(learner), base_params(learner)
-    if codes.shape[-1] != layout.dim:
-        raise EncodeError(f"codes have length {codes.shape[-1]}, the meta-model {layout.dim}")
-    out, off = {}, 0
-    for k, shape, n in zip(layout.keys, layout.shapes, layout.sizes, strict=True):
-        v = codes[:, off : off + n].reshape(codes.shape[0], *shape).to(base[k].dtype)
-        out[k] = v + base[k] if learner.adapt_mode != "context" else v
-        off += n
-    return out
 
 
 @torch.no_grad()

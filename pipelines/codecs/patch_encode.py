@@ -20,17 +20,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mia_core.meta.codes import code_layout, codes_to_params, params_to_codes
 from mia_core.meta.metrics import psnr
 from pipelines.codecs.fitting import fit_encoder
-from pipelines.codecs.meta_model import (
-    EncodeError,
-    MetaModel,
-    batch_tensors,
-    code_layout,
-    codes_to_params,
-    field_metrics,
-    params_to_codes,
-)
+from pipelines.codecs.meta_model import EncodeError, MetaModel, batch_tensors, field_metrics
 from pipelines.codecs.patch_codes import PatchGrid
 from pipelines.codecs.quantise import dequantise, quantise, spec_quantiser
 from pipelines.data.stores.patches import PatchStore

@@ -39,6 +39,7 @@ import numpy as np
 from pipelines.codecs.compressors import load_codec
 from pipelines.codecs.meta_model import EncodeError
 from pipelines.codecs.rd_metrics import RDFields
+from pipelines.reports.plots import save_figure
 
 LOSSY = ("zfp", "sz3", "sz3_series")
 DEFAULT_REL_BOUNDS = tuple(float(b) for b in np.logspace(-5, math.log10(0.5), 14))
@@ -254,8 +255,6 @@ def plot_rd(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from pipelines.reports.plots import save_figure
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     code_points: list[Mapping[str, Any]] = []

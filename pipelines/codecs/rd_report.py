@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from mia_core.meta.codes import codes_to_params
 from pipelines.codecs.codestore import open_code_store, read_codes, stored_bytes
 from pipelines.codecs.decode import Decoder
 from pipelines.codecs.entropy import Quantiser, coded_sizes
-from pipelines.codecs.meta_model import EncodeError, codes_to_params, predict
+from pipelines.codecs.meta_model import EncodeError, predict
 from pipelines.codecs.rate_distortion import pareto_front
 from pipelines.codecs.rd_metrics import RDFields
 from pipelines.data.stores import StoreLocation

@@ -15,6 +15,7 @@ file and raises ``OSError``; the training loop's sink then stops the job with a 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 from collections.abc import Callable
@@ -164,3 +165,12 @@ def check_model_state(model: torch.nn.Module, saved: dict[str, Any], where: str,
         return
     # the detail first: a long path is what the one-line error shortens
     raise CheckpointError(f"model of another shape ({detail}) in {where}; {hint}")
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -57,16 +57,10 @@ import torch
 from mia_core.builders import build_learner
 from mia_core.config import Config, load_config
 from mia_core.data.episode import ModalityBatch
+from mia_core.meta.codes import CodeLayoutError, code_layout, codes_to_params, params_to_codes
 from mia_core.meta.learner import MetaLearner
-from pipelines.codecs.meta_model import (
-    EncodeError,
-    code_layout,
-    codes_to_params,
-    file_sha256,
-    params_to_codes,
-)
 from pipelines.data.stores import Store
-from pipelines.engine.checkpoint import load_checkpoint
+from pipelines.engine.checkpoint import file_sha256, load_checkpoint
 
 MODEL_NAME = "meta_model"
 ROLES = ("support", "query", "code")
@@ -127,14 +121,14 @@ def _signal_code(
     """The adapted tensors of a signal's ``code`` row (decode), or ``None`` without one.
 
     Raises:
-        EncodeError: several code rows, a code row beside support rows, or a code whose
+        CodeLayoutError: several code rows, a code row beside support rows, or a code whose
             length is not the meta-model's code length.
     """
     given = rows[rows["role"] == "code"]
     if not len(given):
         return None
     if len(given) > 1 or (rows["role"] == "support").any():
-        raise EncodeError(
+        raise CodeLayoutError(
             f"signal {signal}: a code row stands for the whole signal (every modality); give "
             f"one code row and no support rows, got {len(given)} code and "
             f"{int((rows['role'] == 'support').sum())} support rows"
@@ -142,7 +136,7 @@ def _signal_code(
     flat = torch.as_tensor(np.asarray(given["y"].iloc[0], np.float32)).reshape(-1)
     dim = code_layout(learner).dim
     if flat.numel() != dim:
-        raise EncodeError(
+        raise CodeLayoutError(
             f"signal {signal}: a code has {flat.numel()} values; meta-model {name} expects "
             f"{dim} (the code store's code_dim of a store encoded from it)"
         )
@@ -168,7 +162,7 @@ def adapt_and_predict(
 
     Raises:
         ValueError: missing columns, unknown modalities, roles or output.
-        EncodeError: a bad ``code`` row (:func:`_signal_code`).
+        CodeLayoutError: a bad ``code`` row (:func:`_signal_code`).
     """
     bad = {"signal", "modality", "role", "x", "y"} - set(frame.columns)
     if bad:
