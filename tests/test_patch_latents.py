@@ -12,6 +12,8 @@ from pipelines.codecs.codestore import stored_bytes
 from pipelines.codecs.decode import Decoder
 from pipelines.codecs.encode import run_encode
 from pipelines.codecs.encode_spec import EncodeSpec
+from pipelines.codecs.meta_model import EncodeError
+from pipelines.codecs.rd_run import RDSpec, run_rd_report
 from pipelines.data.stores import make_location
 from pipelines.jobs import train
 
@@ -58,3 +60,14 @@ def test_each_patch_gets_an_entropy_coded_latent_and_decodes(latent_patch_run, t
         lo, hi = float(truth[v].min()), float(truth[v].max())
         mse = (((ds[v].values - truth[v].values) / (hi - lo)) ** 2).mean(axis=(1, 2))
         np.testing.assert_allclose(mse, np.asarray(group["mse"][:, i]), rtol=2e-3)
+
+
+def test_the_rate_distortion_study_refuses_patch_codes_in_one_line(latent_patch_run, tmp_path):
+    out = tmp_path / "codes.zarr"
+    spec = EncodeSpec(
+        store=latent_patch_run["store"], checkpoint=latent_patch_run["run_dir"], out=str(out),
+        steps=1, optimizer="rule", code_bits=4, progress=False,
+    )  # fmt: skip
+    run_encode(spec, log=lambda _s: None, local=True)
+    with pytest.raises(EncodeError, match="does not read patch codes"):
+        run_rd_report(RDSpec([str(out), str(out)], "patches"), log=lambda _s: None)

@@ -78,16 +78,23 @@ def run_rd_report(spec: RDSpec, log: Callable[[str], None] = print) -> dict[str,
     """Measure the dataset, write its report and (optionally) its results entry.
 
     Raises:
-        EncodeError: fewer than two code stores, code stores of different field stores,
-            a field store without test steps, or test steps not encoded.
+        EncodeError: fewer than two code stores, code stores of different field stores
+            or of patch codes, a field store without test steps, or test steps not encoded.
     """
     if len(spec.codes) < 2:
         raise EncodeError("a rate-distortion report needs two or more --codes (sizes, bits)")
     locs = [make_location(c) for c in spec.codes]
-    stores = {dict(open_code_store(loc).attrs["mia_codes"])["store"] for loc in locs}
+    metas = [dict(open_code_store(loc).attrs["mia_codes"]) for loc in locs]
+    for loc, attrs in zip(locs, metas, strict=True):
+        if attrs.get("patch"):
+            raise EncodeError(
+                f"{loc}: the rate-distortion study scores whole-field codes and does not read "
+                "patch codes yet; see docs/results/scale.md for patch codes' quality"
+            )
+    stores = {attrs["store"] for attrs in metas}
     if len(stores) > 1 and not spec.store:
         raise EncodeError(f"the --codes encode different field stores {sorted(stores)}")
-    first = dict(open_code_store(locs[0]).attrs["mia_codes"])
+    first = metas[0]
     store = open_field_store(make_location(spec.store or first["store"]), first["variables"])
     frames = np.flatnonzero(np.asarray(store.split) == 2).tolist()
     if not frames:
