@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import zarr
 
 from mia_core.meta.codes import params_to_codes
 from pipelines.codecs.codestore import FORMATS
@@ -89,8 +90,6 @@ def existing_quantiser(location: StoreLocation) -> dict[str, Any] | None:
     """The quantiser of an entropy-coded code store already at ``location`` (to resume)."""
     if output_state(location) not in ("codes", "zarr"):
         return None
-    import zarr
-
     try:
         group = zarr.open_group(location.zarr_store("r"), mode="r")
         attrs = dict(group.attrs.get("mia_codes", {}))
