@@ -30,7 +30,7 @@ from pipelines.codecs.patch_encode import encode_patch_steps
 from pipelines.data.stores import StoreLocation
 from pipelines.data.stores.output import output_state
 from pipelines.data.stores.patches import PatchStore
-from pipelines.data.stores.reader import FieldStore
+from pipelines.data.stores.reader import FieldStore, read_steps
 
 # Whole time steps fitted together during calibration (patches use the encoder's batch).
 CALIBRATION_BATCH = 32
@@ -75,12 +75,7 @@ def calibration_codes(
     coords = {m: torch.from_numpy(store.info[m].coords) for m in learner.modalities}
     for a in range(0, len(steps), CALIBRATION_BATCH):
         part = steps[a : a + CALIBRATION_BATCH]
-        rows: dict[str, list[np.ndarray]] = {m: [] for m in learner.modalities}
-        for i in part:
-            r = store.read(i, i + 1)
-            for m in learner.modalities:
-                rows[m].append(r[m][0])
-        values, valid = batch_tensors({m: np.stack(v) for m, v in rows.items()})
+        values, valid = batch_tensors(read_steps(store, part))
         fit = fit_encoder(learner, coords, values, valid, enc, seed=seed + part[0])
         out.append(params_to_codes(learner, fit.params).cpu().numpy())
     return np.concatenate(out).astype(np.float32)

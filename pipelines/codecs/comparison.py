@@ -64,7 +64,7 @@ from pipelines.codecs.speed_rows import (
     speed_at,
     sweep_lrs,
 )
-from pipelines.data.stores.reader import FieldStore
+from pipelines.data.stores.reader import FieldStore, read_steps
 
 DEFAULT_LRS = (3e-4, 1e-3, 3e-3)
 DEFAULT_TARGETS = (30.0, 35.0, 40.0)
@@ -133,12 +133,7 @@ def warm_init(meta: MetaModel, group: Any, frames: list[int]) -> dict[str, torch
 
 
 def _batch(store: FieldStore, frames: list[int]) -> tuple[dict, dict]:
-    rows = {m: [] for m in store.modalities}
-    for i in frames:
-        r = store.read(i, i + 1)
-        for m in store.modalities:
-            rows[m].append(r[m][0])
-    return batch_tensors({m: np.stack(v) for m, v in rows.items()})
+    return batch_tensors(read_steps(store, frames))
 
 
 def compare_fits(

@@ -187,6 +187,24 @@ class Decoder:
         return vals
 
     @torch.no_grad()
+    def predict_steps(
+        self, idx: np.ndarray, shapes: dict[str, tuple[int, ...]], batch: int = 16
+    ) -> dict[str, list[np.ndarray]]:
+        """Normalised predictions of whole-field codes of steps ``idx`` on grids of ``shapes``.
+
+        Returns variable -> list of ``(b, P, C)`` blocks (``batch`` steps each, in order).
+        """
+        outs: dict[str, list[np.ndarray]] = {v: [] for v in shapes}
+        learner = self.model.learner
+        for a in range(0, idx.size, batch):
+            codes = torch.from_numpy(read_codes(self.group, idx[a : a + batch]))
+            params = codes_to_params(learner, codes.to(self.device))
+            for v, shape in shapes.items():
+                x = torch.from_numpy(grid_coords(shape)).to(self.device)
+                outs[v].append(predict(learner, v, x, params).cpu().numpy())
+        return outs
+
+    @torch.no_grad()
     def decode(
         self,
         times: TimeSelection = None,
@@ -219,7 +237,6 @@ class Decoder:
                 f"{self.location}: unknown variable(s) {unknown}; encoded: {self.variables}"
             )
         idx = self._indices(times)
-        learner = self.model.learner
         tdim = self.attrs.get("time_dim", "time")
         mdim = self.attrs.get("member_dim")
         # An ensemble's signals are (time, member) pairs: stacked along a private
@@ -233,14 +250,7 @@ class Decoder:
         if self.patches is not None:
             outs = self._decode_patches(idx, resolution, variables)
         else:
-            outs = {v: [] for v in variables}
-            for a in range(0, idx.size, batch):
-                sel = idx[a : a + batch]
-                codes = torch.from_numpy(read_codes(self.group, sel))
-                params = codes_to_params(learner, codes.to(self.device))
-                for v in variables:
-                    x = torch.from_numpy(grid_coords(grids[v][0])).to(self.device)
-                    outs[v].append(predict(learner, v, x, params).cpu().numpy())
+            outs = self.predict_steps(idx, {v: grids[v][0] for v in variables}, batch)
         for v in variables:
             info, (shape, axes) = self.info[v], grids[v]
             vals = invert_norm(np.concatenate(outs[v]).astype(np.float64), info["norm"])

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import constriction
@@ -226,8 +227,9 @@ class QuantisedCodes(ArrayBytesCodec):
         conf = {"quantiser": self.quantiser, "coder": self.coder}
         return {"name": CODEC_NAME, "configuration": conf}
 
-    @property
+    @cached_property
     def _quant(self) -> Quantiser:
+        # Parsed once per codec object, not once per chunk.
         return Quantiser.from_json(self.quantiser)
 
     async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: Any) -> Buffer | None:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.codecs.meta_model import EncodeError
+from pipelines.data.stores.reader import read_steps
 from pipelines.data.stores.writer import norm_affine
 
 LAT_DIMS = ("latitude", "lat")  # first spatial dim of a lat-lon variable (store_base.SPATIAL_SETS)
@@ -219,6 +220,15 @@ def _steps(reference: Mapping[str, np.ndarray]) -> int:
     return steps.pop()
 
 
+def field_values(store: Any, frames: Sequence[int]) -> dict[str, np.ndarray]:
+    """Variable -> ``(T, C, *grid)`` normalised values of ``frames`` (NaN = missing)."""
+    rows = read_steps(store, frames)  # (n, P, C)
+    return {
+        m: np.moveaxis(v, -1, 1).reshape(v.shape[0], v.shape[-1], *store.info[m].grid_shape)
+        for m, v in rows.items()
+    }
+
+
 def read_fields(store: Any, frames: Sequence[int], data_range: float = 1.0) -> RDFields:
     """The normalised values of ``frames`` of a field store, with each variable's geometry.
 
@@ -226,11 +236,7 @@ def read_fields(store: Any, frames: Sequence[int], data_range: float = 1.0) -> R
         EncodeError: a latitude coordinate that is not in degrees.
         StoreError: an unreadable chunk.
     """
-    rows = [store.read(i, i + 1) for i in frames]  # each frame read once, all variables
-    values = {}
-    for m in store.modalities:
-        shape = tuple(store.info[m].grid_shape)
-        values[m] = np.stack([r[m][0].T.reshape(r[m].shape[-1], *shape) for r in rows])
+    values = field_values(store, frames)
     geometry = {m: store_geometry(store, m) for m in store.modalities}
     return RDFields(values, geometry, data_range)
 
@@ -238,6 +244,7 @@ def read_fields(store: Any, frames: Sequence[int], data_range: float = 1.0) -> R
 __all__ = [
     "Geometry",
     "RDFields",
+    "field_values",
     "latitude_weights",
     "quality",
     "read_fields",

@@ -29,13 +29,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
-from mia_core.meta.codes import codes_to_params
 from pipelines.codecs.codestore import open_code_store, read_codes, stored_bytes
 from pipelines.codecs.decode import Decoder
 from pipelines.codecs.entropy import Quantiser, coded_sizes
-from pipelines.codecs.meta_model import EncodeError, predict
+from pipelines.codecs.meta_model import EncodeError
 from pipelines.codecs.rate_distortion import pareto_front
 from pipelines.codecs.rd_metrics import RDFields
 from pipelines.data.stores import StoreLocation
@@ -44,19 +42,14 @@ STANDARD = ("sz3", "sz3_series", "zfp")
 HIGH_RATIO = 100.0
 
 
-def decoded_fields(group: Any, location: StoreLocation, store: Any, frames: list[int]) -> dict:
+def decoded_fields(location: StoreLocation, store: Any, frames: list[int]) -> dict:
     """Variable -> ``(T, C, *grid)`` normalised values the stored codes decode to."""
-    meta = Decoder(location).model
-    codes = torch.from_numpy(read_codes(group, np.asarray(frames)))
-    params = codes_to_params(meta.learner, codes)
-    out = {}
-    with torch.no_grad():
-        for m in meta.modalities:
-            coords = torch.from_numpy(np.asarray(store.info[m].coords, np.float32))
-            pred = predict(meta.learner, m, coords, params).numpy()  # (T, P, C)
-            shape = tuple(store.info[m].grid_shape)
-            out[m] = np.stack([p.T.reshape(p.shape[-1], *shape) for p in pred])
-    return out
+    shapes = {m: tuple(store.info[m].grid_shape) for m in store.modalities}
+    outs = Decoder(location).predict_steps(np.asarray(frames), shapes)
+    return {
+        m: np.moveaxis(np.concatenate(outs[m]), -1, 1).reshape(len(frames), -1, *shape)
+        for m, shape in shapes.items()
+    }
 
 
 def code_point(location: StoreLocation, store: Any, fields: RDFields, frames: list[int]) -> dict:
@@ -87,7 +80,7 @@ def code_point(location: StoreLocation, store: Any, fields: RDFields, frames: li
         "ratio_codes": raw / per_step,
         "ratio": raw * n_time / (per_step * n_time + meta_bytes),
         "bits_per_value": 32.0 * (per_step * n_time + meta_bytes) / (raw * n_time),
-        **fields.score(decoded_fields(group, location, store, frames)),
+        **fields.score(decoded_fields(location, store, frames)),
     }
     if attrs.get("quantiser"):
         quant = Quantiser.from_json(attrs["quantiser"])

@@ -51,6 +51,7 @@ from pipelines.codecs.evaluation import (
     report_markdown,
 )
 from pipelines.codecs.meta_model import EncodeError
+from pipelines.codecs.rd_metrics import field_values
 from pipelines.data.stores import make_location
 from pipelines.data.stores.results_file import read_results, write_results
 from pipelines.tracking.run_groups import log_artifacts, log_metrics
@@ -101,16 +102,6 @@ class ReportSpec:
     max_extensions: int = MAX_EXTENSIONS
 
 
-def _fields(store: Any, frames: list[int]) -> dict[str, np.ndarray]:
-    """Variable -> ``(T, C, *grid)`` normalised values of ``frames`` (NaN = missing)."""
-    rows = [store.read(i, i + 1) for i in frames]  # each frame read once, all variables
-    out = {}
-    for m in store.modalities:
-        shape = tuple(store.info[m].grid_shape)
-        out[m] = np.stack([r[m][0].T.reshape(r[m].shape[-1], *shape) for r in rows])
-    return out
-
-
 def run_report(spec: ReportSpec, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure and write the report; returns its dict (see the module docstring).
 
@@ -142,7 +133,7 @@ def run_report(spec: ReportSpec, log: Callable[[str], None] = print) -> dict[str
     )  # fmt: skip
     psnr = np.asarray(group["psnr"].get_orthogonal_selection((frames, slice(None))))
     codes_db = float(np.nanmean(np.nanmean(psnr, 1)))
-    fields = FieldSet(_fields(store, frames), float(meta.cfg.data.psnr_range))
+    fields = FieldSet(field_values(store, frames), float(meta.cfg.data.psnr_range))
     try:
         rd = [rate_distortion(fields, c, [codes_db, *spec.targets]) for c in spec.compressors]
     except CompressorMissing as err:

@@ -15,6 +15,7 @@ Every error names the store (redacted URL) and the variable or chunk key.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -177,6 +178,15 @@ def open_store(location: StoreLocation, modalities: list[str] | None = None) -> 
     return FieldStore(location, ds, modalities, group)
 
 
+def read_steps(store: Store, steps: Sequence[int]) -> dict[str, np.ndarray]:
+    """Variable -> ``(n, P, C)`` values of the (not necessarily contiguous) ``steps``.
+
+    Each step is read once for all variables (its chunks, not the range between steps).
+    """
+    rows = [store.read(int(i), int(i) + 1) for i in steps]
+    return {m: np.stack([r[m][0] for r in rows]) for m in store.modalities}
+
+
 __all__ = [
     "LEVEL_DIMS",
     "MEMBER_DIMS",
@@ -189,4 +199,5 @@ __all__ = [
     "grid_coords",
     "keep_rows",
     "open_store",
+    "read_steps",
 ]
