@@ -33,7 +33,8 @@ import argparse
 import json
 from pathlib import Path
 
-from pipelines.codecs.decode import decode_to, parse_resolution, parse_times
+from pipelines.codecs.decode import decode_to
+from pipelines.codecs.decode_args import parse_resolution, parse_times
 from pipelines.codecs.encode import run_encode
 from pipelines.codecs.encode_spec import load_encode_spec
 from pipelines.codecs.meta_model import EncodeError
@@ -68,7 +69,14 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output: *.nc (netCDF), *.zarr or no suffix")
     p.add_argument("--overwrite", action="store_true", help="replace whatever is at --out")
     p.add_argument("--complete", action="store_true", help="refuse codes not fully encoded")
-    p.add_argument("--time", default="", help="index, START:STOP or i,j,k (default: all)")
+    p.add_argument(
+        "--time", default="", help="index, START:STOP, i,j,k or a date 2006-04-16 (default: all)"
+    )
+    p.add_argument(
+        "--fill",
+        action="store_true",
+        help="the network's values where the source had none (default: NaN there, as input)",
+    )
     p.add_argument("--resolution", default="", help="grid such as 46x90 (default: original)")
     p.add_argument("--variables", default="", help="comma separated (default: all)")
     p.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint")
@@ -167,6 +175,7 @@ def main(argv: list[str]) -> int:
             args.endpoint_url,
             overwrite=args.overwrite,
             complete=args.complete,
+            fill=args.fill,
         )
         print(f"wrote {args.out}: {dict(ds.sizes)}")
         return 0

@@ -12,9 +12,10 @@ from era5_samples import LEVELS, build_args, build_store, era5_dataset
 from grib_samples import write_grib
 
 from pipelines.data.builders import __main__ as cli
-from pipelines.data.builders import era5
+from pipelines.data.builders import era5, era5_inputs
 from pipelines.data.builders.era5_names import canonical, describe, resolve
 from pipelines.data.stores import make_location, open_store
+from pipelines.data.stores.field_attrs import physical_units
 
 
 def test_netcdf_short_names_regrid_normalise_split(tmp_path):
@@ -53,10 +54,16 @@ def test_netcdf_short_names_regrid_normalise_split(tmp_path):
         ds.sizes["latitude"] == 10 and float(ds.latitude[0]) == -90 and float(ds.latitude[-1]) == 90
     )
     assert np.allclose(ds.longitude.values, np.arange(20) * 18.0)
-    assert ds.attrs["variables"] == {"t": "t", "sp": "sp"}
-    # Normalised values are dimensionless; the physical units stay beside the statistics.
-    assert (ds["t"].attrs["units"], ds["t"].attrs["physical_units"]) == ("1", "K")
-    assert "min" in ds["t"].attrs["mia_norm"]
+    assert ds.attrs["mia_builder"] == "era5" and ds["t"].attrs["source_name"] == "t"
+    # t has two levels, normalised one by one: dimensionless, physical units kept aside;
+    # sp has one channel: CF-packed, so xarray unpacks it to pascals
+    assert (ds["t"].attrs["units"], ds["t"].attrs["mia_physical_units"]) == ("1", "K")
+    assert "standard_name" not in ds["t"].attrs and ds["t"].attrs["mia_norm_kind"] == "minmax01"
+    assert ds["sp"].attrs["units"] == "Pa" and "scale_factor" in ds["sp"].encoding
+    raw = xr.open_dataset(tmp_path / "era5.nc")["sp"]  # regridded: the same range
+    assert (
+        float(raw.min()) - 1 < float(ds["sp"].min()) < float(ds["sp"].max()) < float(raw.max()) + 1
+    )
 
 
 def test_long_names_multiple_files_glob_and_default_variables(tmp_path):
@@ -71,7 +78,7 @@ def test_long_names_multiple_files_glob_and_default_variables(tmp_path):
         "t": "temperature",
         "sp": "surface_pressure",
     }
-    assert [s.rsplit("/", 1)[-1] for s in store.attrs["inputs"]] == ["part_a.nc", "part_b.nc"]
+    assert [s.rsplit("/", 1)[-1] for s in store.attrs["mia_inputs"]] == ["part_a.nc", "part_b.nc"]
     # no t2m: the first variables found are taken under their own names
     _, store = build_store(tmp_path, tmp_path / "part_a.nc", "--resolution", "10x20", name="d.zarr")
     assert sorted(store.modalities) == ["surface_pressure", "temperature"]
@@ -98,9 +105,9 @@ def test_arco_zarr_layout_levels_and_missing_level(tmp_path):
     )
     assert sorted(store.modalities) == ["2m_temperature", "t", "z"] and summary["levels"] == [850]
     assert store.info["t"].channels == 1 and store.info["2m_temperature"].channels == 1
-    # the default on an ARCO store is 2m temperature, found under its long name
+    # the default keeps every variable on the grid, under its own (long) name
     _, store = build_store(tmp_path, tmp_path / "arco.zarr", "--resolution", "10x20", name="d.zarr")
-    assert store.modalities == ["2m_temperature"]
+    assert "2m_temperature" in store.modalities and len(store.modalities) > 3
     with pytest.raises(ValueError, match=r"--levels \[700.0\] not available.*500.0, 850.0"):
         build_store(tmp_path, tmp_path / "arco.zarr", "--variables", "t", "--levels", "700,850")
 
@@ -183,9 +190,9 @@ def test_missing_variable_lists_available(tmp_path):
 
 
 def test_grib_without_cfgrib(tmp_path, monkeypatch):
-    real = era5.importlib.util.find_spec
+    real = era5_inputs.importlib.util.find_spec
     monkeypatch.setattr(
-        era5.importlib.util,
+        era5_inputs.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "cfgrib" else real(name, *a),
     )
@@ -218,7 +225,7 @@ def test_files_per_variable_are_merged(tmp_path):
     )
     assert sorted(store.modalities) == ["sp", "t"] and store.num_signals == 4
     ds = xr.open_zarr(store.location.zarr_store("r"), consolidated=False)
-    assert ds["sp"].attrs["physical_units"] == "Pa" and ds["t"].attrs["physical_units"] == "K"
+    assert physical_units(ds["sp"].attrs) == "Pa" and physical_units(ds["t"].attrs) == "K"
 
 
 def test_s3_output_without_secrets(tmp_path, s3_server):
@@ -274,7 +281,7 @@ def test_s3_cli_credentials_from_env(tmp_path, s3_server, monkeypatch, capsys):
     assert out["store"] == "s3://era5-cli/cli.zarr" and out["time_steps"] == 4
     store = open_store(make_location("s3://era5-cli/cli.zarr", endpoint_url=s3["endpoint_url"]))
     assert sorted(store.modalities) == ["sp", "t"] and store.chunk_size == 2
-    assert store.attrs["inputs"] == ["s3://era5-cli/in.zarr"]
+    assert store.attrs["mia_inputs"] == ["s3://era5-cli/in.zarr"]
     assert s3["secret"] not in json.dumps(store.attrs, default=str)
 
 

@@ -87,9 +87,11 @@ def test_built_store_keeps_cf_metadata_and_records_history(tmp_path):
     assert ds.attrs["Conventions"] == "CF-1.5"  # the input's
     last = ds.attrs["history"].splitlines()[-1]
     assert "mia-inr build era5 --input iris:A1B_north_america" in last and "--out " in last
-    t2m = ds["t2m"].attrs
-    assert t2m["standard_name"] == "air_temperature" and t2m["units"] == "1"
-    assert t2m["physical_units"] == "K"
+    t2m = ds["t2m"].attrs  # one channel: CF-packed, xarray returns kelvin
+    assert t2m["standard_name"] == "air_temperature" and t2m["units"] == "K"
+    assert 200 < float(ds["t2m"].min()) < float(ds["t2m"].max()) < 330
+    assert "regridded" in last and "changes: " in last  # the regrid is recorded
+    assert "source" not in ds.attrs  # the input has none, and the builder claims none
 
 
 def test_unknown_iris_sample_lists_the_known_ones(tmp_path):
@@ -110,7 +112,7 @@ def test_regridding_matches_smooth_field(tmp_path):
     ).to_netcdf(tmp_path / "smooth.nc")
     _, store = build_store(
         tmp_path, tmp_path / "smooth.nc", "--resolution", "19x40", "--normalisation", "none",
-        "--regrid", "bilinear",
+        "--regrid", "bilinear", "--longitudes", "0-360",
     )  # fmt: skip
     v = store.read(0, 2)["t2m"].reshape(2, 19, 40)
     tlat, tlon = np.linspace(-90, 90, 19), np.arange(40) * 9.0
@@ -223,11 +225,11 @@ def test_gs_inputs_are_read_with_gcsfs_anonymously(tmp_path):
     import gcsfs
     from era5_samples import build_args
 
-    from pipelines.data.builders import era5
+    from pipelines.data.builders import era5_inputs
 
     url = "gs://gcp-public-data-arco-era5/ar/full_37-1h-0p25deg-chunk-1.zarr-v3"
     args = build_args(url, tmp_path / "out.zarr", "--anon")
-    options = era5._options(url, args)
+    options = era5_inputs.input_options(url, args)
     assert options == {"token": "anon"}
     fs, path = fsspec.core.url_to_fs(url, **options)
     assert isinstance(fs, gcsfs.GCSFileSystem) and path == url.removeprefix("gs://")

@@ -256,7 +256,8 @@ def test_stores_open_in_xarray_without_warnings(tmp_path):
     assert sig["label"].dims == ("signal",) and sig.sizes["signal"] == 6
     assert (sig["img"].attrs["units"], sig["img"].attrs["physical_units"]) == ("1", "K")
     assert sig["pts"].attrs["units"] == "m"  # not normalised: physical units as they are
-    assert fld["t2m"].attrs["units"] == "1" and fld["t2m"].attrs["physical_units"] == "K"
+    assert fld["t2m"].attrs["units"] == "K"  # CF-packed: xarray unpacks to kelvin
+    np.testing.assert_allclose(fld["t2m"].values, grid[..., 0], atol=1e-6)
     assert open_store(loc).num_signals == 6 and open_store(floc).num_signals == 6
 
 

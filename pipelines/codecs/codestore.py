@@ -50,6 +50,7 @@ from zarr.codecs import Crc32cCodec
 from zarr.errors import UnknownCodecError
 
 from pipelines.codecs.entropy import QuantisedCodes
+from pipelines.codecs.missing_mask import create_masks
 from pipelines.codecs.quantise import dequantise
 from pipelines.data.stores import StoreError, StoreLocation
 from pipelines.data.stores.output import check_output, clear_in_place, output_state
@@ -161,6 +162,9 @@ def create_code_store(
         _array(group, name, (n_t, n_var), (chunk, n_var), "float32", ["time", "variable"], np.nan)
     _array(group, "encode_seconds", (n_t,), (chunk,), "float32", ["time"], np.nan)
     _array(group, "done", (n_t,), (chunk,), "uint8", ["time"])
+    info = attrs.get("variable_info", {})
+    sizes = {v: math.prod(i["grid_shape"]) * int(i["channels"]) for v, i in info.items()}
+    create_masks(group, sizes, n_t, chunk)
     t = _array(group, "time", (n_t,), (n_t,), time_values.dtype, ["time"])
     t[...] = time_values
     t.attrs.update(time_attrs)

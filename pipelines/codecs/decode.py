@@ -30,7 +30,13 @@ from xarray.coding.times import decode_cf_datetime
 from mia_core.config import config_from_dict
 from mia_core.meta.codes import codes_to_params
 from pipelines.codecs.codestore import meta_state, open_code_store, read_codes
+from pipelines.codecs.decode_args import (
+    TimeSelection,
+    compact_ranges,
+)
+from pipelines.codecs.decoded_cf import with_source_cf
 from pipelines.codecs.meta_model import EncodeError, load_meta_model, predict
+from pipelines.codecs.missing_mask import read_mask, regrid_mask
 from pipelines.codecs.patch_codes import PatchGrid, decode_patches, positions_for, shared_frames
 from pipelines.data.stores import StoreError, StoreLocation, make_location
 from pipelines.data.stores.field_writer import physical_attrs
@@ -39,20 +45,7 @@ from pipelines.data.stores.output import replacing
 from pipelines.data.stores.reader import grid_coords
 from pipelines.data.stores.writer import invert_norm, quiet_consolidation
 
-TimeSelection = int | slice | Sequence[int] | None
 ZARR_SUFFIXES, NETCDF_SUFFIXES = ("", ".zarr"), (".nc",)
-
-
-def compact_ranges(idx: Sequence[int] | np.ndarray, limit: int = 8) -> str:
-    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2, 5, 7-8"`` (the first ``limit`` runs, then "...")."""
-    runs: list[tuple[int, int]] = []
-    for i in sorted(int(v) for v in idx):
-        if runs and i == runs[-1][1] + 1:
-            runs[-1] = (runs[-1][0], i)
-        else:
-            runs.append((i, i))
-    text = [f"{a}-{b}" if b > a else f"{a}" for a, b in runs[:limit]]
-    return ", ".join(text) + (", ..." if len(runs) > limit else "")
 
 
 def _stderr(line: str) -> None:
@@ -101,6 +94,8 @@ class Decoder:
 
     def _indices(self, times: TimeSelection) -> np.ndarray:
         n = self.num_time
+        if isinstance(times, str):
+            return self._dates(times)
         if times is None:
             idx = np.flatnonzero(self.done)
         elif isinstance(times, slice):
@@ -119,6 +114,22 @@ class Decoder:
                 "(their done flag is unset; rerun the encoder)"
             )
         return idx
+
+    def _dates(self, text: str) -> np.ndarray:
+        """The steps whose time, written as ISO text, starts with ``text``.
+
+        Raises:
+            EncodeError: no step has that date (the message gives the time range).
+        """
+        values = self._time_values(np.arange(self.num_time))
+        iso = [v.isoformat() if hasattr(v, "isoformat") else str(v) for v in values]
+        idx = np.flatnonzero([t.startswith(text) for t in iso])
+        if idx.size == 0:
+            raise EncodeError(
+                f"{self.location}: no time step at {text}; the codes cover {iso[0][:19]} .. "
+                f"{iso[-1][:19]} ({self.num_time} steps)"
+            )
+        return self._indices(idx)
 
     def check_complete(self, complete: bool, log: Callable[[str], None] = _stderr) -> None:
         """Say which steps an unfinished encode has not written; refuse with ``complete``.
@@ -211,6 +222,7 @@ class Decoder:
         resolution: Sequence[int] | None = None,
         variables: Sequence[str] | None = None,
         batch: int = 16,
+        fill: bool = False,
     ):
         """Reconstruct the selected time steps as an ``xarray.Dataset``.
 
@@ -223,6 +235,8 @@ class Decoder:
                 original grid and coordinates.
             variables: subset of the encoded variables.
             batch: time steps evaluated together.
+            fill: keep the network's values where the source had none (else NaN there,
+                the source's mask regridded by nearest neighbour at other resolutions).
 
         Raises:
             EncodeError: unknown variables, steps not encoded yet, a resolution of the
@@ -255,6 +269,8 @@ class Decoder:
             info, (shape, axes) = self.info[v], grids[v]
             vals = invert_norm(np.concatenate(outs[v]).astype(np.float64), info["norm"])
             vals = vals.reshape(idx.size, *shape, info["channels"]).astype(np.float32)
+            if not fill:
+                vals = self._masked(v, idx, vals, axes)
             dims = [sdim, *info["dims"]]
             if info["level_dim"]:
                 vals = np.moveaxis(vals, -1, 1)
@@ -267,15 +283,27 @@ class Decoder:
             data_vars[v] = xr.DataArray(
                 vals, dims=dims, attrs=physical_attrs(info.get("attrs", {}))
             )
-        ds = xr.Dataset(
-            data_vars,
-            coords=coords,
-            attrs={"source": f"decoded from {self.location.display}", "time_index": idx.tolist()},
+        ds = xr.Dataset(data_vars, coords=coords)
+        if mdim:
+            ds = ds.set_index({sdim: [tdim, mdim]}).unstack(sdim).transpose(tdim, mdim, ...)
+        command = f"mia-inr decode {self.location.display}" + (
+            "" if resolution is None else f" --resolution {'x'.join(map(str, resolution))}"
         )
-        if not mdim:
-            return ds
-        ds = ds.set_index({sdim: [tdim, mdim]}).unstack(sdim)
-        return ds.transpose(tdim, mdim, ...)
+        ds = with_source_cf(ds, self.attrs, command, fill)
+        ds.attrs["mia_time_index"] = idx.tolist()
+        return ds
+
+    def _masked(self, v: str, idx: np.ndarray, vals: np.ndarray, axes: list) -> np.ndarray:
+        """``vals`` with NaN where the source of ``v`` had no value (if the store kept it)."""
+        info = self.info[v]
+        shape = tuple(info["grid_shape"])
+        mask = read_mask(self.group, v, idx, int(np.prod(shape)) * int(info["channels"]))
+        if mask is None or not mask.any():
+            return vals
+        mask = mask.reshape(idx.size, *shape, info["channels"])
+        if vals.shape != mask.shape:  # another resolution: nearest source point
+            mask = regrid_mask(mask, [np.asarray(c) for c in info["coords"]], axes)
+        return np.where(mask, np.float32(np.nan), vals)
 
 
 def decode_to(
@@ -289,6 +317,7 @@ def decode_to(
     *,
     overwrite: bool = False,
     complete: bool = False,
+    fill: bool = False,
     log: Callable[[str], None] = _stderr,
 ) -> Any:
     """Decode and write to ``out``: netCDF for ``.nc``, Zarr v3 for ``.zarr`` or no suffix.
@@ -303,6 +332,7 @@ def decode_to(
         storage_options: fsspec options of both stores.
         overwrite: replace whatever is at ``out`` (else only a decoded output).
         complete: refuse a code store with steps not encoded yet (else a warning).
+        fill: the network's values where the source had none (else NaN there).
         log: where the warning goes (stderr).
 
     Returns:
@@ -322,10 +352,14 @@ def decode_to(
         decoder.check_complete(complete, log)
     kind = "netcdf" if netcdf else "decoded"
     with replacing(dest, (kind,), overwrite, f"decoded {'netCDF' if netcdf else 'Zarr'}") as tmp:
-        ds = decoder.decode(times, resolution, variables)
+        ds = decoder.decode(times, resolution, variables, fill=fill)
         ds.attrs["mia_decoded"] = 1
-        if netcdf:
-            ds.to_netcdf(tmp.url)
+        if netcdf:  # CF: coordinates have no missing values, so no _FillValue
+            keep = ("units", "calendar")  # the input's time encoding (decoded_cf)
+            enc = {
+                c: {k: ds[c].encoding[k] for k in keep if k in ds[c].encoding} for c in ds.coords
+            }
+            ds.to_netcdf(tmp.url, encoding={c: {**e, "_FillValue": None} for c, e in enc.items()})
         else:
             with quiet_consolidation():  # consolidated: xr.open_zarr opens it without a warning
                 ds.to_zarr(tmp.zarr_store("w"), mode="w", zarr_format=3, consolidated=True)
@@ -345,28 +379,3 @@ def output_is_netcdf(out: str) -> bool:
         f"{redact_url(out)}: unknown output suffix {suffix!r}; use .nc (netCDF), "
         ".zarr or no suffix (Zarr)"
     )
-
-
-def parse_times(text: str | None) -> TimeSelection:
-    """``"5"`` -> 5, ``"10:20"`` -> slice, ``"1,4,9"`` -> list, empty -> every encoded step."""
-    if not text:
-        return None
-    try:
-        if ":" in text:
-            a, b = text.split(":", 1)
-            return slice(int(a) if a else None, int(b) if b else None)
-        if "," in text:
-            return [int(t) for t in text.split(",")]
-        return int(text)
-    except ValueError as err:
-        raise EncodeError(f"time must look like 5, 10:20 or 1,4,9, got {text!r}") from err
-
-
-def parse_resolution(text: str | None) -> tuple[int, ...] | None:
-    """``"64x64x64"`` -> ``(64, 64, 64)``; empty -> original grid."""
-    if not text:
-        return None
-    try:
-        return tuple(int(r) for r in text.lower().split("x"))
-    except ValueError as err:
-        raise EncodeError(f"resolution must look like 46x90 or 64x64x64, got {text!r}") from err

@@ -55,6 +55,7 @@ from pipelines.codecs.meta_model import (
 )
 from pipelines.codecs.patch_encode import DEFAULT_PATCH_BATCH, patch_grid, patch_store_for
 from pipelines.codecs.quantise import bytes_per_step, num_scales
+from pipelines.codecs.source_meta import source_attrs, variable_info
 from pipelines.data.stores import StoreLocation, make_location
 from pipelines.data.stores.output import disk_full_as, local_path
 from pipelines.data.stores.patches import PatchStore
@@ -92,38 +93,6 @@ def _time_coordinate(store: FieldStore) -> tuple[np.ndarray, dict[str, Any]]:
         num, units, calendar = encode_cf_datetime(values, calendar=values[0].calendar)
         return np.asarray(num, np.float64), {"units": units, "calendar": calendar}
     return values.astype(np.float64), {}
-
-
-def _variable_attrs(store: FieldStore) -> dict[str, Any]:
-    """Per variable: what decoding needs (grid, dims, coordinates, levels, normalisation)."""
-    out = {}
-    for v in store.modalities:
-        _, _, ldim, sdims = store.layout[v]
-        info = store.info[v]
-        coords = []
-        for d in sdims:
-            c = (
-                np.asarray(store.ds[d].values, np.float64)
-                if d in store.ds.coords
-                else np.arange(store.ds.sizes[d], dtype=np.float64)
-            )
-            coords.append(np.sort(c).tolist() if d in ("lat", "latitude") else c.tolist())
-        out[v] = {
-            "dims": list(sdims),
-            "grid_shape": list(info.grid_shape),
-            "coords": coords,
-            "extent": info.extent,
-            "channels": info.channels,
-            "level_dim": ldim,
-            "levels": np.asarray(store.ds[ldim].values).tolist() if ldim else None,
-            "norm": info.norm,
-            "attrs": {
-                k: a
-                for k, a in store.ds[v].attrs.items()
-                if k != "mia_norm" and isinstance(a, str | int | float)
-            },
-        }
-    return out
 
 
 def _rounded_meta(
@@ -247,7 +216,8 @@ def _store_attrs(
         "store": src.display,
         "out": dst.display,
         "variables": model.modalities,
-        "variable_info": _variable_attrs(store),
+        "variable_info": variable_info(store),
+        "source_attrs": source_attrs(store),
         "num_time": store.num_signals,
         "time_dim": store.layout[store.modalities[0]][0],
         # Ensembles: signal i is (time i // M, member i % M); decoding unstacks them.

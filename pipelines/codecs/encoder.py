@@ -34,6 +34,7 @@ from pipelines.codecs.meta_model import (
     field_metrics,
     load_meta_model,
 )
+from pipelines.codecs.missing_mask import write_masks
 from pipelines.codecs.patch_encode import encode_patch_steps, patch_store_for
 from pipelines.codecs.quantise import dequantise, quantise, spec_quantiser
 from pipelines.data.stores import StoreLocation, open_store
@@ -166,6 +167,7 @@ class ChunkEncoder:
         """Encode steps ``[start, stop)`` and publish them; returns their mean PSNR."""
         s = self.spec
         rows = self.store.read(start, stop)
+        write_masks(self.group, start, rows)  # where the source had no value
         if self.patches is not None:
             res = encode_patch_steps(
                 self.model, self.patches, rows, s, self.device, s["seed"] + start

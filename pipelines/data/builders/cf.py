@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
 COORDINATE_ATTRS: dict[str, dict[str, str]] = {
@@ -33,6 +34,41 @@ COORDINATE_ATTRS: dict[str, dict[str, str]] = {
     "member": {"standard_name": "realization", "long_name": "ensemble member"},
 }
 VARIABLE_ATTRS = ("units", "long_name", "standard_name")
+# Attributes that describe how the input stored its values (packing, fill, valid range) or
+# point at variables the store does not have: they would be wrong on the stored values.
+NOT_KEPT = (
+    "scale_factor", "add_offset", "_FillValue", "missing_value", "valid_range", "valid_min",
+    "valid_max", "actual_range", "coordinates", "bounds", "grid_mapping", "cell_measures",
+    "ancillary_variables", "_Unsigned", "dtype", "mia_norm",
+)  # fmt: skip
+
+
+def _safe(value: Any) -> bool:
+    """An attribute value netCDF and Zarr both store: text, a number, numbers or texts."""
+    if isinstance(value, str | int | float | np.number):
+        return True
+    if isinstance(value, list | tuple | np.ndarray):
+        items = list(np.asarray(value).ravel()) if isinstance(value, np.ndarray) else list(value)
+        return bool(items) and (
+            all(isinstance(v, str) for v in items)
+            or all(isinstance(v, int | float | np.number) for v in items)
+        )
+    return False
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value.item() if isinstance(value, np.number) else value
+
+
+def variable_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The input variable's attributes that stay true of its values in the store."""
+    return {
+        k: _plain(v)
+        for k, v in attrs.items()
+        if k not in NOT_KEPT and not k.startswith("mia_norm") and _safe(v)
+    }
 
 
 def with_cf_metadata(
@@ -40,14 +76,17 @@ def with_cf_metadata(
     source: Mapping[str, Any],
     command: Sequence[str],
     level_units: str | None = None,
+    changes: Sequence[str] = (),
 ) -> xr.Dataset:
-    """``ds`` with CF coordinate attributes, ``Conventions`` and an appended ``history``.
+    """``ds`` with CF coordinate attributes, the input's global ones and ``history``.
 
     Args:
         ds: the regridded dataset (dims named as ``FIELD_DIMS``).
-        source: global attributes of the (first) input.
+        source: global attributes of the (first) input, kept (title, institution, source,
+            references ...) where netCDF can store them.
         command: the builder's command line, recorded in ``history``.
         level_units: units of the ``level`` coordinate in the input (``hPa`` if unknown).
+        changes: what the build changed in the data (one line each), added to ``history``.
     """
     out = ds.copy()
     for name, attrs in COORDINATE_ATTRS.items():
@@ -63,8 +102,12 @@ def with_cf_metadata(
             out[name].attrs = {**kept, **attrs, **extra}
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     line = f"{stamp}: {' '.join(command)}"
+    if changes:
+        line += " (changes: " + "; ".join(changes) + ")"
     previous = str(source.get("history", "")).strip()
+    kept = {k: _plain(v) for k, v in source.items() if _safe(v) and not k.startswith("_")}
     out.attrs = {
+        **kept,
         **out.attrs,
         "Conventions": str(source.get("Conventions", "CF-1.8")),
         "history": f"{previous}\n{line}" if previous else line,

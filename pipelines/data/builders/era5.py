@@ -19,11 +19,7 @@ with an ETA goes to stderr on a terminal or with ``--progress``.
 from __future__ import annotations
 
 import argparse
-import glob
-import importlib.util
-import os
 import re
-import warnings
 from collections.abc import Iterator
 
 import fsspec
@@ -32,10 +28,11 @@ import xarray as xr
 
 from pipelines.data.builders import era5_grid
 from pipelines.data.builders.axes import parse_dims
-from pipelines.data.builders.cf import VARIABLE_ATTRS, with_cf_metadata
+from pipelines.data.builders.cf import variable_attrs, with_cf_metadata
+from pipelines.data.builders.era5_changes import LONGITUDES, describe_changes
 from pipelines.data.builders.era5_grid import Target, plan, regrid_blocks
+from pipelines.data.builders.era5_inputs import expand_inputs, open_input
 from pipelines.data.builders.era5_names import FIELD_DIMS, select_variables, standardise
-from pipelines.data.builders.grib_input import open_grib
 from pipelines.data.builders.patch_option import (
     add_patch_argument,
     parse_ints,
@@ -43,16 +40,16 @@ from pipelines.data.builders.patch_option import (
     patch_summary,
 )
 from pipelines.data.builders.progress import add_progress_argument, track
-from pipelines.data.builders.samples import is_sample, open_sample
 from pipelines.data.stores.field_stream import FieldStoreStream, chunk_steps
 from pipelines.data.stores.field_writer import patch_grid, split_by_time
-from pipelines.data.stores.location import StoreLocation, make_location, redact_url
+from pipelines.data.stores.location import StoreLocation, redact_url
 from pipelines.data.stores.patch_chunks import patch_layout
 from pipelines.data.stores.writer import NORMALISATIONS
 
 GRIB_SUFFIXES = (".grib", ".grb", ".grib2", ".grb2")
 NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".cdf", ".h5", ".hdf5")
 PICKS = (("level", "--levels"), ("member", "--members"))
+FLAGS = ("variables", "time-slice", "time-stride", "levels", "members", "longitudes")
 REGRID_METHODS = ("auto", "conservative", "bilinear")
 
 
@@ -68,7 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--variables",
         default="",
-        help="comma-separated short or long names (default: t2m, else the first three)",
+        help="comma-separated short or long names (default: every variable on the grid)",
     )
     p.add_argument(
         "--dims",
@@ -80,7 +77,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--members", default="", help="ensemble members to keep, e.g. 0,1,2")
     p.add_argument("--time-slice", default="", help="START:STOP (ISO dates, inclusive)")
     p.add_argument("--time-stride", type=int, default=1, help="keep every k-th time step")
-    p.add_argument("--resolution", default="46x90", help="target grid NLATxNLON")
+    p.add_argument(
+        "--resolution",
+        default="input",
+        help="target grid NLATxNLON, regridded (default: the input's own grid, copied)",
+    )
+    p.add_argument(
+        "--longitudes",
+        choices=LONGITUDES,
+        default="input",
+        help="convention of the stored longitudes (default: the input's)",
+    )
     p.add_argument(
         "--domain",
         choices=("auto", "global", "input"),
@@ -121,9 +128,11 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
     by a block, not by the store; inputs that split the variables between them are merged
     in memory first (:func:`_blocks`).
     """
-    shape = parse_ints(args.resolution, "x", "--resolution")
-    if len(shape) != 2 or min(shape) < 2:
-        raise ValueError(f"--resolution must be NLATxNLON with both >= 2, got {args.resolution!r}")
+    shape = None if args.resolution == "input" else parse_ints(args.resolution, "x", "--resolution")
+    if shape is not None and (len(shape) != 2 or min(shape) < 2):
+        raise ValueError(
+            f"--resolution must be NLATxNLON with both >= 2, or input, got {args.resolution!r}"
+        )
     patch = parse_patch(getattr(args, "patch", ""), 2, "32x32")
     if args.time_stride < 1:
         raise ValueError(f"--time-stride must be >= 1, got {args.time_stride}")
@@ -134,13 +143,13 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
             "must be >= 0 with a sum below 1"
         )
     dims = parse_dims(args.dims)
-    sources = _expand(args.input, args)
+    sources = expand_inputs(args.input, args)
     shown = [redact_url(s) for s in sources]
     opened: list[xr.Dataset] = []
     try:
         for src, name in zip(sources, shown, strict=True):
             try:
-                opened.append(_open(src, args))
+                opened.append(open_input(src, args))
             except (ValueError, FileNotFoundError):
                 raise
             except Exception as err:  # engine/IO errors: name the input
@@ -148,47 +157,61 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
         datasets = [standardise(ds, name, dims) for ds, name in zip(opened, shown, strict=True)]
         mapping = select_variables(datasets, args.variables, shown)
         parts = _select(datasets, mapping, args, shown)
-        target = plan(parts[0], shape, args.domain, getattr(args, "regrid", "auto"))
+        target = plan(
+            parts[0], shape, args.domain, getattr(args, "regrid", "auto"), args.longitudes
+        )
+        grid = (target.lat.size, target.lon.size)
+        flags = {k: str(getattr(args, k.replace("-", "_"), "") or "") for k in FLAGS}
+        changes = describe_changes(
+            datasets, parts, mapping, target.lat, target.lon, target.copy, target.method, flags
+        )
         level = datasets[0]["level"].attrs.get("units") if "level" in datasets[0].coords else None
         command = ["mia-inr build era5", *(f"--input {s}" for s in shown)]
         command += [f"--variables {','.join(mapping)}", f"--resolution {args.resolution}"]
-        command += [f"--regrid {target.method}", f"--normalisation {args.normalisation}"]
+        regrid_flag = "none" if target.copy else target.method
+        command += [f"--regrid {regrid_flag}", f"--normalisation {args.normalisation}"]
+        command += [f"--longitudes {args.longitudes}"]
         command += [f"--patch {'x'.join(map(str, patch))}"] if patch else []
         command.append(f"--out {redact_url(args.out)}")  # not the temporary sibling written
         finite = dict.fromkeys(mapping, False)
-        stream = info = None
+        stream = None
         total = sum(p.sizes["time"] for p in parts)
-        chunk = chunk_steps(args.chunk, _per_step(parts, shape), era5_grid.BLOCK_BYTES)
+        chunk = chunk_steps(args.chunk, _per_step(parts, grid), era5_grid.BLOCK_BYTES)
         spatial: tuple[int, ...] = ()
         if patch:  # chunks of whole patches, a few steps: blocks align to them
             point = max(patch_grid(part, 2, "the input")[1] for part in parts)
-            chunk, spatial = patch_layout(shape, patch, point, chunk)
+            chunk, spatial = patch_layout(grid, patch, point, chunk)
         blocks = _blocks(parts, target, chunk, shown)
+        regrid = (
+            "none: the input's own grid, values copied"
+            if target.copy
+            else target.method + (" (periodic in longitude)" if target.periodic else "")
+        )
+        times: list[str] = []
         for block in track(blocks, total, "build era5", getattr(args, "progress", False)):
             block = block.transpose(*[d for d in FIELD_DIMS if d in block.dims])
             for mod, src in mapping.items():
                 finite[mod] |= bool(block[mod].notnull().any())
-                keep = {k: str(v) for k, v in block[mod].attrs.items() if k in VARIABLE_ATTRS}
-                block[mod].attrs = {**keep, "source_name": src}
-            block = with_cf_metadata(block, opened[0].attrs, command, level)
+                block[mod].attrs = {
+                    **variable_attrs(_source_attrs(datasets, src)),
+                    "source_name": src,
+                }
+            block = with_cf_metadata(block, opened[0].attrs, command, level, changes)
+            times += [str(block["time"].values[0]), str(block["time"].values[-1])]
             if stream is None:
                 info = {
-                    "source": "era5",
-                    "inputs": shown,
-                    "variables": mapping,
-                    "resolution": list(shape),
-                    "domain": {"latitude": _span(target.lat), "longitude": _span(target.lon)},
-                    "regrid": "none: the input's own grid, values copied"
-                    if target.copy
-                    else target.method + (" (periodic in longitude)" if target.periodic else ""),
-                    "levels": _values(block, "level"),
-                    "members": _values(block, "member"),
-                    "time_range": [str(block["time"].values[0]), ""],
-                    "time_stride": args.time_stride,
+                    "mia_builder": "era5",
+                    "mia_inputs": shown,
+                    "mia_regrid": regrid,
+                    "mia_time_stride": args.time_stride,
+                    **({"mia_changes": changes} if changes else {}),
+                    **({"mia_input_latitude_descending": 1} if _descending(datasets[0]) else {}),
                 }
-                stream = FieldStoreStream(location, chunk, info, args.normalisation, patch, spatial)
+                stream = FieldStoreStream(
+                    location, chunk, info, args.normalisation, patch, spatial,
+                    time_encoding=_time_encoding(datasets[0]),
+                )  # fmt: skip
             stream.append(block)
-            info["time_range"][1] = str(block["time"].values[-1])
     finally:
         for ds in opened:
             ds.close()
@@ -199,17 +222,39 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
                 "check --domain against the input's extent"
             )
     split = split_by_time(stream.n_time, args.val_fraction, args.test_fraction)
-    stream.finish(split)
+    stream.finish(split, {"mia_time_range": [times[0], times[-1]]})
     return {
         "time_steps": stream.n_time,
-        "grid": list(shape),
+        "grid": list(grid),
         "chunk_time": chunk,
         **patch_summary(patch, chunk, spatial),
-        **{k: info[k] for k in ("variables", "regrid", "levels", "members", "time_range")},
-        **info["domain"],
+        "variables": mapping,
+        "regrid": regrid,
+        "levels": _values(parts[0], "level"),
+        "members": _values(parts[0], "member"),
+        "time_range": [times[0], times[-1]],
+        "latitude": _span(target.lat),
+        "longitude": _span(target.lon),
         "split": {k: int((split == i).sum()) for i, k in enumerate(("train", "val", "test"))},
+        "changes": changes,
         "bytes_written": _bytes_written(location),
     }
+
+
+def _source_attrs(datasets: list[xr.Dataset], name: str) -> dict:
+    """The attributes of input variable ``name`` (from the first input that has it)."""
+    return next(dict(ds[name].attrs) for ds in datasets if name in ds.data_vars)
+
+
+def _descending(ds: xr.Dataset) -> bool:
+    lat = np.asarray(ds["latitude"].values)
+    return bool(lat.size > 1 and lat[0] > lat[-1])
+
+
+def _time_encoding(ds: xr.Dataset) -> dict:
+    """The input's time encoding (units, calendar), for the store to keep."""
+    enc = ds["time"].encoding
+    return {k: enc[k] for k in ("units", "calendar") if k in enc}
 
 
 def _per_step(parts: list[xr.Dataset], shape: tuple[int, ...]) -> int:
@@ -243,66 +288,6 @@ def _blocks(
         yield xr.combine_by_coords(regridded, combine_attrs="override")
     except ValueError as err:
         raise ValueError(f"cannot combine inputs {shown} (overlapping times?): {err}") from err
-
-
-# --- inputs ---------------------------------------------------------------------------
-
-
-def _options(url: str, args: argparse.Namespace) -> dict:
-    if url.startswith("s3://"):
-        opts = {"anon": True} if args.anon else {}
-        return make_location(url, opts, endpoint_url=args.input_endpoint_url).storage_options
-    if url.startswith(("gs://", "gcs://")) and args.anon:
-        return {"token": "anon"}
-    return {}
-
-
-def _expand(inputs: list[str], args: argparse.Namespace) -> list[str]:
-    out: list[str] = []
-    for item in inputs:
-        if is_sample(item):
-            out.append(item)
-        elif "://" in item and not item.startswith("file://"):
-            if any(c in item for c in "*?["):
-                fs, _ = fsspec.core.url_to_fs(item, **_options(item, args))
-                out += sorted(fs.unstrip_protocol(p) for p in fs.glob(item))
-            else:
-                out.append(item)
-        else:
-            path = item.removeprefix("file://")
-            found = sorted(glob.glob(path)) if any(c in path for c in "*?[") else [path]
-            missing = [f for f in found if not os.path.exists(f)]
-            if not found or missing:
-                raise FileNotFoundError(f"no input matches {item!r}")
-            out += found
-    return out
-
-
-def _open(src: str, args: argparse.Namespace) -> xr.Dataset:
-    if is_sample(src):
-        return open_sample(src)
-    low = src.split("?", 1)[0].lower().rstrip("/")
-    remote = "://" in src and not src.startswith("file://")
-    if low.endswith(GRIB_SUFFIXES):
-        if importlib.util.find_spec("cfgrib") is None:
-            raise ValueError(
-                f"GRIB input {redact_url(src)} needs the cfgrib engine (with eccodes)"
-                ": pip install cfgrib, or convert the file to netCDF"
-            )
-        if remote:
-            raise ValueError(f"GRIB input {redact_url(src)}: cfgrib reads local files only")
-        path = src.removeprefix("file://")
-        return open_grib(path, redact_url(src), getattr(args, "skip_corrupt", False))
-    if low.endswith(NETCDF_SUFFIXES):
-        if remote:
-            return xr.open_dataset(fsspec.open(src, **_options(src, args)).open(), chunks=None)
-        return xr.open_dataset(src, chunks=None)
-    if not remote and not os.path.isdir(src):
-        return xr.open_dataset(src, chunks=None)  # unknown suffix: let xarray guess
-    store = make_location(src, _options(src, args)).zarr_store("r")
-    with warnings.catch_warnings():  # consolidated metadata is tried first (ARCO has it)
-        warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated")
-        return xr.open_zarr(store, chunks=None, consolidated=None)
 
 
 # --- selection ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from pipelines.data.builders.era5_changes import express
 from pipelines.data.builders.regrid import coarsens, conservative_dataset
 from pipelines.data.stores.field_stream import time_blocks
 
@@ -81,25 +82,46 @@ def same_grid_index(src: np.ndarray, tgt: np.ndarray, circle: bool) -> np.ndarra
     return idx
 
 
-def plan(ds: xr.Dataset, shape: tuple[int, ...], domain: str, regrid: str = "auto") -> Target:
-    """The target grid: global or the extent of ``ds`` (the first input), see ``--domain``.
+def plan(
+    ds: xr.Dataset,
+    shape: tuple[int, ...] | None,
+    domain: str,
+    regrid: str = "auto",
+    longitudes: str = "input",
+) -> Target:
+    """The target grid: the input's own, or global or the extent of ``ds`` (``--domain``).
 
-    ``regrid`` ``auto`` resolves to conservative when the target coarsens both axes.
+    Args:
+        ds: the first input (standardised).
+        shape: ``(nlat, nlon)``; ``None``: the input's own grid (its very coordinates, so
+            the values are copied, not regridded), unless ``domain`` is ``global``.
+        domain: ``auto``, ``global`` or ``input``.
+        regrid: ``auto`` resolves to conservative when the target coarsens both axes.
+        longitudes: the convention of the stored longitudes (``input``, ``0-360``,
+            ``-180-180``; :func:`~pipelines.data.builders.era5_changes.express`).
     """
-    lat, lon, offset, periodic, near_global = _layout(ds["latitude"].values, ds["longitude"].values)
-    if domain == "global" or (domain == "auto" and periodic):
-        tlon = np.arange(shape[1]) * (360.0 / shape[1])
+    src_lon = np.asarray(ds["longitude"].values, float)
+    lat, lon, offset, periodic, near_global = _layout(ds["latitude"].values, src_lon)
+    own = shape is None
+    shape = (lat.size, lon.size) if own else shape
+    if own and domain != "global":
+        tlat, tlon = lat, np.sort(_wrap(lon, offset))
     else:
-        src = np.sort(_wrap(lon, offset))
-        tlon = np.linspace(src[0], src[-1], shape[1])
-    glob_lat = domain == "global" or (domain == "auto" and near_global)
-    tlat = np.linspace(*((-90.0, 90.0) if glob_lat else (lat[0], lat[-1])), shape[0])
+        if domain == "global" or (domain == "auto" and periodic):
+            tlon = np.arange(shape[1]) * (360.0 / shape[1])
+        else:
+            src = np.sort(_wrap(lon, offset))
+            tlon = np.linspace(src[0], src[-1], shape[1])
+        glob_lat = domain == "global" or (domain == "auto" and near_global)
+        tlat = np.linspace(*((-90.0, 90.0) if glob_lat else (lat[0], lat[-1])), shape[0])
+    wraps = periodic and domain != "input" or domain == "global"
+    tlon = express(tlon, wraps, longitudes, src_lon)
+    src_sorted = np.sort(_wrap(lon, offset))
     if regrid == "auto":
-        coarser = coarsens(lat, tlat) and coarsens(np.sort(_wrap(lon, offset)), np.sort(tlon))
+        coarser = coarsens(lat, tlat) and coarsens(src_sorted, np.sort(_wrap(tlon, offset)))
         regrid = "conservative" if coarser else "bilinear"
-    src_lon = np.sort(_wrap(lon, offset))
     copy = same_grid_index(lat, tlat, False) is not None
-    copy = copy and same_grid_index(src_lon, _wrap(tlon, offset), True) is not None
+    copy = copy and same_grid_index(src_sorted, _wrap(tlon, offset), True) is not None
     return Target(tlat, tlon, periodic and domain != "input", regrid, copy)
 
 

@@ -141,8 +141,8 @@ def select_variables(
 
     Args:
         datasets: the standardised inputs.
-        requested: comma-separated names (any spelling); empty: ``t2m`` if present, else
-            the first three variables, each under its own name.
+        requested: comma-separated names (any spelling); empty: every variable on the
+            grid, each under its own name (nothing is left out unless asked).
         shown: the inputs as they may be printed (redacted), for errors.
 
     Raises:
@@ -154,8 +154,7 @@ def select_variables(
     if not names:
         if not available:
             raise ValueError(f"no variable on a latitude/longitude grid in {', '.join(shown)}")
-        t2m = resolve("t2m", available)
-        return {v: v for v in ([t2m] if t2m else available[:3])}
+        return {v: v for v in available}
     mapping = {}
     for n in names:
         src = resolve(n, available)

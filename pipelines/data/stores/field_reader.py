@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from pipelines.data.stores.field_attrs import norm_from_attrs
 from pipelines.data.stores.location import StoreLocation
 from pipelines.data.stores.store_base import (
     GRID,
@@ -89,7 +90,7 @@ class FieldStore(Store):
                     else np.arange(ds.sizes[d], dtype=float)
                 )
                 extent.append([float(c.min()), float(c.max())])
-            norm = dict(ds[v].attrs.get("mia_norm", {"kind": "none"}))
+            norm = norm_from_attrs(ds[v].attrs)
             self.info[v] = ModalityInfo(v, shape, ds.sizes[ldim] if ldim else 1, GRID, extent, norm)
             enc = ds[v].encoding.get("chunks") or ds[v].encoding.get("preferred_chunks", {})
 

@@ -30,7 +30,9 @@ from pipelines.data.stores.reader import LEVEL_DIMS, MEMBER_DIMS, SPATIAL_SETS, 
 from pipelines.data.stores.writer import NORMALISATIONS, apply_norm, quiet_consolidation
 
 BLOCK_BYTES = 48 * 2**20  # float64 values of one variable handled at once by finish()
-VALID_NOTE = "1 where every variable has a finite value (0: missing, skipped)"
+VALID_NOTE = "time steps with data: 1 where every variable has at least one finite value"
+# No CF flag_values: Zarr attributes are JSON, so they would not keep the mask's int type.
+SPLIT_NOTE = "split of each time step: 0 train, 1 validation, 2 test"
 
 
 class FieldStoreStream:
@@ -47,6 +49,8 @@ class FieldStoreStream:
         spatial_chunks: chunk extent per spatial axis (whole patches, see
             :func:`~pipelines.data.stores.patch_chunks.patch_layout`); the whole grid when
             empty.
+        time_encoding: ``units`` / ``calendar`` of a datetime time axis (the input's, so
+            the store and decoded files encode time as it did).
 
     Raises:
         StoreError: an unknown normalisation.
@@ -60,6 +64,7 @@ class FieldStoreStream:
         normalisation: str = "minmax01",
         patch: Sequence[int] = (),
         spatial_chunks: Sequence[int] = (),
+        time_encoding: dict[str, Any] | None = None,
     ) -> None:
         if normalisation not in NORMALISATIONS:
             raise StoreError(f"{location}: normalisation must be one of {NORMALISATIONS}")
@@ -68,6 +73,7 @@ class FieldStoreStream:
         if patch:
             self.attrs = {**self.attrs, BUILT_PATCH_ATTR: [int(p) for p in patch]}
         self.normalisation = normalisation
+        self.time_encoding = dict(time_encoding or {})
         self.tdim: str | None = None
         self.names: list[str] = []
         self.global_attrs: dict[str, Any] = {}
@@ -102,6 +108,10 @@ class FieldStoreStream:
             self.global_attrs = {**block.attrs, **self.attrs, "mia_variables": self.names}
             block.attrs = self.global_attrs
             encoding = {n: {"chunks": self._chunks(n, da, tdim)} for n, da in block.items()}
+            if self.time_encoding and np.issubdtype(block[tdim].dtype, np.datetime64):
+                encoding[tdim] = dict(self.time_encoding)  # the input's units and calendar
+            for c in block.coords:  # CF: coordinates have no missing values, so no _FillValue
+                encoding.setdefault(str(c), {})["_FillValue"] = None
             block.to_zarr(self.location.zarr_store("w"), mode="w", zarr_format=3,
                           encoding=encoding, consolidated=False)  # fmt: skip
         else:  # xarray rewrites the group's attributes on append: the first block's stay
@@ -126,12 +136,14 @@ class FieldStoreStream:
             for d, n_d in da.sizes.items()
         )
 
-    def finish(self, split: np.ndarray | None = None) -> None:
+    def finish(self, split: np.ndarray | None = None, attrs: dict[str, Any] | None = None) -> None:
         """Normalise every variable in place, write ``split`` and ``valid``, consolidate.
 
         Args:
             split: ``(time,)`` split codes; train-only when omitted. The normalisation
                 statistics come from the train time steps (all of them when there are none).
+            attrs: global attributes known only once every block is written (the time
+                range), added to the store's.
         """
         if self.tdim is None or self.n_time == 0:
             raise StoreError(f"{self.location}: refusing to write an empty store (no time steps)")
@@ -154,10 +166,11 @@ class FieldStoreStream:
             {"split": ([self.tdim], split), "valid": (signal_dims, valid.astype(np.uint8))}
         )
         extra["valid"].attrs = {"long_name": VALID_NOTE}
+        extra["split"].attrs = {"long_name": SPLIT_NOTE}
         encoding = {"split": {"chunks": (self.n_time,)}, "valid": {"chunks": valid.shape}}
         extra.to_zarr(self.location.zarr_store("a"), mode="a", zarr_format=3, encoding=encoding,
                       consolidated=False)  # fmt: skip
-        group.attrs.update({"missing_signals": int(valid.size - int(valid.sum()))})
+        group.attrs.update({**(attrs or {}), "missing_signals": int(valid.size - int(valid.sum()))})
         with quiet_consolidation():
             zarr.consolidate_metadata(self.location.zarr_store("a"))
 

@@ -169,7 +169,11 @@ def open_store(location: StoreLocation, modalities: list[str] | None = None) -> 
     import xarray as xr
 
     try:
-        ds = xr.open_zarr(location.zarr_store("r"), chunks=None, consolidated=False)
+        # raw (normalised) values: a one-channel variable is CF-packed, and xarray would
+        # unpack it to physical units (pipelines.data.stores.field_attrs)
+        ds = xr.open_zarr(
+            location.zarr_store("r"), chunks=None, consolidated=False, mask_and_scale=False
+        )
     except Exception as err:
         raise StoreError(
             f"{location}: not a signal store and not an xarray field store: "
