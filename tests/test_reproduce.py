@@ -11,7 +11,14 @@ import yaml
 from mia_core.config import ConfigError
 from pipelines.studies.reproduce import run_reproduce
 from pipelines.studies.reproduce_readme import BEGIN, END, markers, readme_table, update_readme
-from pipelines.studies.reproduce_report import REFERENCE, eof_label
+from pipelines.studies.reproduce_report import (
+    REFERENCE,
+    eof_label,
+    rmse_rows,
+    study_bins,
+    table_stats,
+    write_table1,
+)
 from pipelines.studies.reproduce_spec import METHODS, load_reproduce
 
 TINY = "configs/reproduce/tiny.yaml"
@@ -71,6 +78,39 @@ def test_bad_studies_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"'reproduce\.seeds': need at least one seed"):
         load_reproduce(TINY, ["reproduce.seeds=[1,1]"])
     assert load_reproduce(TINY, ["reproduce.seeds=[0]"])[0].seeds == [0]
+
+
+def test_table1_gives_the_area_weighted_rmse_with_units_beside(tmp_path):
+    spec, bases = load_reproduce(TINY, tiny_overrides(tmp_path))
+    cfg = bases["mia"]
+    bins = study_bins(cfg)
+
+    def rows(seed: int, rmse: bool) -> dict:
+        return {
+            "test": [
+                {
+                    "modality": m,
+                    "r_min": lo,
+                    "r_max": hi,
+                    "nmse_all": 0.01 * (j + 1),
+                    **({"rmse_phys_all": 1.0 + seed + j, "units": "K"} if rmse else {}),
+                }
+                for m in cfg.data.modalities
+                for j, (lo, hi) in enumerate(bins)
+            ]
+        }
+
+    both = ("cavia", "mia")
+    stats = table_stats(spec, cfg, {m: {s: rows(s, True) for s in (0, 1)} for m in both})
+    table = rmse_rows(cfg, stats)
+    assert [r[0] for r in table] == ["method", "CAVIA", "MIA"]
+    assert table[1][1:4] == ["1.5 K", "2.5 K", "3.5 K"]  # mean over the two seeds
+    assert stats["mia"]["sine"][0]["mean"] == 1.0  # nMSE x 1e2 as before
+    _, files = write_table1(spec, cfg, stats, tmp_path)
+    assert "RMSE in physical units" in files[0].read_text() and "| 1.5 K |" in files[0].read_text()
+    assert "rmse_phys" in files[1].read_text().splitlines()[0]
+    older = table_stats(spec, cfg, {m: {0: rows(0, False)} for m in both})
+    assert rmse_rows(cfg, older) == []  # runs evaluated before: no RMSE table
 
 
 @pytest.mark.integration

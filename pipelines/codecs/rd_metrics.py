@@ -15,7 +15,9 @@
 - **maximum absolute error in physical units** per variable (and in normalised units, which
   is what a compressor's absolute error bound controls).
 
-:func:`store_geometry` gives a store variable's weights, scales and units; :func:`read_fields`
+:func:`store_geometry` gives a store variable's weights, scales and units
+(:mod:`pipelines.data.stores.geometry`, re-exported here with :class:`EncodeError`);
+:func:`read_fields`
 reads a store's time steps into the :class:`RDFields` every codec is measured on.
 """
 
@@ -30,79 +32,36 @@ from typing import Any
 import numpy as np
 
 from pipelines.codecs.meta_model import EncodeError
+from pipelines.data.stores import geometry as store_geo
+from pipelines.data.stores.errors import StoreError
+from pipelines.data.stores.geometry import LAT_DIMS, Geometry
 from pipelines.data.stores.reader import read_steps
-from pipelines.data.stores.writer import norm_affine
 
-LAT_DIMS = ("latitude", "lat")  # first spatial dim of a lat-lon variable (store_base.SPATIAL_SETS)
 MSE_FLOOR = 1e-20  # mia_core.meta.metrics.psnr clamps the MSE here (200 dB at range 1)
 
 
-@dataclass
-class Geometry:
-    """How one variable's errors are weighted and brought back to physical units.
-
-    Attributes:
-        weights: grid-shaped area weights (``cos(latitude)`` or ones).
-        scale: ``(C,)`` physical units per normalised unit, per channel.
-        units: physical units (``""`` when the store does not say).
-        weighting: ``"cos(latitude)"`` or ``"uniform"`` and why.
-    """
-
-    weights: np.ndarray
-    scale: np.ndarray
-    units: str = ""
-    weighting: str = "uniform"
-
-
 def latitude_weights(lat_deg: np.ndarray, grid_shape: Sequence[int]) -> np.ndarray:
-    """``cos(latitude)`` weights of a ``(lat, lon)`` grid (``lat_deg`` along the first axis).
+    """:func:`pipelines.data.stores.geometry.latitude_weights`, raising :class:`EncodeError`.
 
     Raises:
         EncodeError: latitudes outside [-90, 90] (not degrees) or the wrong length.
     """
-    lat = np.asarray(lat_deg, np.float64)
-    if lat.shape != (grid_shape[0],) or np.nanmax(np.abs(lat)) > 90.0 + 1e-6:
-        raise EncodeError(
-            f"latitude coordinate of {lat.size} values in [{np.nanmin(lat):g}, "
-            f"{np.nanmax(lat):g}] does not fit a grid of {tuple(grid_shape)} in degrees north; "
-            "give the store a latitude coordinate in degrees"
-        )
-    w = np.clip(np.cos(np.deg2rad(lat)), 0.0, None)
-    return np.broadcast_to(w.reshape(-1, *[1] * (len(grid_shape) - 1)), tuple(grid_shape)).copy()
+    try:
+        return store_geo.latitude_weights(lat_deg, grid_shape)
+    except StoreError as err:
+        raise EncodeError(str(err)) from err
 
 
 def store_geometry(store: Any, var: str) -> Geometry:
-    """Weights, per-channel physical scale and units of a field store variable.
-
-    Latitude is detected from the variable's spatial dims as the reader resolved them
-    (``store.layout[var][3]``): a first spatial dim named ``latitude`` or ``lat`` with a
-    coordinate array holds the latitudes in degrees (reversed when the reader flips it to
-    ascending). Volumes (``z, y, x``), plain ``y, x`` grids and lat-lon grids without a
-    latitude coordinate get uniform weights (``weighting`` says which).
+    """:func:`pipelines.data.stores.geometry.store_geometry`, raising :class:`EncodeError`.
 
     Raises:
         EncodeError: a latitude coordinate that is not in degrees.
     """
-    info = store.info[var]
-    shape = tuple(info.grid_shape)
-    _, scale = norm_affine(info.norm)
-    scale = np.broadcast_to(np.asarray(scale, np.float64), (info.channels,)).copy()
-    attrs = dict(store.ds[var].attrs) if hasattr(store, "ds") else {}
-    units = str(attrs.get("physical_units", attrs.get("units", "")))
-    sdims = store.layout[var][3] if hasattr(store, "layout") else ()
-    weights, how = np.ones(shape), "uniform"
-    if sdims and sdims[0] in LAT_DIMS:
-        lat_dim = sdims[0]
-        if lat_dim in store.ds.coords:
-            lat = np.asarray(store.ds[lat_dim].values, np.float64)
-            lat = lat[::-1] if store.flipped.get(var) else lat
-            try:
-                weights, how = latitude_weights(lat, shape), "cos(latitude)"
-            except EncodeError as err:
-                raise EncodeError(f"{store.location}: variable {var!r}: {err}") from err
-        else:
-            how = f"uniform (no {lat_dim!r} coordinate)"
-    return Geometry(weights, scale, units, how)
+    try:
+        return store_geo.store_geometry(store, var)
+    except StoreError as err:
+        raise EncodeError(str(err)) from err
 
 
 @dataclass
@@ -242,6 +201,7 @@ def read_fields(store: Any, frames: Sequence[int], data_range: float = 1.0) -> R
 
 
 __all__ = [
+    "LAT_DIMS",
     "Geometry",
     "RDFields",
     "field_values",

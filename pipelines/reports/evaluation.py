@@ -20,6 +20,17 @@ from that bin's range; every signal of the pass counts in that bin.
 Repeat ``r`` uses episode epoch ``r``, so every evaluation of a split sees the same
 episodes. A bin that received no signal reports NaN metrics (never a zero error) and a
 count of 0.
+
+Beside the paper's metrics (``METRICS``: per-point means, the normalised MSE of MIA's
+tables), every row has the climate tools' metrics (``AREA_METRICS``), on the same regions
+(all, support, non-support points): per signal the squared error averaged over channels
+is averaged over points weighted by their area (``cos(latitude)`` on lat-lon field stores
+with a latitude coordinate, uniform otherwise: the row's ``weighting``,
+:mod:`pipelines.data.stores.geometry`), giving ``nmse_area_*`` (divided by the signal's
+scale squared, like ``nmse_*``) and ``psnr_area_*``; ``rmse_phys_*`` is the area-weighted
+RMSE in the variable's physical units (the row's ``units``): each channel's normalised
+error times its normalisation scale, and the square root of the bin's mean of the
+per-signal mean squared errors (RMSE over time as WeatherBench 2 defines it).
 """
 
 from __future__ import annotations
@@ -28,13 +39,24 @@ import csv
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from mia_core.data import ModalityBatch
 from mia_core.meta import MetaLearner
-from pipelines.data.episodes import EpisodeSpec
+from mia_core.meta.metrics import REGIONS, psnr
+from pipelines.data.episodes import EpisodeSpec, stride_index
 from pipelines.data.stores import Store
+from pipelines.data.stores.geometry import (
+    COS_LAT,
+    UNIFORM,
+    Geometry,
+    point_weights,
+    store_geometry,
+)
+from pipelines.data.stores.reader import keep_rows
+from pipelines.data.stores.writer import SPLITS
 from pipelines.data.streams import store_episodes
 
 METRICS = (
@@ -47,6 +69,9 @@ METRICS = (
     "psnr_all",
     "psnr_support",
     "psnr_nonsupport",
+)
+AREA_METRICS = tuple(
+    f"{family}_{region}" for family in ("nmse_area", "psnr_area", "rmse_phys") for region in REGIONS
 )
 PROTOCOLS = ("paper", "joint")
 _TOL = 1e-6  # ratios are k / n: equal to an edge up to float rounding
@@ -63,6 +88,8 @@ class EvalRow:
         metrics: metric -> mean over the (signal, repeat) draws in the bin (NaN if none).
         count: (signal, repeat) draws that fell into the bin (an edge draw counts in both
             neighbouring bins).
+        units: physical units of ``rmse_phys_*`` (``""`` when the store does not say).
+        weighting: the area weights of ``AREA_METRICS`` (``cos(latitude)`` or uniform).
     """
 
     modality: str
@@ -70,6 +97,8 @@ class EvalRow:
     r_max: float
     metrics: dict[str, float]
     count: int = 0
+    units: str = ""
+    weighting: str = UNIFORM
 
 
 def realised_ratio(mb: ModalityBatch) -> Tensor:
@@ -125,7 +154,8 @@ def evaluate(
         protocol: one of ``PROTOCOLS`` (see the module docstring).
 
     Returns:
-        One row per (bin, modality), in bin order then modality order.
+        One row per (bin, modality), in bin order then modality order, with ``METRICS``
+        and ``AREA_METRICS`` (module docstring).
 
     Raises:
         ValueError: an unknown protocol or no bins.
@@ -139,9 +169,12 @@ def evaluate(
     else:
         full = (min(lo for lo, _ in bins), max(hi for _, hi in bins))
         passes = [(full, seed, None)]
-    values = {
-        (b, m): {k: [] for k in METRICS} for b in range(len(bins)) for m in learner.modalities
-    }
+    keys = (*METRICS, *AREA_METRICS)
+    values = {(b, m): {k: [] for k in keys} for b in range(len(bins)) for m in learner.modalities}
+    mods = [m for m in learner.modalities if m in store.info]
+    geometry = {m: store_geometry(store, m, strict=False) for m in mods}
+    area = {m: _AreaWeights(store, m, g, spatial_stride, device) for m, g in geometry.items()}
+    order = np.flatnonzero(keep_rows(store.split, store.valid, 0, SPLITS[split], time_stride))
     counts = {key: 0 for key in values}
     for ratio_range, pass_seed, fixed_bin in passes:
         spec = EpisodeSpec(
@@ -151,12 +184,17 @@ def evaluate(
             store.location.display,
         )
         for r in range(repeats):
+            done = 0  # signals of the split's order already seen (store_episodes, no shuffle)
             for episode in store_episodes(
                 store, spec, batch_size, split, epoch=r, shuffle=False, time_stride=time_stride
             ):
                 episode = {m: mb.to(device) for m, mb in episode.items()}
-                metrics, _ = learner.evaluate(episode, psnr_range)
+                metrics, preds = learner.evaluate(episode, psnr_range)
+                index = order[done : done + next(iter(episode.values())).batch_size]
+                done += len(index)
                 for m, md in metrics.items():
+                    if m in preds and m in area:
+                        md = {**md, **area[m].metrics(preds[m], episode[m], index, psnr_range)}
                     n = episode[m].batch_size
                     if fixed_bin is None:
                         members = bin_members(realised_ratio(episode[m]), bins)
@@ -166,19 +204,72 @@ def evaluate(
                     for b in members.any(0).nonzero().flatten().tolist():
                         sel = members[:, b]
                         counts[b, m] += int(sel.sum())
-                        for k in METRICS:
-                            values[b, m][k].append(md[k].detach().cpu()[sel])
+                        for k in keys:
+                            if k in md:
+                                values[b, m][k].append(md[k].detach().cpu()[sel])
     rows = []
     for b, (lo, hi) in enumerate(bins):
         for m in learner.modalities:
             row = {}
-            for k in METRICS:
+            for k in keys:
                 parts = values[b, m][k]
                 vals = torch.cat(parts) if parts else torch.empty(0)
                 vals = vals[~torch.isnan(vals)]
                 row[k] = float(vals.mean()) if vals.numel() else math.nan
-            rows.append(EvalRow(m, lo, hi, row, counts[b, m]))
+                if k.startswith("rmse_phys") and vals.numel():  # per-signal MSEs -> RMSE
+                    row[k] = math.sqrt(row[k])
+            g = geometry.get(m, Geometry(np.ones(1), np.ones(1)))
+            rows.append(EvalRow(m, lo, hi, row, counts[b, m], g.units, g.weighting))
     return rows
+
+
+class _AreaWeights:
+    """One modality's query-point area weights and squared physical scales, on ``device``.
+
+    Query points are the grid's points kept by ``spatial_stride``, row-major (the
+    evaluation's episodes keep every query point); a patch store's weights differ per
+    patch, so :meth:`metrics` takes the batch's signal indices.
+    """
+
+    def __init__(
+        self, store: Store, m: str, geometry: Geometry, spatial_stride: int, device: torch.device
+    ) -> None:
+        keep = stride_index(tuple(store.info[m].grid_shape), spatial_stride)
+        weights = point_weights(store, m, geometry)[:, keep]
+        self.weights = torch.as_tensor(weights, dtype=torch.float32, device=device)
+        self.scale2 = torch.as_tensor(geometry.scale**2, dtype=torch.float32, device=device)
+        self.name = m
+
+    def metrics(
+        self, pred: Tensor, mb: ModalityBatch, index: np.ndarray, data_range: float
+    ) -> dict[str, Tensor]:
+        """Per-signal ``AREA_METRICS`` (``rmse_phys_*`` hold mean squared errors, ``(B,)``)."""
+        w = self.weights
+        if w.shape[1] != mb.query_y.shape[1]:
+            raise ValueError(
+                f"variable {self.name!r}: {mb.query_y.shape[1]} query points, {w.shape[1]} "
+                "grid points: the area-weighted metrics need every query point"
+            )
+        if len(w) > 1:  # patches: row i % K of each signal
+            w = w[torch.as_tensor(index % len(w), device=w.device)]
+        se = (pred.float() - mb.query_y.float()).square()
+        out: dict[str, Tensor] = {}
+        for region, mask in (
+            ("all", mb.query_mask),
+            ("support", mb.query_mask * mb.query_support),
+            ("nonsupport", mb.query_mask * (1.0 - mb.query_support)),
+        ):
+            wm = w * mask.float()
+            total = wm.sum(1)
+            nan = torch.full_like(total, math.nan)
+            mse = torch.where(total > 0, (se.mean(-1) * wm).sum(1) / total.clamp_min(1e-30), nan)
+            phys = torch.where(
+                total > 0, ((se * self.scale2).mean(-1) * wm).sum(1) / total.clamp_min(1e-30), nan
+            )
+            out[f"nmse_area_{region}"] = mse / mb.scale.float().square()
+            out[f"psnr_area_{region}"] = psnr(mse, data_range)
+            out[f"rmse_phys_{region}"] = phys
+        return out
 
 
 def mean_metric(rows: list[EvalRow], key: str) -> float:
@@ -191,29 +282,50 @@ def markdown_table(rows: list[EvalRow], key: str = "nmse_all", scale: float = 1.
     """Paper-shaped table: one row per metric, one column per (modality, bin).
 
     The last line gives the (signal, repeat) draws per column; an empty bin shows ``nan``.
+    Rows of :func:`evaluate` add, beside normalised MSE (``nmse``), the area-weighted RMSE
+    in physical units (units in each cell) and, beside PSNR on a ``cos(latitude)``-weighted
+    grid, the area-weighted PSNR (module docstring).
 
     Args:
         rows: from :func:`evaluate`.
-        key: metric family prefix (``nmse`` or ``mse`` or ``psnr``) plus region suffix
-            is taken from each of all/support/nonsupport.
-        scale: multiply values (MIA prints normalised MSE x 1e2: pass 100).
+        key: metric family (``nmse``, ``mse``, ``psnr``, ``nmse_area``, ``psnr_area`` or
+            ``rmse_phys``) plus a region suffix; the table shows all/support/nonsupport.
+        scale: multiply the family's values (MIA prints normalised MSE x 1e2: pass 100).
     """
-    family = key.split("_")[0]
+    family = key.rsplit("_", 1)[0] if key.endswith(REGIONS) else key
     cols = [(r.modality, r.r_min, r.r_max) for r in rows]
     head = "| metric | " + " | ".join(f"{m} [{lo:g}, {hi:g}]" for m, lo, hi in cols) + " |"
     sep = "|---|" + "---|" * len(cols)
     lines = [head, sep]
-    for region in ("all", "support", "nonsupport"):
-        vals = [r.metrics[f"{family}_{region}"] * scale for r in rows]
-        lines.append(f"| {family} {region} | " + " | ".join(f"{v:.4g}" for v in vals) + " |")
+    shown = [(family, scale)]
+    if family == "nmse" and all("rmse_phys_all" in r.metrics for r in rows):
+        shown.append(("rmse_phys", 1.0))
+    if family == "psnr" and rows and all(r.weighting == COS_LAT for r in rows):
+        shown.append(("psnr_area", 1.0))
+    weights = sorted({r.weighting for r in rows})
+    for fam, factor in shown:
+        weighted = fam.endswith(("_area", "_phys"))
+        note = f" ({weights[0] if len(weights) == 1 else 'area'} weights)" if weighted else ""
+        for region in REGIONS:
+            vals = [
+                f"{r.metrics[f'{fam}_{region}'] * factor:.4g}"
+                + (f" {r.units}" if fam == "rmse_phys" and r.units and r.count else "")
+                for r in rows
+            ]
+            lines.append(f"| {fam.split('_')[0]} {region}{note} | " + " | ".join(vals) + " |")
     lines.append("| signals | " + " | ".join(str(r.count) for r in rows) + " |")
     return "\n".join(lines)
 
 
 def write_csv(rows: list[EvalRow], path) -> None:
-    """One line per (modality, bin) with every metric and the draws in the bin."""
+    """One line per (modality, bin): every metric, the draws in the bin, units and weighting.
+
+    ``AREA_METRICS`` a row lacks (rows not made by :func:`evaluate`) are written NaN.
+    """
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["modality", "r_min", "r_max", *METRICS, "n_signals"])
+        keys = (*METRICS, *AREA_METRICS)
+        w.writerow(["modality", "r_min", "r_max", *keys, "n_signals", "units", "weighting"])
         for r in rows:
-            w.writerow([r.modality, r.r_min, r.r_max, *(r.metrics[k] for k in METRICS), r.count])
+            vals = (r.metrics.get(k, math.nan) for k in keys)
+            w.writerow([r.modality, r.r_min, r.r_max, *vals, r.count, r.units, r.weighting])

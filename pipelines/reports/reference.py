@@ -9,7 +9,10 @@ that point; the score is the evaluation's ``nmse_all`` (per-signal MSE over vali
 and channels, divided by the signal's normalised-MSE scale squared), averaged over the
 scored signals that have a valid point. It needs shared coordinates (grids, fields, the
 synthetic 1-D points); a modality with per-signal coordinates has no such reference
-(NaN).
+(NaN). Like the linear reference (:mod:`pipelines.reports.eof_reference`) the per-signal
+MSE weighs each point by its area (``cos(latitude)`` on lat-lon field stores with a
+latitude coordinate, :mod:`pipelines.data.stores.geometry`), the evaluation's
+``nmse_area_all``; with uniform weights (every other store) that is ``nmse_all``.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ from collections.abc import Iterator
 import numpy as np
 
 from pipelines.data.stores import Store
+from pipelines.data.stores.geometry import point_weights
 from pipelines.data.stores.writer import SPLITS
 from pipelines.data.streams import modality_scales
 
 
 def mean_signal_nmse(store: Store, fit: str = "train", score: str = "test") -> dict[str, float]:
-    """Modality -> mean normalised MSE of predicting ``score`` signals by ``fit``'s mean.
+    """Modality -> mean area-weighted nMSE of predicting ``score`` signals by ``fit``'s mean.
 
     Args:
         store: the store (read chunk by chunk, twice: memory is one chunk plus one signal
@@ -49,14 +53,17 @@ def mean_signal_nmse(store: Store, fit: str = "train", score: str = "test") -> d
             counts[m] = counts.get(m, 0.0) + ok.sum(0)
     means = {m: sums[m] / np.maximum(counts[m], 1) for m in sums}
     scales = modality_scales(store)
+    weights = {m: point_weights(store, m) for m in means}  # (K, P): signal i uses row i % K
     totals = {m: [0.0, 0] for m in means}
     for start, stop, keep, values in _chunks_of(store, score_code):
         for m in means:
             x = values[m][keep].astype(np.float64)
             ok = np.isfinite(x) & (counts[m] > 0)
+            rows = np.arange(start, stop)[keep] % len(weights[m])
+            w = weights[m][rows][..., None] * ok  # (n, P, C): a point's weight per channel
             se = np.where(ok, x - means[m], 0.0) ** 2
-            n = ok.reshape(len(x), -1).sum(1)
-            mse = se.reshape(len(x), -1).sum(1) / np.maximum(n, 1)
+            n = w.reshape(len(x), -1).sum(1)
+            mse = (se * w).reshape(len(x), -1).sum(1) / np.where(n > 0, n, 1.0)
             scale = scales[m][start:stop][keep].astype(np.float64)
             nmse = mse[n > 0] / np.square(scale[n > 0])
             totals[m][0] += float(nmse.sum())

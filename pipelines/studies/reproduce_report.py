@@ -4,8 +4,11 @@ Cells are the test-split normalised MSE x 1e2 (``nmse_all`` of each run's
 ``metrics.json``) of one method, modality and support-ratio bin of ``run.eval_bins``:
 mean ± sample standard deviation over the seeds, with the paper's value beside it when the
 bin is one of ``paper_bins``. The ``MIA / CAVIA`` row divides the means (below 1: MIA is
-better), the paper's ratio beside it. Only the ``modality``, ``r_min``, ``r_max`` and
-``nmse_*`` keys of the metric rows are read.
+better), the paper's ratio beside it. Only the ``modality``, ``r_min``, ``r_max``,
+``nmse_*``, ``rmse_phys_all`` and ``units`` keys of the metric rows are read. Below Table 1,
+``table1.md`` gives each cell's area-weighted RMSE in physical units (``cos(latitude)`` on
+lat-lon grids, :mod:`pipelines.reports.evaluation`), mean over seeds, where the runs' rows
+have it; the reference rows are area-weighted nMSE (equal to nMSE on other grids).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pipelines.data.stores.results_file import write_results
 from pipelines.reports.plots import save_figure
 from pipelines.studies.reproduce_spec import ReproduceSpec
 
-Cell = dict  # {r_min, r_max, mean, std, values, paper}
+Cell = dict  # {r_min, r_max, mean, std, values, paper[, rmse_phys, units]}
 Stats = dict[str, dict[str, list[Cell]]]  # method -> modality -> one cell per bin
 LABELS = {"cavia": "CAVIA", "metasgd": "MetaSGD", "gap": "GAP", "alfa": "ALFA", "mia": "MIA"}
 RATIO = "MIA / CAVIA"
@@ -77,6 +80,9 @@ def table_stats(spec: ReproduceSpec, cfg: Config, metrics: dict[str, dict[int, d
                     for r in rows.values()
                     if key in r and math.isfinite(v := 100.0 * float(r[key]["nmse_all"]))
                 ]
+                found = [r[key] for r in rows.values() if key in r]
+                rmse = [float(r.get("rmse_phys_all", math.nan)) for r in found]
+                rmse = [v for v in rmse if math.isfinite(v)]
                 cells.append(
                     {
                         "r_min": lo,
@@ -85,6 +91,8 @@ def table_stats(spec: ReproduceSpec, cfg: Config, metrics: dict[str, dict[int, d
                         "std": statistics.stdev(values) if len(values) > 1 else math.nan,
                         "values": values,
                         "paper": paper_value(spec, method, modality, lo, hi),
+                        "rmse_phys": statistics.fmean(rmse) if rmse else math.nan,
+                        "units": next((str(r["units"]) for r in found if r.get("units")), ""),
                     }
                 )
             stats[method][modality] = cells
@@ -158,6 +166,24 @@ def table1_rows(
     return rows
 
 
+def rmse_rows(cfg: Config, stats: Stats) -> list[list[str]]:
+    """Area-weighted RMSE in physical units per method and cell (units beside the value).
+
+    Empty (no rows at all) when no cell has one: runs evaluated before these metrics, or
+    every method adopted from a results JSON.
+    """
+    bins = study_bins(cfg)
+    header = ["method"] + [f"{m} [{lo:g}, {hi:g}]" for m in cfg.data.modalities for lo, hi in bins]
+    rows = []
+    for method, per_mod in stats.items():
+        cells = [c for m in cfg.data.modalities for c in per_mod[m]]
+        text = [f"{num_text(c.get('rmse_phys', math.nan))} {c.get('units', '')}" for c in cells]
+        rows.append([LABELS[method]] + [t.strip() for t in text])
+    if all(c.strip() == "-" for r in rows for c in r[1:]):
+        return []
+    return [header, *rows]
+
+
 def markdown(rows: list[list[str]]) -> str:
     """A GitHub markdown table of ``rows`` (first row the header)."""
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
@@ -196,13 +222,21 @@ def write_table1(
         if spec.paper
         else ""
     )
+    rmse = rmse_rows(cfg, stats)
+    below = (
+        "\nArea-weighted (cos latitude on lat-lon grids, else uniform) RMSE in physical units, "
+        f"mean over seeds; the reference rows above are area-weighted.\n\n{markdown(rmse)}"
+        if rmse
+        else ""
+    )
     md.write_text(
         f"# Reproduction of MIA Table 1: {spec.name} ({spec.backbone})\n\n"
         f"Test-split normalised MSE x 1e2, mean ± std over seeds {seeds}, {steps} outer "
-        f"steps{paper}. {RATIO}: ratio of the means.\n\n{markdown(rows)}"
+        f"steps{paper}. {RATIO}: ratio of the means.\n\n{markdown(rows)}{below}"
     )
     long: list[list[str | float]] = [
         ["method", "modality", "r_min", "r_max", "mean_x1e2", "std_x1e2", "paper_x1e2", "values"]
+        + ["rmse_phys", "units"]
     ]
     for method, per_mod in stats.items():
         for modality, cells in per_mod.items():
@@ -218,11 +252,13 @@ def write_table1(
                         c["std"],
                         c["paper"],
                         vals,
+                        c.get("rmse_phys", math.nan),
+                        c.get("units", ""),
                     ]
                 )
     for modality, per_bin in ratios(stats).items():
         for (lo, hi), (o, p) in zip(study_bins(cfg), per_bin, strict=True):
-            long.append(["mia/cavia", modality, lo, hi, o, "", p, ""])
+            long.append(["mia/cavia", modality, lo, hi, o, "", p, "", "", ""])
     data = {
         "name": spec.name,
         "backbone": spec.backbone,
@@ -342,6 +378,7 @@ __all__ = [
     "paper_value",
     "protocol_text",
     "ratios",
+    "rmse_rows",
     "store_label",
     "study_bins",
     "table1_rows",
