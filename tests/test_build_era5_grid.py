@@ -233,3 +233,35 @@ def test_gs_inputs_are_read_with_gcsfs_anonymously(tmp_path):
     assert options == {"token": "anon"}
     fs, path = fsspec.core.url_to_fs(url, **options)
     assert isinstance(fs, gcsfs.GCSFileSystem) and path == url.removeprefix("gs://")
+
+
+def test_longitudes_keep_the_input_convention_unless_asked(tmp_path, capsys):
+    from pipelines.data.builders import __main__ as cli
+
+    lat, lon = np.arange(-10.0, 11.0, 5.0), np.arange(-140.0, -49.0, 10.0)  # NCEP-like box
+    f = (np.deg2rad(lat)[:, None] + np.deg2rad(lon)[None, :]).astype(np.float32)
+    xr.Dataset(
+        {"t": (("time", "lat", "lon"), np.stack([f, f]), {"units": "K"})},
+        coords={"time": pd.date_range("2000-01-01", periods=2), "lat": lat, "lon": lon},
+    ).to_netcdf(tmp_path / "box.nc")
+    summary, store = build_store(tmp_path, tmp_path / "box.nc")
+    assert summary["longitude"] == [-140.0, -50.0] and summary["changes"] == []
+    assert store.info["t"].grid_shape == (5, 10)  # the input's own grid, copied
+    summary, _ = build_store(tmp_path, tmp_path / "box.nc", "--longitudes", "0-360", name="b.zarr")
+    assert summary["longitude"] == [220.0, 310.0]
+    said = "longitudes: -140..-50 written as 220..310"
+    assert any(c.startswith(said) for c in summary["changes"])
+    # a box across 180 E cannot ascend in -180..180: one line naming the option
+    wide = np.arange(150.0, 221.0, 10.0)
+    xr.Dataset(
+        {"t": (("time", "lat", "lon"), np.zeros((2, 5, wide.size), np.float32), {"units": "K"})},
+        coords={"time": pd.date_range("2000-01-01", periods=2), "lat": lat, "lon": wide},
+    ).to_netcdf(tmp_path / "pacific.nc")
+    out = tmp_path / "p.zarr"
+    argv = ["era5", "--out", str(out), "--input", str(tmp_path / "pacific.nc")]
+    assert cli.main([*argv, "--longitudes", "180W-180E"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--longitudes 180W-180E" in err and "180 E" in err
+    assert not out.exists()
+    assert cli.main(argv) == 0  # as input: 150 .. 220, nothing changed, and it says so
+    assert "changed nothing" in capsys.readouterr().err

@@ -12,17 +12,17 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-LONGITUDES = ("input", "0-360", "-180-180")
+LONGITUDES = ("input", "0-360", "180W-180E")
 
 
 def convention(lon: np.ndarray) -> str:
-    """``-180-180`` when any longitude is negative, else ``0-360``."""
-    return "-180-180" if float(np.nanmin(np.asarray(lon, float))) < 0 else "0-360"
+    """``180W-180E`` when any longitude is negative, else ``0-360``."""
+    return "180W-180E" if float(np.nanmin(np.asarray(lon, float))) < 0 else "0-360"
 
 
 def wrap(lon: np.ndarray, conv: str) -> np.ndarray:
-    """``lon`` in the convention ``conv`` (``0-360``: [0, 360); ``-180-180``: [-180, 180))."""
-    offset = -180.0 if conv == "-180-180" else 0.0
+    """``lon`` in the convention ``conv`` (``0-360``: [0, 360); ``180W-180E``: [-180, 180))."""
+    offset = -180.0 if conv == "180W-180E" else 0.0
     return (np.asarray(lon, float) - offset) % 360.0 + offset
 
 
@@ -37,7 +37,7 @@ def express(tlon: np.ndarray, periodic: bool, wanted: str, src_lon: np.ndarray) 
 
     Raises:
         ValueError: an explicit convention in which a regional domain is not contiguous
-            (a box across 180 E in ``-180-180``, across 0 E in ``0-360``).
+            (a box across 180 E in ``180W-180E``, across 0 E in ``0-360``).
     """
     conv = convention(src_lon) if wanted == "input" else wanted
     out = wrap(tlon, conv)
@@ -47,7 +47,7 @@ def express(tlon: np.ndarray, periodic: bool, wanted: str, src_lon: np.ndarray) 
         return out
     if wanted == "input":  # the input's own box crosses its seam: keep the contiguous frame
         return np.asarray(tlon, float)
-    seam = "180 E" if conv == "-180-180" else "0 E"
+    seam = "180 E" if conv == "180W-180E" else "0 E"
     raise ValueError(
         f"--longitudes {wanted}: the domain {tlon[0]:g}..{tlon[-1]:g} E crosses {seam}, so its "
         f"longitudes cannot ascend in {conv}; use --longitudes input or the other convention"

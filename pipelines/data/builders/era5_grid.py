@@ -98,7 +98,7 @@ def plan(
         domain: ``auto``, ``global`` or ``input``.
         regrid: ``auto`` resolves to conservative when the target coarsens both axes.
         longitudes: the convention of the stored longitudes (``input``, ``0-360``,
-            ``-180-180``; :func:`~pipelines.data.builders.era5_changes.express`).
+            ``180W-180E``; :func:`~pipelines.data.builders.era5_changes.express`).
     """
     src_lon = np.asarray(ds["longitude"].values, float)
     lat, lon, offset, periodic, near_global = _layout(ds["latitude"].values, src_lon)

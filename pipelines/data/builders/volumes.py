@@ -266,7 +266,7 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
     try:
         n_time = ds.sizes["time"]
         split = split_by_time(n_time, args.val_fraction, args.test_fraction)
-        attrs = {"source": "volumes", "input": source, "seed": args.seed}
+        attrs = {"mia_builder": "volumes", "mia_input": source, "mia_seed": args.seed}
         resize = target if target and not args.nifti else None
         chunk = chunk_steps(args.chunk, _per_step(ds, resize), BLOCK_BYTES)
         spatial: tuple[int, ...] = ()
@@ -292,5 +292,6 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
         "chunk_time": chunk,
         **patch_summary(patch, chunk, spatial),
         "split": {s: int((split == i).sum()) for i, s in enumerate(("train", "val", "test"))},
+        "changes": [f"grid: resized to {'x'.join(map(str, grid))} (--resize)"] if target else [],
         "seconds": round(time.perf_counter() - t0, 2),
     }
