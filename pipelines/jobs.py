@@ -1,9 +1,11 @@
 """The jobs every entry point calls: train a config's task, evaluate a finished run.
 
 ``train`` looks ``method.name`` up in the task registry and runs the one engine on the
-task, in this process (``local=True``) or on Ray Train, then evaluates the
-validation-selected checkpoint on the test split; ``evaluate`` re-runs that report for
-a run directory.
+task, in this process (``local=True``) or on Ray Train, then reports the
+validation-selected checkpoint on the validation split (``evaluate_split``: the studies'
+final tables ask for ``test``); ``evaluate`` writes the report of a run directory on the
+split it is asked for (``mia-inr evaluate --split test`` is the final report, see
+docs/splits.md).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pipelines.engine.loop import TrainResult
 from pipelines.engine.memory_estimate import check_memory, training_estimate
 from pipelines.engine.ray_train import run_on_ray
 from pipelines.engine.run_dir import load_run_config
+from pipelines.engine.task import check_split
 from pipelines.engine.trainer import Trainer
 from pipelines.tasks.meta import MetaLearningTask
 from pipelines.tasks.registry import get_task
@@ -39,8 +42,9 @@ def train(
     figures: bool = True,
     callbacks: list | None = None,
     read_cpus: float | None = None,
+    evaluate_split: str = "val",
 ) -> TrainResult:
-    """Train ``cfg``'s task, then evaluate the validation-selected checkpoint on test.
+    """Train ``cfg``'s task, then report the validation-selected checkpoint on a split.
 
     Args:
         cfg: resolved config.
@@ -48,13 +52,19 @@ def train(
         address: Ray cluster address (default ``RAY_ADDRESS`` or a new local instance).
         resume: continue an interrupted (or finished) run of the same name; ``False``
             starts afresh.
-        evaluate_after: run the task's test-split report at the end.
+        evaluate_after: run the task's report of ``evaluate_split`` at the end.
         log: line printer (one process; Ray workers print to the job log).
         init_hook: called with each worker's trainer before any resume.
         figures: draw the report's figures.
         callbacks: Ray Train callbacks (a Tune trial passes its report callback).
         read_cpus: CPUs per Ray Data read task (default ``run.read_cpus``).
+        evaluate_split: ``val`` (default: training never scores the test split) or
+            ``test`` (a study's final table).
+
+    Raises:
+        ConfigError: ``evaluate_split`` is neither ``val`` nor ``test``.
     """
+    check_split(evaluate_split)  # before any step
     task = get_task(cfg.method.name)
     check_tracking(tracking_uri(cfg))  # before Ray: a dead server fails here in one line
     if issubclass(task, MetaLearningTask):  # before any step: too big fails in one line
@@ -65,7 +75,12 @@ def train(
     else:
         result = run_on_ray(task, cfg, address, resume, callbacks, read_cpus, init_hook)
     if evaluate_after:
-        result.evaluation = task.evaluate(result.run_dir, log=log, figures=figures)
+        what = "validation" if evaluate_split == "val" else "test"
+        log(f"evaluating the selected checkpoint on the {what} split")
+        result.evaluation = task.evaluate(
+            result.run_dir, log=log, figures=figures, split=evaluate_split
+        )
+        result.evaluation_split = evaluate_split
     return result
 
 
@@ -74,7 +89,17 @@ def evaluate(
     log: Callable[[str], None] = print,
     track: bool = True,
     figures: bool = True,
+    *,
+    split: str,
 ) -> Any:
-    """Evaluate a finished run directory's selected checkpoint on the test split."""
+    """Evaluate a finished run directory's selected checkpoint on ``split``.
+
+    ``split`` has no default: ``test`` is the final report only, asked for explicitly.
+
+    Raises:
+        ConfigError: ``split`` is neither ``val`` nor ``test``.
+    """
+    check_split(split)
     cfg = load_run_config(run_dir)
-    return get_task(cfg.method.name).evaluate(Path(run_dir), log=log, track=track, figures=figures)
+    task = get_task(cfg.method.name)
+    return task.evaluate(Path(run_dir), log=log, track=track, figures=figures, split=split)

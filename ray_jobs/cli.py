@@ -4,7 +4,7 @@ Usage::
 
     mia-inr build synthetic1d --out runs/data/synthetic1d.zarr
     mia-inr train --config configs/experiments/default.yaml run.steps=100 [--local]
-    mia-inr evaluate --run-dir runs/default
+    mia-inr evaluate --run-dir runs/default [--split test]
     mia-inr tune --config configs/tune/mia_random.yaml
     mia-inr ablate --config configs/ablation/short.yaml
     mia-inr mwt-study --config configs/reproduce/mwt_mnist_cpu.yaml --local --readme

@@ -7,8 +7,10 @@ Usage (local Ray, or inside ``ray job submit``)::
     mia-inr train --config ...                        # the same
 
 Every ``method.name`` (meta-learning, ``meta_inr``, ``mwt``, the continual methods)
-trains through the same engine; the validation-selected checkpoint is then evaluated on
-the test split. Submitting the same run name again resumes it, with the same config: a
+trains through the same engine; the validation-selected checkpoint is then reported on
+the validation split (``results_val.md``, ``metrics_val.json``): training never scores
+the test split, ``mia-inr evaluate --run-dir R --split test`` does (docs/splits.md).
+Submitting the same run name again resumes it, with the same config: a
 config that changes what the run learns (model, method, data, optimiser, seed...) is
 refused with the differing keys (``--no-resume`` or another ``run.name`` starts afresh);
 ``run.steps`` may grow to train on, and where the run lives, is tracked or runs may

@@ -11,6 +11,10 @@ Usage (local Ray, or inside ``ray job submit``)::
 or replaces one swept key); any other ``key=value`` overrides the base experiment. A
 second call resumes an interrupted sweep unless ``--no-resume``. Ray Tune needs Ray, so
 there is no ``--local``.
+
+Trials are compared on ``sweep.metric`` (``best_val``, the validation score, or the
+training ``loss``) and are not evaluated after training: a sweep never reads the test
+split. Score the chosen config with ``mia-inr evaluate --split test`` (docs/splits.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 # The embedded default, end to end on a fresh machine:
 #   set up .venv -> start a local Ray head (unless one is running) -> submit the
 #   meta-training job with `ray job submit` (it builds the synthetic store, trains with
-#   Ray Train, evaluates the selected checkpoint on the test split and logs everything
+#   Ray Train, reports the selected checkpoint on the validation split and logs everything
 #   to a local MLflow store) -> print the results table and how to open the MLflow UI.
 # Safe to run twice: a second run resumes from the finished run's last checkpoint; pass
 # --no-resume for a fresh run. Extra arguments go to ray_jobs/train.py (config overrides
@@ -62,5 +62,6 @@ ray job submit --address "$DASH" --working-dir . \
     -- python ray_jobs/train.py --config configs/experiments/default.yaml "run.out_dir=$OUT" "$@"
 
 echo
-echo "[run] results: $OUT/default/results.md (figures in $OUT/default/figures)"
+echo "[run] validation results: $OUT/default/results_val.md (figures in $OUT/default/figures_val)"
+echo "[run] the final test report: mia-inr evaluate --run-dir $OUT/default --split test"
 echo "[run] MLflow UI: $ROOT/.venv/bin/mlflow ui --backend-store-uri sqlite:///$OUT/mlflow.db --port 5000"

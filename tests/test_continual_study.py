@@ -81,9 +81,9 @@ def test_study_writes_step1_best_final_and_readme_block(study, tmp_path, capsys)
         assert m["std"]["final"] is not None
     assert ours["forgetting"] == 0.0 and ol["forgetting"] == 0.0  # modules / one task
     runs = study / "runs/continual_study/t/cl"
-    seeds = [
-        json.loads((runs / f"seed{s}" / "metrics.json").read_text())["budgets"]["4"] for s in (0, 1)
-    ]
+    files = [json.loads((runs / f"seed{s}" / "metrics.json").read_text()) for s in (0, 1)]
+    assert all(f["split"] == "test" for f in files)  # the final table scores the test split
+    seeds = [f["budgets"]["4"] for f in files]
     assert cl["psnr"] == "whole signal"  # not the mean of the tasks' decibels
     assert all(b["final_signal"] != b["final"] for b in seeds)
     seeds = [b["final_signal"] for b in seeds]

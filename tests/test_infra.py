@@ -376,7 +376,7 @@ def test_two_node_cluster_trains_across_both_nodes_from_s3(tmp_path, capfd, monk
     assert placement["left_processes"] == 0
     # Rank 0 wrote checkpoints to the shared directory; the driver evaluated them.
     assert load_checkpoint(tmp_path / "default/checkpoints/last.pt")["step"] == 2
-    assert (tmp_path / "default/results.md").is_file()
+    assert (tmp_path / "default/results_val.md").is_file()  # train reports validation
     assert "store s3://mia-local-cluster/synthetic.zarr" in out
     # Credentials reach the nodes by their environment only: no runtime_env carries them.
     probe = placement["probe"]

@@ -284,13 +284,14 @@ def test_continual_job_resumes_reports_and_encodes_only_new_steps(tmp_path):
     lines = []
     metrics = train(load_config(None, over), local=True, log=lines.append).evaluation
     run = tmp_path / "runs" / "mcl"
-    for name in ("results.md", "results.csv", "metrics.json", "figures/forgetting.png"):
+    names = ("results_val.md", "results_val.csv", "metrics_val.json", "figures_val/forgetting.png")
+    for name in names:
         assert (run / name).exists(), name
     assert metrics["budgets"]["2"]["forgetting"] == 0.0
     assert (tmp_path / "runs" / "mlflow.db").exists()
     train(load_config(None, [*over, "run.steps=3"]), local=True, log=lines.append)
     assert any(line.startswith("resumed at step 2") for line in lines)
-    assert json.loads((run / "metrics.json").read_text())["step"] == 3
+    assert json.loads((run / "metrics_val.json").read_text())["step"] == 3
 
     out = tmp_path / "enc"
     first = encode_continual(run, store, out, log=lines.append, limit=5)

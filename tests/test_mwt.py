@@ -231,12 +231,16 @@ def digits_store(tmp_path_factory):
 def test_training_job_evaluates_tracks_and_resumes(digits_store, tmp_path, capsys):
     import mlflow
 
+    from ray_jobs.evaluate import main as evaluate_main
     from ray_jobs.train import main as train_main
 
     common = [f"data.store={digits_store}", f"run.out_dir={tmp_path}", "run.name=tiny"]
     cfg_args = ["--config", "configs/experiments/mwt_digits.yaml", "--local"]
     assert train_main([*cfg_args, *JOB, *common]) == 0
     run_dir = tmp_path / "tiny"
+    val = json.loads((run_dir / "metrics_val.json").read_text())  # train reports validation
+    assert 0.0 <= val["val_accuracy"] <= 1.0 and "logreg_test_accuracy" not in val
+    assert evaluate_main(["--run-dir", str(run_dir), "--split", "test"]) == 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["test_n"] > 0
     assert metrics["test_psnr"] > 5.0 and 0.5 < metrics["logreg_test_accuracy"] <= 1.0
@@ -246,13 +250,14 @@ def test_training_job_evaluates_tracks_and_resumes(digits_store, tmp_path, capsy
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run = mlflow.get_run(run_id)
     assert "test/test_accuracy" in run.data.metrics and "val_accuracy" in run.data.metrics
+    assert "val/val_accuracy" in run.data.metrics  # the end-of-train report
     assert run.data.params["method.mwt.w_cls"] == "1.0"
     capsys.readouterr()
     assert train_main([*cfg_args, *JOB, *common, "run.steps=6"]) == 0
     log = capsys.readouterr().out
     assert "resumed at step 4" in log and "step      6/6" in log
     last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
-    assert last["step"] == 6 and json.loads((run_dir / "metrics.json").read_text())["step"] > 0
+    assert last["step"] == 6 and json.loads((run_dir / "metrics_val.json").read_text())["step"] > 0
 
 
 def test_store_without_labels_is_a_clear_error(tmp_path):

@@ -78,12 +78,13 @@ def test_two_workers_write_checkpoints_mlflow_and_results(ray_session, other_fs_
     assert load_checkpoint(run_dir / "checkpoints/last.pt")["step"] == 4
     assert (run_dir / "checkpoints/best.pt").exists()
     assert list((tmp_path / "ray_results" / "default").glob("checkpoint_*"))
-    table = (run_dir / "results.md").read_text()
+    table = (run_dir / "results_val.md").read_text()  # train reports validation
     # Paper shape: one column per (modality, bin), rows all/support/nonsupport.
     header = table.splitlines()[4]
     assert header.count("|") == 2 + 2 * 2
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert {(r["modality"], r["r_min"]) for r in metrics["test"]} == {
+    assert not (run_dir / "metrics.json").exists()  # the test report is asked for alone
+    metrics = json.loads((run_dir / "metrics_val.json").read_text())
+    assert {(r["modality"], r["r_min"]) for r in metrics["val"]} == {
         (m, lo) for m in ("sine", "tanh") for lo in (0.05, 0.1)
     }
     client, runs = mlflow_runs(tmp_path)
@@ -92,9 +93,9 @@ def test_two_workers_write_checkpoints_mlflow_and_results(ray_session, other_fs_
     assert run.data.params["method.name"] == "mia"
     assert "loss" in run.data.metrics and "val_nmse" in run.data.metrics
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "results.md", "checkpoints", "figures"} <= arts
-    figs = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
-    assert "figures/msft_attention.png" in figs
+    assert {"config.yaml", "results_val.md", "checkpoints", "figures_val"} <= arts
+    figs = {a.path for a in client.list_artifacts(run.info.run_id, "figures_val")}
+    assert "figures_val/msft_attention.png" in figs
 
 
 @pytest.mark.fault

@@ -202,7 +202,7 @@ def test_moved_run_directory_evaluates(finished, tmp_path, capsys):
     assert main(["evaluate", "--run-dir", str(alone), "--no-figures"]) == 0
     captured = capsys.readouterr()
     assert "logging to a new MLflow run" in captured.err
-    assert (alone / "metrics.json").exists() and (tmp_path / "elsewhere" / "mlflow.db").exists()
+    assert (alone / "metrics_val.json").exists() and (tmp_path / "elsewhere" / "mlflow.db").exists()
     assert not out.exists()  # nothing written where the run used to be
 
 

@@ -19,6 +19,7 @@ from ray_jobs.train import main as train_main
 def train_local(cfg, **kw):
     return train(cfg, local=True, **kw)
 
+
 TINY = [
     "data.num_functions=40",
     "data.num_train=30",
@@ -55,16 +56,16 @@ def test_run_writes_config_checkpoints_and_results(tmp_path):
         "config.yaml",
         "checkpoints/last.pt",
         "checkpoints/best.pt",
-        "results.md",
-        "metrics.json",
+        "results_val.md",  # training ends with the validation report, never the test one
+        "metrics_val.json",
     ):
         assert (run_dir / name).exists(), name
     assert load_config(run_dir / "config.yaml") == tiny_config(tmp_path)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert len(metrics["test"]) == 2 * 4  # bins x modalities
+    metrics = json.loads((run_dir / "metrics_val.json").read_text())
+    assert len(metrics["val"]) == 2 * 4  # bins x modalities
     # the paper protocol bins each signal by its realised ratio: a bin may stay empty (NaN)
-    assert all(r["n_signals"] == 0 or math.isfinite(r["nmse_all"]) for r in metrics["test"])
-    assert sum(r["n_signals"] for r in metrics["test"]) > 0
+    assert all(r["n_signals"] == 0 or math.isfinite(r["nmse_all"]) for r in metrics["val"])
+    assert sum(r["n_signals"] for r in metrics["val"]) > 0
     assert any("signals/s" in line and "eta" in line for line in logs)
     state = load_checkpoint(run_dir / "checkpoints/last.pt")
     assert state["step"] == 4

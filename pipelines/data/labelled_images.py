@@ -25,6 +25,7 @@ from pipelines.data.builders.mnist10k import build as build_mnist10k
 from pipelines.data.resolve import build_once
 from pipelines.data.stores import StoreError, StoreLocation, make_location, open_store
 from pipelines.data.stores.reader import SignalStore
+from pipelines.data.stores.store_base import note_split
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 # data.name -> builder of a store that needs no files (built on first use).
@@ -50,7 +51,8 @@ class LabelledImages:
     display: str
 
     def indices(self, split: str) -> np.ndarray:
-        """Signal indices of ``split`` (train, val or test)."""
+        """Signal indices of ``split`` (train, val or test), noted as served."""
+        note_split(split)
         return np.flatnonzero(self.split == SPLIT_CODES[split])
 
 

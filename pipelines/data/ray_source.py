@@ -9,7 +9,8 @@ cluster without reading any chunk twice. Rows are signals:
 * ``m:<modality>``: ``(P, C)`` float32 tensor (NaN where missing);
 * ``c:<modality>``: ``(P, d)`` coordinates, only for per-signal point sets.
 
-Filtering by split and by temporal stride (``lambda_t``) happens inside the read tasks.
+Filtering by split and by temporal stride (``lambda_t``) happens inside the read tasks;
+the datasource notes its split as served (``store_base.note_split``) where it is built.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ray.data.extensions import ArrowTensorArray
 from pipelines.data.stores import Store, StoreLocation, open_store
 from pipelines.data.stores.patches import patched
 from pipelines.data.stores.reader import keep_rows
+from pipelines.data.stores.store_base import note_split
 from pipelines.data.stores.writer import SPLITS
 
 # Stores opened by this (worker) process, per datasource instance: the read tasks of one
@@ -111,6 +113,7 @@ class ZarrStoreDatasource(Datasource):
             raise ValueError(f"split must be one of {list(SPLITS)} or None, got {split!r}")
         if time_stride < 1:
             raise ValueError("time_stride must be >= 1")
+        note_split(split)  # on the driver that builds the dataset (docs/splits.md)
         self.location, self.split_code, self.time_stride = location, SPLITS.get(split), time_stride
         self.token = uuid.uuid4().hex  # keys the per-worker cache of opened stores
         self.patch, self.patch_coords = tuple(patch), patch_coords

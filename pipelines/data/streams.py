@@ -16,6 +16,7 @@ from mia_core.data import Episode
 from pipelines.data.episodes import SCALE_PREFIX, EpisodeSpec, build_episode
 from pipelines.data.stores import Store
 from pipelines.data.stores.reader import keep_rows
+from pipelines.data.stores.store_base import note_split
 from pipelines.data.stores.writer import SPLITS
 
 CACHE_BYTES = 256 * 2**20  # decoded chunks kept by store_episodes
@@ -133,6 +134,7 @@ def store_episodes(
     ``(spec.seed, epoch)``; ``skip_batches`` starts after that many batches (resume).
     """
     spec = _named(spec, store)
+    note_split(split)  # the record of served splits (docs/splits.md)
     idx = np.arange(store.num_signals)
     code = None if split is None else SPLITS[split]
     keep = keep_rows(store.split, store.valid, 0, code, time_stride)  # never missing ones

@@ -44,7 +44,9 @@ class TrainResult:
         step: last completed outer step.
         best_step: step of the checkpoint selected on validation.
         best_val: its validation score (the task's, lower is better).
-        evaluation: the task's test-split report (``None`` when not evaluated).
+        evaluation: the task's report (``None`` when not evaluated).
+        evaluation_split: the split that report scored (``val`` at the end of
+            ``mia-inr train``, ``test`` for a study's final table), ``None`` when none.
         history: logged training records (rank 0).
     """
 
@@ -54,11 +56,13 @@ class TrainResult:
     best_val: float
     evaluation: Any = None
     history: list[dict] = field(default_factory=list)
+    evaluation_split: str | None = None
 
     @property
     def test_rows(self) -> list:
-        """The evaluation when it is a list of rows (meta-learning tasks), else ``[]``."""
-        return self.evaluation if isinstance(self.evaluation, list) else []
+        """The test-split evaluation when it is a list of rows (meta-learning), else ``[]``."""
+        rows = self.evaluation if self.evaluation_split == "test" else None
+        return rows if isinstance(rows, list) else []
 
 
 class CheckpointSink(Protocol):

@@ -3,13 +3,19 @@
 A task is everything that differs between workflows (meta-learning an INR, classifying
 INR weights, meta-continual learning): how its model is built from a config, its
 parameter groups, the batches of one worker, the loss and logged statistics of a batch,
-its validation score (lower is better) and its test-split report. The engine
+its validation score (lower is better) and its report of a split. The engine
 (:class:`~pipelines.engine.trainer.Trainer` and :func:`~pipelines.engine.loop.train_loop`)
 does everything else the same way for every task: the optimiser and schedule, one flat
 all-reduce of gradients and statistics, the finite-loss check, clipping, progress, best
 and last checkpoints, resume, MLflow, Ray Train.
 
 A task object lives on one worker; the classmethods run on the driver.
+
+Splits (docs/splits.md): training reads the training split, validation and checkpoint
+selection the validation split; the report scores ``val`` (the end of ``mia-inr train``)
+or ``test`` (``mia-inr evaluate --split test`` and the studies' final tables). A ``val``
+report writes its files with a ``_val`` suffix (:func:`split_file`) and logs its MLflow
+metrics under ``val/``, so it never overwrites or collides with the test report.
 """
 
 from __future__ import annotations
@@ -22,7 +28,27 @@ from typing import Any, ClassVar
 
 import torch
 
-from mia_core.config import Config
+from mia_core.config import Config, ConfigError
+
+EVAL_SPLITS = ("val", "test")  # the splits a report may score
+
+
+def check_split(split: str) -> str:
+    """``split`` when it is a report split, else a one-line :class:`ConfigError`."""
+    if split not in EVAL_SPLITS:
+        raise ConfigError(f"evaluation split {split!r} is not one of {list(EVAL_SPLITS)}")
+    return split
+
+
+def split_file(name: str, split: str) -> str:
+    """A report file's name for ``split``: ``results.md`` (test) or ``results_val.md`` (val).
+
+    Works for folders too (``figures`` / ``figures_val``).
+    """
+    if check_split(split) == "test":
+        return name
+    stem, dot, ext = name.partition(".")
+    return f"{stem}_{split}{dot}{ext}"
 
 
 @dataclass
@@ -49,8 +75,9 @@ class Task(ABC):
     Attributes:
         model: the module whose parameters the engine optimises and checkpoints.
         nonfinite_hint: appended to the error raised on a non-finite loss (what to lower).
-        report: the test-split report of a run directory (a ``staticmethod``), called as
-            ``report(run_dir, log=..., track=..., figures=...)`` by :meth:`evaluate`.
+        report: the report of one split of a run directory (a ``staticmethod``), called
+            as ``report(run_dir, log=..., track=..., figures=..., split=...)`` by
+            :meth:`evaluate`.
     """
 
     model: torch.nn.Module
@@ -83,12 +110,24 @@ class Task(ABC):
         log: Callable[[str], None] = print,
         track: bool = True,
         figures: bool = True,
+        split: str = "test",
     ) -> Any:
-        """Evaluate the run's selected checkpoint on the test split; write its report.
+        """Evaluate the run's selected checkpoint on ``split``; write its report.
 
-        Calls the task's ``report`` function, ``(run_dir, log=, track=, figures=)``.
+        Calls the task's ``report`` function, ``(run_dir, log=, track=, figures=, split=)``.
+
+        Args:
+            run_dir: the run directory.
+            log: line printer.
+            track: log the report to the run's MLflow run.
+            figures: draw the report's figures.
+            split: ``val`` (the end of training) or ``test`` (the final report only).
+
+        Raises:
+            ConfigError: ``split`` is neither ``val`` nor ``test``.
         """
-        return cls.report(run_dir, log=log, track=track, figures=figures)
+        check_split(split)
+        return cls.report(run_dir, log=log, track=track, figures=figures, split=split)
 
     # -- worker side -------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mia_core.config import Config  # noqa: E402
+from pipelines.engine.task import split_file  # noqa: E402
 from pipelines.reports.plots import save_figure  # noqa: E402
 
 
@@ -59,11 +60,14 @@ def write_report(
     state: dict[str, Any],
     log: Callable[[str], None] = print,
     signals: dict[int, np.ndarray] | None = None,
+    split: str = "test",
 ) -> dict[str, Any]:
     """Write ``results.md``, ``results.csv``, ``metrics.json`` and ``figures/`` of a run.
 
     ``signals`` (budget -> ``(B,)`` whole-signal PSNRs of the final model) adds
-    ``final_signal`` to each budget's summary.
+    ``final_signal`` to each budget's summary. ``split`` is the split the matrices
+    scored: ``val`` writes ``results_val.md``, ``results_val.csv``, ``metrics_val.json``
+    and ``figures_val/``, with ``val_``-prefixed flat metrics.
 
     Returns:
         The ``metrics.json`` content; ``flat`` holds scalar metrics for MLflow.
@@ -72,11 +76,11 @@ def write_report(
     summ = {b: summarise(mats[b], None if signals is None else signals[b]) for b in budgets}
     flat: dict[str, float] = {}
     for b in budgets:
-        flat[f"test_psnr_final/b{b}"] = summ[b]["final"]
-        flat[f"test_forgetting/b{b}"] = summ[b]["forgetting"]
-        flat[f"test_max_drop/b{b}"] = summ[b]["max_drop"]
+        flat[f"{split}_psnr_final/b{b}"] = summ[b]["final"]
+        flat[f"{split}_forgetting/b{b}"] = summ[b]["forgetting"]
+        flat[f"{split}_max_drop/b{b}"] = summ[b]["max_drop"]
         if summ[b]["final_signal"] is not None:
-            flat[f"test_psnr_signal/b{b}"] = summ[b]["final_signal"]
+            flat[f"{split}_psnr_signal/b{b}"] = summ[b]["final_signal"]
     metrics = {
         "method": cfg.method.name,
         "run": cfg.run.name,
@@ -87,12 +91,13 @@ def write_report(
         "step": state["step"],
         "best_step": state["best_step"],
         "best_val_psnr": state["best_val"],
-        "test_sequences": int(next(iter(mats.values())).shape[2]),
+        "split": split,
+        f"{split}_sequences": int(next(iter(mats.values())).shape[2]),
         "budgets": {str(b): summ[b] for b in budgets},
         "flat": flat,
     }
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    with open(run_dir / "results.csv", "w", newline="") as fh:
+    (run_dir / split_file("metrics.json", split)).write_text(json.dumps(metrics, indent=1))
+    with open(run_dir / split_file("results.csv", split), "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["method", "budget", "after_task", "task", "psnr_mean", "psnr_std"])
         for b in budgets:
@@ -102,8 +107,10 @@ def write_report(
                     v = mats[b][j, i]
                     row = [cfg.method.name, b, j, i, f"{np.nanmean(v):.4f}", f"{np.nanstd(v):.4f}"]
                     w.writerow(row)
-    (run_dir / "results.md").write_text(_markdown(cfg, metrics, summ, budgets))
-    figs = run_dir / "figures"
+    (run_dir / split_file("results.md", split)).write_text(
+        _markdown(cfg, metrics, summ, budgets, split)
+    )
+    figs = run_dir / split_file("figures", split)
     figs.mkdir(parents=True, exist_ok=True)
     _plot_budgets(summ, budgets, cfg.method.name, figs / "psnr_vs_budget.png")
     _plot_forgetting(summ[budgets[-1]], budgets[-1], cfg.method.name, figs / "forgetting.png")
@@ -118,12 +125,14 @@ def write_report(
     return metrics
 
 
-def _markdown(cfg: Config, metrics: dict, summ: dict, budgets: list[int]) -> str:
+def _markdown(
+    cfg: Config, metrics: dict, summ: dict, budgets: list[int], split: str = "test"
+) -> str:
     t = cfg.method.mcl.num_tasks
     lines = [
-        f"# {cfg.method.name}: continual evaluation ({cfg.run.name})",
+        f"# {cfg.method.name}: continual evaluation on the {split} split ({cfg.run.name})",
         "",
-        f"{metrics['test_sequences']} test sequences of {t} {cfg.method.mcl.tasks} tasks; "
+        f"{metrics[f'{split}_sequences']} {split} sequences of {t} {cfg.method.mcl.tasks} tasks; "
         f"{metrics['meta_parameters']:,} meta-parameters; meta-trained {metrics['step']} steps "
         f"(best on validation: step {metrics['best_step']}); test-time "
         f"{cfg.method.mcl.eval_optimizer} at lr {cfg.method.mcl.eval_lr or cfg.method.inner_lr}.",
@@ -186,7 +195,9 @@ def compare_runs(run_dirs: list[Path], out: Path) -> str:
     for d in run_dirs:
         f = Path(d) / "metrics.json"
         if not f.exists():
-            raise FileNotFoundError(f"{f}: no metrics.json; run ray_jobs/continual.py first")
+            raise FileNotFoundError(
+                f"{f}: no metrics.json; run mia-inr evaluate --run-dir {d} --split test first"
+            )
         runs.append(json.loads(f.read_text()))
     out.mkdir(parents=True, exist_ok=True)
     budgets = sorted({int(b) for r in runs for b in r["budgets"]})

@@ -1,8 +1,10 @@
-"""Evaluate a finished run: the validation-selected checkpoint on the test split.
+"""Evaluate a finished run: the validation-selected checkpoint on the test (or val) split.
 
 Writes ``results.md`` (paper-shaped tables per metric), ``results.csv``,
 ``metrics.json``, reconstruction plots per modality and, for MIA, the MSFT attention
-heatmap, then logs them to the run's MLflow run.
+heatmap, then logs them to the run's MLflow run. The validation report (the end of
+``mia-inr train``) writes ``results_val.md``, ``results_val.csv``, ``metrics_val.json``
+and ``figures_val/`` and logs ``val/...`` metrics (docs/splits.md).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pipelines.data.resolve import episode_spec, modality_dims, open_training_st
 from pipelines.data.streams import store_episodes
 from pipelines.engine.checkpoint import OTHER_MODEL_HINT, check_model_state, load_checkpoint
 from pipelines.engine.run_dir import load_run_config, selected_checkpoint
+from pipelines.engine.task import check_split, split_file
 from pipelines.reports.evaluation import EvalRow, evaluate, markdown_table, write_csv
 from pipelines.reports.mlflow_model import log_dataset, log_meta_model
 from pipelines.reports.plots import plot_attention, plot_reconstruction
@@ -32,8 +35,9 @@ def evaluate_run(
     track: bool = True,
     figures: bool = True,
     checkpoint: Path | None = None,
+    split: str = "test",
 ) -> list[EvalRow]:
-    """Evaluate ``run_dir``'s best checkpoint (else its last) on the test split.
+    """Evaluate ``run_dir``'s best checkpoint (else its last) on ``split``.
 
     Args:
         run_dir: a run directory with ``config.yaml`` and ``checkpoints/``.
@@ -45,7 +49,10 @@ def evaluate_run(
         checkpoint: evaluate this checkpoint instead (e.g. a ``run.snapshot_steps``
             snapshot) and only return its rows: the run's ``results.md``,
             ``metrics.json``, figures and MLflow run are left as they are.
+        split: ``test`` (the final report) or ``val`` (files with a ``_val`` suffix,
+            MLflow metrics under ``val/``).
     """
+    check_split(split)
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     device = resolve_device(cfg.run.device)
@@ -62,7 +69,7 @@ def evaluate_run(
     rows = evaluate(
         learner,
         store,
-        "test",
+        split,
         bins,
         repeats,
         cfg.run.eval_batch_size,
@@ -75,20 +82,21 @@ def evaluate_run(
     )
     nmse = markdown_table(rows, "nmse_all", 100.0)
     log(
-        f"test split, {ckpt.name} of step {state['step']} "
+        f"{split} split, {ckpt.name} of step {state['step']} "
         f"(normalised MSE x 1e2, {repeats} repeats, {cfg.run.eval_protocol} protocol):"
     )
     log(nmse)
     if checkpoint is not None:
         return rows
-    (run_dir / "results.md").write_text(
-        f"# {cfg.run.name}: test split ({ckpt.name}, step {state['step']}, {repeats} repeats, "
+    names = {n: split_file(n, split) for n in ("results.md", "results.csv", "metrics.json")}
+    (run_dir / names["results.md"]).write_text(
+        f"# {cfg.run.name}: {split} split ({ckpt.name}, step {state['step']}, {repeats} repeats, "
         f"{cfg.run.eval_protocol} protocol)\n\n"
         f"Normalised MSE x 1e2\n\n{nmse}\n\nMSE\n\n{markdown_table(rows, 'mse_all')}\n\n"
         f"PSNR (dB)\n\n{markdown_table(rows, 'psnr_all')}\n"
     )
-    write_csv(rows, run_dir / "results.csv")
-    (run_dir / "metrics.json").write_text(
+    write_csv(rows, run_dir / names["results.csv"])
+    (run_dir / names["metrics.json"]).write_text(
         json.dumps(
             {
                 "checkpoint": ckpt.name,
@@ -97,7 +105,8 @@ def evaluate_run(
                 "best_val_nmse": state["best_val"],
                 "repeats": repeats,
                 "eval_protocol": cfg.run.eval_protocol,
-                "test": [  # an empty bin: NaN metrics (Python's json writes NaN), n_signals 0
+                "split": split,
+                split: [  # an empty bin: NaN metrics (Python's json writes NaN), n_signals 0
                     {
                         "modality": r.modality,
                         "r_min": r.r_min,
@@ -111,20 +120,21 @@ def evaluate_run(
             indent=1,
         )
     )
-    figures = _figures(learner, store, cfg, device, run_dir / "figures") if figures else []
+    out = run_dir / split_file("figures", split)
+    figures = _figures(learner, store, cfg, device, out, split) if figures else []
     if track:
         tracker = Tracker(cfg, run_dir)
         for r in rows:
             tag = f"{r.modality}_{r.r_min:g}-{r.r_max:g}"
             tracker.metrics(
-                {f"test/{k}/{tag}": v for k, v in {**r.metrics, "n_signals": r.count}.items()},
+                {f"{split}/{k}/{tag}": v for k, v in {**r.metrics, "n_signals": r.count}.items()},
                 int(state["step"]),
             )
-        for name in ("config.yaml", "results.md", "results.csv", "metrics.json"):
+        for name in ("config.yaml", *names.values()):
             tracker.artifact(run_dir / name)
         tracker.artifact(run_dir / "checkpoints", "checkpoints")
         for f in figures:
-            tracker.artifact(f, "figures")
+            tracker.artifact(f, out.name)
         log_dataset(store)
         if cfg.run.log_model:
             log(f"MLflow model {log_meta_model(run_dir, ckpt, cfg, modality_dims(store))}")
@@ -133,12 +143,12 @@ def evaluate_run(
     return rows
 
 
-def _figures(learner, store, cfg, device, out: Path) -> list[Path]:
+def _figures(learner, store, cfg, device, out: Path, split: str) -> list[Path]:
     lo, hi = cfg.run.eval_bins[0]
     spec = episode_spec(cfg, store, seed_offset=3, ratio=(lo, hi))
-    stream = store_episodes(store, spec, 4, "test", 0, False, cfg.data.time_stride)
+    stream = store_episodes(store, spec, 4, split, 0, False, cfg.data.time_stride)
     episode = next(iter(stream), None)
-    if episode is None:  # e.g. data.time_stride leaves no test signal to draw
+    if episode is None:  # e.g. data.time_stride leaves no signal of the split to draw
         return []
     episode = {m: b.to(device) for m, b in episode.items()}
     with torch.enable_grad():

@@ -4,6 +4,8 @@ Sweeps, ablations and reproductions all train many ordinary runs through
 :func:`pipelines.jobs.train`; each is a child of the study's MLflow parent run, named by
 its place in the study (``dataset/variant/seed0``), and a finished one (its
 ``metrics.json`` exists) is not trained again, so re-running a study continues it.
+A child ends with its test-split report (``evaluate_split="test"``): the studies' final
+tables are made of test metrics, and nothing a study chooses reads them (docs/splits.md).
 
 :func:`train_children` runs a list of them, with ``workers > 1`` in that many spawned
 processes at once (``threads`` torch threads each). On a small machine two 1-thread runs
@@ -78,7 +80,8 @@ def train_child(
         log(f"[{label}] finished before: skipped")
     else:
         run_groups.open_run(cfg, run_dir / "mlflow_run_id", label, parent_id=parent, tags=tags)
-        jobs.train(cfg, log=lambda s: log(f"[{label}] {s}"), **train_kwargs)
+        # The final tables score the test split, asked for explicitly (jobs.train: val).
+        jobs.train(cfg, log=lambda s: log(f"[{label}] {s}"), evaluate_split="test", **train_kwargs)
     # The training Tracker names its MLflow run after run.name (seed<k>): restore the label.
     run_id = (run_dir / "mlflow_run_id").read_text().strip()
     run_groups.client_for(cfg).set_tag(run_id, "mlflow.runName", label)

@@ -182,7 +182,8 @@ def run_reproduce(
         measured = table_stats(spec, first, metrics)
         stats = {m: adopted.stats.get(m) or measured[m] for m in configs}
         store = open_training_store(first)
-        reference = {m: 100.0 * v for m, v in mean_signal_nmse(store).items()}
+        means = mean_signal_nmse(store, score="test")  # final table: the test split
+        reference = {m: 100.0 * v for m, v in means.items()}
         eof = linear_reference(spec, first, store)
         table, files = write_table1(spec, first, stats, out, reference, eof)
         curve = None
@@ -223,7 +224,12 @@ def linear_reference(
 ) -> dict[str, list[float]] | None:
     """Modality -> per-bin nMSE x 1e2 of the offset + EOF fit; ``None`` without shared coords."""
     eof = eof_fit_nmse(
-        store, study_bins(cfg), spec.eof_components, cfg.run.eval_repeats, cfg.run.seed
+        store,
+        study_bins(cfg),
+        spec.eof_components,
+        cfg.run.eval_repeats,
+        cfg.run.seed,
+        score="test",  # final table: the test split
     )
     if all(math.isnan(v) for values in eof.values() for v in values):
         return None

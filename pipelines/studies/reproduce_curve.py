@@ -62,6 +62,7 @@ def curve_evaluations(
                     track=False,
                     figures=False,
                     checkpoint=snapshot_path(run_dir, step),
+                    split="test",  # the final table's budget curve
                 )
                 data = [
                     {"modality": r.modality, "r_min": r.r_min, "r_max": r.r_max, **r.metrics}

@@ -10,10 +10,14 @@
    training sequences drawn from ``(run.seed, epoch, batch, rank)``, so a resumed run
    draws the same batches; the validation score is minus the mean final PSNR after
    ``method.inner_steps`` steps per task (lower is better, as for every task);
-3. the report: test-time continual learning of the test sequences from the selected
-   checkpoint with each budget of ``method.mcl.eval_budgets`` steps per task, PSNR of
-   every task after every later task, written by :mod:`pipelines.reports.continual`
-   (``results.md``, ``results.csv``, ``metrics.json``, ``figures/``) and logged to MLflow.
+3. the report: test-time continual learning of the sequences of a split (``test``; the
+   end of ``mia-inr train`` scores ``val``) from the selected checkpoint with each budget
+   of ``method.mcl.eval_budgets`` steps per task, PSNR of every task after every later
+   task, written by :mod:`pipelines.reports.continual` (``results.md``, ``results.csv``,
+   ``metrics.json``, ``figures/``; ``_val`` suffixes for ``val``) and logged to MLflow.
+
+Training reads only the train and val sequences; the test sequences are read by the test
+report alone (docs/splits.md).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from pipelines.data.resolve import open_training_store
 from pipelines.data.stores import Store, StoreError
 from pipelines.engine.checkpoint import OTHER_MODEL_HINT, check_model_state, load_checkpoint
 from pipelines.engine.run_dir import load_run_config, selected_checkpoint
-from pipelines.engine.task import Task, WorkerContext
+from pipelines.engine.task import Task, WorkerContext, check_split, split_file
 from pipelines.reports.continual import write_report
 from pipelines.tracking.tracker import Tracker
 
@@ -44,8 +48,8 @@ SPLITS = {"train": 0, "val": 1, "test": 2}
 
 
 def split_values(store: Store, modality: str, split: str) -> np.ndarray:
-    """``(n, P, C)`` values of the signals of ``split``, in store order."""
-    idx = np.flatnonzero(store.split == SPLITS[split])
+    """``(n, P, C)`` values of the signals of ``split``, in store order (noted as served)."""
+    idx = store.split_indices(split)
     if idx.size == 0:
         return np.zeros((0, store.info[modality].num_points, store.info[modality].channels))
     vals = store.read(int(idx[0]), int(idx[-1]) + 1)[modality]
@@ -148,13 +152,18 @@ def evaluate_budgets(
     return mats, {b: torch.cat(v).cpu().numpy() for b, v in signals.items()}
 
 
-def _splits(cfg: Config, store: Store, log: Callable[[str], None]) -> dict[str, TaskSequence]:
-    """Train, val and test sequences; a missing val/test split falls back (with a warning)."""
-    seqs = {s: store_sequences(cfg, store, s) for s in SPLITS}
+def _splits(
+    cfg: Config, store: Store, log: Callable[[str], None], names: tuple[str, ...] = tuple(SPLITS)
+) -> dict[str, TaskSequence]:
+    """The sequences of ``names`` (train first); a missing val/test split falls back.
+
+    Training asks for ``("train", "val")`` only: it never reads a test sequence.
+    """
+    seqs = {s: store_sequences(cfg, store, s) for s in names}
     if seqs["train"] is None:
         raise StoreError(f"{store.location}: the training split yields no task sequence")
     for split, fallback in (("val", "train"), ("test", "val")):
-        if seqs[split] is None:
+        if split in seqs and seqs[split] is None:
             log(f"warning: the {split} split yields no task sequence; using the {fallback} split")
             seqs[split] = seqs[fallback]
     return seqs
@@ -165,42 +174,48 @@ def evaluate_continual_run(
     log: Callable[[str], None] = print,
     track: bool = True,
     figures: bool = True,
+    split: str = "test",
 ) -> dict[str, Any]:
-    """Continual-learning report of a finished run (module docstring, step 3).
+    """Continual-learning report of a finished run on ``split`` (module docstring, step 3).
 
     The PSNR-vs-budget and forgetting figures are part of the report and always drawn
-    (``figures`` is accepted for the task protocol).
+    (``figures`` is accepted for the task protocol). ``split="val"`` reads no test
+    sequence and writes the ``_val`` files.
     """
+    check_split(split)
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     device = resolve_device(cfg.run.device)
     set_matmul_precision(cfg.run.matmul_precision)
-    seqs = _splits(cfg, open_training_store(cfg), log)
+    names = ("train", "val") if split == "val" else tuple(SPLITS)
+    seqs = _splits(cfg, open_training_store(cfg), log, names)
     ckpt = selected_checkpoint(run_dir)
     state = load_checkpoint(ckpt, "cpu")  # load_state_dict moves it to the device
     learner = build_learner_for(cfg, seqs["train"]).to(device)
     check_model_state(learner, state.get("model"), f"checkpoint {ckpt}", OTHER_MODEL_HINT)
     learner.load_state_dict(state["model"])
-    test = seqs["test"].to(device)
+    seq = seqs[split].to(device)
     if cfg.method.mcl.eval_signals:
-        test = subset(test, torch.arange(min(test.batch_size, cfg.method.mcl.eval_signals)))
+        seq = subset(seq, torch.arange(min(seq.batch_size, cfg.method.mcl.eval_signals)))
     t1 = time.perf_counter()
-    mats, signals = evaluate_budgets(learner, test, cfg, cfg.run.eval_batch_size)
-    log(f"test-time evaluation of {test.batch_size} sequences: {time.perf_counter() - t1:.1f}s")
+    mats, signals = evaluate_budgets(learner, seq, cfg, cfg.run.eval_batch_size)
+    took = time.perf_counter() - t1
+    log(f"test-time evaluation of {seq.batch_size} {split} sequences: {took:.1f}s")
     n_params = sum(p.numel() for p in learner.parameters())
     summary = {
         "step": int(state["step"]),
         "best_step": int(state["best_step"]),
         "best_val": -float(state["best_val"]),  # the validation PSNR
     }
-    metrics = write_report(run_dir, cfg, mats, n_params, summary, log, signals)
+    metrics = write_report(run_dir, cfg, mats, n_params, summary, log, signals, split)
     if track:
         tracker = Tracker(cfg, run_dir)
         flat = {k: v for k, v in metrics["flat"].items() if isinstance(v, float)}
         tracker.metrics(flat, summary["step"])
         for name in ("config.yaml", "results.md", "results.csv", "metrics.json"):
-            tracker.artifact(run_dir / name)
-        tracker.artifact(run_dir / "figures", "figures")
+            tracker.artifact(run_dir / split_file(name, split))
+        figures_dir = split_file("figures", split)
+        tracker.artifact(run_dir / figures_dir, figures_dir)
         tracker.artifact(run_dir / "checkpoints", "checkpoints")
         tracker.close()
     return metrics
@@ -221,7 +236,8 @@ class ContinualTask(Task):
             )
         say = print if ctx.rank == 0 else (lambda _s: None)
         self.store = open_training_store(cfg)
-        self.seqs = {s: q.to(ctx.device) for s, q in _splits(cfg, self.store, say).items()}
+        seqs = _splits(cfg, self.store, say, ("train", "val"))  # never the test split
+        self.seqs = {s: q.to(ctx.device) for s, q in seqs.items()}
         self.model = build_learner_for(cfg, self.seqs["train"]).to(ctx.device)
 
     @classmethod

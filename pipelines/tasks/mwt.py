@@ -6,8 +6,9 @@ Train): AdamW with ``run.outer_lr`` for the SIREN initialisation and the classif
 ``run.eval_every`` steps choosing ``best.pt`` (never on test). Every worker loads the
 small in-memory labelled store itself and takes every ``world``-th image of each epoch's
 seeded permutation, so no Ray Data pipeline is needed. The report evaluates the selected
-checkpoint on the test split: accuracy and PSNR, next to a logistic regression on raw
-pixels (``method.mwt.pixel_baseline``).
+checkpoint on a split: accuracy and PSNR, and on the test split next to a logistic
+regression on raw pixels (``method.mwt.pixel_baseline``); the end of ``mia-inr train``
+reports the validation split (``metrics_val.json``, ``results_val.md``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pipelines.data.labelled_images import (
 )
 from pipelines.engine.checkpoint import OTHER_MODEL_HINT, check_model_state, load_checkpoint
 from pipelines.engine.run_dir import load_run_config, selected_checkpoint
-from pipelines.engine.task import Task, WorkerContext
+from pipelines.engine.task import Task, WorkerContext, check_split, split_file
 from pipelines.tracking.tracker import Tracker
 
 
@@ -92,13 +93,17 @@ def evaluate_mwt_run(
     log: Callable[[str], None] = print,
     track: bool = True,
     figures: bool = True,
+    split: str = "test",
 ) -> dict[str, Any]:
-    """Evaluate ``best.pt`` (else ``last.pt``) on the test split; write and log the results.
+    """Evaluate ``best.pt`` (else ``last.pt``) on ``split``; write and log the results.
 
-    Writes ``metrics.json`` and ``results.md`` into ``run_dir``; with ``track`` logs the
-    ``test/*`` metrics and both files (and the config) to the run's MLflow run. The
-    report has no figures (``figures`` is accepted for the task protocol).
+    Writes ``metrics.json`` and ``results.md`` into ``run_dir`` (``metrics_val.json`` and
+    ``results_val.md`` for ``split="val"``, without the pixel baseline, which scores the
+    test split); with ``track`` logs the ``<split>/*`` metrics and both files (and the
+    config) to the run's MLflow run. The report has no figures (``figures`` is accepted
+    for the task protocol).
     """
+    check_split(split)
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     device = resolve_device(cfg.run.device)
@@ -109,9 +114,9 @@ def evaluate_mwt_run(
     model = make_model(cfg, data).to(device)
     check_model_state(model, state.get("model"), f"checkpoint {ckpt}", OTHER_MODEL_HINT)
     model.load_state_dict(state["model"])
-    test = evaluate_split(model, data, "test", cfg.run.eval_batch_size, device)
-    metrics: dict[str, Any] = {f"test_{k}": v for k, v in test.items()}
-    if cfg.method.mwt.pixel_baseline:
+    scored = evaluate_split(model, data, split, cfg.run.eval_batch_size, device)
+    metrics: dict[str, Any] = {f"{split}_{k}": v for k, v in scored.items()}
+    if cfg.method.mwt.pixel_baseline and split == "test":
         metrics.update(pixel_baseline(data, cfg.run.seed))
     summary = {
         "checkpoint": ckpt.name,
@@ -119,24 +124,28 @@ def evaluate_mwt_run(
         "best_step": int(state["best_step"]),
         "best_val_accuracy": 1.0 - float(state["best_val"]),
         "w_cls": cfg.method.mwt.w_cls,
+        "split": split,
         **metrics,
     }
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=1))
-    rows = [("MWT" if cfg.method.mwt.w_cls > 0 else "WT", test["accuracy"], f"{test['psnr']:.2f}")]
+    names = {n: split_file(n, split) for n in ("results.md", "metrics.json")}
+    (run_dir / names["metrics.json"]).write_text(json.dumps(summary, indent=1))
+    rows = [
+        ("MWT" if cfg.method.mwt.w_cls > 0 else "WT", scored["accuracy"], f"{scored['psnr']:.2f}")
+    ]
     if "logreg_test_accuracy" in metrics:
         rows.append(("logistic regression (pixels)", metrics["logreg_test_accuracy"], "-"))
-    table = "| model | test accuracy | PSNR (dB) |\n|---|---|---|\n" + "\n".join(
+    table = f"| model | {split} accuracy | PSNR (dB) |\n|---|---|---|\n" + "\n".join(
         f"| {name} | {acc * 100:.2f}% | {p} |" for name, acc, p in rows
     )
-    (run_dir / "results.md").write_text(
-        f"# {cfg.run.name}: test split ({ckpt.name}, step {state['step']}, "
-        f"{test['n']} images)\n\n{table}\n"
+    (run_dir / names["results.md"]).write_text(
+        f"# {cfg.run.name}: {split} split ({ckpt.name}, step {state['step']}, "
+        f"{scored['n']} images)\n\n{table}\n"
     )
-    log(f"test split, {ckpt.name} of step {state['step']}:\n{table}")
+    log(f"{split} split, {ckpt.name} of step {state['step']}:\n{table}")
     if track:
         tracker = Tracker(cfg, run_dir)
-        tracker.metrics({f"test/{k}": v for k, v in metrics.items()}, int(state["step"]))
-        for name in ("config.yaml", "results.md", "metrics.json"):
+        tracker.metrics({f"{split}/{k}": v for k, v in metrics.items()}, int(state["step"]))
+        for name in ("config.yaml", *names.values()):
             tracker.artifact(run_dir / name)
         tracker.close()
         log(f"logged to MLflow run {tracker.run_id} at {tracker.display_uri}")

@@ -2,12 +2,18 @@
 
 Shared by :mod:`~pipelines.data.stores.reader` (signal stores, :func:`open_store`) and
 :mod:`~pipelines.data.stores.field_reader` (field stores); import them from ``reader``.
+
+Also the record of the splits served in this process (:func:`note_split`,
+:func:`served_splits`): every reader that selects a split's signals (episode streams,
+Ray Data reads, continual task sequences, labelled images) notes its name, so a test can
+prove that training and checkpoint selection never served the test split (docs/splits.md).
 """
 
 from __future__ import annotations
 
 import abc
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +23,7 @@ import numpy as np
 from pipelines.data.stores.errors import StoreError
 from pipelines.data.stores.location import StoreLocation
 from pipelines.data.stores.retry import read_with_retry
+from pipelines.data.stores.writer import SPLITS
 
 TIME_DIMS = ("time", "valid_time", "t")
 MEMBER_DIMS = ("member", "number", "ensemble", "realization")
@@ -106,6 +113,37 @@ def _chunk_spans(start: int, stop: int, size: int) -> list[tuple[int, int]]:
     return spans or [(start, stop)]
 
 
+_SERVED: set[str] = set()  # split names served in this process (see note_split)
+_SERVED_LOCK = threading.Lock()  # episodes are built on prefetch threads
+
+
+def note_split(split: str | None) -> None:
+    """Record that a reader of this process serves the signals of ``split``.
+
+    ``None`` (every signal) records every split. Call it wherever a split's signals are
+    selected for reading, not where chunks are merely decoded.
+
+    Raises:
+        ValueError: ``split`` is not a split name (names the valid ones).
+    """
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)} or None, got {split!r}")
+    with _SERVED_LOCK:
+        _SERVED.update(SPLITS if split is None else (split,))
+
+
+def served_splits() -> frozenset[str]:
+    """The split names served in this process since the last :func:`reset_served_splits`."""
+    with _SERVED_LOCK:
+        return frozenset(_SERVED)
+
+
+def reset_served_splits() -> None:
+    """Forget the splits served so far (a test starts its record here)."""
+    with _SERVED_LOCK:
+        _SERVED.clear()
+
+
 class Store(abc.ABC):
     """Common reader API; use :func:`open_store`."""
 
@@ -118,6 +156,11 @@ class Store(abc.ABC):
     scale: np.ndarray
     valid: np.ndarray
     attrs: dict[str, Any]
+
+    def split_indices(self, split: str) -> np.ndarray:
+        """Indices of the signals of ``split`` (missing ones included), noted as served."""
+        note_split(split)
+        return np.flatnonzero(self.split == SPLITS[split])
 
     def chunk_ranges(self) -> list[tuple[int, int]]:
         """``[start, stop)`` signal ranges aligned to the store's chunks."""
