@@ -168,3 +168,13 @@ def test_cf_checker_finds_no_error(round_trip):
     export = root / "store_export.nc"
     ds.to_netcdf(export, encoding={c: {"_FillValue": None} for c in ds.coords})
     assert cf_failures(export)["high_priorities"] == []
+
+
+def test_cf_xarray_reads_the_store_in_physical_units(round_trip):
+    import cf_xarray  # noqa: F401  (registers the .cf accessor)
+
+    ds = xr.open_zarr(round_trip["store"])
+    assert ds.cf.axes == {"X": ["longitude"], "Y": ["latitude"], "T": ["time"]}
+    sst = ds.cf[VAR]  # found by its standard_name, unpacked by xarray
+    assert sst.attrs["units"] == "K"
+    assert abs(float(sst.mean()) - float(round_trip["src"][VAR].mean())) < 1e-3
