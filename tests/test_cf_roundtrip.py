@@ -106,6 +106,8 @@ def test_build_keeps_the_input_and_says_what_it_changed(round_trip, capsys):
     assert store.attrs["history"].startswith("cut from ostia_monthly\n")
     assert "latitudes: stored south to north" in store.attrs["history"]
     assert "source" not in store.attrs  # not claimed: the input does not say
+    assert [t[:7] for t in store.attrs["mia_time_range"]] == ["2006-04", "2007-03"]
+    assert "at least one finite value" in store["valid"].attrs["long_name"]
 
 
 def test_decoded_file_matches_the_input(round_trip):

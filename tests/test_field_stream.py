@@ -31,7 +31,7 @@ def test_small_blocks_build_the_same_store_as_one_block(tmp_path, monkeypatch, n
     np.testing.assert_array_equal(whole.split, streamed.split)
     # later blocks keep the first block's global attributes (xarray rewrites them)
     attrs = xr.open_zarr(tmp_path / "streamed.zarr").attrs
-    assert attrs["mia_variables"] == ["t", "sp"] and "history" in attrs and "inputs" in attrs
+    assert attrs["mia_variables"] == ["t", "sp"] and "history" in attrs and "mia_inputs" in attrs
     assert int(streamed.valid.sum()) == 20
 
 
