@@ -59,7 +59,8 @@ fi
 echo "[run] ray job submit -- python ray_jobs/train.py --config configs/experiments/default.yaml $*"
 ray job submit --address "$DASH" --working-dir . \
     --runtime-env-json '{"excludes": [".venv", "runs", ".git", "*.zarr"]}' \
-    -- python ray_jobs/train.py --config configs/experiments/default.yaml "run.out_dir=$OUT" "$@"
+    -- env MIA_GIT_COMMIT="$(git rev-parse HEAD 2>/dev/null)" \
+    python ray_jobs/train.py --config configs/experiments/default.yaml "run.out_dir=$OUT" "$@"
 
 echo
 echo "[run] validation results: $OUT/default/results_val.md (figures in $OUT/default/figures_val)"

@@ -3,8 +3,9 @@
 :func:`init_ray` attaches to ``address`` (default ``RAY_ADDRESS``) or starts a local
 instance, and forwards only non-secret settings to Ray's workers through
 ``runtime_env={"env_vars": ...}``: the names in :data:`FORWARDED_ENV` (S3 endpoint and
-region, an MLflow tracking URI that carries no user info or query string, and
-``RAY_AUTH_MODE``, ``"disabled"`` unless set). A URL among them that carries credentials
+region, an MLflow tracking URI that carries no user info or query string, the runs'
+command and git commit in ``MLFLOW_RUN_CONTEXT``, and ``RAY_AUTH_MODE``, ``"disabled"``
+unless set). A URL among them that carries credentials
 (``http://user:pass@host``, a query string) is not forwarded at all: workers then need the
 setting from their node's environment, like the credentials below.
 
@@ -36,6 +37,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mia_core.config.secrets import redact_url, url_has_credentials
+from pipelines.tracking.provenance import install_run_context
 from pipelines.tracking.reach import ConnectError, probe_tcp
 
 # Settings that reach every Ray worker of the job through runtime_env env_vars: none is a
@@ -45,6 +47,7 @@ FORWARDED_ENV = (
     "AWS_DEFAULT_REGION",
     "AWS_REGION",
     "MLFLOW_TRACKING_URI",
+    "MLFLOW_RUN_CONTEXT",  # provenance tags of new runs (pipelines.tracking.provenance)
     "RAY_AUTH_MODE",
 )
 
@@ -103,6 +106,7 @@ def init_ray(address: str | None = None, log: Callable[[str], None] = print) -> 
         return
     for key, value in _DEFAULTS.items():
         os.environ.setdefault(key, value)
+    install_run_context()  # the command and git commit of the runs the workers start
     env = forwarded_env(os.environ)
     for name in FORWARDED_ENV:
         if name in os.environ and name not in env:

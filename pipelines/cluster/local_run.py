@@ -34,6 +34,7 @@ from mia_core.config import ConfigError, load_config
 from pipelines.cluster.local import LocalCluster, free_port, ray_cli
 from pipelines.data.resolve import build_synthetic_store
 from pipelines.data.stores import make_location
+from pipelines.tracking.provenance import COMMIT_ENV, git_commit
 
 REPO = Path(__file__).resolve().parents[2]
 RUNTIME_ENV = REPO / "infra" / "ray" / "runtime_env.yaml"
@@ -57,8 +58,9 @@ def submit_job(
         f"--working-dir={REPO}",
         f"--submission-id={submission_id}",
         "--",
+        *(["env", f"{COMMIT_ENV}={commit}"] if (commit := git_commit()) else []),
         *entrypoint,
-    ]
+    ]  # the working-dir copy has no .git: the runs record the driver's commit
     rc = subprocess.call(cmd, cwd=REPO, env=cluster.node_env())
     if rc != 0:
         raise RuntimeError(f"ray job {submission_id} failed (rc={rc})")

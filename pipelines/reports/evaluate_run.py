@@ -113,6 +113,8 @@ def evaluate_run(
                         "r_max": r.r_max,
                         **r.metrics,
                         "n_signals": r.count,
+                        "units": r.units,  # of rmse_phys_*
+                        "weighting": r.weighting,
                     }
                     for r in rows
                 ],
@@ -137,7 +139,7 @@ def evaluate_run(
             tracker.artifact(f, out.name)
         log_dataset(store)
         if cfg.run.log_model:
-            log(f"MLflow model {log_meta_model(run_dir, ckpt, cfg, modality_dims(store))}")
+            log(f"MLflow model {log_meta_model(run_dir, ckpt, cfg, modality_dims(store), store)}")
         tracker.close()
         log(f"logged to MLflow run {tracker.run_id} at {tracker.display_uri}")
     return rows

@@ -1,13 +1,24 @@
-"""A run's selected checkpoint as an MLflow model: a pyfunc that adapts, then predicts.
+"""A run's selected checkpoint as an MLflow model: physical values at physical points.
 
 Every evaluated run (``run.log_model``, on by default) logs its validation-selected
 checkpoint as the MLflow model ``meta_model`` of its run, registered as
 ``run.registered_model`` (default ``mia-inr-<run.name>``; empty: logged, not
-registered), with a signature and an input example. The model is defined *from code*
-(``mlflow_model_code.py``), not pickled, and its artifacts are the checkpoint (loaded
-with ``weights_only=True``), the run's ``config.yaml`` and the modalities' dimensions.
+registered) with the alias ``selected`` on the version just registered
+(``models:/mia-inr-<run.name>@selected``), with a signature, an input example and
+metadata. The model is defined *from code* (``mlflow_model_code.py``), not pickled, and
+its artifacts are the checkpoint (loaded with ``weights_only=True``), the run's
+``config.yaml`` and the modalities' dimensions.
 
-Input: one row per (signal, modality, role) with columns ``signal`` (int), ``modality``
+**Field stores** (``time, [member], [level], lat, lon`` or ``time, z, y, x``): the model
+answers in the user's terms (:mod:`pipelines.reports.mlflow_physical`, the artifact
+``geometry``): rows of ``time``, ``latitude``, ``longitude`` (either convention; ``z, y,
+x`` for volumes) and ``level`` / ``member`` where the store has them, in; one column per
+variable in physical units, out, predicted from the code of each row's time step (the
+model's code table, else computed from the training store as ``mia-inr encode`` does).
+docs/mlflow_model.md shows the temperature at 45N, 100W on a date.
+
+**Signal stores and patch-trained models** keep the model's own frame. Input: one row per
+(signal, modality, role) with columns ``signal`` (int), ``modality``
 (str), ``role`` (``support``, ``query`` or ``code``, below), ``x`` (flattened ``(P, d_in)``
 coordinates in the model's ``[-1, 1]`` frame) and ``y`` (flattened ``(P, C)`` normalised
 values of the support points; empty for queries). For each signal the model adapts its
@@ -15,27 +26,22 @@ inner loop to the support rows (a modality without support keeps the meta-learne
 and returns one row per query row: ``signal``, ``modality`` and ``prediction`` (flattened
 ``(P, C)``). ``params={"steps": K}`` overrides the number of inner steps.
 
-Encoders use the same model both ways, in the code store's format (``mia-inr encode``,
-:mod:`pipelines.codecs.codestore`): a signal's code is ONE vector over all modalities, the
-adapted tensors in :func:`~pipelines.codecs.meta_model.code_layout` order, flattened: the
-contexts for CAVIA-style methods, the weight deltas from the meta-model for MAML-style
-ones such as Meta-INR (weights or head mode). Both directions go through
-:func:`~pipelines.codecs.meta_model.params_to_codes` and
-:func:`~pipelines.codecs.meta_model.codes_to_params`, the encoder's and the decoder's own.
-**Encode**: ``params={"output": "codes"}`` returns one row per signal, ``signal`` and
-``code``; with the encoder's settings (the same ``K``, ``encode.optimizer=rule``, every
-point) it is the vector the code store holds for that time step. **Decode**: one row
-with ``role`` ``code`` and a signal's code in ``y`` (``x`` empty, ``modality`` ignored)
-stands in for that signal's adaptation (it takes no support rows), so ``code`` +
-``query`` rows predict the field anywhere without its data; a time step's codes read
-from a code store of the same meta-model (:func:`~pipelines.codecs.codestore.read_codes`,
-dequantised for ``int8`` and entropy-coded stores) predict what
-:class:`~pipelines.codecs.decode.Decoder` reconstructs, in normalised units. The
-meta-model is the checkpoint whose SHA-256 a code store records as ``meta_sha256``;
-a code of another length is refused, naming the expected length and the meta-model.
-(A store written with ``encode.meta_dtype=float16`` holds deltas from the rounded
-weights, which this model adds to its float32 ones; patch code stores, ``(time, patch,
-code)``, decode with the code store's own decoder only.)
+Codes are the code store's (``mia-inr encode``, :mod:`pipelines.codecs.codestore`): a
+signal's code is ONE vector over all modalities, the adapted tensors in
+:func:`~mia_core.meta.codes.code_layout` order, flattened: the contexts for CAVIA-style
+methods, the weight deltas from the meta-model for MAML-style ones such as Meta-INR
+(weights or head mode). Both directions go through
+:func:`~mia_core.meta.codes.params_to_codes` and :func:`~mia_core.meta.codes.codes_to_params`,
+the encoder's and the decoder's own. In the model's own frame,
+``params={"output": "codes"}`` returns one row per signal, ``signal`` and ``code`` (with
+the encoder's settings: the same ``K``, ``encode.optimizer=rule``, every point, the vector
+the code store holds for that time step), and one row with ``role`` ``code`` and a
+signal's code in ``y`` (``x`` empty, ``modality`` ignored) stands in for that signal's
+adaptation. The meta-model is the checkpoint whose SHA-256 a code store records as
+``meta_sha256``; a code of another length is refused, naming the expected length and the
+meta-model. (A store written with ``encode.meta_dtype=float16`` holds deltas from the
+rounded weights, which this model adds to its float32 ones; patch code stores, ``(time,
+patch, code)``, decode with the code store's own decoder only.)
 
 :func:`log_dataset` records the training store as the run's MLflow dataset input, with
 its URL (credentials removed) and a digest of its metadata.
@@ -59,10 +65,17 @@ from mia_core.config import Config, load_config
 from mia_core.data.episode import ModalityBatch
 from mia_core.meta.codes import CodeLayoutError, code_layout, codes_to_params, params_to_codes
 from mia_core.meta.learner import MetaLearner
+from pipelines.data.resolve import open_training_store
 from pipelines.data.stores import Store
+from pipelines.data.stores.location import redact_url
+from pipelines.data.stores.reader import FieldStore
 from pipelines.engine.checkpoint import file_sha256, load_checkpoint
+from pipelines.reports.mlflow_geometry import Geometry
+from pipelines.reports.mlflow_physical import CodeTable, encodes_itself, metadata, signature
+from pipelines.reports.mlflow_physical import input_example as physical_example
 
 MODEL_NAME = "meta_model"
+SELECTED_ALIAS = "selected"  # the alias of the version a run registers
 ROLES = ("support", "query", "code")
 OUTPUTS = ("predictions", "codes")
 CODE = Path(__file__).with_name("mlflow_model_code.py")
@@ -211,14 +224,43 @@ def registered_name(cfg: Config) -> str:
     return cfg.run.registered_model.replace("<run.name>", cfg.run.name)
 
 
+def field_geometry(store: Store, cfg: Config) -> Geometry | None:
+    """The geometry of a field store the model answers physically for (else ``None``).
+
+    Patch-trained models and signal stores keep the model's own frame.
+    """
+    if not isinstance(store, FieldStore) or cfg.data.patch:
+        return None
+    loc = store.location
+    url = loc.display if loc.is_remote else str(Path(loc.url.removeprefix("file://")).resolve())
+    return Geometry.of_store(store, url, redact_url(cfg.data.endpoint_url or ""))
+
+
 def log_meta_model(
-    run_dir: Path, checkpoint: Path, cfg: Config, dims: Mapping[str, tuple[int, int]]
+    run_dir: Path,
+    checkpoint: Path,
+    cfg: Config,
+    dims: Mapping[str, tuple[int, int]],
+    store: Store | None = None,
+    codes: CodeTable | None = None,
 ) -> str:
     """Log ``checkpoint`` as the active MLflow run's pyfunc model (and register it).
 
+    Args:
+        run_dir: the run directory (the artifacts are written there first).
+        checkpoint: the selected checkpoint.
+        cfg: the run's config.
+        dims: the modalities' ``(d_in, channels)``.
+        store: the training store (default: opened from ``cfg``); a field store's model
+            answers in physical terms (module docstring).
+        codes: codes of the store's signals to hold (default: computed on first use).
+
     Returns:
-        The model's URI: ``models:/<name>/<version>`` when registered, else MLflow's
-        ``models:/<model id>``.
+        The model's URI: ``models:/<name>/<version>`` when registered (the version also
+        gets the alias ``selected``), else MLflow's ``models:/<model id>``.
+
+    Raises:
+        CodeLayoutError: ``codes`` of another length than the meta-model's codes.
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -231,25 +273,55 @@ def log_meta_model(
         "dims": str(dims_file),
     }
     learner, _ = load_learner(artifacts)
-    example = input_example(learner)
-    with warnings.catch_warnings():  # the hint about integer columns: signal ids never miss
-        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
-        signature = infer_signature(
-            example,
-            adapt_and_predict(learner, example, steps=1),
-            params={"steps": 0, "output": "predictions"},
-        )
+    geometry = field_geometry(store or open_training_store(cfg), cfg)
+    extra: dict[str, Any] = {}
+    if geometry is not None:
+        artifacts["geometry"] = str(run_dir / "model_geometry.json")
+        geometry.save(Path(artifacts["geometry"]))
+        if codes is not None:
+            count = len(geometry.times) * max(1, len(geometry.members))
+            signals = np.asarray(codes.signals)
+            if len(signals) != len(codes.codes) or ((signals < 0) | (signals >= count)).any():
+                raise ValueError(
+                    f"a code table needs one store signal (0..{count - 1}) per code; got "
+                    f"{len(signals)} signals for {len(codes.codes)} codes"
+                )
+            dim = code_layout(learner).dim
+            if np.shape(codes.codes)[-1] != dim:
+                raise CodeLayoutError(
+                    f"codes of {np.shape(codes.codes)[-1]} values; meta-model "
+                    f"{meta_model_name(artifacts, cfg)} expects {dim}"
+                )
+            artifacts["codes"] = str(run_dir / "model_codes.npz")
+            codes.save(Path(artifacts["codes"]))
+        extra = dict(signature=signature(geometry), metadata=metadata(geometry, codes))
+        if codes is not None or encodes_itself(geometry):  # MLflow predicts it once
+            first = int(np.min(codes.signals)) if codes is not None else 0
+            extra["input_example"] = physical_example(geometry, first)
+    else:
+        example = input_example(learner)
+        with warnings.catch_warnings():  # the hint about integer columns: ids never miss
+            warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+            sig = infer_signature(
+                example,
+                adapt_and_predict(learner, example, steps=1),
+                params={"steps": 0, "output": "predictions"},
+            )
+        extra = dict(signature=sig, input_example=example)
+    name = registered_name(cfg)
     info = mlflow.pyfunc.log_model(
         name=MODEL_NAME,
         python_model=str(CODE),
         artifacts=artifacts,
-        signature=signature,
-        input_example=example,
-        registered_model_name=registered_name(cfg) or None,
+        registered_model_name=name or None,
         pip_requirements=["mia-inr", f"torch=={torch.__version__.split('+')[0]}"],
+        **extra,
     )
     version = info.registered_model_version
-    return f"models:/{registered_name(cfg)}/{version}" if version else info.model_uri
+    if not version:
+        return info.model_uri
+    mlflow.MlflowClient().set_registered_model_alias(name, SELECTED_ALIAS, str(version))
+    return f"models:/{name}/{version}"
 
 
 def store_digest(store: Store, sample_signals: int = 16) -> str:
@@ -295,7 +367,9 @@ def log_dataset(store: Store, context: str = "training") -> None:
 
 __all__ = [
     "MODEL_NAME",
+    "SELECTED_ALIAS",
     "adapt_and_predict",
+    "field_geometry",
     "input_example",
     "load_learner",
     "log_dataset",

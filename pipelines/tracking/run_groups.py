@@ -18,6 +18,7 @@ from typing import Any
 
 from mia_core.config import Config, flatten_config
 from pipelines.tracking.experiments import ensure_experiment
+from pipelines.tracking.provenance import source_tags
 from pipelines.tracking.tracker import tracking_uri
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -59,7 +60,7 @@ def open_run(
         name: run name.
         params: parameters logged once, on creation (default: ``flatten_config(cfg)``).
         parent_id: makes this a child run of ``parent_id``.
-        tags: extra tags.
+        tags: extra tags (over the provenance tags, :func:`source_tags`).
     """
     client = client_for(cfg)
     if id_file.exists():
@@ -67,7 +68,7 @@ def open_run(
         if client.get_run(run_id).info.status != "RUNNING":
             client.update_run(run_id, status="RUNNING")
         return run_id
-    all_tags = dict(tags or {})
+    all_tags = {**source_tags(), **(tags or {})}
     if parent_id:
         all_tags[PARENT_TAG] = parent_id
     run = client.create_run(experiment_id(cfg), run_name=name, tags=all_tags)

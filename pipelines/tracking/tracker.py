@@ -4,8 +4,9 @@ The tracking URI comes from ``run.tracking_uri``, else ``MLFLOW_TRACKING_URI``, 
 sqlite store ``<run.out_dir>/mlflow.db`` (MLflow's file store is deprecated). The MLflow
 run id is kept in ``<run_dir>/mlflow_run_id`` so a resumed or evaluated run logs into
 the same MLflow run (a run directory moved away from its store logs into a new one, with
-a warning). Parameters are the flattened resolved config with secrets
-redacted; URIs are printed without credentials.
+a warning). A new run records its command and git commit
+(:mod:`pipelines.tracking.provenance`). Parameters are the flattened resolved config with
+secrets redacted; URIs are printed without credentials.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from mia_core.config import Config, flatten_config
 from pipelines.data.stores.location import redact_url
 from pipelines.tracking.experiments import ensure_experiment
+from pipelines.tracking.provenance import source_tags
 
 # MLflow draws a progress bar per artifact download (model logging validates its input
 # example by downloading the model it just logged): carriage-return noise in job logs.
@@ -117,6 +119,7 @@ class Tracker:
             experiment_id=exp_id,
             run_name=cfg.run.name,
             log_system_metrics=system_metrics and cfg.run.system_metrics,
+            tags=source_tags() if run_id is None else None,  # the command that made it
         )
         self.run_id = self.run.info.run_id
         if run_id is None:
