@@ -107,6 +107,8 @@ def test_field_store_time_level_lat_lon(tmp_path, lat_desc):
     assert len(t.norm["min"]) == 3
     train_t = ds["t"].isel(time=slice(0, 8))
     np.testing.assert_allclose(t.norm["min"], train_t.min(["time", "lat", "lon"]).values)
+    # a subset: the variables left out are known (training says so)
+    assert open_store(loc, ["sp"]).available == ["t", "sp"]
 
 
 def test_field_store_time_member_lat_lon(tmp_path):

@@ -120,6 +120,9 @@ class MetaLearningTask(Task):
         n = sum(p.numel() for p in self.model.parameters())
         missing = int((~self.store.valid).sum())
         skipped = f", {missing} signals with no finite value skipped" if missing else ""
+        left = [v for v in getattr(self.store, "available", []) if v not in self.store.modalities]
+        if left:  # a preset's data.modalities on a store with more variables: say so
+            skipped += f", store variables {left} left out (not in data.modalities)"
         per_step = getattr(self.store, "per_step", 0)
         if per_step:
             skipped += f", patches {self.cfg.data.patch} ({per_step} per time step)"

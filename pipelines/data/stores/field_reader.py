@@ -34,6 +34,7 @@ class FieldStore(Store):
     """Reader of xarray-compatible field stores (see the module docstring).
 
     Attributes:
+        available: every data variable of the store (``modalities``: those read).
         spatial_chunks: per variable, the chunk extent of each spatial axis (stored order).
         flipped: per variable, whether its first spatial axis (latitude) is stored
             descending and read reversed.
@@ -52,6 +53,7 @@ class FieldStore(Store):
         order = [v for v in ds.attrs.get("mia_variables", []) if v in data_vars]
         data_vars = order + [v for v in data_vars if v not in order]
         self.modalities = list(variables or data_vars)
+        self.available = data_vars  # every variable of the store, those not read included
         missing = [v for v in self.modalities if v not in ds.data_vars]
         if missing:
             raise self._fail(f"missing variable(s) {missing}; the store has {data_vars}")
