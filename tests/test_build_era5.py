@@ -332,3 +332,12 @@ def test_grib_libraries_do_not_replace_the_sqlite_mlflow_needs():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_inputs_splitting_variables_with_other_time_stamps_are_refused(tmp_path):
+    ds = era5_dataset(nt=3)
+    ds[["t"]].to_netcdf(tmp_path / "t.nc")
+    shifted = ds[["sp"]].assign_coords(time=ds.time + np.timedelta64(12, "h"))
+    shifted.to_netcdf(tmp_path / "sp.nc")
+    with pytest.raises(ValueError, match="different time stamps.*--time-slice"):
+        build_store(tmp_path, [tmp_path / "t.nc", tmp_path / "sp.nc"], "--resolution", "10x20")

