@@ -17,6 +17,13 @@ non-adjacent bins in none.
 ``joint`` (the earlier protocol): one pass per bin in which every modality draws its ratio
 from that bin's range; every signal of the pass counts in that bin.
 
+Classical rows (opt-in, ``classical``): fitted classical reconstructors
+(:mod:`pipelines.reports.classical`) predict every query point from the very support sets
+the learner adapts to (the same episodes, the same pass), and their predictions are scored
+and binned like the learner's; without a learner only they are scored. A signal a method
+cannot run on (too few support points) has NaN metrics, left out of the bin's means, and
+counts in the row's ``n_failed``.
+
 Repeat ``r`` uses episode epoch ``r``, so every evaluation of a split sees the same
 episodes. A bin that received no signal reports NaN metrics (never a zero error) and a
 count of 0.
@@ -37,6 +44,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +53,7 @@ from torch import Tensor
 
 from mia_core.data import ModalityBatch
 from mia_core.meta import MetaLearner
-from mia_core.meta.metrics import REGIONS, psnr
+from mia_core.meta.metrics import REGIONS, psnr, signal_metrics
 from pipelines.data.episodes import EpisodeSpec, stride_index
 from pipelines.data.stores import Store
 from pipelines.data.stores.geometry import (
@@ -58,6 +66,7 @@ from pipelines.data.stores.geometry import (
 from pipelines.data.stores.reader import keep_rows
 from pipelines.data.stores.writer import SPLITS
 from pipelines.data.streams import store_episodes
+from pipelines.reports.classical_base import Reconstructor
 
 METRICS = (
     "mse_all",
@@ -90,6 +99,9 @@ class EvalRow:
             neighbouring bins).
         units: physical units of ``rmse_phys_*`` (``""`` when the store does not say).
         weighting: the area weights of ``AREA_METRICS`` (``cos(latitude)`` or uniform).
+        method: ``""`` for the learner, else the classical row's name.
+        n_failed: draws of the bin the classical method could not run on (NaN metrics,
+            left out of the means; always 0 for the learner).
     """
 
     modality: str
@@ -99,6 +111,8 @@ class EvalRow:
     count: int = 0
     units: str = ""
     weighting: str = UNIFORM
+    method: str = ""
+    n_failed: int = 0
 
 
 def realised_ratio(mb: ModalityBatch) -> Tensor:
@@ -123,7 +137,7 @@ def bin_members(ratio: Tensor, bins: list[tuple[float, float]]) -> Tensor:
 
 
 def evaluate(
-    learner: MetaLearner,
+    learner: MetaLearner | None,
     store: Store,
     split: str,
     bins: list[tuple[float, float]],
@@ -135,11 +149,13 @@ def evaluate(
     spatial_stride: int = 1,
     time_stride: int = 1,
     protocol: str = "paper",
+    classical: Mapping[str, Reconstructor] | None = None,
 ) -> list[EvalRow]:
     """Evaluate ``learner`` on one split of ``store`` per modality and support-ratio bin.
 
     Args:
-        learner: the meta-learner (put in eval mode by the caller).
+        learner: the meta-learner (put in eval mode by the caller); ``None`` scores only
+            the ``classical`` rows (on the same episodes a learner would see).
         store: the signal or field store.
         split: ``val`` or ``test`` (``train`` for diagnostics).
         bins: support-ratio ranges ``(R_min, R_max)``.
@@ -152,30 +168,40 @@ def evaluate(
         spatial_stride: grid subsampling (as in training).
         time_stride: signal subsampling (as in training).
         protocol: one of ``PROTOCOLS`` (see the module docstring).
+        classical: row name -> fitted classical reconstructor (opt-in: training-time
+            validation does not pay for it), scored on the learner's support sets.
 
     Returns:
         One row per (bin, modality), in bin order then modality order, with ``METRICS``
-        and ``AREA_METRICS`` (module docstring).
+        and ``AREA_METRICS`` (module docstring): the learner's rows first, then each
+        classical row's (``method`` set, ``n_failed`` counted).
 
     Raises:
-        ValueError: an unknown protocol or no bins.
+        ValueError: an unknown protocol, no bins, or neither a learner nor classical rows.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown eval protocol {protocol!r}; known: {list(PROTOCOLS)}")
     if not bins:
         raise ValueError("evaluate needs at least one support-ratio bin")
+    classical = dict(classical or {})
+    if learner is None and not classical:
+        raise ValueError("evaluate needs a learner or classical reconstructors")
     if protocol == "joint":
         passes = [((lo, hi), seed + 7919 * b, b) for b, (lo, hi) in enumerate(bins)]
     else:
         full = (min(lo for lo, _ in bins), max(hi for _, hi in bins))
         passes = [(full, seed, None)]
     keys = (*METRICS, *AREA_METRICS)
-    values = {(b, m): {k: [] for k in keys} for b in range(len(bins)) for m in learner.modalities}
-    mods = [m for m in learner.modalities if m in store.info]
+    modalities = list(learner.modalities if learner is not None else store.modalities)
+    methods = ([""] if learner is not None else []) + list(classical)
+    cells = [(x, b, m) for x in methods for b in range(len(bins)) for m in modalities]
+    values = {c: {k: [] for k in keys} for c in cells}
+    mods = [m for m in modalities if m in store.info]
     geometry = {m: store_geometry(store, m, strict=False) for m in mods}
     area = {m: _AreaWeights(store, m, g, spatial_stride, device) for m, g in geometry.items()}
     order = np.flatnonzero(keep_rows(store.split, store.valid, 0, SPLITS[split], time_stride))
-    counts = {key: 0 for key in values}
+    counts = {c: 0 for c in cells}
+    failed = {c: 0 for c in cells}
     for ratio_range, pass_seed, fixed_bin in passes:
         spec = EpisodeSpec(
             {m: ratio_range for m in store.modalities},
@@ -185,42 +211,83 @@ def evaluate(
         )
         for r in range(repeats):
             done = 0  # signals of the split's order already seen (store_episodes, no shuffle)
-            for episode in store_episodes(
+            for cpu in store_episodes(
                 store, spec, batch_size, split, epoch=r, shuffle=False, time_stride=time_stride
             ):
-                episode = {m: mb.to(device) for m, mb in episode.items()}
-                metrics, preds = learner.evaluate(episode, psnr_range)
+                episode = {m: mb.to(device) for m, mb in cpu.items()}
                 index = order[done : done + next(iter(episode.values())).batch_size]
                 done += len(index)
-                for m, md in metrics.items():
-                    if m in preds and m in area:
-                        md = {**md, **area[m].metrics(preds[m], episode[m], index, psnr_range)}
-                    n = episode[m].batch_size
-                    if fixed_bin is None:
-                        members = bin_members(realised_ratio(episode[m]), bins)
-                    else:
-                        members = torch.zeros(n, len(bins), dtype=torch.bool)
-                        members[:, fixed_bin] = True
-                    for b in members.any(0).nonzero().flatten().tolist():
-                        sel = members[:, b]
-                        counts[b, m] += int(sel.sum())
-                        for k in keys:
-                            if k in md:
-                                values[b, m][k].append(md[k].detach().cpu()[sel])
+                scored = []
+                if learner is not None:
+                    scored.append(("", *learner.evaluate(episode, psnr_range)))
+                for name, rec in classical.items():
+                    got = _classical_scores(rec, cpu, episode, index, psnr_range, modalities)
+                    scored.append((name, *got))
+                for method, metrics, preds in scored:
+                    for m, md in metrics.items():
+                        if m in preds and m in area:
+                            md = {**md, **area[m].metrics(preds[m], episode[m], index, psnr_range)}
+                        n = episode[m].batch_size
+                        if fixed_bin is None:
+                            members = bin_members(realised_ratio(episode[m]), bins)
+                        else:
+                            members = torch.zeros(n, len(bins), dtype=torch.bool)
+                            members[:, fixed_bin] = True
+                        bad = md.get("failed", torch.zeros(n)).detach().cpu() > 0
+                        for b in members.any(0).nonzero().flatten().tolist():
+                            sel = members[:, b]
+                            counts[method, b, m] += int(sel.sum())
+                            failed[method, b, m] += int((sel & bad).sum())
+                            for k in keys:
+                                if k in md:
+                                    values[method, b, m][k].append(md[k].detach().cpu()[sel])
     rows = []
-    for b, (lo, hi) in enumerate(bins):
-        for m in learner.modalities:
-            row = {}
-            for k in keys:
-                parts = values[b, m][k]
-                vals = torch.cat(parts) if parts else torch.empty(0)
-                vals = vals[~torch.isnan(vals)]
-                row[k] = float(vals.mean()) if vals.numel() else math.nan
-                if k.startswith("rmse_phys") and vals.numel():  # per-signal MSEs -> RMSE
-                    row[k] = math.sqrt(row[k])
-            g = geometry.get(m, Geometry(np.ones(1), np.ones(1)))
-            rows.append(EvalRow(m, lo, hi, row, counts[b, m], g.units, g.weighting))
+    for method in methods:
+        for b, (lo, hi) in enumerate(bins):
+            for m in modalities:
+                row = {}
+                for k in keys:
+                    parts = values[method, b, m][k]
+                    vals = torch.cat(parts) if parts else torch.empty(0)
+                    vals = vals[~torch.isnan(vals)]
+                    row[k] = float(vals.mean()) if vals.numel() else math.nan
+                    if k.startswith("rmse_phys") and vals.numel():  # per-signal MSEs -> RMSE
+                        row[k] = math.sqrt(row[k])
+                g = geometry.get(m, Geometry(np.ones(1), np.ones(1)))
+                c = (method, b, m)
+                rows.append(
+                    EvalRow(m, lo, hi, row, counts[c], g.units, g.weighting, method, failed[c])
+                )
     return rows
+
+
+def _classical_scores(
+    rec: Reconstructor,
+    cpu: dict[str, ModalityBatch],
+    episode: dict[str, ModalityBatch],
+    index: np.ndarray,
+    psnr_range: float,
+    modalities: list[str],
+) -> tuple[dict[str, dict[str, Tensor]], dict[str, Tensor]]:
+    """A classical reconstructor's per-signal metrics and predictions of ``modalities``.
+
+    Signals it could not run on (NaN predictions at valid points) get NaN metrics (the
+    area ones too, from the NaN prediction) and ``failed`` 1.
+    """
+    metrics, preds = {}, {}
+    for m, pred in rec.predict(cpu, index).items():
+        if m not in modalities:
+            continue
+        mb = episode[m]
+        p = torch.as_tensor(pred, dtype=torch.float32, device=mb.query_y.device)
+        bad = ~torch.isfinite(p).all(-1) & (mb.query_mask > 0)
+        failed = bad.any(1)
+        p = torch.where(torch.isfinite(p), p, torch.zeros_like(p))  # masked points
+        p[failed] = math.nan  # every metric of a failed signal is NaN (area ones too)
+        md = signal_metrics(p, mb.query_y, mb.query_mask, mb.query_support, mb.scale, psnr_range)
+        md["failed"] = failed.float()
+        metrics[m], preds[m] = md, p
+    return metrics, preds
 
 
 class _AreaWeights:

@@ -13,7 +13,9 @@ Outputs in the study folder: ``table1.{md,csv,json}`` and ``table1.png``
 (:mod:`pipelines.studies.reproduce_report`), with ``reproduce.curve_steps`` also
 ``curve.{md,csv,json}`` and ``curve.png`` (:mod:`pipelines.studies.reproduce_curve`), and
 ``reproduce.results_json`` when set (with the curve and copies of both figures beside it,
-see :func:`write_results`). MLflow: a parent run ``reproduce:<name>`` with the
+see :func:`write_results`). With ``reproduce.classical`` rows, Table 1 and the results
+JSON also hold classical references (:func:`classical_reference`) scored on the very
+support draws of each seed's test evaluation. MLflow: a parent run ``reproduce:<name>`` with the
 table means as metrics and the files as artifacts, one child run per method x seed.
 """
 
@@ -36,6 +38,8 @@ from mia_core.runtime import cpu_has_bf16_matmul, cpu_name
 from pipelines.data.resolve import open_training_store, resolve_store
 from pipelines.data.stores import Store
 from pipelines.engine.run_dir import refuse_changed_config, run_dir_of
+from pipelines.reports.classical import EvalProtocol, fit_classical
+from pipelines.reports.classical_cells import ClassicalRows, classical_cells
 from pipelines.reports.eof_reference import eof_fit_nmse
 from pipelines.reports.reference import mean_signal_nmse
 from pipelines.studies.child_run import ChildJob, is_finished, train_children
@@ -185,7 +189,8 @@ def run_reproduce(
         means = mean_signal_nmse(store, score="test")  # final table: the test split
         reference = {m: 100.0 * v for m, v in means.items()}
         eof = linear_reference(spec, first, store)
-        table, files = write_table1(spec, first, stats, out, reference, eof)
+        classical = classical_reference(spec, configs, store, log) if spec.classical else None
+        table, files = write_table1(spec, first, stats, out, reference, eof, classical)
         curve = None
         if spec.curve_steps and write_adopted_curve(adopted, out):
             log(f"reproduce {spec.name}: budget curve adopted from {spec.adopt}")
@@ -204,6 +209,8 @@ def run_reproduce(
                 "machines": {m: adopted.machines.get(m, here) for m in configs},
                 **({"adopted": sorted(adopted.stats)} if adopted.stats else {}),
             }
+            if classical is not None:
+                extra.update(classical.results())
             files += write_results(
                 spec, first, stats, out, Path(spec.results_json), reference, extra, eof
             )
@@ -236,6 +243,41 @@ def linear_reference(
     return {m: [100.0 * v for v in values] for m, values in eof.items()}
 
 
+def classical_reference(
+    spec: ReproduceSpec,
+    configs: dict[str, dict[int, Config]],
+    store: Store,
+    log: Callable[[str], None] = print,
+) -> ClassicalRows:
+    """``spec.classical`` rows: fitted on train, ``k`` on validation, scored per seed on test.
+
+    The scoring repeats each seed's test evaluation
+    (:func:`pipelines.reports.evaluate_run.evaluate_run`: support-draw seed
+    ``run.seed + 2``, ``run.eval_bins``, ``run.eval_repeats``, ``run.eval_protocol``, the
+    data strides), so the classical rows see the very support sets the methods adapted
+    to; ``k`` of the EOF rows is chosen on the validation split with seed ``run.seed + 1``
+    of the first seed.
+
+    Raises:
+        ConfigError: a store without shared coordinates (names the store and the row).
+    """
+    per_seed = next(iter(configs.values()))
+    cfg = per_seed[spec.seeds[0]]
+    how = EvalProtocol(
+        study_bins(cfg),
+        cfg.run.eval_repeats,
+        cfg.run.eval_batch_size,
+        cfg.data.spatial_stride,
+        cfg.data.time_stride,
+        cfg.run.eval_protocol,
+        cfg.data.psnr_range,
+    )
+    rows = fit_classical(store, spec.classical, how, cfg.run.seed + 1, log=log)
+    seeds = {s: c.run.seed + 2 for s, c in per_seed.items()}
+    cells = classical_cells(store, rows, how, seeds)
+    return ClassicalRows(cells, {name: rec.label for name, rec in rows.items()})
+
+
 def write_results(
     spec: ReproduceSpec,
     cfg: Config,
@@ -254,8 +296,8 @@ def write_results(
     ``reference`` (modality -> nMSE x 1e2 of the train split's mean signal,
     :mod:`pipelines.reports.reference`) goes under ``"train_mean_x1e2"``; ``eof`` (the
     linear reference, modality -> per-bin nMSE x 1e2) under ``"eof_x1e2"``, with
-    ``"eof_components"``; ``extra`` keys (config digests, adopted methods) are added as
-    they are.
+    ``"eof_components"``; ``extra`` keys (config digests, adopted methods, the classical
+    rows' ``ClassicalRows.results``) are added as they are.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     copies = [(out / "table1.png", path.with_suffix(".png"))]
@@ -303,6 +345,7 @@ def _flat_means(stats: dict) -> dict[str, float]:
 
 __all__ = [
     "ReproduceResult",
+    "classical_reference",
     "refuse_other_config",
     "run_reproduce",
     "study_configs",

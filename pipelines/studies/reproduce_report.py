@@ -9,6 +9,8 @@ better), the paper's ratio beside it. Only the ``modality``, ``r_min``, ``r_max`
 ``table1.md`` gives each cell's area-weighted RMSE in physical units (``cos(latitude)`` on
 lat-lon grids, :mod:`pipelines.reports.evaluation`), mean over seeds, where the runs' rows
 have it; the reference rows are area-weighted nMSE (equal to nMSE on other grids).
+Classical rows (``reproduce.classical``, :mod:`pipelines.reports.classical_cells`) follow,
+nMSE like the methods' cells, ``n/a (k of n: too few points)`` where they could not run.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from mia_core.config import Config
 from pipelines.data.stores.location import redact_url
 from pipelines.data.stores.results_file import write_results
+from pipelines.reports.classical_cells import ClassicalRows
 from pipelines.reports.plots import save_figure
 from pipelines.studies.reproduce_spec import ReproduceSpec
 
@@ -126,12 +129,14 @@ def table1_rows(
     stats: Stats,
     reference: dict[str, float] | None = None,
     eof: dict[str, list[float]] | None = None,
+    classical: ClassicalRows | None = None,
 ) -> list[list[str]]:
     """Table 1's layout: a row per method, a column per (modality, bin), then MIA / CAVIA.
 
     ``reference`` (modality -> nMSE x 1e2 of the train split's mean signal) adds a row
     with that value in every bin of the modality; ``eof`` (modality -> per-bin nMSE x 1e2
-    of the linear reference, :mod:`pipelines.reports.eof_reference`) a last one.
+    of the linear reference, :mod:`pipelines.reports.eof_reference`) another; ``classical``
+    a row per classical reference row.
     """
     bins = study_bins(cfg)
     header = ["method"] + [f"{m} [{lo:g}, {hi:g}]" for m in cfg.data.modalities for lo, hi in bins]
@@ -163,7 +168,7 @@ def table1_rows(
             [eof_label(spec.eof_components)]
             + [num_text(v) for m in cfg.data.modalities for v in eof[m]]
         )
-    return rows
+    return rows + (classical.table_rows(cfg.data.modalities) if classical else [])
 
 
 def rmse_rows(cfg: Config, stats: Stats) -> list[list[str]]:
@@ -206,15 +211,16 @@ def write_table1(
     out: Path,
     reference: dict[str, float] | None = None,
     eof: dict[str, list[float]] | None = None,
+    classical: ClassicalRows | None = None,
 ) -> tuple[list[list[str]], list[Path]]:
     """Write ``table1.md``, ``table1.csv`` (one line per cell), ``table1.json``, ``table1.png``.
 
-    ``reference`` and ``eof``: the reference rows (see :func:`table1_rows`).
+    ``reference``, ``eof`` and ``classical``: the reference rows (see :func:`table1_rows`).
 
     Returns:
         The markdown table's rows and the files written.
     """
-    rows = table1_rows(spec, cfg, stats, reference, eof)
+    rows = table1_rows(spec, cfg, stats, reference, eof, classical)
     steps, seeds = cfg.run.steps, ", ".join(map(str, spec.seeds))
     md = out / "table1.md"
     paper = (
@@ -232,12 +238,12 @@ def write_table1(
     md.write_text(
         f"# Reproduction of MIA Table 1: {spec.name} ({spec.backbone})\n\n"
         f"Test-split normalised MSE x 1e2, mean ± std over seeds {seeds}, {steps} outer "
-        f"steps{paper}. {RATIO}: ratio of the means.\n\n{markdown(rows)}{below}"
+        f"steps{paper}. {RATIO}: ratio of the means.\n\n{markdown(rows)}"
+        + (f"\n{classical.notes()}" if classical else "")
+        + below
     )
-    long: list[list[str | float]] = [
-        ["method", "modality", "r_min", "r_max", "mean_x1e2", "std_x1e2", "paper_x1e2", "values"]
-        + ["rmse_phys", "units"]
-    ]
+    head = ["method", "modality", "r_min", "r_max", "mean_x1e2", "std_x1e2", "paper_x1e2"]
+    long: list[list[str | float]] = [[*head, "values", "rmse_phys", "units"]]
     for method, per_mod in stats.items():
         for modality, cells in per_mod.items():
             for c in cells:
@@ -271,6 +277,7 @@ def write_table1(
         },
         **({"train_mean_x1e2": reference} if reference is not None else {}),
         **({"eof_x1e2": eof, "eof_components": spec.eof_components} if eof is not None else {}),
+        **(classical.results() if classical else {}),
     }
     js = out / "table1.json"
     js.write_text(json.dumps(json_safe(data), indent=1))

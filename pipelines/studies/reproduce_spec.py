@@ -20,6 +20,7 @@ from pathlib import Path
 
 from mia_core.config import Config, ConfigError, load_config
 from mia_core.config.spec import Problems, Validated, bounded, choice, load_spec, split_overrides
+from pipelines.reports.classical import CLASSICAL
 
 SECTION = "reproduce"
 # Table 1's rows, in the paper's order; CAVIA is the plain backbone (Functa or Composers).
@@ -84,6 +85,11 @@ class ReproduceSpec(Validated):
             coordinates.
         workers: runs trained at once, each driven from its own process with
             ``threads`` threads (two 1-thread runs use a 2-core machine best).
+        classical: classical reference rows (``eof``, ``mv_eof``, ``gp``, ``linear``,
+            ``nearest``; :mod:`pipelines.reports.classical`), fitted on the train split
+            (``k`` of the EOF rows chosen on validation) and scored on each seed's test
+            support draws; they need a store with shared coordinates. Empty (default):
+            none.
     """
 
     name: str
@@ -103,6 +109,7 @@ class ReproduceSpec(Validated):
     eof_components: int = bounded(1, ge=0)
     threads: int = bounded(1, ge=1)
     workers: int = bounded(1, ge=1)
+    classical: list[str] = field(default_factory=list)
 
     @property
     def curve_run_seed(self) -> int:
@@ -123,6 +130,11 @@ class ReproduceSpec(Validated):
         missing = [m for m in CURVE_METHODS if m not in self.methods]
         if missing:
             yield "methods", f"must include {missing} (the MIA / CAVIA ratio and the curve)"
+        unknown = [c for c in self.classical if c not in CLASSICAL]
+        if unknown:
+            yield "classical", f"unknown rows {unknown}; choose from {list(CLASSICAL)}"
+        if len(set(self.classical)) != len(self.classical):
+            yield "classical", f"repeated rows in {self.classical}"
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             yield "seeds", f"need at least one seed, all distinct, got {self.seeds}"
         if any(s < 1 for s in self.curve_steps) or sorted(set(self.curve_steps)) != list(
