@@ -12,6 +12,7 @@ from mia_core.config.schema import CONTINUAL_METHOD_NAMES
 from mia_core.inr import INR, ComposersINR, FunctaINR, ReluFourierMLP, Siren
 from mia_core.mcl.fim import FIMLearner
 from mia_core.meta.learner import MetaLearner, PruningSpec, adapted_shapes
+from mia_core.meta.prior import PriorPull
 
 
 def adapt_mode(method: MethodConfig) -> str:
@@ -117,6 +118,7 @@ def build_rule(
             eta_init=s.eta_init,
             lr=lr,
             residual_sgd=s.residual_sgd,
+            support_state=getattr(s, "support_state", "none"),
         )
     raise ValueError(f"unknown method.name {method.name!r}")
 
@@ -146,9 +148,15 @@ def build_learner(
     if method.pruning.enabled:
         p = method.pruning
         pruning = PruningSpec(p.keep_ratio, p.bootstrap_steps, p.bootstrap_weight)
+    rule = build_rule(method, shapes, groups)
+    prior = None
+    if getattr(method, "prior_pull", 0.0) > 0:
+        prior = PriorPull(
+            list(modalities), method.prior_pull, method.prior_pull_n0, method.prior_pull_learned
+        )
     learner = MetaLearner(
         inrs,
-        build_rule(method, shapes, groups),
+        rule,
         method.inner_steps,
         mode,
         method.first_order,
@@ -157,6 +165,7 @@ def build_learner(
         method.meta_gradient,
         method.inner_points,
         getattr(method, "head_ridge", 0.0),
+        prior,
     )
     if method.fim_lambda > 0:  # FIM loss hook (mia_core/mcl/fim.py)
         learner = FIMLearner(learner, method.fim_lambda, method.fim_decay, method.fim_normalise)

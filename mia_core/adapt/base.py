@@ -5,6 +5,11 @@ gradients, keyed by name. Every tensor has a leading batch dimension ``B``; the
 ``groups`` mapping says which modality each key belongs to, so a rule can fuse states
 across modalities (the State Fusion Transformer) or keep them apart (all others).
 A rule is an ``nn.Module``: its parameters are meta-learned by the outer loop.
+
+The inner loop also puts the support sizes in the rule's state under ``SUPPORT_KEY``
+(:func:`with_support`): modality -> ``(n, P)``, the ``(B,)`` support point counts and
+valid point counts of the signals. Rules that condition on them (the SFT's
+``support_state``) read them there; the others pass the state through untouched.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Self
 from torch import Tensor, nn
 
 Params = dict[str, Tensor]
+SUPPORT_KEY = "support"
 
 
 class UpdateRule(nn.Module, abc.ABC):
@@ -80,3 +86,18 @@ class UpdateRule(nn.Module, abc.ABC):
 def safe_key(key: str) -> str:
     """Module-dict-safe version of a tensor key (``.`` and ``/`` are not allowed)."""
     return key.replace(".", "__").replace("/", "--")
+
+
+def with_support(
+    state: dict, counts: Mapping[str, Tensor], totals: Mapping[str, Tensor] | None = None
+) -> dict:
+    """``state`` plus the signals' support sizes under ``SUPPORT_KEY`` (a new dict).
+
+    Args:
+        state: a rule state.
+        counts: modality -> ``(B,)`` number of support points of each signal.
+        totals: modality -> ``(B,)`` number of valid points of each signal (the density's
+            denominator); ``counts`` when omitted (a field fitted on every valid point).
+    """
+    totals = counts if totals is None else totals
+    return {**state, SUPPORT_KEY: {m: (counts[m], totals[m]) for m in counts}}

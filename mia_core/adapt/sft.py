@@ -14,6 +14,14 @@ Fusion MLP a linear head reads the last computed tokens. ``residual_sgd`` adds
 ``lr * g`` to the predicted update and zero-initialises the predictor's last layer, so
 an untrained SFT starts exactly as CAVIA (an engineering choice for stable early
 meta-training; turn it off for the paper's pure form).
+
+``support_state`` (not in the paper; off by default) adds how much a signal sees to
+its state: a per-modality learned embedding of ``log(1 + n)`` (``log_count``) or of
+``n / P`` (``density``), with ``n`` the signal's support points and ``P`` its valid
+points, is added to every token ``z`` of that modality. The layer-normalised parameter
+and gradient states look alike for 2 support points and for 2,000; this lets the
+learned update tell them apart. The sizes come from the rule state
+(:data:`~mia_core.adapt.base.SUPPORT_KEY`, set by the inner loop).
 """
 
 from __future__ import annotations
@@ -23,8 +31,10 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from mia_core.adapt.base import Params, UpdateRule, safe_key
+from mia_core.adapt.base import SUPPORT_KEY, Params, UpdateRule, safe_key
 from mia_core.adapt.transformer import Blocks
+
+SUPPORT_STATES = ("none", "log_count", "density")
 
 
 class FusionMLP(nn.Sequential):
@@ -59,6 +69,7 @@ class StateFusionTransformer(UpdateRule):
         eta_init: initial log gradient scale.
         lr: step size of the residual SGD term.
         residual_sgd: see the module docstring.
+        support_state: one of ``SUPPORT_STATES`` (see the module docstring).
     """
 
     def __init__(
@@ -79,6 +90,7 @@ class StateFusionTransformer(UpdateRule):
         eta_init: float = 0.0,
         lr: float = 1.0,
         residual_sgd: bool = True,
+        support_state: str = "none",
     ) -> None:
         super().__init__(shapes, groups)
         bad = {k: s for k, s in self.shapes.items() if len(s) != 2}
@@ -86,6 +98,11 @@ class StateFusionTransformer(UpdateRule):
             raise ValueError(f"the SFT adapts 2-D contexts (S, D); got {bad}")
         if not (state_params or state_grads):
             raise ValueError("the SFT needs at least one state input (params or grads)")
+        if support_state not in SUPPORT_STATES:
+            raise ValueError(
+                f"support_state must be one of {SUPPORT_STATES}, not {support_state!r}"
+            )
+        self.support_state = support_state
         self.use_usft = use_usft and usft_layers > 0
         self.use_msft = use_msft and msft_layers > 0
         self.use_fusion, self.residual_sgd, self.lr = use_fusion, residual_sgd, float(lr)
@@ -122,6 +139,33 @@ class StateFusionTransformer(UpdateRule):
                 nn.init.zeros_(last.bias)
             self.head[sk] = head
         self.msft = Blocks(msft_layers, dim, heads, mlp_dim) if self.use_msft else None
+        # Built last: with it off, every other module draws the same initial values.
+        self.support_embed = (
+            nn.ModuleDict(
+                {
+                    safe_key(k): nn.Sequential(nn.Linear(1, dim), nn.ReLU(), nn.Linear(dim, dim))
+                    for k in self.keys
+                }
+            )
+            if support_state != "none"
+            else None
+        )
+
+    def support_feature(self, key: str, state: dict) -> Tensor:
+        """``(B, 1)`` support feature of modality ``key``: ``log(1 + n)`` or ``n / P``.
+
+        Raises:
+            ValueError: the state carries no support sizes for ``key``.
+        """
+        sizes = state.get(SUPPORT_KEY, {})
+        if key not in sizes:
+            raise ValueError(
+                f"SFT support_state={self.support_state!r} needs the support sizes of "
+                f"modality {key!r} in the rule state (mia_core.adapt.base.with_support)"
+            )
+        n, total = (t.float() for t in sizes[key])
+        feat = torch.log1p(n) if self.support_state == "log_count" else n / total.clamp(min=1.0)
+        return feat.reshape(-1, 1)
 
     def update(
         self, params: Params, grads: Params, state: dict, step: int
@@ -137,6 +181,9 @@ class StateFusionTransformer(UpdateRule):
             if self.state_grads:
                 parts.append(self.norm_g[sk](g))
             z[k] = self.proj[sk](torch.cat(parts, -1) if len(parts) > 1 else parts[0])
+            if self.support_embed is not None:
+                feat = self.support_feature(k, state).to(z[k].dtype)
+                z[k] = z[k] + self.support_embed[sk](feat).unsqueeze(1)
             tok = z[k] + self.pos[sk]
             z_uni[k] = self.usft[sk](tok)[0] if self.use_usft else tok
         aux: dict = {}

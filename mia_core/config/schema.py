@@ -349,7 +349,7 @@ class RunConfig(_Validated):
 
 
 @dataclass
-class Config:
+class Config(_Validated):
     """A complete experiment: data, model, method and run sections.
 
     Attributes:
@@ -363,3 +363,12 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def _extra_problems(self) -> Problems:
+        """Rules across sections."""
+        if self.method.sft.support_state == "density" and self.data.query_points > 0:
+            yield (
+                "method.sft.support_state",
+                "density divides by the query set's valid points, which data.query_points "
+                "subsamples in training: set data.query_points=0 or use log_count",
+            )

@@ -27,6 +27,7 @@ MCL_EVAL_OPTIMIZERS = ("sgd", "adam")
 GAP_VARIANTS = ("exact", "approx")
 WEIGHT_RATES = ("fixed", "param", "param_step")
 META_GRADIENTS = ("maml", "reptile")
+SUPPORT_STATES = ("none", "log_count", "density")
 
 
 @dataclass
@@ -49,6 +50,11 @@ class SFTConfig(_Validated):
         return_attention: Return attention maps (analysis only; slower).
         residual_sgd: Add ``inner_lr * g`` to the predicted update and zero-initialise
             the predictor's last layer, so an untrained SFT equals CAVIA.
+        support_state: One of ``SUPPORT_STATES``: ``none`` (default, the paper's SFT),
+            ``log_count`` or ``density``: a learned embedding of each signal's
+            ``log(1 + n)`` or ``n / P`` (``n`` support points, ``P`` valid points) is
+            added to every state token of its modality, so the update can depend on how
+            much the signal shows (docs/low_support.md).
     """
 
     dim: int = _num(192, ge=1)
@@ -65,6 +71,7 @@ class SFTConfig(_Validated):
     eta_init: float = 0.0
     return_attention: bool = False
     residual_sgd: bool = True
+    support_state: str = _choice("none", SUPPORT_STATES)
 
     def _extra_problems(self) -> Problems:
         yield from _divisible_problems(self, "dim", "heads")
@@ -252,6 +259,14 @@ class MethodConfig(_Validated):
         fim_decay: EMA factor of the FIM loss's running diagonal Fisher.
         fim_normalise: Divide ``g^T F^-1 g`` by ``D`` (weights average ``1 + lambda``);
             ``False``: the paper's ``w = 1 + lambda g^T F^-1 g`` (``mia_core/mcl/fim.py``).
+        prior_pull: Initial (or fixed) strength ``lambda`` of a pull toward the
+            meta-initialisation in the inner loss, ``lambda / (1 + n / prior_pull_n0)``
+            times the mean squared distance of the adapted tensors, ``n`` the signal's
+            support points (a MAP prior that matters at 2 points and vanishes at 2,000;
+            ``mia_core/meta/prior.py``, docs/low_support.md); 0 = off.
+        prior_pull_n0: Support count at which the pull has halved, > 0.
+        prior_pull_learned: Meta-learn ``log lambda`` and ``log n0`` per modality
+            (starting at ``prior_pull`` and ``prior_pull_n0``); needs ``prior_pull > 0``.
         mcl: Meta-continual learning settings.
     """
 
@@ -273,6 +288,9 @@ class MethodConfig(_Validated):
     fim_lambda: float = _num(0.0, ge=0.0)
     fim_decay: float = _num(0.9, ge=0.0, le=1.0)
     fim_normalise: bool = True
+    prior_pull: float = _num(0.0, ge=0.0)
+    prior_pull_n0: float = _num(10.0, gt=0.0)
+    prior_pull_learned: bool = False
     mcl: MCLConfig = field(default_factory=MCLConfig)
 
     def _extra_problems(self) -> Problems:
@@ -307,3 +325,29 @@ class MethodConfig(_Validated):
                     f"{self.name!r}; context methods learn rates with name: metasgd"
                 ),
             )
+        yield from self._low_support_problems()
+
+    def _low_support_problems(self) -> Problems:
+        """Where ``sft.support_state`` and ``prior_pull`` act (docs/low_support.md)."""
+        if self.sft.support_state != "none" and self.name != "mia":
+            yield (
+                "sft.support_state",
+                f"feeds MIA's SFT: it needs name mia, not {self.name!r}; set it to none",
+            )
+        if self.sft.support_state != "none" and self.fim_lambda > 0:
+            yield "sft.support_state", "is not supported with fim_lambda > 0; set one of them off"
+        if self.prior_pull_learned and self.prior_pull <= 0:
+            yield "prior_pull_learned", "needs prior_pull > 0 (its initial strength)"
+        if self.prior_pull <= 0:
+            return
+        other = ""
+        if self.name in CONTINUAL_METHOD_NAMES + ("mwt",):
+            other = f"name {self.name!r} (it runs its own inner loop)"
+        elif self.head_ridge > 0:
+            other = "head_ridge > 0 (the ridge is the closed-form head's prior)"
+        elif self.fim_lambda > 0:
+            other = "fim_lambda > 0 (the FIM learner has its own inner loss)"
+        if other:
+            yield "prior_pull", f"acts on MetaLearner's inner steps, not with {other}; set it to 0"
+        if self.prior_pull_learned and self.meta_gradient == "reptile":
+            yield "prior_pull_learned", "Reptile gives a learned strength no gradient; set it false"

@@ -10,6 +10,11 @@ then maps ``(params, grads)`` to new params.
 Second order by default (``create_graph=True``). ``first_order`` detaches the inner
 gradients; the rule's own parameters and the initial params still receive gradients
 through the update expressions.
+
+Every step hands the rule the signals' support sizes in its state
+(:func:`~mia_core.adapt.base.with_support`). An optional :class:`~mia_core.meta.prior.PriorPull`
+adds a support-dependent pull toward the meta-initialisation to the inner loss (its
+gradient joins the support-loss gradient before the rule, whatever the rule).
 """
 
 from __future__ import annotations
@@ -21,11 +26,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from mia_core.adapt.base import Params, UpdateRule
+from mia_core.adapt.base import Params, UpdateRule, with_support
 from mia_core.data.episode import Episode, ModalityBatch
 from mia_core.inr.base import INR
 from mia_core.meta.head import HEAD_KEYS, head_keys, ridge_head
 from mia_core.meta.metrics import masked_mse, signal_metrics
+from mia_core.meta.prior import PriorPull
 from mia_core.meta.pruning import gradient_norm_scores, select_top
 from mia_core.runtime import autocast_off
 
@@ -113,6 +119,8 @@ class MetaLearner(nn.Module):
             batch) at every inner step; 0 uses them all.
         head_ridge: with ``adapt='head'``, the relative ridge of the closed-form head
             solved after the inner steps (:mod:`mia_core.meta.head`).
+        prior: support-dependent pull toward the initialisation in the inner loss
+            (:mod:`mia_core.meta.prior`), or ``None``.
     """
 
     def __init__(
@@ -127,6 +135,7 @@ class MetaLearner(nn.Module):
         meta_gradient: str = "maml",
         inner_points: int = 0,
         head_ridge: float = 0.0,
+        prior: PriorPull | None = None,
     ) -> None:
         super().__init__()
         if meta_gradient not in ("maml", "reptile"):
@@ -147,6 +156,7 @@ class MetaLearner(nn.Module):
         self.log_vars = (
             nn.Parameter(torch.zeros(len(self.modalities))) if uncertainty_weighting else None
         )
+        self.prior = prior
 
     def initial_params(self, batch: int) -> Params:
         """Adapted tensors at step 0, as ``(B, ...)`` views of the meta-parameters."""
@@ -205,10 +215,18 @@ class MetaLearner(nn.Module):
             sets[m] = (x, y, mask)
         return sets
 
+    def support_sizes(self, episode: Episode) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Modality -> ``(B,)`` support point counts, and -> ``(B,)`` valid point counts."""
+        counts = {m: episode[m].support_mask.sum(1) for m in self.modalities}
+        return counts, {m: episode[m].query_mask.sum(1) for m in self.modalities}
+
     def step(
         self, episode: Episode, params: Params, state: dict, k: int, create_graph: bool, prune: bool
     ):
-        """One inner step for all signals and modalities; returns ``(params, state, aux, loss)``."""
+        """One inner step for all signals and modalities; returns ``(params, state, aux, loss)``.
+
+        The inner loss is the summed support MSE plus the prior pull, when configured.
+        """
         sets = self._support(episode, params, prune)
         loss = sum(
             masked_mse(self.predict(m, x, params), y, mask).sum()
@@ -217,6 +235,12 @@ class MetaLearner(nn.Module):
         keys = list(params)
         grads = torch.autograd.grad(loss, [params[key] for key in keys], create_graph=create_graph)
         grads = {key: g for key, g in zip(keys, grads, strict=True)}
+        counts, totals = self.support_sizes(episode)
+        if self.prior is not None:
+            pull, pull_grads = self.prior(params, self.initial_params(1), counts, self.rule.groups)
+            grads = {key: g + pull_grads[key] for key, g in grads.items()}
+            loss = loss + pull
+        state = with_support(state, counts, totals)
         return (*self.rule(params, grads, state, k), loss.detach())
 
     def adapt(

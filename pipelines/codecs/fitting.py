@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mia_core.adapt import SGD, Adam, UpdateRule
+from mia_core.adapt import SGD, Adam, UpdateRule, with_support
 from mia_core.meta.learner import MetaLearner
 from mia_core.meta.metrics import masked_mse, psnr
 from mia_core.runtime import synchronize
@@ -132,7 +132,9 @@ def fit_batch(
     params = {k: v.detach().clone().requires_grad_(True) for k, v in start.items()}
     keys = list(params)
     rule = fit_rule(learner, optimizer, lr, params)
-    rule_state = rule.init_state(params)
+    rule_state = with_support(
+        rule.init_state(params), {m: valid[m].reshape(bsz, -1).sum(1) for m in learner.modalities}
+    )
     device = next(iter(values.values())).device
     gen = torch.Generator().manual_seed(seed)
     reached = torch.full((bsz,), -1, dtype=torch.long)
