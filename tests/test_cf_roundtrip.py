@@ -180,3 +180,21 @@ def test_cf_xarray_reads_the_store_in_physical_units(round_trip):
     sst = ds.cf[VAR]  # found by its standard_name, unpacked by xarray
     assert sst.attrs["units"] == "K"
     assert abs(float(sst.mean()) - float(round_trip["src"][VAR].mean())) < 1e-3
+
+
+def test_decode_command_takes_dates_and_fill(round_trip, capsys):
+    from ray_jobs.common import run_main
+    from ray_jobs.encode import main as encode
+
+    def encode_main(argv: list[str]) -> int:
+        return run_main(encode, argv)
+
+    out = round_trip["root"] / "cli.nc"
+    argv = ["decode", str(round_trip["codes"]), "--out", str(out), "--time", "2006-07", "--fill"]
+    assert encode_main(argv) == 0
+    dec = xr.open_dataset(out)
+    assert dec.sizes["time"] == 1 and not np.isnan(dec[VAR].values).any()
+    bad = ["decode", str(round_trip["codes"]), "--out", str(out), "--time", "1850-01"]
+    assert encode_main([*bad, "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no time step at 1850-01" in err[0]
