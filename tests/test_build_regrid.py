@@ -86,10 +86,10 @@ def test_the_inputs_own_grid_is_copied_not_regridded(tmp_path, monkeypatch, meth
     summary, store = build_store(tmp_path, tmp_path / "same.nc", *args)
     assert "copied" in summary["regrid"]
     v = store.read(0, 3)["t2m"].reshape(3, 19, 36)
-    # stored as the builder always stores: ascending latitudes, longitudes in [0, 360)
-    want = f[:, ::-1][:, :, np.argsort(lon % 360.0)].astype(np.float32)
+    # ascending latitudes, the input's longitude convention ([-180, 180)) and order
+    want = f[:, ::-1].astype(np.float32)
     np.testing.assert_array_equal(v, want)  # exact copy, NaN where the input has NaN
-    assert summary["latitude"] == [-90.0, 90.0] and summary["longitude"] == [0.0, 350.0]
+    assert summary["latitude"] == [-90.0, 90.0] and summary["longitude"] == [-180.0, 170.0]
 
 
 def test_a_grid_half_a_cell_away_is_regridded(tmp_path):

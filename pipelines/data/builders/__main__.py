@@ -50,9 +50,8 @@ def main(argv: list[str] | None = None) -> int:
             err = DiskFull(location.display)
         print(f"error: build {args.name}: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
-    if "changes" in summary:  # what was changed in the user's data, or that nothing was
-        for line in summary["changes"] or ["nothing: variables, grid and longitudes as input"]:
-            print(f"build {args.name}: changed {line}", file=sys.stderr)
+    for line in summary.get("changes", []):  # what was changed in the user's data
+        print(f"build {args.name}: changed {line}", file=sys.stderr)
     print(json.dumps({"store": location.display, **summary}, indent=1, default=str))
     return 0
 

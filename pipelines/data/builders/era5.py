@@ -245,17 +245,14 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
 
 
 def _on_grid(ds: xr.Dataset, target: era5_grid.Target) -> bool:
-    """Whether ``ds`` is on ``target``'s very points (its values are copied, not regridded)."""
-    other = era5_grid.plan(ds, None, "input")
-    same_lat = np.array_equal(np.sort(other.lat), np.sort(target.lat))
-    return (
-        same_lat
-        and other.lon.size == target.lon.size
-        and np.allclose(
-            np.sort(era5_changes.wrap(other.lon, "0-360")),
-            np.sort(era5_changes.wrap(target.lon, "0-360")),
-        )
+    """Whether ``ds`` is on ``target``'s points (its values are copied, not regridded)."""
+    own = era5_grid.plan(ds, None, "input")
+    lat = era5_grid.same_grid_index(np.sort(own.lat), target.lat, False)
+    wrap = era5_changes.wrap
+    lon = era5_grid.same_grid_index(
+        np.sort(wrap(own.lon, "0-360")), wrap(target.lon, "0-360"), True
     )
+    return lat is not None and lon is not None
 
 
 def _source_attrs(datasets: list[xr.Dataset], name: str) -> dict:
