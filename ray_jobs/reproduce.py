@@ -37,6 +37,11 @@ DEFAULT_JSONS = (
     "benchmarks/results/mia_fields.json",
     "benchmarks/results/mia_fields_hadcm3.json",
 )
+# Results whose generated block lives in a docs page, not in the README.
+PAGES = {
+    "benchmarks/results/mia_fields_hadcm3.json": "docs/results/fields_hadcm3.md",
+    "benchmarks/results/mia_fields_ncep_wind10m.json": "docs/results/fields_ncep_wind10m.md",
+}
 
 
 def main(argv: list[str]) -> int:
@@ -69,7 +74,10 @@ def main(argv: list[str]) -> int:
         if not sources:
             raise FileNotFoundError(f"none of {list(DEFAULT_JSONS)} exists (run a study first)")
         for source in sources:
-            readme = update_readme(args.readme_file, source)
+            page = args.readme_file
+            if page == "README.md":  # the default: a result with its own page goes there
+                page = PAGES.get(str(source), page)
+            readme = update_readme(page, source)
             print(f"updated {readme} from {source}")
     return 0
 
