@@ -11,6 +11,7 @@ is left byte for byte.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from mia_core.config import ConfigError
@@ -23,12 +24,14 @@ BIN_NAMES = ("lowest", "middle", "highest")
 KEYS = ("protocol", "steps", "seeds", "backbone", "nmse_x1e2")
 
 
-def readme_table(results: dict, source: str) -> str:
+def readme_table(results: dict, source: str, page_dir: str = ".") -> str:
     """The markdown block (caption + table + MIA / CAVIA row) for ``results``.
 
     Args:
         results: the results JSON's content.
         source: the JSON's path, named in the caption.
+        page_dir: the folder of the page the block goes in (figure links are relative
+            to it; the repository root for the README).
 
     Raises:
         ConfigError: a key of the layout is missing.
@@ -87,8 +90,8 @@ def readme_table(results: dict, source: str) -> str:
     block = f"{caption}\n\n{markdown(rows)}"
     if "curve" in results:
         block += "\n" + curve_table(results["curve"])
-    for fig in results.get("figures", []):
-        block += f"\n![{Path(fig).stem}]({fig})\n"
+    for fig in results.get("figures", []):  # repository paths, linked from the page's folder
+        block += f"\n![{Path(fig).stem}]({os.path.relpath(fig, page_dir)})\n"
     return block
 
 
@@ -110,7 +113,8 @@ def update_readme(readme: str | Path, results_json: str | Path) -> Path:
     readme, results_json = Path(readme), Path(results_json)
     if not results_json.exists():
         raise FileNotFoundError(f"{results_json}: no results JSON (run the study first)")
-    block = readme_table(json.loads(results_json.read_text()), str(results_json))
+    results = json.loads(results_json.read_text())
+    block = readme_table(results, str(results_json), os.path.dirname(readme) or ".")
     text = replace_between_markers(readme.read_text(), block, str(readme), results_json.stem)
     readme.write_text(text)
     return readme
