@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._val_runs import train_val  # noqa: E402
+
 STUDY = "configs/reproduce/fields_hadcm3_a1b.yaml"
 CAVIA = "configs/experiments/paper_era5_cavia_cpu.yaml"
 MIA = "configs/experiments/paper_era5_mia_cpu.yaml"
@@ -55,18 +58,8 @@ DOCS = ROOT / "docs/results/hadcm3_settings_choice.md"
 def run_variant(name: str, seed: int, steps: int, out_dir: Path) -> dict:
     """Train one variant with ``mia-inr train --local``; its validation report."""
     config, extra = VARIANTS[name]
-    run = f"{name}_s{seed}"
-    metrics = out_dir / run / "metrics_val.json"
-    if not metrics.exists():
-        overrides = [*BUDGET, *extra, f"run.steps={steps}", f"run.seed={seed}"]
-        overrides += [f"run.name={run}", f"run.out_dir={out_dir}"]
-        cmd = [sys.executable, "-m", "ray_jobs.cli", "train", "--config", config, "--local"]
-        with open(out_dir / f"{run}.log", "w") as log:
-            subprocess.run([*cmd, *overrides], cwd=ROOT, stdout=log, stderr=log, check=True)
-    report = json.loads(metrics.read_text())
-    if report.get("split") != "val":
-        raise RuntimeError(f"{metrics} is not a validation report")
-    return report
+    overrides = [*BUDGET, *extra, f"run.steps={steps}", f"run.seed={seed}"]
+    return train_val(config, overrides, f"{name}_s{seed}", out_dir)
 
 
 def choose(table: dict[str, list[float]]) -> dict[str, str]:

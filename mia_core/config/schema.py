@@ -46,6 +46,7 @@ MATMUL_PRECISIONS = ("highest", "high", "medium")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 SYNTHETIC_VARIANTS = ("paper", "shared")
 PATCH_COORDS = ("local", "global")
+RESIDUAL_BASES = ("none", "eof", "mv_eof")
 EVAL_PROTOCOLS = ("paper", "joint")
 
 __all__ = [
@@ -134,6 +135,12 @@ class DataConfig(_Validated):
             patch on the same ``[-1, 1]^d`` frame, so one network serves any grid size and
             the sine frequencies span a patch) or ``global`` (the points' coordinates in
             the whole grid's ``[-1, 1]^d`` domain).
+        residual_base: One of ``RESIDUAL_BASES``: ``none`` (default), or a classical
+            reconstruction from each signal's support set that the INR learns the residual
+            of: ``eof`` (EOFs per variable) or ``mv_eof`` (joint EOFs of all variables),
+            fitted on the train split with ``k`` chosen on validation
+            (``pipelines.data.episode_base``). Needs whole grids (no ``patch``) on a
+            store with shared coordinates.
         seed: Seed of the dataset generator.
     """
 
@@ -146,6 +153,7 @@ class DataConfig(_Validated):
     time_stride: int = _num(1, ge=1)
     patch: list[int] = field(default_factory=list)
     patch_coords: str = _choice("local", PATCH_COORDS)
+    residual_base: str = _choice("none", RESIDUAL_BASES)
     prefetch: int = _num(2, ge=0)
     modalities: list[str] = _list("sine", "gaussian", "tanh", "relu")
     num_functions: int = _num(1000, ge=2)
@@ -175,6 +183,8 @@ class DataConfig(_Validated):
         if _is_number(self.val_fraction) and _is_number(self.num_train):
             if self.num_train - int(self.num_train * self.val_fraction) < 1:
                 yield "val_fraction", "leaves no training functions"
+        if self.residual_base != "none" and self.patch:
+            yield "residual_base", "needs whole grids: set patch to []"
         for modality, ratio in self.support_ratio_per_modality.items():
             key = f"support_ratio_per_modality.{modality}"
             if modality not in self.modalities:

@@ -277,6 +277,11 @@ def run_encode(
     else:
         ckpt, cfg_path = resolve_checkpoint(spec.checkpoint, spec.run_config or None)
     cfg: Config = load_config(cfg_path)
+    if cfg.data.residual_base != "none":
+        raise EncodeError(
+            f"{cfg_path}: data.residual_base {cfg.data.residual_base!r} is a study option; "
+            "codes store the INR only: encode with a run trained with residual_base none"
+        )
     store = open_field_store(src, list(cfg.data.modalities))
     model = load_meta_model(ckpt, store_dims(store), cfg_path)
     state = load_checkpoint(ckpt)["model"]

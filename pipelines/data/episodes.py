@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from mia_core.data import Episode, ModalityBatch
+from pipelines.data.episode_base import SupportBase, subtract_base
 from pipelines.data.stores.errors import StoreError
 
 # Store extra arrays ``scale__<modality>`` (N,) hold a per-modality normalised-MSE scale
@@ -36,6 +37,8 @@ class EpisodeSpec:
         support_points: cap of the support set per signal: a larger drawn support keeps
             its first ``support_points`` points in draw order (a uniform subset, the
             same random stream); 0: no cap.
+        base: a fitted base reconstruction the episodes are the residual of
+            (``data.residual_base``, :mod:`pipelines.data.episode_base`), or ``None``.
     """
 
     ratio_ranges: Mapping[str, tuple[float, float]]
@@ -44,6 +47,7 @@ class EpisodeSpec:
     store_name: str = "<store>"
     query_points: int = 0
     support_points: int = 0
+    base: SupportBase | None = None
 
 
 def stride_index(grid_shape: tuple[int, ...], stride: int) -> np.ndarray:
@@ -88,6 +92,7 @@ def build_episode(
         StoreError: a signal with no finite value (names store, variable, signal index).
     """
     out: Episode = {}
+    picks: dict[str, torch.Tensor] = {}  # modality -> (B, query_points) kept query indices
     bsz = len(indices)
     for mi, (m, vals) in enumerate(rows.items()):
         s = scale.get(m) if isinstance(scale, Mapping) else scale
@@ -143,22 +148,41 @@ def build_episode(
         else:
             sx = np.take_along_axis(xc, idx[..., None], axis=1)
             qx = torch.from_numpy(xc)
-        qmask = valid.astype(np.float32)
-        if n_query:
-            qi = np.stack(queries)
-            xq = np.broadcast_to(xc, (bsz, *xc.shape[-2:])) if xc.ndim == 2 else xc
-            qx = torch.from_numpy(np.take_along_axis(xq, qi[..., None], axis=1))
-            clean = np.take_along_axis(clean, qi[..., None], axis=1)
-            qmask = np.take_along_axis(qmask, qi, axis=1)
-            q_sup = np.take_along_axis(q_sup, qi, axis=1)
         out[m] = ModalityBatch(
             support_x=torch.from_numpy(np.ascontiguousarray(sx)),
             support_y=torch.from_numpy(np.ascontiguousarray(sy)),
             support_mask=torch.from_numpy(mask),
             query_x=qx,
             query_y=torch.from_numpy(np.ascontiguousarray(clean)),
-            query_mask=torch.from_numpy(np.ascontiguousarray(qmask)),
-            query_support=torch.from_numpy(np.ascontiguousarray(q_sup)),
+            query_mask=torch.from_numpy(valid.astype(np.float32)),
+            query_support=torch.from_numpy(q_sup),
             scale=scale_t,
         )
+        if n_query:
+            picks[m] = torch.from_numpy(np.stack(queries))
+    if spec.base is not None:  # on the whole grid, before the query points are drawn
+        out, _ = subtract_base(out, spec.base, np.asarray(indices))
+    for m, qi in picks.items():
+        out[m] = _query_subset(out[m], qi)
     return out
+
+
+def _query_subset(mb: ModalityBatch, qi: torch.Tensor) -> ModalityBatch:
+    """``mb`` with the query set cut to the ``(B, n)`` point indices ``qi`` (sorted)."""
+    qx = mb.query_x.expand(qi.shape[0], -1, -1)
+
+    def take(t: torch.Tensor) -> torch.Tensor:
+        if t.ndim == 2:
+            return torch.gather(t, 1, qi)
+        return torch.gather(t, 1, qi[..., None].expand(-1, -1, t.shape[-1]))
+
+    return ModalityBatch(
+        support_x=mb.support_x,
+        support_y=mb.support_y,
+        support_mask=mb.support_mask,
+        query_x=take(qx),
+        query_y=take(mb.query_y),
+        query_mask=take(mb.query_mask),
+        query_support=take(mb.query_support),
+        scale=mb.scale,
+    )

@@ -13,10 +13,12 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mia_core.builders import build_learner
 from mia_core.runtime import resolve_device, set_matmul_precision
+from pipelines.data.episode_base import subtract_base
 from pipelines.data.resolve import episode_spec, modality_dims, open_training_store
 from pipelines.data.streams import store_episodes
 from pipelines.engine.checkpoint import OTHER_MODEL_HINT, check_model_state, load_checkpoint
@@ -25,6 +27,7 @@ from pipelines.engine.task import check_split, split_file
 from pipelines.reports.evaluation import EvalRow, evaluate, markdown_table, write_csv
 from pipelines.reports.mlflow_model import log_dataset, log_meta_model
 from pipelines.reports.plots import plot_attention, plot_reconstruction
+from pipelines.reports.residual_base import fit_residual_base
 from pipelines.tracking.tracker import Tracker
 
 
@@ -66,6 +69,7 @@ def evaluate_run(
     learner.eval()
     repeats = repeats or cfg.run.eval_repeats
     bins = [(float(lo), float(hi)) for lo, hi in cfg.run.eval_bins]
+    base = fit_residual_base(cfg, store)
     rows = evaluate(
         learner,
         store,
@@ -79,6 +83,7 @@ def evaluate_run(
         cfg.data.spatial_stride,
         cfg.data.time_stride,
         cfg.run.eval_protocol,
+        base=base,
     )
     nmse = markdown_table(rows, "nmse_all", 100.0)
     log(
@@ -123,7 +128,7 @@ def evaluate_run(
         )
     )
     out = run_dir / split_file("figures", split)
-    figures = _figures(learner, store, cfg, device, out, split) if figures else []
+    figures = _figures(learner, store, cfg, device, out, split, base) if figures else []
     if track:
         tracker = Tracker(cfg, run_dir)
         for r in rows:
@@ -138,14 +143,16 @@ def evaluate_run(
         for f in figures:
             tracker.artifact(f, out.name)
         log_dataset(store)
-        if cfg.run.log_model:
+        if cfg.run.log_model and base is not None:
+            log(f"MLflow model not logged: it would lack data.residual_base {base.name!r}")
+        elif cfg.run.log_model:
             log(f"MLflow model {log_meta_model(run_dir, ckpt, cfg, modality_dims(store), store)}")
         tracker.close()
         log(f"logged to MLflow run {tracker.run_id} at {tracker.display_uri}")
     return rows
 
 
-def _figures(learner, store, cfg, device, out: Path, split: str) -> list[Path]:
+def _figures(learner, store, cfg, device, out: Path, split: str, base=None) -> list[Path]:
     lo, hi = cfg.run.eval_bins[0]
     spec = episode_spec(cfg, store, seed_offset=3, ratio=(lo, hi))
     stream = store_episodes(store, spec, 4, split, 0, False, cfg.data.time_stride)
@@ -153,12 +160,17 @@ def _figures(learner, store, cfg, device, out: Path, split: str) -> list[Path]:
     if episode is None:  # e.g. data.time_stride leaves no signal of the split to draw
         return []
     episode = {m: b.to(device) for m, b in episode.items()}
+    seen, bases = episode, {}
+    if base is not None:  # the INR adapts to y - base; the figure shows base + INR
+        count = next(iter(episode.values())).batch_size
+        seen, bases = subtract_base(episode, base, np.arange(count))
     with torch.enable_grad():
-        params, auxs = learner.adapt(episode, create_graph=False, prune=False, track_graph=False)
+        params, auxs = learner.adapt(seen, create_graph=False, prune=False, track_graph=False)
     paths = []
     with torch.no_grad():
         for m, mb in episode.items():
             pred = learner.predict(m, mb.query_x, params)
+            pred = pred + bases[m] if m in bases else pred
             shape = store.info[m].grid_shape
             if cfg.data.spatial_stride > 1:
                 shape = tuple(len(range(0, n, cfg.data.spatial_stride)) for n in shape)

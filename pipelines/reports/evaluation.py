@@ -53,19 +53,15 @@ from torch import Tensor
 
 from mia_core.data import ModalityBatch
 from mia_core.meta import MetaLearner
-from mia_core.meta.metrics import REGIONS, psnr, signal_metrics
-from pipelines.data.episodes import EpisodeSpec, stride_index
+from mia_core.meta.metrics import REGIONS, signal_metrics
+from pipelines.data.episode_base import SupportBase, subtract_base
+from pipelines.data.episodes import EpisodeSpec
 from pipelines.data.stores import Store
-from pipelines.data.stores.geometry import (
-    COS_LAT,
-    UNIFORM,
-    Geometry,
-    point_weights,
-    store_geometry,
-)
+from pipelines.data.stores.geometry import COS_LAT, UNIFORM, Geometry, store_geometry
 from pipelines.data.stores.reader import keep_rows
 from pipelines.data.stores.writer import SPLITS
 from pipelines.data.streams import store_episodes
+from pipelines.reports.area_metrics import AREA_METRICS, AreaWeights
 from pipelines.reports.classical_base import Reconstructor
 
 METRICS = (
@@ -78,9 +74,6 @@ METRICS = (
     "psnr_all",
     "psnr_support",
     "psnr_nonsupport",
-)
-AREA_METRICS = tuple(
-    f"{family}_{region}" for family in ("nmse_area", "psnr_area", "rmse_phys") for region in REGIONS
 )
 PROTOCOLS = ("paper", "joint")
 _TOL = 1e-6  # ratios are k / n: equal to an edge up to float rounding
@@ -150,6 +143,7 @@ def evaluate(
     time_stride: int = 1,
     protocol: str = "paper",
     classical: Mapping[str, Reconstructor] | None = None,
+    base: SupportBase | None = None,
 ) -> list[EvalRow]:
     """Evaluate ``learner`` on one split of ``store`` per modality and support-ratio bin.
 
@@ -170,6 +164,8 @@ def evaluate(
         protocol: one of ``PROTOCOLS`` (see the module docstring).
         classical: row name -> fitted classical reconstructor (opt-in: training-time
             validation does not pay for it), scored on the learner's support sets.
+        base: the learner's ``data.residual_base`` (it adapts to ``y - base`` and
+            predicts ``base + INR``; :mod:`pipelines.data.episode_base`), or ``None``.
 
     Returns:
         One row per (bin, modality), in bin order then modality order, with ``METRICS``
@@ -198,7 +194,7 @@ def evaluate(
     values = {c: {k: [] for k in keys} for c in cells}
     mods = [m for m in modalities if m in store.info]
     geometry = {m: store_geometry(store, m, strict=False) for m in mods}
-    area = {m: _AreaWeights(store, m, g, spatial_stride, device) for m, g in geometry.items()}
+    area = {m: AreaWeights(store, m, g, spatial_stride, device) for m, g in geometry.items()}
     order = np.flatnonzero(keep_rows(store.split, store.valid, 0, SPLITS[split], time_stride))
     counts = {c: 0 for c in cells}
     failed = {c: 0 for c in cells}
@@ -219,7 +215,7 @@ def evaluate(
                 done += len(index)
                 scored = []
                 if learner is not None:
-                    scored.append(("", *learner.evaluate(episode, psnr_range)))
+                    scored.append(("", *_learner_scores(learner, episode, index, base, psnr_range)))
                 for name, rec in classical.items():
                     got = _classical_scores(rec, cpu, episode, index, psnr_range, modalities)
                     scored.append((name, *got))
@@ -261,6 +257,21 @@ def evaluate(
     return rows
 
 
+def _learner_scores(
+    learner: MetaLearner,
+    episode: dict[str, ModalityBatch],
+    index: np.ndarray,
+    base: SupportBase | None,
+    psnr_range: float,
+) -> tuple[dict[str, dict[str, Tensor]], dict[str, Tensor]]:
+    """The learner's per-signal metrics and predictions (``base + INR`` with a base)."""
+    if base is None:
+        return learner.evaluate(episode, psnr_range)
+    residual, bases = subtract_base(episode, base, index)
+    metrics, preds = learner.evaluate(residual, psnr_range)
+    return metrics, {m: p + bases[m] if m in bases else p for m, p in preds.items()}
+
+
 def _classical_scores(
     rec: Reconstructor,
     cpu: dict[str, ModalityBatch],
@@ -288,55 +299,6 @@ def _classical_scores(
         md["failed"] = failed.float()
         metrics[m], preds[m] = md, p
     return metrics, preds
-
-
-class _AreaWeights:
-    """One modality's query-point area weights and squared physical scales, on ``device``.
-
-    Query points are the grid's points kept by ``spatial_stride``, row-major (the
-    evaluation's episodes keep every query point); a patch store's weights differ per
-    patch, so :meth:`metrics` takes the batch's signal indices.
-    """
-
-    def __init__(
-        self, store: Store, m: str, geometry: Geometry, spatial_stride: int, device: torch.device
-    ) -> None:
-        keep = stride_index(tuple(store.info[m].grid_shape), spatial_stride)
-        weights = point_weights(store, m, geometry)[:, keep]
-        self.weights = torch.as_tensor(weights, dtype=torch.float32, device=device)
-        self.scale2 = torch.as_tensor(geometry.scale**2, dtype=torch.float32, device=device)
-        self.name = m
-
-    def metrics(
-        self, pred: Tensor, mb: ModalityBatch, index: np.ndarray, data_range: float
-    ) -> dict[str, Tensor]:
-        """Per-signal ``AREA_METRICS`` (``rmse_phys_*`` hold mean squared errors, ``(B,)``)."""
-        w = self.weights
-        if w.shape[1] != mb.query_y.shape[1]:
-            raise ValueError(
-                f"variable {self.name!r}: {mb.query_y.shape[1]} query points, {w.shape[1]} "
-                "grid points: the area-weighted metrics need every query point"
-            )
-        if len(w) > 1:  # patches: row i % K of each signal
-            w = w[torch.as_tensor(index % len(w), device=w.device)]
-        se = (pred.float() - mb.query_y.float()).square()
-        out: dict[str, Tensor] = {}
-        for region, mask in (
-            ("all", mb.query_mask),
-            ("support", mb.query_mask * mb.query_support),
-            ("nonsupport", mb.query_mask * (1.0 - mb.query_support)),
-        ):
-            wm = w * mask.float()
-            total = wm.sum(1)
-            nan = torch.full_like(total, math.nan)
-            mse = torch.where(total > 0, (se.mean(-1) * wm).sum(1) / total.clamp_min(1e-30), nan)
-            phys = torch.where(
-                total > 0, ((se * self.scale2).mean(-1) * wm).sum(1) / total.clamp_min(1e-30), nan
-            )
-            out[f"nmse_area_{region}"] = mse / mb.scale.float().square()
-            out[f"psnr_area_{region}"] = psnr(mse, data_range)
-            out[f"rmse_phys_{region}"] = phys
-        return out
 
 
 def mean_metric(rows: list[EvalRow], key: str) -> float:

@@ -28,6 +28,7 @@ from pipelines.data.streams import dataset_episodes, store_episodes
 from pipelines.engine.task import Task, WorkerContext
 from pipelines.reports.evaluate_run import evaluate_run
 from pipelines.reports.evaluation import evaluate, mean_metric
+from pipelines.reports.residual_base import fit_residual_base
 
 
 class MetaLearningTask(Task):
@@ -45,6 +46,7 @@ class MetaLearningTask(Task):
             query_points=cfg.data.query_points,
             support_points=cfg.data.support_points,
         )
+        self.spec.base = fit_residual_base(cfg, self.store)  # data.residual_base, or None
         self.model = build_learner(cfg.model, cfg.method, modality_dims(self.store)).to(ctx.device)
 
     @classmethod
@@ -110,6 +112,7 @@ class MetaLearningTask(Task):
             cfg.data.psnr_range,
             cfg.data.spatial_stride,
             cfg.data.time_stride,
+            base=self.spec.base,
         )
         self.model.train()
         nmse = mean_metric(rows, "nmse_all")
@@ -126,6 +129,8 @@ class MetaLearningTask(Task):
         per_step = getattr(self.store, "per_step", 0)
         if per_step:
             skipped += f", patches {self.cfg.data.patch} ({per_step} per time step)"
+        if self.spec.base is not None:
+            skipped += f", learning the residual of {self.spec.base.label}"
         return (
             f"{self.cfg.method.name} on {self.cfg.model.family} ({n:,} meta-parameters), "
             f"store {self.store.location.display} modalities {self.store.modalities}{skipped}"
