@@ -1,4 +1,4 @@
-"""The results file of ``encode_throughput.py``: both code kinds in one JSON, its README block.
+"""The results file of ``encode_throughput.py``: both code kinds in one JSON, its docs block.
 
 One file holds the rows of the weight codes (Meta-INR SIREN, int8) and of the latent codes
 (CAVIA Functa, entropy-coded), each measured by its own run of the script: a run replaces
@@ -84,7 +84,7 @@ def _label(setup: dict) -> str:
 
 
 def readme_block(result: dict, source: str) -> str:
-    """The README's table of a results JSON written by ``encode_throughput.py``."""
+    """The generated table (``docs/encoding.md``) of an ``encode_throughput.py`` results JSON."""
     rows = [
         "| codes | encoder | time steps/s per core | PSNR mean / min (dB) | compression "
         "| others (cores) |",

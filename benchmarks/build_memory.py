@@ -11,7 +11,8 @@ the peak should not grow with the number of days.
     python benchmarks/build_memory.py --days 30 --json out.json
     python benchmarks/build_memory.py --json benchmarks/results/build_memory.json --readme
 
-``--readme`` only renders README.md's block ``build_memory`` from the ``--json`` file.
+``--readme`` only renders the block ``build_memory`` of ``docs/stores.md`` from the ``--json``
+file.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pipelines.reports.readme_blocks import write_block
 LAT = np.linspace(90, -90, 181)
 LON = np.arange(360.0)
 TARGET_MB = 2048.0
+PAGE = "docs/stores.md"  # the page with the generated block (--readme)
 
 
 def write_input(path: Path, days: int, seed: int = 0) -> int:
@@ -59,7 +61,7 @@ def write_input(path: Path, days: int, seed: int = 0) -> int:
 
 
 def readme_block(result: dict, source: str) -> str:
-    """The README's table of a results JSON written by this script."""
+    """The generated table (``docs/stores.md``) of a results JSON written by this script."""
     verdict = "PASS" if result["pass"] else "MISS"
     return (
         "| time steps | grid | input (GiB, float32) | build (s) | peak RSS (MB) | target |\n"
@@ -77,13 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--days", type=int, default=730, help="days of hourly data (730: 2 years)")
     p.add_argument("--workdir", default=None, help="where to put input and output (tmp)")
     p.add_argument("--json", default=None, help="also write the numbers to this file")
-    p.add_argument("--readme", action="store_true", help="render README.md's block from --json")
+    p.add_argument("--readme", action="store_true", help=f"render {PAGE}'s block from --json")
     args = p.parse_args(argv)
     if args.readme and not args.json:
         p.error("--readme needs --json (the results file the block is rendered from)")
     if args.readme:  # render only: the numbers come from an earlier run's JSON
         block = readme_block(json.loads(Path(args.json).read_text()), args.json)
-        print(f"updated {write_block('README.md', 'build_memory', block)} from {args.json}")
+        print(f"updated {write_block(PAGE, 'build_memory', block)} from {args.json}")
         return 0
     work = Path(args.workdir or tempfile.mkdtemp(prefix="build_memory_"))
     work.mkdir(parents=True, exist_ok=True)

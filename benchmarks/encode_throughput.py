@@ -35,7 +35,7 @@ kinds this run did not measure (``_throughput_results.py``), so one file holds b
 # variables: ~5 s a step with another job on this 2-core machine), so budget for it
 .venv/bin/python benchmarks/encode_throughput.py --codes latent --frames 256  # quick look
 .venv/bin/python benchmarks/encode_throughput.py --codes both \
-    --json benchmarks/results/encode_throughput.json --readme  # + README table
+    --json benchmarks/results/encode_throughput.json --readme  # + docs/encoding.md's table
 ```
 """
 
@@ -66,6 +66,7 @@ RECIPE = ROOT / "configs/experiments/meta_inr_ncep.yaml"
 LATENT_RECIPE = ROOT / "configs/experiments/latent_hadcm3.yaml"
 VARIABLES = ("t2m", "sp", "tcwv", "z500")
 TARGET = 50.0  # time steps/s per core (issue 15)
+PAGE = "docs/encoding.md"  # the page with the generated block (--readme)
 
 
 def meta_pretrain(store: Path, out: Path, steps: int, k: int, recipe: Path, name: str) -> Path:
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-ray", action="store_true", help="skip the actor-pool row")
     p.add_argument("--json", default="", help="also write the rows here (keeps other codes')")
-    p.add_argument("--readme", action="store_true", help="render README.md's block from --json")
+    p.add_argument("--readme", action="store_true", help=f"render {PAGE}'s block from --json")
     p.add_argument("--render-only", action="store_true", help="with --readme: measure nothing")
     args = p.parse_args(argv)
     if (args.readme or args.render_only) and not args.json:
@@ -262,9 +263,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def render(path: str) -> int:
-    """Regenerate README.md's ``encode_throughput`` block from the results file ``path``."""
+    """Regenerate the ``encode_throughput`` block of :data:`PAGE` from the results file ``path``."""
     block = readme_block(json.loads(Path(path).read_text()), path)
-    print(f"updated {write_block('README.md', 'encode_throughput', block)} from {path}")
+    print(f"updated {write_block(PAGE, 'encode_throughput', block)} from {path}")
     return 0
 
 

@@ -6,7 +6,8 @@ budget, ``--steps`` outer steps, ``--seeds``) and is scored by its end-of-traini
 
 - ``mia``: the study's MIA (SFT with the residual SGD term), the reference;
 - ``mia_log_count`` / ``mia_density``: the support count (log) or density as an SFT state
-  input (``method.sft.support_state``);
+  input (``method.sft.support_state``; ``density`` needs every query point, so it trains
+  with ``data.query_points: 0``);
 - ``mia_prior``: a learned pull toward the meta-initialisation at low support
   (``method.prior_pull``, ``prior_pull_learned``);
 - ``mia_mv_eof`` / ``cavia_mv_eof``: the INR learns the residual of the validation-chosen
@@ -43,7 +44,7 @@ from pipelines.studies.reproduce_spec import load_reproduce  # noqa: E402
 MIA_VARIANTS = {
     "mia": [],
     "mia_log_count": ["method.sft.support_state=log_count"],
-    "mia_density": ["method.sft.support_state=density"],
+    "mia_density": ["method.sft.support_state=density", "data.query_points=0"],
     "mia_prior": ["method.prior_pull=1.0", "method.prior_pull_learned=true"],
     "mia_mv_eof": ["data.residual_base=mv_eof"],
 }

@@ -26,7 +26,9 @@ from ray_jobs.common import parse_job_args, run_main
 def main(argv: list[str]) -> int:
     """Parse arguments and run the study; user errors propagate to ``run_main``."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="mia-inr ablate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", required=True, help="study YAML (see configs/ablation/)")
     parser.add_argument("overrides", nargs="*", help="ablation.key=value or budget key=value")

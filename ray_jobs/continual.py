@@ -24,7 +24,9 @@ from ray_jobs.common import parse_job_args, run_main
 def main(argv: list[str]) -> int:
     """Parse arguments and run; user errors propagate to ``run_main``."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="mia-inr continual",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", help="experiment YAML (configs/experiments/mcl_*.yaml)")
     parser.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")

@@ -4,13 +4,13 @@ Usage::
 
     mia-inr continual-study --config configs/reproduce/mcl_nf_ncep.yaml --local --readme
     mia-inr continual-study --config configs/reproduce/mcl_nf_ncep.yaml continual_study.seeds=[0]
-    mia-inr continual-study --readme    # only regenerate README.md's table from the JSON
+    mia-inr continual-study --readme    # only regenerate docs/mcl_nf.md's table from the JSON
 
 ``continual_study.<field>=value`` overrides the study file; other ``key=value`` arguments
 are appended to its budget (applied to every run). Re-running continues a study:
 finished runs are skipped, interrupted ones resume; a run folder made with another
-budget is refused. ``--readme`` rewrites the README block between the ``mcl_nf`` markers
-from the study's ``results_json`` (or ``--results-json``).
+budget is refused. ``--readme`` rewrites the block between the ``mcl_nf`` markers in
+docs/mcl_nf.md from the study's ``results_json`` (or ``--results-json``).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from ray_jobs.study_cli import study_main
 
 
 def main(argv: list[str]) -> int:
-    """Run the continual study and/or refresh the README (:func:`study_main`)."""
-    return study_main(argv, CONTINUAL, "benchmarks/results/mcl_nf.json", __doc__)
+    """Run the continual study and/or refresh docs/mcl_nf.md (:func:`study_main`)."""
+    return study_main(argv, CONTINUAL, "benchmarks/results/mcl_nf.json", __doc__, "continual-study")
 
 
 if __name__ == "__main__":

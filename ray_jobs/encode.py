@@ -1,30 +1,31 @@
 r"""Batch-encode a field store's time steps with a meta-trained INR, or decode the codes.
 
-Usage (local Ray, or inside ``ray job submit``)::
+Usage (local Ray, or inside ``ray job submit`` as ``python ray_jobs/encode.py ...``)::
 
-    python ray_jobs/encode.py encode --config configs/encode/default.yaml \\
-        --store runs/data/gray_scott.zarr --checkpoint runs/meta_inr_gray_scott \\
+    mia-inr encode --config configs/encode/default.yaml \
+        --store runs/data/gray_scott.zarr --checkpoint runs/meta_inr_gray_scott \
         --out runs/codes/gray_scott.zarr encode.steps=32 encode.time_range=[0,16]
-    python ray_jobs/encode.py encode --config configs/encode/gray_scott.yaml --local
-    python ray_jobs/encode.py decode runs/codes/gray_scott.zarr --out decoded.nc \\
+    mia-inr encode --config configs/encode/gray_scott.yaml --local
+    mia-inr decode runs/codes/gray_scott.zarr --out decoded.nc \
         --time 10:20 --resolution 64x64x64
-    python ray_jobs/encode.py report --codes runs/codes/gray_scott.zarr \\
+    mia-inr encode report --codes runs/codes/gray_scott.zarr \
         --results benchmarks/results/encode.json --name gray_scott --readme
 
 ``encode`` takes an ``encode:`` spec file (default: the spec's defaults, as in
 ``configs/encode/default.yaml``) and ``encode.<key>=value`` overrides; ``--store``,
 ``--checkpoint`` and ``--out`` are short for ``encode.store=...`` etc. It runs an actor
 pool on Ray (``--address`` or ``RAY_ADDRESS``, else a local instance) unless ``--local``.
-A rerun with the same output resumes: steps already done are skipped (``--overwrite``
-starts afresh; an output that is not a code store is refused without it). ``decode``
-keeps its few flags (no spec file): the codes, ``--out`` (``.nc``: netCDF; ``.zarr`` or
-no suffix: Zarr), ``--overwrite``, ``--complete`` and what to reconstruct. ``report``
-measures a code store against fitting from scratch and against ZFP / SZ3
-(:mod:`pipelines.codecs.report`); with ``--codes`` repeated (code stores of one field
-store at several code sizes and bit depths) it runs the rate-distortion study instead
-(:mod:`pipelines.codecs.rd_run`; ``--docs`` regenerates its page). ``--readme`` regenerates
-the README's table of the results JSON. ``mia-inr encode`` without a sub-command is
-``encode``.
+A rerun with the same output resumes: steps already done are skipped (``--overwrite``, or
+its alias ``--no-resume``, starts afresh; an output that is not a code store is refused
+without it). ``mia-inr decode`` keeps its few flags (no spec file): the codes, ``--out``
+(``.nc``: netCDF; ``.zarr`` or no suffix: Zarr), ``--overwrite``, ``--complete`` and what
+to reconstruct. ``mia-inr encode report`` measures a code store against fitting from
+scratch and against ZFP / SZ3 (:mod:`pipelines.codecs.report`); with ``--codes``
+repeated (code stores of one field store at several code sizes and bit depths) it runs
+the rate-distortion study instead (:mod:`pipelines.codecs.rd_run`; ``--docs`` regenerates
+its page). ``--readme`` regenerates the results JSON's table in ``docs/encoding.md``.
+``python ray_jobs/encode.py`` takes ``report`` or ``decode`` as its first argument for
+those (``encode``, the default, may be given too).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ SUBCOMMANDS = ("encode", "decode", "report")
 RESULTS = "benchmarks/results/encode.json"
 RD_RESULTS = "benchmarks/results/rate_distortion.json"
 RD_DOCS = "docs/results/rate_distortion.md"
+PAGE = "docs/encoding.md"  # the page with the results JSON's table (--readme)
 
 
 def _encode_args(p: argparse.ArgumentParser) -> None:
@@ -59,7 +61,10 @@ def _encode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--local", action="store_true", help="one process, no Ray")
     p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS/local)")
     p.add_argument(
-        "--overwrite", action="store_true", help="start afresh, replacing whatever is at --out"
+        "--overwrite",
+        "--no-resume",
+        action="store_true",
+        help="start afresh, replacing whatever is at --out (default: resume its encoding)",
     )
     p.add_argument("overrides", nargs="*", help="encode.key=value overrides")
 
@@ -114,7 +119,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint-url", default="", help="S3-compatible endpoint")
     p.add_argument("--results", default="", help=f"results JSON to add to (e.g. {RESULTS})")
     p.add_argument("--name", default="", help="dataset name in --results")
-    p.add_argument("--readme", action="store_true", help="regenerate README.md's table")
+    p.add_argument("--readme", action="store_true", help=f"regenerate the table in {PAGE}")
 
 
 def _rate_distortion(args: argparse.Namespace) -> int:
@@ -147,22 +152,47 @@ def _report(args: argparse.Namespace) -> int:
         if not results.exists():
             raise FileNotFoundError(f"{results}: no results JSON (run a report with --results)")
         block = readme_block(json.loads(results.read_text()), str(results))
-        print(f"updated {write_block('README.md', results.stem, block)}")
+        print(f"updated {write_block(PAGE, results.stem, block)}")
     return 0
 
 
+def _parser(command: str) -> argparse.ArgumentParser:
+    """The parser of ``mia-inr encode``, ``mia-inr decode`` or ``mia-inr encode report``."""
+    if command == "decode":
+        p = argparse.ArgumentParser(
+            prog="mia-inr decode", description="Reconstruct time steps from a code store."
+        )
+        _decode_args(p)
+    elif command == "report":
+        p = argparse.ArgumentParser(
+            prog="mia-inr encode report",
+            description="Measure a code store against fitting from scratch and ZFP / SZ3, or "
+            "(--codes repeated) run the rate-distortion study.",
+        )
+        _report_args(p)
+    else:
+        p = argparse.ArgumentParser(
+            prog="mia-inr encode",
+            description=__doc__,
+            epilog="see also: mia-inr encode report --help (a code store against baselines)\n"
+            "          mia-inr decode --help (time steps from codes)",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _encode_args(p)
+    p.set_defaults(command=command)
+    return p
+
+
 def main(argv: list[str]) -> int:
-    """Parse arguments and run; user errors propagate to :func:`ray_jobs.common.run_main`."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    _encode_args(sub.add_parser("encode", help="encode a field store"))
-    _decode_args(sub.add_parser("decode", help="reconstruct time steps from codes"))
-    _report_args(sub.add_parser("report", help="speed and size against baselines"))
-    if argv and argv[0] not in (*SUBCOMMANDS, "-h", "--help"):
-        argv = ["encode", *argv]
-    args = parse_job_args(parser, argv)
+    """Parse arguments and run; user errors propagate to :func:`ray_jobs.common.run_main`.
+
+    ``argv[0]`` picks the sub-command (``encode``, ``decode``, ``report``; else
+    ``encode``). ``decode`` here is the hidden alias of ``mia-inr decode``
+    (``mia-inr encode decode ...`` and ``python ray_jobs/encode.py decode ...`` run it).
+    """
+    argv = list(argv)
+    command = argv.pop(0) if argv and argv[0] in SUBCOMMANDS else "encode"
+    args = parse_job_args(_parser(command), argv)
     if args.command == "report":
         return _report(args)
     if args.command == "decode":

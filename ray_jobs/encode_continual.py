@@ -24,7 +24,9 @@ from ray_jobs.common import parse_job_args, run_main
 def main(argv: list[str]) -> int:
     """Parse arguments and encode; user errors propagate to ``run_main``."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="mia-inr encode-continual",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--run-dir", required=True, type=Path, help="meta-trained mcl_nf run")
     parser.add_argument("--store", required=True, help="field store URL (local or s3://)")

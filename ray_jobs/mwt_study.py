@@ -4,12 +4,12 @@ Usage::
 
     mia-inr mwt-study --config configs/reproduce/mwt_mnist_cpu.yaml --local --readme
     mia-inr mwt-study --config configs/reproduce/mwt_mnist_cpu.yaml mwt_study.seeds=[0]
-    mia-inr mwt-study --readme      # only regenerate README.md's table from the JSON
+    mia-inr mwt-study --readme      # only regenerate docs/mwt.md's table from the JSON
 
 ``mwt_study.<field>=value`` overrides the study file; other ``key=value`` arguments are
 appended to its budget (applied to every run). Re-running continues a study: finished
 runs are skipped, interrupted ones resume; a run folder made with another budget is
-refused. ``--readme`` rewrites the README block between the ``mwt`` markers from the
+refused. ``--readme`` rewrites the block between the ``mwt`` markers in docs/mwt.md from the
 study's ``results_json`` (or ``--results-json``).
 """
 
@@ -21,8 +21,8 @@ from ray_jobs.study_cli import study_main
 
 
 def main(argv: list[str]) -> int:
-    """Run the MWT study and/or refresh the README (:func:`ray_jobs.study_cli.study_main`)."""
-    return study_main(argv, MWT, "benchmarks/results/mwt.json", __doc__)
+    """Run the MWT study and/or refresh docs/mwt.md (:func:`ray_jobs.study_cli.study_main`)."""
+    return study_main(argv, MWT, "benchmarks/results/mwt.json", __doc__, "mwt-study")
 
 
 if __name__ == "__main__":

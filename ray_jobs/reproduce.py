@@ -8,7 +8,7 @@ Usage::
         reproduce.curve_steps=[500,2000,8000,32000] run.steps=32000
     mia-inr reproduce --config configs/reproduce/synthetic.yaml --readme \
         reproduce.results_json=benchmarks/results/mia_table1.json
-    mia-inr reproduce --readme      # only regenerate README.md's table from the JSON
+    mia-inr reproduce --readme      # only regenerate the docs pages' tables from the JSONs
 
 ``reproduce.<field>=value`` overrides the study file; other ``key=value`` arguments are
 appended to its budget (applied to every run). Re-running continues a study: finished
@@ -17,8 +17,9 @@ budget is refused. The runs train on Ray Train (``--address`` or ``RAY_ADDRESS``
 local instance) or in this process with ``--local``. Outputs go to
 ``<run.out_dir>/reproduce/<name>/`` (``table1.{md,csv,json,png}``, ``curve.*``).
 ``--readme`` then rewrites the block between the markers named after the results JSON
-(``mia_table1``, ``mia_fields``) in ``--readme-file`` from ``reproduce.results_json``
-(``--results-json`` without a study; alone, every committed results JSON).
+(``mia_table1``, ``mia_fields``) in its docs page (:data:`PAGES`; ``--readme-file``
+names another file) from ``reproduce.results_json`` (``--results-json`` without a
+study; alone, every committed results JSON).
 """
 
 from __future__ import annotations
@@ -37,30 +38,42 @@ DEFAULT_JSONS = (
     "benchmarks/results/mia_fields.json",
     "benchmarks/results/mia_fields_hadcm3.json",
 )
-# Results whose generated block lives in a docs page, not in the README.
+# Results JSON -> the docs page holding its generated block (markers named after its stem).
 PAGES = {
+    "benchmarks/results/mia_table1.json": "docs/reproduction.md",
+    "benchmarks/results/mia_table1_long.json": "docs/reproduction.md",
+    "benchmarks/results/mia_fields.json": "docs/reproduction.md",
     "benchmarks/results/mia_fields_hadcm3.json": "docs/results/fields_hadcm3.md",
     "benchmarks/results/mia_fields_ncep_wind10m.json": "docs/results/fields_ncep_wind10m.md",
 }
+DEFAULT_PAGE = "docs/reproduction.md"  # the page of a results JSON that PAGES does not name
 
 
 def main(argv: list[str]) -> int:
-    """Parse arguments, run the study and/or refresh the README; user errors propagate."""
+    """Parse arguments, run the study and/or refresh the docs tables; user errors propagate."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="mia-inr reproduce",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", default=None, help="study YAML (see configs/reproduce/)")
     parser.add_argument("overrides", nargs="*", help="reproduce.key=value or budget key=value")
     parser.add_argument("--local", action="store_true", help="one process, no Ray")
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS)")
-    parser.add_argument("--readme", action="store_true", help="regenerate the README table")
+    parser.add_argument(
+        "--readme", action="store_true", help="regenerate the tables in their docs pages"
+    )
     parser.add_argument(
         "--results-json", default=None, help=f"default: those of {list(DEFAULT_JSONS)} present"
     )
-    parser.add_argument("--readme-file", default="README.md", help="file with the markers")
+    parser.add_argument(
+        "--readme-file",
+        default=None,
+        help=f"file with the markers (default: the JSON's page under docs/, e.g. {DEFAULT_PAGE})",
+    )
     args = parse_job_args(parser, argv)
     if args.config is None and not args.readme:
-        parser.error("--config is required (or --readme alone to refresh the README table)")
+        parser.error("--config is required (or --readme alone to refresh the docs tables)")
     results_json = args.results_json
     if args.config is not None:
         spec, bases = load_reproduce(args.config, args.overrides)
@@ -74,9 +87,7 @@ def main(argv: list[str]) -> int:
         if not sources:
             raise FileNotFoundError(f"none of {list(DEFAULT_JSONS)} exists (run a study first)")
         for source in sources:
-            page = args.readme_file
-            if page == "README.md":  # the default: a result with its own page goes there
-                page = PAGES.get(str(source), page)
+            page = args.readme_file or PAGES.get(Path(source).as_posix(), DEFAULT_PAGE)
             readme = update_readme(page, source)
             print(f"updated {readme} from {source}")
     return 0

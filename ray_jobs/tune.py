@@ -30,7 +30,9 @@ from ray_jobs.common import parse_job_args, run_main
 def main(argv: list[str]) -> int:
     """Parse arguments and run the sweep; user errors propagate to ``run_main``."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="mia-inr tune",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", required=True, help="sweep YAML (see configs/tune/)")
     parser.add_argument("--no-resume", action="store_true", help="start the sweep afresh")
@@ -38,7 +40,13 @@ def main(argv: list[str]) -> int:
         "--address", default=None, help="Ray address (default: RAY_ADDRESS or a local instance)"
     )
     parser.add_argument("overrides", nargs="*", help="key=value or sweep.key=value overrides")
+    parser.add_argument("--local", action="store_true", help=argparse.SUPPRESS)
     args = parse_job_args(parser, argv)
+    if args.local:  # taken by every other config-driven job: say why not here
+        parser.error(
+            "--local: a sweep schedules its trials with Ray Tune, which needs Ray; drop "
+            "--local (without --address a local Ray instance on this machine runs it)"
+        )
     spec, base = load_sweep(args.config, args.overrides)
     try:
         run_sweep(spec, base, resume=not args.no_resume, address=args.address)

@@ -24,6 +24,7 @@ from pipelines.codecs.report import RESULT_KEYS, ReportSpec, readme_block, run_r
 from pipelines.codecs.speed_rows import at_target
 from pipelines.data.stores import StoreError, make_location
 from pipelines.reports.readme_blocks import markers
+from ray_jobs.encode import PAGE
 from ray_jobs.encode import main as encode_main
 
 
@@ -126,7 +127,9 @@ def test_report_on_a_code_store_writes_json_markdown_figures_and_results(
     assert "| old | 8x10 x 1 | 2 | - | - |" in both
     # the command: a second report replaces the entry; --readme fills only its block
     begin, end = markers("encode")
-    (tmp_path / "README.md").write_text(f"top\n{begin}\nold\n{end}\nbottom\n")
+    page = tmp_path / PAGE  # docs/encoding.md, relative to the working directory
+    page.parent.mkdir(parents=True)
+    page.write_text(f"top\n{begin}\nold\n{end}\nbottom\n")
     monkeypatch.chdir(tmp_path)
     argv = ["report", "--codes", str(codes), "--frames", "1", "--targets", "12",
             "--headline", "12", "--max-steps", "20", "--results", str(results),
@@ -134,7 +137,7 @@ def test_report_on_a_code_store_writes_json_markdown_figures_and_results(
     assert encode_main(argv) == 0
     data = json.loads(results.read_text())
     assert [d["name"] for d in data["datasets"]] == ["tiny"] and data["datasets"][0]["frames"] == 1
-    text = (tmp_path / "README.md").read_text()
+    text = page.read_text()
     assert text.startswith("top\n") and text.endswith("bottom\n") and "| tiny |" in text
 
 

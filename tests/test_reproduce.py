@@ -1,4 +1,4 @@
-"""Reproduction study on the tiny config: Table 1 and curve filled, JSON layout, resume, README."""
+"""Reproduction study on the tiny config: Table 1 and curve filled, JSON layout, resume, docs."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from pipelines.studies.reproduce_report import (
     write_table1,
 )
 from pipelines.studies.reproduce_spec import METHODS, load_reproduce
+from ray_jobs.reproduce import DEFAULT_JSONS, PAGES
 
 TINY = "configs/reproduce/tiny.yaml"
 ROOT = Path(__file__).resolve().parents[1]
@@ -284,10 +285,11 @@ def test_readme_generator_replaces_only_between_markers(tmp_path):
     assert "store `runs/data/era5.zarr`" in text
 
 
-def test_readme_has_the_table_markers():
-    text = (ROOT / "README.md").read_text()
-    for begin, end in (markers("mia_table1"), markers("mia_fields")):
-        assert text.count(begin) == 1 and text.count(end) == 1
+def test_every_committed_table_has_its_markers_on_its_docs_page():
+    for source in DEFAULT_JSONS:  # what `mia-inr reproduce --readme` alone rewrites
+        text = (ROOT / PAGES[source]).read_text()
+        begin, end = markers(Path(source).stem)
+        assert text.count(begin) == 1 and text.count(end) == 1, PAGES[source]
         assert text.index(begin) < text.index(end)
 
 

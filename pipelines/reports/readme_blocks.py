@@ -1,8 +1,9 @@
-"""Generated blocks of the README: text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``.
+"""Generated blocks of docs pages: text between ``<!-- NAME:begin -->`` and its end marker.
 
 Tables whose numbers come from committed results JSON files are never edited by hand:
 each job that owns a JSON (``mia-inr reproduce --readme``, ``mia-inr encode report
---readme``) renders its block and replaces only the text between its two marker lines,
+--readme``; the flag kept its name) renders its block into its page under ``docs/`` and
+replaces only the text between its two marker lines (``<!-- NAME:end -->`` the second),
 named after the JSON's stem; everything outside them is left byte for byte.
 """
 

@@ -10,8 +10,8 @@ finished runs are skipped, interrupted ones resume) and evaluated by its task's 
 
 A :class:`Workflow` says what is specific to a kind of study: the method names its
 variants may use, the variants it needs, how the runs' ``metrics.json`` become one results
-entry, and how entries render as the README block. The results JSON keeps one entry per
-``dataset`` (other datasets already in the file stay).
+entry, and how entries render as the generated block of its docs page. The results JSON
+keeps one entry per ``dataset`` (other datasets already in the file stay).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class ComparisonSpec(Validated):
         threads: torch threads of each run.
         results_json: results file to write (relative to the working directory); empty:
             none.
-        description: one line on the data and budget, shown above the README table.
+        description: one line on the data and budget, shown above the generated table.
     """
 
     name: str
@@ -80,13 +80,14 @@ class Workflow:
     Attributes:
         section: the study file's override prefix (``<section>.<field>=value``).
         folder: the runs' folder under ``run.out_dir``.
-        block: README block name (HTML comments ``<block>:begin`` / ``<block>:end``).
+        block: generated block name (HTML comments ``<block>:begin`` / ``<block>:end``).
         methods: ``method.name`` values a variant may resolve to.
         required: variants every study of this kind must hold.
         entry: ``(spec, configs, metrics)`` -> the results entry; both mappings are keyed
             by ``(variant, seed)`` and iterate seed-major (the first is the first run).
-        render: datasets -> entries -> the README block's markdown.
+        render: datasets -> entries -> the generated block's markdown.
         flat: entry -> scalars logged to the parent MLflow run.
+        page: the docs page holding the block (``--readme`` writes it there).
         default_variants: the variants of a study file that names none.
     """
 
@@ -98,6 +99,7 @@ class Workflow:
     entry: Callable[[ComparisonSpec, Configs, Metrics], dict[str, Any]]
     render: Callable[[dict[str, dict[str, Any]]], str]
     flat: Callable[[dict[str, Any]], dict[str, float]]
+    page: str
     default_variants: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -206,11 +208,11 @@ def write_results(path: Path, dataset: str, entry: dict[str, Any]) -> Path:
 
 
 def write_comparison_readme(
-    workflow: Workflow, results_json: str | Path, readme: str | Path = "README.md"
+    workflow: Workflow, results_json: str | Path, readme: str | Path | None = None
 ) -> Path:
-    """Fill the README's block of ``workflow`` from ``results_json``."""
+    """Fill the block of ``workflow`` in ``readme`` (default: its page) from ``results_json``."""
     results = json.loads(Path(results_json).read_text())
-    return write_block(readme, workflow.block, workflow.render(results))
+    return write_block(readme or workflow.page, workflow.block, workflow.render(results))
 
 
 __all__ = [

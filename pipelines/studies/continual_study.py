@@ -159,6 +159,7 @@ CONTINUAL = Workflow(
     entry=study_entry,
     render=render_table,
     flat=_flat,
+    page="docs/mcl_nf.md",
 )
 
 
@@ -178,8 +179,8 @@ def run_continual_study(
     return run_comparison(CONTINUAL, spec, log, local=local, address=address)
 
 
-def write_readme(results_json: str | Path, readme: str | Path = "README.md") -> Path:
-    """Fill the README's ``mcl_nf`` block from ``results_json``."""
+def write_readme(results_json: str | Path, readme: str | Path = CONTINUAL.page) -> Path:
+    """Fill the ``mcl_nf`` block of ``readme`` (default ``docs/mcl_nf.md``) from the JSON."""
     return write_comparison_readme(CONTINUAL, results_json, readme)
 
 

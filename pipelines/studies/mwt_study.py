@@ -14,7 +14,7 @@ The results entry (``results_json``, e.g. ``benchmarks/results/mwt.json``, one p
 the budget and the machine, and ``val_curve``: per variant, the seed-mean validation
 accuracy at every evaluation step (read back from each run's MLflow ``val_accuracy``
 history), so a target missed at the end of the budget comes with its curve.
-``mia-inr mwt-study --readme <json>`` renders the README block.
+``mia-inr mwt-study --readme <json>`` renders the block in ``docs/mwt.md``.
 """
 
 from __future__ import annotations
@@ -162,6 +162,7 @@ MWT = Workflow(
     render=render_table,
     flat=_flat,
     default_variants={"mwt": [], "wt": ["method.mwt.w_cls=0"]},
+    page="docs/mwt.md",
 )
 
 
@@ -181,8 +182,8 @@ def run_mwt_study(
     return run_comparison(MWT, spec, log, local=local, address=address)
 
 
-def write_readme(results_json: str | Path, readme: str | Path = "README.md") -> Path:
-    """Fill the README's ``mwt`` block from ``results_json``."""
+def write_readme(results_json: str | Path, readme: str | Path = MWT.page) -> Path:
+    """Fill the ``mwt`` block of ``readme`` (default ``docs/mwt.md``) from ``results_json``."""
     return write_comparison_readme(MWT, results_json, readme)
 
 

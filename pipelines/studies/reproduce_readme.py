@@ -1,11 +1,11 @@
-"""The README's Table 1, generated from the committed results JSON (never edited by hand).
+"""Table 1 of the docs, generated from the committed results JSON (never edited by hand).
 
 ``mia-inr reproduce --readme`` reads a results JSON (the layout of
 :func:`pipelines.studies.reproduce_report.write_results_json`) such as
 ``benchmarks/results/mia_table1.json`` and replaces the text between the markers named
 after the file's stem, ``<!-- mia_table1:begin -->`` and ``<!-- mia_table1:end -->``, in
-``README.md`` (``mia_fields.json`` fills ``mia_fields``); everything outside the markers
-is left byte for byte.
+its docs page (``docs/reproduction.md``; ``mia_fields.json`` fills ``mia_fields``);
+everything outside the markers is left byte for byte.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def readme_table(results: dict, source: str, page_dir: str = ".") -> str:
         results: the results JSON's content.
         source: the JSON's path, named in the caption.
         page_dir: the folder of the page the block goes in (figure links are relative
-            to it; the repository root for the README).
+            to it; ``docs`` for ``docs/reproduction.md``).
 
     Raises:
         ConfigError: a key of the layout is missing.

@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     an existing path that is not a store is refused unless ``--overwrite``, and a failed
     build leaves the previous store as it was.
     """
-    parser = argparse.ArgumentParser(prog="python -m pipelines.data.builders", description=__doc__)
+    # `mia-inr build` is the documented command; `python -m pipelines.data.builders` is the same
+    parser = argparse.ArgumentParser(prog="mia-inr build", description=__doc__)
     sub = parser.add_subparsers(dest="name", required=True)
     modules = {}
     for name in BUILDERS:
