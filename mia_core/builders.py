@@ -6,9 +6,10 @@ from collections.abc import Mapping
 
 import torch
 
-from mia_core.adapt import ALFA, GAP, SGD, MetaSGD, StateFusionTransformer, UpdateRule
+from mia_core import adapt
+from mia_core.adapt import UpdateRule
 from mia_core.config import MethodConfig, ModelConfig
-from mia_core.config.schema import CONTINUAL_METHOD_NAMES
+from mia_core.config.methods import get_method
 from mia_core.inr import INR, ComposersINR, FunctaINR, ReluFourierMLP, Siren
 from mia_core.mcl.fim import FIMLearner
 from mia_core.meta.learner import MetaLearner, PruningSpec, adapted_shapes
@@ -16,11 +17,16 @@ from mia_core.meta.prior import PriorPull
 
 
 def adapt_mode(method: MethodConfig) -> str:
-    """``weights`` for MAML and Meta-INR (MAML semantics), ``context`` for the CAVIA family.
+    """The parameters the inner loop adapts: ``context``, ``weights`` or ``head``.
 
-    ``head`` for MAML and Meta-INR with a closed-form head (``method.head_ridge > 0``).
+    ``weights`` for the methods registered as adapting weights (MAML semantics: ``maml``,
+    ``meta_inr``), ``head`` for those with a closed-form head (``method.head_ridge > 0``),
+    ``context`` for the CAVIA family (and the kinds with their own inner loop).
+
+    Raises:
+        ConfigError: ``method.name`` is not registered.
     """
-    if method.name not in ("maml", "meta_inr"):
+    if not get_method(method.name).adapts_weights:
         return "context"
     return "head" if getattr(method, "head_ridge", 0.0) > 0 else "weights"
 
@@ -86,41 +92,19 @@ def build_inr(model: ModelConfig, d_in: int, d_out: int, use_context: bool = Tru
 def build_rule(
     method: MethodConfig, shapes: Mapping[str, tuple[int, ...]], groups: Mapping[str, str]
 ) -> UpdateRule:
-    """The inner-loop update rule named by ``method.name``."""
-    lr = method.inner_lr
-    if method.name in ("maml", "meta_inr") and method.weight_rates != "fixed":
-        steps = method.inner_steps if method.weight_rates == "param_step" else 0
-        return MetaSGD(shapes, groups, lr, tuple(method.metasgd_clamp), steps)
-    if method.name in ("cavia", "maml", "meta_inr"):
-        return SGD(shapes, groups, lr)
-    if method.name == "metasgd":
-        return MetaSGD(shapes, groups, lr, tuple(method.metasgd_clamp))
-    if method.name == "gap":
-        return GAP(shapes, groups, lr, method.gap_variant)
-    if method.name == "alfa":
-        return ALFA(shapes, groups, lr, method.alfa_hidden)
-    if method.name == "mia":
-        s = method.sft
-        return StateFusionTransformer(
-            shapes,
-            groups,
-            dim=s.dim,
-            heads=s.heads,
-            mlp_dim=s.mlp_dim,
-            usft_layers=s.usft_layers,
-            msft_layers=s.msft_layers,
-            use_usft=s.use_usft,
-            use_msft=s.use_msft,
-            use_fusion=s.use_fusion,
-            state_params=s.state_params,
-            state_grads=s.state_grads,
-            state_scaling=s.state_scaling,
-            eta_init=s.eta_init,
-            lr=lr,
-            residual_sgd=s.residual_sgd,
-            support_state=getattr(s, "support_state", "none"),
+    """The inner-loop update rule of ``method.name``, built by its registry entry.
+
+    Raises:
+        ConfigError: ``method.name`` is not registered.
+        ValueError: the method has no update rule (its own kind of learner).
+    """
+    spec = get_method(method.name)
+    if spec.rule is None:
+        raise ValueError(
+            f"method.name={method.name!r} has no inner-loop update rule: its learner is built "
+            f"by {spec.built_by}"
         )
-    raise ValueError(f"unknown method.name {method.name!r}")
+    return spec.rule(method, shapes, groups, adapt)
 
 
 def build_learner(
@@ -132,11 +116,17 @@ def build_learner(
         model: the ``model`` section.
         method: the ``method`` section.
         modalities: modality -> ``(d_in, d_out)``, in a fixed order.
+
+    Raises:
+        ConfigError: ``method.name`` is not registered.
+        ValueError: the method is not a meta-learning one (its registry entry names its
+            builder).
     """
-    if method.name in CONTINUAL_METHOD_NAMES:
+    spec = get_method(method.name)
+    if not spec.meta_learner:
+        kind = "meta-continual" if spec.continual else spec.kind
         raise ValueError(
-            f"method.name={method.name!r} is a meta-continual method: run it with "
-            "ray_jobs/continual.py (mia_core.mcl.build.build_sequence_learner)"
+            f"method.name={method.name!r} is a {kind} method: run it with {spec.built_by}"
         )
     mode = adapt_mode(method)
     inrs = {

@@ -217,14 +217,14 @@ def test_invalid_enum_names_key_source_and_allowed_values(tmp_path):
         ("data.support_ratio_per_modality.cosine=[0.1, 0.2]", "support_ratio_per_modality.cosine"),
         ("method.pruning.keep_ratio=0", "method.pruning.keep_ratio"),
         ("method.pruning.keep_ratio=1.5", "method.pruning.keep_ratio"),
-        ("method.sft.heads=5", "method.sft.heads"),
+        (["method.name=mia", "method.sft.heads=5"], "method.sft.heads"),  # checked when chosen
         ("run.steps=-1", "run.steps"),
         ("run.device=tpu", "run.device"),
     ],
 )
 def test_value_checks(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        load_config(None, [override])
+        load_config(None, override if isinstance(override, list) else [override])
 
 
 def test_value_error_names_the_layer_that_set_the_key(tmp_path):

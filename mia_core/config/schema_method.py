@@ -2,26 +2,30 @@
 
 Sub-sections: ``sft`` (MIA's State Fusion Transformer), ``pruning``, ``mwt`` (weight
 classification) and ``mcl`` (meta-continual learning). Re-exported by
-:mod:`mia_core.config.schema`; validation as described in :mod:`~mia_core.config.schema_fields`.
+:mod:`mia_core.config.schema`; validation as described in :mod:`~mia_core.config.schema_fields`,
+except that a method's own sub-section (``sft``, ``mwt``, ``mcl``: a :class:`_MethodSection`)
+is checked only when that method is chosen. The method names, their kinds and the
+sub-sections each owns come from the registry, :mod:`mia_core.config.methods`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mia_core.config.methods import CONTINUAL, find_method, method_names, names_where
 from mia_core.config.schema_fields import (
     Problems,
     _choice,
     _divisible_problems,
+    _field_problems,
     _interval_problems,
     _list,
     _num,
     _Validated,
 )
 
-METHOD_NAMES = ("cavia", "metasgd", "gap", "alfa", "mia", "maml", "meta_inr", "mwt")
-CONTINUAL_METHOD_NAMES = ("mcl_nf", "maml_cl", "oml", "er", "mer", "ewc")
-METHOD_NAMES = METHOD_NAMES + CONTINUAL_METHOD_NAMES
+METHOD_NAMES = method_names()
+CONTINUAL_METHOD_NAMES = method_names(CONTINUAL)
 MCL_TASK_KINDS = ("spatial", "temporal", "segments")
 MCL_EVAL_OPTIMIZERS = ("sgd", "adam")
 GAP_VARIANTS = ("exact", "approx")
@@ -30,8 +34,23 @@ META_GRADIENTS = ("maml", "reptile")
 SUPPORT_STATES = ("none", "log_count", "density")
 
 
+class _MethodSection(_Validated):
+    """A sub-section one method owns: :class:`MethodConfig` checks it when that method is chosen.
+
+    Constructing it checks nothing; :meth:`problems` gives what ``_Validated`` would raise.
+    """
+
+    def __post_init__(self) -> None:
+        """Deferred to :meth:`MethodConfig._extra_problems` (the owner may not be chosen)."""
+
+    def problems(self) -> Problems:
+        """Field (choices, bounds) and cross-field problems of the section."""
+        yield from _field_problems(self)
+        yield from self._extra_problems()
+
+
 @dataclass
-class SFTConfig(_Validated):
+class SFTConfig(_MethodSection):
     """State Fusion Transformer used by the MIA method.
 
     Attributes:
@@ -95,7 +114,7 @@ class PruningConfig(_Validated):
 
 
 @dataclass
-class MWTConfig(_Validated):
+class MWTConfig(_MethodSection):
     """MWT: end-to-end classification of meta-learned SIREN weights (``method.name: mwt``).
 
     The SIREN is ``model.width`` x ``model.depth`` with ``model.omega0``; it is fitted in
@@ -163,7 +182,7 @@ class MWTConfig(_Validated):
 
 
 @dataclass
-class MCLConfig(_Validated):
+class MCLConfig(_MethodSection):
     """Meta-continual learning (``method.name`` in ``CONTINUAL_METHOD_NAMES``).
 
     Attributes:
@@ -220,8 +239,9 @@ class MethodConfig(_Validated):
     """Meta-learning method and its inner loop.
 
     Attributes:
-        name: One of ``METHOD_NAMES`` (cavia, metasgd, gap, alfa, mia, maml, meta_inr,
-            mwt; ``meta_inr`` is MAML on field stores, Meta-INR; ``mwt`` classifies
+        name: One of ``METHOD_NAMES``, the registered methods (:mod:`mia_core.config.methods`:
+            cavia, metasgd, gap, alfa, mia, maml, meta_inr, mwt and the continual ones;
+            ``meta_inr`` is MAML on field stores, Meta-INR; ``mwt`` classifies
             meta-learned SIREN weights and runs its own job, ``pipelines/tasks/mwt.py``).
         inner_steps: Inner-loop adaptation steps (>= 0).
         inner_lr: Inner-loop learning rate (initial value when learned), > 0.
@@ -251,9 +271,9 @@ class MethodConfig(_Validated):
         gap_variant: One of ``GAP_VARIANTS`` (exact, approx).
         alfa_hidden: Hidden width of the ALFA hyper-network.
         uncertainty_weighting: Weight per-modality losses by learned uncertainty.
-        sft: State Fusion Transformer settings (MIA).
+        sft: State Fusion Transformer settings (MIA; checked when ``name: mia``).
         pruning: Pruning settings.
-        mwt: MWT classification settings (``name: mwt``).
+        mwt: MWT classification settings (checked when ``name: mwt``).
         fim_lambda: FIM loss weight ``lambda`` (MCL-NF paper): per-point weights
             ``1 + lambda g^T F^-1 g / D`` in the inner and outer losses; 0 = plain MSE.
         fim_decay: EMA factor of the FIM loss's running diagonal Fisher.
@@ -267,7 +287,7 @@ class MethodConfig(_Validated):
         prior_pull_n0: Support count at which the pull has halved, > 0.
         prior_pull_learned: Meta-learn ``log lambda`` and ``log n0`` per modality
             (starting at ``prior_pull`` and ``prior_pull_n0``); needs ``prior_pull > 0``.
-        mcl: Meta-continual learning settings.
+        mcl: Meta-continual learning settings (checked for a continual ``name``).
     """
 
     name: str = _choice("cavia", METHOD_NAMES)
@@ -294,34 +314,35 @@ class MethodConfig(_Validated):
     mcl: MCLConfig = field(default_factory=MCLConfig)
 
     def _extra_problems(self) -> Problems:
+        spec = find_method(self.name)  # None: the field check reports the unknown name
+        for section in spec.sections if spec else ():
+            yield from ((f"{section}.{k}", msg) for k, msg in getattr(self, section).problems())
         yield from _interval_problems("metasgd_clamp", self.metasgd_clamp, 0.0, float("inf"), False)
-        if self.meta_gradient == "reptile" and (
-            self.name not in ("maml", "meta_inr") or self.weight_rates != "fixed"
-        ):
+        weights = spec is not None and spec.adapts_weights
+        needs = names_where(lambda s: s.adapts_weights)
+        if self.meta_gradient == "reptile" and (not weights or self.weight_rates != "fixed"):
             yield (
                 "meta_gradient",
                 (
-                    "reptile adapts INR weights at fixed rates: it needs name maml or meta_inr "
+                    f"reptile adapts INR weights at fixed rates: it needs name {needs} "
                     f"and weight_rates fixed, not name {self.name!r} with weight_rates "
                     f"{self.weight_rates!r} (Reptile gives learned rates no gradient)"
                 ),
             )
-        if self.head_ridge > 0 and (
-            self.name not in ("maml", "meta_inr") or self.meta_gradient != "maml"
-        ):
+        if self.head_ridge > 0 and (not weights or self.meta_gradient != "maml"):
             yield (
                 "head_ridge",
                 (
                     "a closed-form head adapts INR weights and is meta-learned through its solve: "
-                    f"it needs name maml or meta_inr and meta_gradient maml, not {self.name!r} "
+                    f"it needs name {needs} and meta_gradient maml, not {self.name!r} "
                     f"with {self.meta_gradient!r}"
                 ),
             )
-        if self.weight_rates != "fixed" and self.name not in ("maml", "meta_inr"):
+        if self.weight_rates != "fixed" and not weights:
             yield (
                 "weight_rates",
                 (
-                    f"learned weight rates need name maml or meta_inr (weight adaptation), not "
+                    f"learned weight rates need name {needs} (weight adaptation), not "
                     f"{self.name!r}; context methods learn rates with name: metasgd"
                 ),
             )
@@ -329,10 +350,12 @@ class MethodConfig(_Validated):
 
     def _low_support_problems(self) -> Problems:
         """Where ``sft.support_state`` and ``prior_pull`` act (docs/low_support.md)."""
-        if self.sft.support_state != "none" and self.name != "mia":
+        spec = find_method(self.name)
+        if self.sft.support_state != "none" and not (spec and "sft" in spec.sections):
             yield (
                 "sft.support_state",
-                f"feeds MIA's SFT: it needs name mia, not {self.name!r}; set it to none",
+                f"feeds MIA's SFT: it needs name {names_where(lambda s: 'sft' in s.sections)}, "
+                f"not {self.name!r}; set it to none",
             )
         if self.sft.support_state != "none" and self.fim_lambda > 0:
             yield "sft.support_state", "is not supported with fim_lambda > 0; set one of them off"
@@ -341,7 +364,7 @@ class MethodConfig(_Validated):
         if self.prior_pull <= 0:
             return
         other = ""
-        if self.name in CONTINUAL_METHOD_NAMES + ("mwt",):
+        if spec is not None and not spec.meta_learner:
             other = f"name {self.name!r} (it runs its own inner loop)"
         elif self.head_ridge > 0:
             other = "head_ridge > 0 (the ridge is the closed-form head's prior)"

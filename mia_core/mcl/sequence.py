@@ -7,7 +7,7 @@ updated single network (baselines). The same code runs meta-training (differenti
 loss on every task) and test-time optimisation (``meta=False``: detached steps with a
 step budget per task).
 
-Methods (``CONTINUAL_METHODS``), all with the same inner steps and learning rates:
+Methods (``CONTINUAL_METHODS``: the registry's continual kind), same inner steps and rates:
 
 * ``mcl_nf``: a new module per task, initialised from the shared meta-learned init;
   earlier modules are never touched again, so earlier tasks cannot be forgotten.
@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from mia_core.adapt import SGD, Adam
+from mia_core.config.schema_method import CONTINUAL_METHOD_NAMES as CONTINUAL_METHODS
 from mia_core.inr.base import INR
 from mia_core.mcl.fim import fim_weights, update_fisher, weighted_mse
 from mia_core.mcl.mer import mer_step, replay_losses
@@ -41,7 +42,6 @@ from mia_core.mcl.modular import ModularINR
 from mia_core.mcl.tasks import Task, TaskSequence, TaskStream
 from mia_core.meta.metrics import psnr
 
-CONTINUAL_METHODS = ("mcl_nf", "maml_cl", "oml", "er", "mer", "ewc")
 Params = dict[str, Tensor]
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from mia_core.config import Config
-from mia_core.config.schema import CONTINUAL_METHOD_NAMES
+from mia_core.config.methods import CONTINUAL, get_method, method_names
 from mia_core.mcl import SequenceLearner, TaskSequence, grid_task_sequence
 from mia_core.mcl.build import build_sequence_learner
 from mia_core.meta.metrics import psnr
@@ -229,10 +229,10 @@ class ContinualTask(Task):
 
     def __init__(self, cfg: Config, ctx: WorkerContext) -> None:
         super().__init__(cfg, ctx)
-        if cfg.method.name not in CONTINUAL_METHOD_NAMES:
+        if not get_method(cfg.method.name).continual:
             raise ValueError(
                 f"method.name={cfg.method.name!r} is not a continual method "
-                f"{CONTINUAL_METHOD_NAMES}"
+                f"{method_names(CONTINUAL)}"
             )
         say = print if ctx.rank == 0 else (lambda _s: None)
         self.store = open_training_store(cfg)

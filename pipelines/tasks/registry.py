@@ -8,7 +8,7 @@ names with :func:`register` instead of adding a branch anywhere.
 from __future__ import annotations
 
 from mia_core.config import ConfigError
-from mia_core.config.schema import CONTINUAL_METHOD_NAMES, METHOD_NAMES
+from mia_core.config.methods import CONTINUAL, META, MWT, method_names
 from pipelines.engine.task import Task
 from pipelines.tasks.continual import ContinualTask
 from pipelines.tasks.meta import MetaLearningTask
@@ -44,7 +44,7 @@ def registered() -> dict[str, type[Task]]:
     return dict(_REGISTRY)
 
 
-_META = tuple(n for n in METHOD_NAMES if n not in ("mwt", *CONTINUAL_METHOD_NAMES))
-register(_META, MetaLearningTask)
-register(("mwt",), MWTTask)
-register(CONTINUAL_METHOD_NAMES, ContinualTask)
+# One task per kind of the method registry (mia_core/config/methods.py).
+register(method_names(META), MetaLearningTask)
+register(method_names(MWT), MWTTask)
+register(method_names(CONTINUAL), ContinualTask)
