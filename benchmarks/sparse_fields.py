@@ -58,6 +58,32 @@ def dataset(config: str) -> dict | None:
         "nmse_x1e2": rows,
         "classical": classical,
         "results_json": spec.results_json,
+        "variants": variant_choice(spec.name),
+    }
+
+
+def variant_choice(name: str) -> dict | None:
+    """The validation choice of ``benchmarks/sparse_variants.py`` for a study, if run.
+
+    Returns the chosen MIA variant, every variant's mean validation nMSE x 1e2, and
+    MIA / CAVIA in the lowest bin per variable with and without the residual base.
+    """
+    path = ROOT / f"benchmarks/results/sparse_variants_{name}.json"
+    if not path.exists():
+        return None
+    res = json.loads(path.read_text())
+    val = res["val_nmse_x1e2"]
+    ratios = {}
+    for mia, cavia in (("mia", "cavia"), ("mia_mv_eof", "cavia_mv_eof")):
+        if mia in val and cavia in val:
+            ratios[f"{mia} / {cavia}"] = {
+                v: round(val[mia][v][0] / val[cavia][v][0], 4) for v in val[mia]
+            }
+    return {
+        "json": str(path.relative_to(ROOT)),
+        "chosen": res["chosen"],
+        "mean_val_x1e2": res["mean_x1e2"],
+        "val_lowest_bin_ratios": ratios,
     }
 
 
@@ -107,6 +133,20 @@ def render(result: dict, missing: list[str]) -> str:
                 cells = " | ".join("n/a" if v is None else f"{v:.4f}" for v in vals)
                 lines.append(f"| {row} | {var} | {cells} |")
         lines += ["", *[f"- {v}" for v in verdicts(d)], ""]
+        var = d.get("variants")
+        if var:
+            means = ", ".join(f"{k} {v:.4f}" for k, v in var["mean_val_x1e2"].items())
+            lines += [
+                f"MIA variant chosen on validation: **{var['chosen']}** "
+                f"(`{var['json']}`; mean validation nMSE x 1e2: {means}).",
+                "",
+                *[
+                    f"- validation, lowest bin, {pair}: "
+                    + ", ".join(f"{v} {r:.3f}" for v, r in per.items())
+                    for pair, per in var["val_lowest_bin_ratios"].items()
+                ],
+                "",
+            ]
     if missing:
         lines += ["Not run yet (no results JSON): " + ", ".join(missing), ""]
     return "\n".join(lines)

@@ -43,13 +43,15 @@ from pipelines.studies.reproduce_spec import load_reproduce  # noqa: E402
 
 MIA_VARIANTS = {
     "mia": [],
-    "mia_log_count": ["method.sft.support_state=log_count"],
-    "mia_density": ["method.sft.support_state=density", "data.query_points=0"],
-    "mia_prior": ["method.prior_pull=1.0", "method.prior_pull_learned=true"],
     "mia_mv_eof": ["data.residual_base=mv_eof"],
+    "mia_log_count": ["method.sft.support_state=log_count"],
+    "mia_prior": ["method.prior_pull=1.0", "method.prior_pull_learned=true"],
+    "mia_density": ["method.sft.support_state=density", "data.query_points=0"],
 }
 CAVIA_VARIANTS = {"cavia": [], "cavia_mv_eof": ["data.residual_base=mv_eof"]}
 _TIE = 0.01
+# Run order: the reference pairs and the residual base first, the SFT options after.
+ORDER = ["mia", "cavia", "mia_mv_eof", "cavia_mv_eof", "mia_log_count", "mia_prior"]
 
 
 def variants(study: Path) -> tuple[str, dict[str, tuple[str, list[str]]]]:
@@ -110,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = ROOT / "runs" / "sparse_variants" / name
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(v, s) for v in table for s in seeds]
+    jobs.sort(key=lambda j: ORDER.index(j[0]) if j[0] in ORDER else len(ORDER))
     threads = 1 if args.parallel > 1 else 0
 
     def one(job: tuple[str, int]) -> dict:
