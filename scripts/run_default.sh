@@ -56,11 +56,24 @@ else
     for _ in $(seq 60); do curl -sf "$DASH/api/version" >/dev/null 2>&1 && break; sleep 1; done
 fi
 
-echo "[run] ray job submit -- python ray_jobs/train.py --config configs/experiments/default.yaml $*"
-ray job submit --address "$DASH" --working-dir . \
-    --runtime-env-json '{"excludes": [".venv", "runs", ".git", "*.zarr"]}' \
+# `ray job submit --no-wait`, then the job's own output, whole, as it runs
+# (pipelines/cluster/follow_job.py): without the packaging, "next steps", address and
+# status lines that `ray job submit` / `ray job logs --follow` print around it. Those go to
+# a file, shown if the submission fails.
+job_id="mia-default-$(date +%Y%m%d-%H%M%S)-$$"
+submit_log="$(mktemp)"
+echo "[run] ray job submit -- python ray_jobs/train.py --config configs/experiments/default.yaml $* (job $job_id)"
+if ! ray job submit --address "$DASH" --submission-id "$job_id" --no-wait --log-color false \
+    --working-dir . --runtime-env-json '{"excludes": [".venv", "runs", ".git", "*.zarr"]}' \
     -- env MIA_GIT_COMMIT="$(git rev-parse HEAD 2>/dev/null)" \
-    python ray_jobs/train.py --config configs/experiments/default.yaml "run.out_dir=$OUT" "$@"
+    python ray_jobs/train.py --config configs/experiments/default.yaml "run.out_dir=$OUT" "$@" \
+    >"$submit_log" 2>&1; then
+    cat "$submit_log" >&2
+    exit 1
+fi
+rm -f "$submit_log"
+python -m pipelines.cluster.follow_job --address "$DASH" "$job_id" || exit 1
+echo "[run] job $job_id succeeded"
 
 echo
 echo "[run] validation results: $OUT/default/results_val.md (figures in $OUT/default/figures_val)"

@@ -1,9 +1,12 @@
-"""Builders at size: the volume builder streams time blocks; both builders show progress."""
+"""Builders at size: the volume builder streams time blocks; the long builders show progress."""
+
+import sys
 
 import numpy as np
 import pytest
 import xarray as xr
 from era5_samples import build_store, era5_dataset
+from skimage.io import imsave
 
 from pipelines.data.builders import volumes
 from pipelines.data.builders.__main__ import main
@@ -73,3 +76,31 @@ def test_progress_bar_only_when_asked_or_on_a_terminal(tmp_path, capsys):
     build_store(tmp_path, tmp_path / "era5.nc", "--resolution", "10x20", "--progress")
     err = capsys.readouterr().err
     assert "build era5" in err and "4/4" in err
+
+
+def test_a_terminal_shows_the_bar_unless_no_progress(tmp_path, capsys, monkeypatch):
+    _volume_input(tmp_path / "in.nc", steps=3)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # capsys' stderr, as a terminal
+    _build(tmp_path / "tty.zarr", "--input", str(tmp_path / "in.nc"))
+    assert "build volumes" in capsys.readouterr().err
+    _build(tmp_path / "quiet.zarr", "--input", str(tmp_path / "in.nc"), "--no-progress")
+    assert "build volumes" not in capsys.readouterr().err
+
+
+def test_image_builders_count_images_read_and_resized(tmp_path, capsys):
+    out = str(tmp_path / "d.zarr")
+    assert main(["digits", "--out", out, "--size", "12", "--limit", "30", "--progress"]) == 0
+    err = capsys.readouterr().err
+    assert "resize images" in err and "30/30" in err and "image" in err
+    assert main(["digits", "--out", out, "--size", "12", "--limit", "30", "--overwrite"]) == 0
+    assert "resize images" not in capsys.readouterr().err  # not a terminal, not asked
+    folder = tmp_path / "folder"
+    for sub in ("rgb", "gray"):
+        (folder / sub).mkdir(parents=True)
+        for name in "abc":
+            pixels = np.full((9, 9), 90, np.uint8)
+            imsave(folder / sub / f"{name}.png", pixels, check_contrast=False)
+    argv = ["images", "--out", str(tmp_path / "i.zarr"), "--folder", str(folder), "--size", "4"]
+    assert main([*argv, "--progress"]) == 0
+    err = capsys.readouterr().err
+    assert "read rgb" in err and "read gray" in err and "3/3" in err

@@ -15,6 +15,7 @@ from pipelines.data.streams import _episode_from_columns, modality_scales, store
 from pipelines.reports.evaluation import (
     METRICS,
     bin_members,
+    console_table,
     evaluate,
     markdown_table,
     mean_metric,
@@ -143,8 +144,23 @@ def test_empty_bin_is_nan_with_zero_count(tmp_path):
             assert r.count == 2 * int((store.split == 2).sum())
             assert r.metrics["nmse_all"] == pytest.approx(0.1)
     assert mean_metric(rows, "nmse_all") == pytest.approx(0.1)
-    table = markdown_table(rows)
-    assert "nan" in table and table.splitlines()[-1].startswith("| signals | 0 | 0 |")
+    table = markdown_table(rows)  # a table per region, then the draws: modality rows, bin columns
+    blocks = [b.splitlines() for b in table.split("\n\n")]
+    assert [b[0] for b in blocks] == [
+        "| nmse all | [0.01, 0.05] | [0.05, 0.1] |",
+        "| nmse support | [0.01, 0.05] | [0.05, 0.1] |",
+        "| nmse nonsupport | [0.01, 0.05] | [0.05, 0.1] |",
+        "| rmse all (uniform weights) | [0.01, 0.05] | [0.05, 0.1] |",
+        "| rmse support (uniform weights) | [0.01, 0.05] | [0.05, 0.1] |",
+        "| rmse nonsupport (uniform weights) | [0.01, 0.05] | [0.05, 0.1] |",
+        "| signals | [0.01, 0.05] | [0.05, 0.1] |",
+    ]
+    n = 2 * int((store.split == 2).sum())
+    mods = list(dict.fromkeys(r.modality for r in rows))
+    assert blocks[-1][2:] == [f"| {m} | 0 | {n} |" for m in mods]
+    assert blocks[0][2:] == [f"| {m} | nan | 0.1 |" for m in mods]
+    console = console_table(rows).splitlines()  # the printed one: nmse all x 100
+    assert console[0] == blocks[0][0] and console[2:] == [f"| {m} | nan | 10 |" for m in mods]
     write_csv(rows, tmp_path / "r.csv")
     lines = list(csv.DictReader(open(tmp_path / "r.csv")))
     assert lines[0]["n_signals"] == "0" and lines[0]["nmse_all"] == "nan"

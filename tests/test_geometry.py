@@ -149,8 +149,10 @@ def test_evaluation_gives_area_weighted_rmse_in_physical_units(tmp_path):
         for region in ("support", "nonsupport"):
             assert math.isfinite(r.metrics[f"rmse_phys_{region}"])
     table = markdown_table(rows, "nmse_all", 100.0)
-    assert "| rmse all (cos(latitude) weights) |" in table and " K |" in table
-    assert table.splitlines()[-1].startswith("| signals |")
+    assert "| rmse all (cos(latitude) weights) |" in table
+    assert "| t (K) |" in table and "| u (m s-1) |" in table  # units beside the modality
+    signals = table.split("\n\n")[-1].splitlines()
+    assert signals[0].startswith("| signals |") and signals[2] == "| t | 4 |"
     assert "| psnr all (cos(latitude) weights) |" in markdown_table(rows, "psnr_all")
     write_csv(rows, tmp_path / "r.csv")
     line = next(csv.DictReader(open(tmp_path / "r.csv")))

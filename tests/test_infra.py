@@ -6,6 +6,7 @@ running."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shlex
@@ -24,6 +25,7 @@ from pipelines.cluster import connect
 from pipelines.cluster.connect import FORWARDED_ENV, forwarded_env
 from pipelines.cluster.local import LocalCluster, session_pids
 from pipelines.cluster.local_run import train_on_local_cluster
+from pipelines.cluster.ray_output import SETUP_HOOK
 
 REPO = Path(__file__).resolve().parents[1]
 INFRA = REPO / "infra"
@@ -186,10 +188,11 @@ def test_forwarded_env_holds_settings_but_never_credentials():
         "AWS_REGION": "eu-west-1",
         "MLFLOW_TRACKING_URI": "http://mlflow.internal:5000",
         "RAY_AUTH_MODE": "disabled",
+        "RAY_DATA_LOG_LEVEL": "WARNING",  # Ray Data's per-epoch lines (ray_output.py)
     }
     assert not set(FORWARDED_ENV) & set(CREDENTIAL_VARS)
     assert not any(SECRETISH.search(name) for name in FORWARDED_ENV)
-    assert forwarded_env({"RAY_AUTH_MODE": "token"}) == {"RAY_AUTH_MODE": "token"}
+    assert forwarded_env({"RAY_AUTH_MODE": "token"})["RAY_AUTH_MODE"] == "token"
 
 
 @pytest.mark.parametrize(
@@ -203,7 +206,7 @@ def test_forwarded_env_holds_settings_but_never_credentials():
 )
 def test_tracking_uri_with_credentials_is_not_forwarded(uri):
     env = forwarded_env({"MLFLOW_TRACKING_URI": uri, "AWS_SECRET_ACCESS_KEY": "x"})
-    assert env == {"RAY_AUTH_MODE": "disabled"}
+    assert env == {"RAY_AUTH_MODE": "disabled", "RAY_DATA_LOG_LEVEL": "WARNING"}
 
 
 def test_init_ray_passes_only_forwarded_env(monkeypatch):
@@ -230,6 +233,9 @@ def test_init_ray_passes_only_forwarded_env(monkeypatch):
     # A new local instance: no dashboard, worker logs on the driver; an address: neither.
     assert kwargs["address"] is None
     assert kwargs["include_dashboard"] is False and kwargs["log_to_driver"] is True
+    # Ray's own output kept short: every worker's setup hook, the driver's ray logger
+    assert kwargs["runtime_env"]["worker_process_setup_hook"] == SETUP_HOOK
+    assert kwargs["logging_level"] == logging.WARNING
     calls.clear()
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")

@@ -79,9 +79,10 @@ def test_two_workers_write_checkpoints_mlflow_and_results(ray_session, other_fs_
     assert (run_dir / "checkpoints/best.pt").exists()
     assert list((tmp_path / "ray_results" / "default").glob("checkpoint_*"))
     table = (run_dir / "results_val.md").read_text()  # train reports validation
-    # Paper shape: one column per (modality, bin), rows all/support/nonsupport.
-    header = table.splitlines()[4]
-    assert header.count("|") == 2 + 2 * 2
+    # A table per metric and region: a row per modality, a column per support bin.
+    lines = table.splitlines()
+    assert lines[4].startswith("| nmse all | [0.05, ") and lines[4].count("|") == 2 + 2
+    assert [line.split(" | ")[0] for line in lines[6:8]] == ["| sine", "| tanh"]
     assert not (run_dir / "metrics.json").exists()  # the test report is asked for alone
     metrics = json.loads((run_dir / "metrics_val.json").read_text())
     assert {(r["modality"], r["r_min"]) for r in metrics["val"]} == {

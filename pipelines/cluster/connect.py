@@ -4,8 +4,11 @@
 instance, and forwards only non-secret settings to Ray's workers through
 ``runtime_env={"env_vars": ...}``: the names in :data:`FORWARDED_ENV` (S3 endpoint and
 region, an MLflow tracking URI that carries no user info or query string, the runs'
-command and git commit in ``MLFLOW_RUN_CONTEXT``, and ``RAY_AUTH_MODE``, ``"disabled"``
-unless set). A URL among them that carries credentials
+command and git commit in ``MLFLOW_RUN_CONTEXT``, ``RAY_AUTH_MODE``, ``"disabled"``
+unless set, and ``RAY_DATA_LOG_LEVEL``, ``"WARNING"`` unless set). It also asks Ray for
+quiet output (:mod:`pipelines.cluster.ray_output`: Ray Data's per-epoch lines, the driver's
+connection lines, colour codes off a terminal, Ray's warnings about its own deprecated
+calls). A URL among them that carries credentials
 (``http://user:pass@host``, a query string) is not forwarded at all: workers then need the
 setting from their node's environment, like the credentials below.
 
@@ -32,11 +35,13 @@ driver's environment, so credentials exported in the driver's shell still work t
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from mia_core.config.secrets import redact_url, url_has_credentials
+from pipelines.cluster.ray_output import QUIET_ENV, SETUP_HOOK, driver_init_kwargs
 from pipelines.tracking.provenance import install_run_context
 from pipelines.tracking.reach import ConnectError, probe_tcp
 
@@ -49,9 +54,10 @@ FORWARDED_ENV = (
     "MLFLOW_TRACKING_URI",
     "MLFLOW_RUN_CONTEXT",  # provenance tags of new runs (pipelines.tracking.provenance)
     "RAY_AUTH_MODE",
+    "RAY_DATA_LOG_LEVEL",  # Ray Data's console and file logs (ray_output.QUIET_ENV)
 )
 
-_DEFAULTS = {"RAY_AUTH_MODE": "disabled"}
+_DEFAULTS = {"RAY_AUTH_MODE": "disabled", **QUIET_ENV}
 RAY_CLIENT_PORT = 10001
 # HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS, Ray Client)
 # answers with its SETTINGS, a port that accepts and never answers stays silent.
@@ -72,8 +78,9 @@ def forwarded_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The ``env_vars`` :func:`init_ray` puts into the runtime_env for ``environ``.
 
     Only the names of :data:`FORWARDED_ENV` that are set (``RAY_AUTH_MODE`` defaults to
-    ``"disabled"``); a value that carries credentials (``AWS_ENDPOINT_URL`` or
-    ``MLFLOW_TRACKING_URI`` with user info or a query string) is left out.
+    ``"disabled"``, ``RAY_DATA_LOG_LEVEL`` to ``"WARNING"``); a value that carries
+    credentials (``AWS_ENDPOINT_URL`` or ``MLFLOW_TRACKING_URI`` with user info or a query
+    string) is left out.
 
     Args:
         environ: the driver's environment (``os.environ``).
@@ -92,8 +99,9 @@ def init_ray(address: str | None = None, log: Callable[[str], None] = print) -> 
     """Connect to Ray (no-op when already initialised) with :func:`forwarded_env`.
 
     The driver's own ``RAY_AUTH_MODE`` defaults to ``disabled`` too: a local instance it
-    starts would otherwise write a token that makes later untokened drivers hang. Prints
-    the dashboard address (or that there is none) once connected.
+    starts would otherwise write a token that makes later untokened drivers hang. Ray's
+    own output is kept short (:mod:`pipelines.cluster.ray_output`: every worker runs its
+    setup hook). Prints the dashboard address (or that there is none) once connected.
 
     Args:
         address: Ray address; default ``RAY_ADDRESS``, else a new local instance (without
@@ -116,7 +124,10 @@ def init_ray(address: str | None = None, log: Callable[[str], None] = print) -> 
                 stacklevel=2,
             )
     address = address or os.environ.get("RAY_ADDRESS")
-    kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env}}
+    kwargs: dict[str, Any] = {
+        "runtime_env": {"env_vars": env, "worker_process_setup_hook": SETUP_HOOK},
+        **driver_init_kwargs(sys.stdout),
+    }
     if not address:
         kwargs.update(include_dashboard=False, log_to_driver=True)
     else:

@@ -18,6 +18,10 @@ A resume follows the run-record rules of :mod:`pipelines.engine.run_dir`: a chan
 is refused before Ray starts, and ``config.yaml`` is rewritten only after the resumed run
 has trained. A worker's user error (a refused resume, a checkpoint of another shape, a full
 disk) ends the job with that error, after Ray's own report of it.
+
+Output (:mod:`pipelines.cluster.ray_output`): Ray Train's console logs warnings only (its
+log files keep everything), Ray's ``Reporting training result`` line comes from rank 0
+only, Ray Data shows no progress bars, and rank 0 alone writes the training lines.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from mia_core.config import (
 )
 from mia_core.runtime import set_matmul_precision
 from pipelines.cluster.connect import init_ray
+from pipelines.cluster.ray_output import TRAIN_LOG_LEVEL, quiet_rank
 from pipelines.data.stores.errors import DiskFull, StoreError, is_disk_full
 from pipelines.engine.checkpoint import (
     CheckpointError,
@@ -146,6 +151,7 @@ def _worker(loop_config: dict[str, Any]) -> None:
     _quiet_data()
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
+    quiet_rank(rank)
     torch.set_num_threads(max(1, int(cfg.run.cpus_per_worker)))
     set_matmul_precision(cfg.run.matmul_precision)
     device = rtt.get_device()
@@ -189,7 +195,13 @@ def run_on_ray(
         init_hook: see :func:`~pipelines.engine.loop.train_loop`; pickled (cloudpickle)
             to every worker, so what it reads must be reachable from the workers' nodes.
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import (
+        CheckpointConfig,
+        FailureConfig,
+        LoggingConfig,
+        RunConfig,
+        ScalingConfig,
+    )
     from ray.train.torch import TorchTrainer
 
     run_dir = run_dir_of(cfg)
@@ -237,6 +249,7 @@ def run_on_ray(
                 checkpoint_score_order="min",
             ),
             callbacks=callbacks,
+            logging_config=LoggingConfig(log_level=TRAIN_LOG_LEVEL),
         ),
         datasets=datasets or None,
     )

@@ -24,7 +24,13 @@ from pipelines.data.streams import store_episodes
 from pipelines.engine.checkpoint import OTHER_MODEL_HINT, check_model_state, load_checkpoint
 from pipelines.engine.run_dir import load_run_config, selected_checkpoint
 from pipelines.engine.task import check_split, split_file
-from pipelines.reports.evaluation import EvalRow, evaluate, markdown_table, write_csv
+from pipelines.reports.evaluation import (
+    EvalRow,
+    console_table,
+    evaluate,
+    markdown_table,
+    write_csv,
+)
 from pipelines.reports.mlflow_model import log_dataset, log_meta_model
 from pipelines.reports.plots import plot_attention, plot_reconstruction
 from pipelines.reports.residual_base import fit_residual_base
@@ -90,7 +96,7 @@ def evaluate_run(
         f"{split} split, {ckpt.name} of step {state['step']} "
         f"(normalised MSE x 1e2, {repeats} repeats, {cfg.run.eval_protocol} protocol):"
     )
-    log(nmse)
+    log(console_table(rows, "nmse_all", 100.0))  # every metric: the report files
     if checkpoint is not None:
         return rows
     names = {n: split_file(n, split) for n in ("results.md", "results.csv", "metrics.json")}

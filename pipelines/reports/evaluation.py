@@ -308,41 +308,65 @@ def mean_metric(rows: list[EvalRow], key: str) -> float:
 
 
 def markdown_table(rows: list[EvalRow], key: str = "nmse_all", scale: float = 1.0) -> str:
-    """Paper-shaped table: one row per metric, one column per (modality, bin).
+    """Tables of a metric family: per metric and region, a row per modality, a column per bin.
 
-    The last line gives the (signal, repeat) draws per column; an empty bin shows ``nan``.
-    Rows of :func:`evaluate` add, beside normalised MSE (``nmse``), the area-weighted RMSE
-    in physical units (units in each cell) and, beside PSNR on a ``cos(latitude)``-weighted
-    grid, the area-weighted PSNR (module docstring).
+    A table per region of the family, then the (signal, repeat) draws per cell (``signals``),
+    separated by blank lines; an empty bin shows ``nan``. Beside normalised MSE (``nmse``)
+    come the area-weighted RMSE in physical units (units beside the modality) and, beside
+    PSNR on a ``cos(latitude)``-weighted grid, the area-weighted PSNR (module docstring).
 
     Args:
         rows: from :func:`evaluate`.
         key: metric family (``nmse``, ``mse``, ``psnr``, ``nmse_area``, ``psnr_area`` or
-            ``rmse_phys``) plus a region suffix; the table shows all/support/nonsupport.
+            ``rmse_phys``) plus a region suffix; the tables show all/support/nonsupport.
         scale: multiply the family's values (MIA prints normalised MSE x 1e2: pass 100).
     """
     family = key.rsplit("_", 1)[0] if key.endswith(REGIONS) else key
-    cols = [(r.modality, r.r_min, r.r_max) for r in rows]
-    head = "| metric | " + " | ".join(f"{m} [{lo:g}, {hi:g}]" for m, lo, hi in cols) + " |"
-    sep = "|---|" + "---|" * len(cols)
-    lines = [head, sep]
     shown = [(family, scale)]
-    if family == "nmse" and all("rmse_phys_all" in r.metrics for r in rows):
+    if family == "nmse" and rows and all("rmse_phys_all" in r.metrics for r in rows):
         shown.append(("rmse_phys", 1.0))
     if family == "psnr" and rows and all(r.weighting == COS_LAT for r in rows):
         shown.append(("psnr_area", 1.0))
     weights = sorted({r.weighting for r in rows})
+    blocks = []
     for fam, factor in shown:
         weighted = fam.endswith(("_area", "_phys"))
         note = f" ({weights[0] if len(weights) == 1 else 'area'} weights)" if weighted else ""
         for region in REGIONS:
-            vals = [
-                f"{r.metrics[f'{fam}_{region}'] * factor:.4g}"
-                + (f" {r.units}" if fam == "rmse_phys" and r.units and r.count else "")
-                for r in rows
-            ]
-            lines.append(f"| {fam.split('_')[0]} {region}{note} | " + " | ".join(vals) + " |")
-    lines.append("| signals | " + " | ".join(str(r.count) for r in rows) + " |")
+            title = f"{fam.split('_')[0]} {region}{note}"
+            blocks.append(_block(rows, title, f"{fam}_{region}", factor, fam == "rmse_phys"))
+    blocks.append(_block(rows, "signals", None))
+    return "\n\n".join(blocks)
+
+
+def console_table(rows: list[EvalRow], key: str = "nmse_all", scale: float = 100.0) -> str:
+    """The table a job prints: ``key`` times ``scale``, a row per modality, a column per bin.
+
+    The report files hold every metric and the draws per cell (:func:`markdown_table`).
+    """
+    return _block(rows, key.replace("_", " "), key, scale, key.startswith("rmse_phys"))
+
+
+def _block(
+    rows: list[EvalRow], title: str, key: str | None, scale: float = 1.0, units: bool = False
+) -> str:
+    """One table: ``title`` in the corner, a row per (method and) modality, a column per bin.
+
+    ``key=None`` shows the (signal, repeat) draws; ``units`` puts units beside the modality.
+    """
+    bins = list(dict.fromkeys((r.r_min, r.r_max) for r in rows))
+    grid: dict[str, dict[tuple[float, float], EvalRow]] = {}
+    for r in rows:  # a classical row is named by its method too
+        grid.setdefault(f"{r.method} {r.modality}".strip(), {})[r.r_min, r.r_max] = r
+    lines = [f"| {title} | " + " | ".join(f"[{lo:g}, {hi:g}]" for lo, hi in bins) + " |"]
+    lines.append("|---|" + "---|" * len(bins))
+    for name, by_bin in grid.items():
+        unit = next(iter(by_bin.values())).units if units else ""
+        vals = [
+            "" if r is None else str(r.count) if key is None else f"{r.metrics[key] * scale:.4g}"
+            for r in (by_bin.get(b) for b in bins)
+        ]
+        lines.append(f"| {name}{f' ({unit})' if unit else ''} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
 
 

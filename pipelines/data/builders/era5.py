@@ -13,7 +13,7 @@ the input's own extent (``--domain``). Blocks are appended to the store as they 
 regridded (``FieldStoreStream``; ``--chunk`` is lowered to the time steps of one block
 where a chunk would exceed it, ``chunk_time`` in the summary), then normalised in place.
 A target grid equal to the input's is not regridded: the values are copied. A progress bar
-with an ETA goes to stderr on a terminal or with ``--progress``.
+with an ETA goes to stderr on a terminal or with ``--progress`` (never with ``--no-progress``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pipelines.data.builders.patch_option import (
     parse_patch,
     patch_summary,
 )
-from pipelines.data.builders.progress import add_progress_argument, track
+from pipelines.data.builders.progress import add_progress_argument, requested, track
 from pipelines.data.stores.field_stream import FieldStoreStream, chunk_steps
 from pipelines.data.stores.field_writer import patch_grid, split_by_time
 from pipelines.data.stores.location import StoreLocation, redact_url
@@ -191,7 +191,7 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
             else target.method + (" (periodic in longitude)" if target.periodic else "")
         )
         times: list[str] = []
-        for block in track(blocks, total, "build era5", getattr(args, "progress", False)):
+        for block in track(blocks, total, "build era5", requested(args)):
             block = block.transpose(*[d for d in FIELD_DIMS if d in block.dims])
             for mod, src in mapping.items():
                 finite[mod] |= bool(block[mod].notnull().any())

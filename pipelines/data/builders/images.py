@@ -14,7 +14,8 @@ Every image is resized to ``--size`` x ``--size`` (32 by default, as in the Cele
 setups; aspect ratio not kept unless ``--crop`` centre-crops to a square first) with
 anti-aliasing (``--nearest`` modalities, e.g. label masks, use nearest neighbour), then
 normalised per channel (``minmax01`` from the training split by default). Split: seeded
-80/10/10.
+80/10/10. Reading a folder shows a progress bar per modality on a terminal (``--progress``
+/ ``--no-progress``).
 
 ``--tiles``: instead of resizing, every image is cut at its own resolution into the
 non-overlapping ``--size`` x ``--size`` tiles that fit (remainders dropped); tiles whose
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.data.builders.progress import add_progress_argument, each, requested
 from pipelines.data.stores import ModalityData, StoreLocation, write_signal_store
 from pipelines.data.stores.writer import NORMALISATIONS
 
@@ -63,6 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-std", type=float, default=0.02, help="with --tiles: drop flatter tiles")
     p.add_argument("--normalisation", default="minmax01", choices=NORMALISATIONS)
     p.add_argument("--seed", type=int, default=0)
+    add_progress_argument(p)
 
 
 def to_float(img: np.ndarray, name: str) -> np.ndarray:
@@ -134,11 +137,12 @@ def _folder(args: argparse.Namespace) -> tuple[dict[str, list[np.ndarray]], list
     names = names[: args.num] if args.num else names
     nearest = set(args.nearest.split(",")) - {""}
     values = {}
-    for m in mods:
+    for m in mods:  # a progress bar per modality (a terminal, or --progress)
+        read = each(names, len(names), f"read {m}", requested(args), "image")
         if args.tiles:
-            imgs = [read_image(files[m][n]) for n in names]
+            imgs = [read_image(files[m][n]) for n in read]
         else:
-            imgs = [fit(read_image(files[m][n]), args.size, args.crop, m in nearest) for n in names]
+            imgs = [fit(read_image(files[m][n]), args.size, args.crop, m in nearest) for n in read]
         chans = max(i.shape[-1] for i in imgs)
         values[m] = [np.repeat(i, chans // i.shape[-1], -1) for i in imgs]
     report = {

@@ -14,6 +14,7 @@ import argparse
 
 import numpy as np
 
+from pipelines.data.builders.progress import add_progress_argument, each, requested
 from pipelines.data.stores import ModalityData, StoreLocation, write_signal_store
 from pipelines.data.stores.writer import NORMALISATIONS
 
@@ -25,10 +26,14 @@ def add_common_arguments(p: argparse.ArgumentParser, val_default: float = 0.1) -
     p.add_argument("--limit", type=int, default=None, help="keep a seeded subset of N images")
     p.add_argument("--normalisation", default="minmax01", choices=NORMALISATIONS)
     p.add_argument("--seed", type=int, default=0)
+    add_progress_argument(p)
 
 
-def resize(images: np.ndarray, size: int | None) -> np.ndarray:
-    """``(N, H, W, C)`` -> ``(N, size, size, C)`` float64 (bilinear, anti-aliased)."""
+def resize(images: np.ndarray, size: int | None, shown: bool | None = False) -> np.ndarray:
+    """``(N, H, W, C)`` -> ``(N, size, size, C)`` float64 (bilinear, anti-aliased).
+
+    ``shown``: a progress bar over the images (see :mod:`~pipelines.data.builders.progress`).
+    """
     images = images.astype(np.float64)
     if size is None or images.shape[1:3] == (size, size):
         return images
@@ -37,7 +42,8 @@ def resize(images: np.ndarray, size: int | None) -> np.ndarray:
     from skimage.transform import resize as sk_resize
 
     shape = (size, size, images.shape[-1])
-    return np.stack([sk_resize(i, shape, order=1, anti_aliasing=True) for i in images])
+    bar = each(images, len(images), "resize images", shown, "image")
+    return np.stack([sk_resize(i, shape, order=1, anti_aliasing=True) for i in bar])
 
 
 def holdout_split(is_test: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
@@ -120,7 +126,7 @@ def write_labelled_store(
     if args.limit is not None and args.limit < n:
         keep = np.sort(np.random.default_rng(args.seed).permutation(n)[: args.limit])
         images, labels, is_test = images[keep], labels[keep], is_test[keep]
-    images = resize(images, args.size)
+    images = resize(images, args.size, requested(args))
     split = holdout_split(is_test, args.val_fraction, args.seed)
     data = {
         "image": ModalityData(images, "grid", [[0.0, 1.0], [0.0, 1.0]], None, args.normalisation)

@@ -26,7 +26,7 @@ store chunks where the budget allows), each resized and appended to the store as
 so memory is bounded by a block, not by the number of time steps; ``--chunk`` is lowered
 to the time steps of one block where a chunk would exceed it (``chunk_time`` in the
 summary), since an append inside a chunk rewrites the whole chunk. A progress bar with an
-ETA goes to stderr on a terminal or with ``--progress``.
+ETA goes to stderr on a terminal or with ``--progress`` (never with ``--no-progress``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import numpy as np
 import xarray as xr
 
 from pipelines.data.builders.patch_option import add_patch_argument, parse_patch, patch_summary
-from pipelines.data.builders.progress import add_progress_argument, progress_bar
+from pipelines.data.builders.progress import add_progress_argument, progress_bar, requested
 from pipelines.data.stores import StoreLocation
 from pipelines.data.stores.field_stream import FieldStoreStream, chunk_steps, time_blocks
 from pipelines.data.stores.field_writer import patch_grid, split_by_time
@@ -275,7 +275,7 @@ def build(args: argparse.Namespace, location: StoreLocation) -> dict:
             chunk, spatial = patch_layout(resize or shape, patch, point, chunk)
         stream = FieldStoreStream(location, chunk, attrs, args.normalisation, patch, spatial)
         grid: list[int] = []
-        with progress_bar(n_time, "build volumes", getattr(args, "progress", False)) as bar:
+        with progress_bar(n_time, "build volumes", requested(args)) as bar:
             for block in _blocks(ds, chunk):
                 if resize:  # NIfTI files are resized while reading
                     block = _resize_dataset(block, resize)
