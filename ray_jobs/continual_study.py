@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from pipelines.studies.continual_study import CONTINUAL
 from ray_jobs.common import run_main
-from ray_jobs.study_cli import study_main
+from ray_jobs.study_cli import study_main, workflow_command
+
+COMMAND = workflow_command(CONTINUAL, "benchmarks/results/mcl_nf.json", __doc__, "continual-study")
 
 
 def main(argv: list[str]) -> int:
-    """Run the continual study and/or refresh docs/mcl_nf.md (:func:`study_main`)."""
-    return study_main(argv, CONTINUAL, "benchmarks/results/mcl_nf.json", __doc__, "continual-study")
+    """Run the study and/or refresh its docs page (:func:`ray_jobs.study_cli.study_main`)."""
+    return study_main(argv, COMMAND)
 
 
 if __name__ == "__main__":

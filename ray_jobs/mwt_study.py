@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from pipelines.studies.mwt_study import MWT
 from ray_jobs.common import run_main
-from ray_jobs.study_cli import study_main
+from ray_jobs.study_cli import study_main, workflow_command
+
+COMMAND = workflow_command(MWT, "benchmarks/results/mwt.json", __doc__, "mwt-study")
 
 
 def main(argv: list[str]) -> int:
-    """Run the MWT study and/or refresh docs/mwt.md (:func:`ray_jobs.study_cli.study_main`)."""
-    return study_main(argv, MWT, "benchmarks/results/mwt.json", __doc__, "mwt-study")
+    """Run the study and/or refresh its docs page (:func:`ray_jobs.study_cli.study_main`)."""
+    return study_main(argv, COMMAND)
 
 
 if __name__ == "__main__":

@@ -24,13 +24,13 @@ study; alone, every committed results JSON).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from pipelines.studies.reproduce import run_reproduce
 from pipelines.studies.reproduce_readme import update_readme
 from pipelines.studies.reproduce_spec import load_reproduce
-from ray_jobs.common import parse_job_args, run_main
+from ray_jobs.common import run_main
+from ray_jobs.study_cli import StudyCommand, study_main
 
 DEFAULT_JSONS = (
     "benchmarks/results/mia_table1.json",
@@ -49,48 +49,28 @@ PAGES = {
 DEFAULT_PAGE = "docs/reproduction.md"  # the page of a results JSON that PAGES does not name
 
 
+def run(config: str, overrides: list[str], local: bool, address: str | None) -> str:
+    """Run the study file ``config``, print its tables; returns its results JSON."""
+    spec, bases = load_reproduce(config, overrides)
+    result = run_reproduce(spec, bases, local=local, address=address)
+    print((result.out_dir / "table1.md").read_text())
+    if result.curve is not None:
+        print((result.out_dir / "curve.md").read_text())
+    return spec.results_json
+
+
+def docs(results_json: str, readme_file: str | None) -> Path:
+    """Rewrite the block of ``results_json`` in its page (:data:`PAGES`) or ``readme_file``."""
+    page = readme_file or PAGES.get(Path(results_json).as_posix(), DEFAULT_PAGE)
+    return update_readme(page, results_json)
+
+
+COMMAND = StudyCommand("reproduce", __doc__, "reproduce", run, docs, DEFAULT_JSONS, DEFAULT_PAGE)
+
+
 def main(argv: list[str]) -> int:
-    """Parse arguments, run the study and/or refresh the docs tables; user errors propagate."""
-    parser = argparse.ArgumentParser(
-        prog="mia-inr reproduce",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--config", default=None, help="study YAML (see configs/reproduce/)")
-    parser.add_argument("overrides", nargs="*", help="reproduce.key=value or budget key=value")
-    parser.add_argument("--local", action="store_true", help="one process, no Ray")
-    parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS)")
-    parser.add_argument(
-        "--readme", action="store_true", help="regenerate the tables in their docs pages"
-    )
-    parser.add_argument(
-        "--results-json", default=None, help=f"default: those of {list(DEFAULT_JSONS)} present"
-    )
-    parser.add_argument(
-        "--readme-file",
-        default=None,
-        help=f"file with the markers (default: the JSON's page under docs/, e.g. {DEFAULT_PAGE})",
-    )
-    args = parse_job_args(parser, argv)
-    if args.config is None and not args.readme:
-        parser.error("--config is required (or --readme alone to refresh the docs tables)")
-    results_json = args.results_json
-    if args.config is not None:
-        spec, bases = load_reproduce(args.config, args.overrides)
-        result = run_reproduce(spec, bases, local=args.local, address=args.address)
-        print((result.out_dir / "table1.md").read_text())
-        if result.curve is not None:
-            print((result.out_dir / "curve.md").read_text())
-        results_json = results_json or spec.results_json or None
-    if args.readme:
-        sources = [results_json] if results_json else [p for p in DEFAULT_JSONS if Path(p).exists()]
-        if not sources:
-            raise FileNotFoundError(f"none of {list(DEFAULT_JSONS)} exists (run a study first)")
-        for source in sources:
-            page = args.readme_file or PAGES.get(Path(source).as_posix(), DEFAULT_PAGE)
-            readme = update_readme(page, source)
-            print(f"updated {readme} from {source}")
-    return 0
+    """Run the study and/or refresh the docs tables (:func:`ray_jobs.study_cli.study_main`)."""
+    return study_main(argv, COMMAND)
 
 
 if __name__ == "__main__":

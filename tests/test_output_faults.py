@@ -156,21 +156,21 @@ def test_failed_s3_reads_leave_no_asyncio_noise_at_exit():
 def test_results_json_paths_that_are_not_results_are_refused(tmp_path):
     """Studies and reports merge into their own results JSON, never over a user's file."""
     from pipelines.codecs.report import upsert_result
-    from pipelines.studies.comparison import write_results
+    from pipelines.studies.driver import write_results_json
 
     notes = tmp_path / "notes.json"
     notes.write_text("my notes, not JSON\n")
     with pytest.raises(StoreError, match="not a results JSON"):
-        write_results(notes, "ncep", {"psnr": 1.0})
+        write_results_json(notes, {"psnr": 1.0}, "ncep")
     with pytest.raises(StoreError, match="not a results JSON"):
         upsert_result(notes, {"name": "ncep"})
     assert notes.read_text() == "my notes, not JSON\n"
     folder = tmp_path / "folder.json"
     folder.mkdir()
     with pytest.raises(StoreError, match="is a folder"):
-        write_results(folder, "ncep", {})
+        write_results_json(folder, {}, "ncep")
     ours = tmp_path / "results.json"
-    write_results(ours, "ncep", {"psnr": 1.0})
-    write_results(ours, "era5", {"psnr": 2.0})
+    write_results_json(ours, {"psnr": 1.0}, "ncep")
+    write_results_json(ours, {"psnr": 2.0}, "era5")
     assert json.loads(ours.read_text()) == {"ncep": {"psnr": 1.0}, "era5": {"psnr": 2.0}}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mia_core.config import ConfigError
+from mia_core.config import Config, ConfigError
 from pipelines.data.episodes import stride_index
 from pipelines.data.stores import Store
 from pipelines.data.stores.geometry import point_weights, store_geometry
@@ -80,6 +80,20 @@ class EvalProtocol:
     time_stride: int = 1
     protocol: str = "paper"
     psnr_range: float = 1.0
+
+    @classmethod
+    def of(cls, cfg: Config, bins: Sequence[tuple[float, float]] | None = None) -> EvalProtocol:
+        """The protocol of ``cfg``'s evaluation (``bins``: default ``run.eval_bins``)."""
+        run, data = cfg.run, cfg.data
+        return cls(
+            [tuple(b) for b in (run.eval_bins if bins is None else bins)],
+            run.eval_repeats,
+            run.eval_batch_size,
+            data.spatial_stride,
+            data.time_stride,
+            run.eval_protocol,
+            data.psnr_range,
+        )
 
     def evaluate(
         self, store: Store, split: str, seed: int, rows: dict[str, Reconstructor]

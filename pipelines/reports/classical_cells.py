@@ -64,23 +64,17 @@ def cells_from_rows(
                     for r in rows
                     if r.method == name and r.modality == m and _same(r, lo, hi)
                 ]
-                nmse = _finite([100.0 * r.metrics["nmse_all"] for r in found])
                 area = _finite([100.0 * r.metrics.get("nmse_area_all", math.nan) for r in found])
-                rmse = _finite([r.metrics.get("rmse_phys_all", math.nan) for r in found])
-                cells.append(
-                    {
-                        "r_min": lo,
-                        "r_max": hi,
-                        "mean": statistics.fmean(nmse) if nmse else math.nan,
-                        "std": statistics.stdev(nmse) if len(nmse) > 1 else math.nan,
-                        "values": nmse,
-                        "area": statistics.fmean(area) if area else math.nan,
-                        "rmse_phys": statistics.fmean(rmse) if rmse else math.nan,
-                        "units": next((r.units for r in found if r.units), ""),
-                        "count": sum(r.count for r in found),
-                        "n_failed": sum(r.n_failed for r in found),
-                    }
+                cell = seed_cell(
+                    (lo, hi),
+                    [100.0 * r.metrics["nmse_all"] for r in found],
+                    [r.metrics.get("rmse_phys_all", math.nan) for r in found],
+                    next((r.units for r in found if r.units), ""),
+                    area=statistics.fmean(area) if area else math.nan,
                 )
+                cell["count"] = sum(r.count for r in found)
+                cell["n_failed"] = sum(r.n_failed for r in found)
+                cells.append(cell)
             out[name][m] = cells
     return out
 
@@ -161,8 +155,29 @@ def _same(row: EvalRow, lo: float, hi: float) -> bool:
     return round(row.r_min, 6) == round(lo, 6) and round(row.r_max, 6) == round(hi, 6)
 
 
+def seed_cell(
+    bin_: tuple[float, float], nmse: list[float], rmse: list[float], units: str, **extra: float
+) -> dict:
+    """A cell over seeds: mean ± sample std of the finite ``nmse`` (x 1e2), mean ``rmse``.
+
+    A bin that received no signal has NaN metrics: it is left out of the mean. ``extra``
+    keys follow ``values``.
+    """
+    nmse, rmse = _finite(nmse), _finite(rmse)
+    return {
+        "r_min": bin_[0],
+        "r_max": bin_[1],
+        "mean": statistics.fmean(nmse) if nmse else math.nan,
+        "std": statistics.stdev(nmse) if len(nmse) > 1 else math.nan,
+        "values": nmse,
+        **extra,
+        "rmse_phys": statistics.fmean(rmse) if rmse else math.nan,
+        "units": units,
+    }
+
+
 def _finite(values: list[float]) -> list[float]:
     return [v for v in values if math.isfinite(v)]
 
 
-__all__ = ["ClassicalRows", "Cells", "cell_text", "cells_from_rows", "classical_cells"]
+__all__ = ["ClassicalRows", "Cells", "cell_text", "cells_from_rows", "classical_cells", "seed_cell"]

@@ -29,16 +29,7 @@ def fit_residual_base(
     name = cfg.data.residual_base
     if name == "none":
         return None
-    how = EvalProtocol(
-        [tuple(b) for b in cfg.run.eval_bins],
-        cfg.run.eval_repeats,
-        cfg.run.eval_batch_size,
-        cfg.data.spatial_stride,
-        cfg.data.time_stride,
-        cfg.run.eval_protocol,
-        cfg.data.psnr_range,
-    )
-    return fit_classical(store, [name], how, cfg.run.seed + 1, log=log)[name]
+    return fit_classical(store, [name], EvalProtocol.of(cfg), cfg.run.seed + 1, log=log)[name]
 
 
 __all__ = ["fit_residual_base"]

@@ -17,10 +17,12 @@ Every variant x seed is an ordinary training run (``pipelines.jobs.train(local=T
 this process) under ``<run.out_dir>/ablation/<name>/<dataset>/<variant>/seed<k>`` with
 test metrics in its ``metrics.json``; finished runs are skipped and interrupted ones
 resume from ``last.pt``, so re-running the job continues a study. All runs of a dataset
-share its store (the synthetic one is built once). MLflow: a parent run for the study, a
-child run per variant x seed, the report, tables and figures on the parent. The study
-file is :mod:`pipelines.studies.ablation_spec`, the tables and report
-:mod:`pipelines.studies.ablation_report`.
+share its store (the synthetic one is built once). The study is a
+:class:`~pipelines.studies.driver.Study` (:class:`AblationStudy`): the driver owns the
+MLflow parent run (the report, tables and figures on it) and a child run per variant x
+seed; a frozen SFT trains after its CAVIA run, in this process (its init hook reads the
+CAVIA checkpoint). The study file is :mod:`pipelines.studies.ablation_spec`, the tables and
+report :mod:`pipelines.studies.ablation_report`.
 """
 
 from __future__ import annotations
@@ -34,17 +36,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from mia_core.config import Config
 from mia_core.config.loader import flatten_config
 from pipelines.data.resolve import resolve_store
-from pipelines.engine.run_dir import refuse_changed_config, selected_checkpoint
-from pipelines.studies import ablation_analysis as an
-from pipelines.studies.ablation_report import study_tables, write_csv, write_report
+from pipelines.reports import ablation_analysis as an
+from pipelines.studies.ablation_report import study_tables, write_report
 from pipelines.studies.ablation_spec import NEEDS, VARIANTS, AblationSpec, variant_config
-from pipelines.studies.child_run import ChildJob, train_child, train_children
-from pipelines.tracking import run_groups
+from pipelines.studies.child_run import ChildJob
+from pipelines.studies.driver import (
+    ChildStudy,
+    Outcome,
+    ParentRun,
+    Results,
+    run_study,
+    write_csv,
+)
 from pipelines.tracking.tracker import tracking_uri
 
 
@@ -65,6 +71,82 @@ class AblationResult:
     parent_run_id: str
 
 
+class AblationStudy(ChildStudy):
+    """The ablation as a :class:`~pipelines.studies.driver.Study` (module docstring)."""
+
+    section = "ablation"
+    results_json, results_key = "", None
+
+    def __init__(self, spec: AblationSpec, bases: dict[str, Config]) -> None:
+        self.spec, self.name = spec, spec.name
+        self.workers, self.threads, self.figures = spec.workers, spec.threads, spec.run_figures
+        first = next(iter(bases.values()))
+        self.out = Path(first.run.out_dir).resolve() / "ablation" / spec.name
+        uri = tracking_uri(first)
+        self.cfg = dataclasses.replace(first, run=dataclasses.replace(first.run, tracking_uri=uri))
+        # One store per dataset: every variant (the subset one too) reads the same signals.
+        self.bases = {
+            ds: dataclasses.replace(
+                base,
+                data=dataclasses.replace(base.data, store=resolve_store(base).url),
+                run=dataclasses.replace(base.run, tracking_uri=uri),
+            )
+            for ds, base in bases.items()
+        }
+        self.needed = [v for v in VARIANTS if any(v in NEEDS[s] for s in spec.studies)]
+        self.t0 = time.perf_counter()
+
+    def params(self) -> dict[str, Any]:
+        """The study's seeds, studies, datasets and budget, and the first base config."""
+        spec = self.spec
+        fields = {"seeds": spec.seeds, "studies": spec.studies, "budget": spec.budget}
+        fields["datasets"] = list(spec.datasets)
+        return {
+            **{f"ablation.{k}": json.dumps(v) for k, v in fields.items()},
+            **{f"base.{k}": v for k, v in flatten_config(self.cfg).items()},
+        }
+
+    def children(self) -> list[ChildJob]:
+        """Every dataset x variant x seed; each frozen SFT after the CAVIA runs it starts from."""
+        jobs = []
+        for ds, base in self.bases.items():
+            root, target = self.out / ds, self.spec.datasets[ds].target
+            tags = {"ablation.dataset": ds}
+            for v in sorted(self.needed, key=lambda v: v == "frozen_sft"):
+                for s in self.spec.seeds:
+                    cfg = variant_config(base, v, s, root, target)
+                    hook = (
+                        an.freeze_inrs_hook(root / "cavia" / f"seed{s}")
+                        if v == "frozen_sft"
+                        else None
+                    )
+                    label = f"{ds}/{v}/{cfg.run.name}"
+                    jobs.append(
+                        ChildJob(cfg, label, (ds, v, s), {**tags, "ablation.variant": v}, hook)
+                    )
+        return jobs
+
+    def read(self, results: Results, run: ParentRun, log: Callable[[str], None]) -> Outcome:
+        """Every dataset's tables and figures, ``report.md``, and the CSV tables."""
+        spec, out = self.spec, self.out
+        tables: dict[str, list[list[str]]] = {}
+        figures: list[Path] = []
+        for ds, base in self.bases.items():
+            runs = {v: {s: results[ds, v, s] for s in spec.seeds} for v in self.needed}
+            target = spec.datasets[ds].target
+            tables.update(study_tables(spec, ds, base, target, runs, out / ds, figures, log))
+        report = write_report(spec, tables, figures, out, time.perf_counter() - self.t0)
+        for name, rows in tables.items():
+            write_csv(rows, out / "tables" / f"{name}.csv")
+        if spec.results_dir:
+            _copy_results(out, Path(spec.results_dir))
+            log(f"ablation {spec.name}: report copied to {spec.results_dir}")
+        run.log_artifacts([out / "tables"], "tables")
+        run.log_artifacts([out / "figures"], "figures")
+        log(f"ablation {spec.name}: report {report}")
+        return Outcome(AblationResult(out, report, tables, run.run_id), [report])
+
+
 def run_ablation(
     spec: AblationSpec,
     bases: dict[str, Config],
@@ -82,116 +164,7 @@ def run_ablation(
         local: train every run in this process; ``False`` runs each on Ray Train.
         address: Ray cluster address when ``local`` is ``False``.
     """
-    first = next(iter(bases.values()))
-    out = Path(first.run.out_dir).resolve() / "ablation" / spec.name
-    out.mkdir(parents=True, exist_ok=True)
-    uri = tracking_uri(first)
-    parent_cfg = dataclasses.replace(first, run=dataclasses.replace(first.run, tracking_uri=uri))
-    parent = run_groups.open_run(
-        parent_cfg,
-        out / "mlflow_run_id",
-        f"ablation:{spec.name}",
-        params={
-            "ablation.seeds": json.dumps(spec.seeds),
-            "ablation.studies": json.dumps(spec.studies),
-            "ablation.datasets": json.dumps(list(spec.datasets)),
-            "ablation.budget": json.dumps(spec.budget),
-            **{f"base.{k}": v for k, v in flatten_config(first).items()},
-        },
-        tags={"ablation": spec.name},
-    )
-    t0 = time.perf_counter()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(spec.threads)
-    tables: dict[str, list[list[str]]] = {}
-    figures: list[Path] = []
-    try:
-        for ds, base in bases.items():
-            # One store per dataset: every variant (the subset one too) reads the same signals.
-            store_url = resolve_store(base).url
-            base = dataclasses.replace(
-                base,
-                data=dataclasses.replace(base.data, store=store_url),
-                run=dataclasses.replace(base.run, tracking_uri=uri),
-            )
-            target = spec.datasets[ds].target
-            root = out / ds
-            needed = [v for v in VARIANTS if any(v in NEEDS[s] for s in spec.studies)]
-            runs: dict[str, dict[int, dict]] = {v: {} for v in needed}
-            # Every variant but the frozen SFT (it starts from the CAVIA runs' checkpoints)
-            # trains first, ``spec.workers`` at a time.
-            order = [(v, s) for v in needed if v != "frozen_sft" for s in spec.seeds]
-            cfgs = {(v, s): variant_config(base, v, s, root, target) for v, s in order}
-            for cfg in cfgs.values():
-                refuse_changed_config(cfg, "change the study's name to run the new budget")
-            children = [
-                ChildJob(cfgs[v, s], f"{ds}/{v}/{cfgs[v, s].run.name}", _tags(ds, v))
-                for v, s in order
-            ]
-            done = train_children(
-                children,
-                parent,
-                log,
-                workers=spec.workers,
-                threads=spec.threads,
-                local=local,
-                address=address,
-                figures=spec.run_figures,
-            )
-            for (v, s), result in zip(order, done, strict=True):
-                runs[v][s] = result
-            if "frozen_sft" in needed:
-                for seed in spec.seeds:
-                    cfg = variant_config(base, "frozen_sft", seed, root, target)
-                    hook = an.freeze_inrs_hook(selected_checkpoint(root / "cavia" / f"seed{seed}"))
-                    runs["frozen_sft"][seed] = _run(
-                        cfg, parent, ds, "frozen_sft", hook, log, spec.run_figures, local, address
-                    )
-            tables.update(study_tables(spec, ds, base, target, runs, root, figures, log))
-        report = write_report(spec, tables, figures, out, time.perf_counter() - t0)
-    except BaseException:
-        run_groups.close_run(parent_cfg, parent, "FAILED")
-        raise
-    finally:
-        torch.set_num_threads(threads)
-    for name, rows in tables.items():
-        write_csv(rows, out / "tables" / f"{name}.csv")
-    if spec.results_dir:
-        _copy_results(out, Path(spec.results_dir))
-        log(f"ablation {spec.name}: report copied to {spec.results_dir}")
-    run_groups.log_artifacts(parent_cfg, parent, [report])
-    run_groups.log_artifacts(parent_cfg, parent, [out / "tables"], "tables")
-    run_groups.log_artifacts(parent_cfg, parent, [out / "figures"], "figures")
-    run_groups.close_run(parent_cfg, parent)
-    log(f"ablation {spec.name}: report {report}")
-    return AblationResult(out, report, tables, parent)
-
-
-def _run(
-    cfg: Config,
-    parent: str,
-    ds: str,
-    variant: str,
-    hook: Callable[[Any], None] | None,
-    log: Callable[[str], None],
-    figures: bool,
-    local: bool = True,
-    address: str | None = None,
-) -> dict:
-    """Train + evaluate one variant x seed unless finished; returns its metrics.json."""
-    refuse_changed_config(cfg, "change the study's name to run the new budget")
-    label = f"{ds}/{variant}/{cfg.run.name}"
-    return train_child(
-        cfg,
-        parent,
-        label,
-        _tags(ds, variant),
-        log,
-        local=local,
-        address=address,
-        init_hook=hook,
-        figures=figures,
-    )
+    return run_study(AblationStudy(spec, bases), log, local=local, address=address).value
 
 
 def _copy_results(out: Path, dest: Path) -> None:
@@ -204,9 +177,4 @@ def _copy_results(out: Path, dest: Path) -> None:
             shutil.copytree(out / sub, dest / sub)
 
 
-def _tags(ds: str, variant: str) -> dict[str, str]:
-    """MLflow tags of a child run of the study."""
-    return {"ablation.dataset": ds, "ablation.variant": variant}
-
-
-__all__ = ["AblationResult", "run_ablation"]
+__all__ = ["AblationResult", "AblationStudy", "run_ablation"]

@@ -9,7 +9,6 @@ attention with the support sizes (with their figures).
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,8 +17,21 @@ import torch
 
 from mia_core.config import Config
 from pipelines.data.resolve import open_training_store
-from pipelines.studies import ablation_analysis as an
+from pipelines.reports import ablation_analysis as an
 from pipelines.studies.ablation_spec import AblationSpec
+from pipelines.studies.driver import markdown
+
+# The improvement tables: study -> (switch names, [(variant, which switches are on)]).
+SWITCHES = {
+    "components": (
+        ["USFT", "MSFT", "Fusion MLP"],
+        [("cavia", "000"), ("usft", "100"), ("usft_msft", "110"), ("full", "111")],
+    ),
+    "states": (
+        ["Params", "Grads", "Scaling"],
+        [("grads", "010"), ("grads_scaling", "011"), ("full", "111")],
+    ),
+}
 
 
 def study_tables(
@@ -60,30 +72,10 @@ def study_tables(
             rows.append([*marks, an.fmt(g), an.fmt(m), an.fmt(ns), an.fmt(sp)])
         return rows
 
-    yes, no = "✓", "✗"
-    if "components" in spec.studies:
-        out[f"{ds}_components"] = [
-            ["USFT", "MSFT", "Fusion MLP", *head],
-            *improvement_rows(
-                [
-                    ("cavia", [no, no, no]),
-                    ("usft", [yes, no, no]),
-                    ("usft_msft", [yes, yes, no]),
-                    ("full", [yes, yes, yes]),
-                ]
-            ),
-        ]
-    if "states" in spec.studies:
-        out[f"{ds}_states"] = [
-            ["Params", "Grads", "Scaling", *head],
-            *improvement_rows(
-                [
-                    ("grads", [no, yes, no]),
-                    ("grads_scaling", [no, yes, yes]),
-                    ("full", [yes, yes, yes]),
-                ]
-            ),
-        ]
+    for study, (switches, variants) in SWITCHES.items():
+        if study in spec.studies:
+            marked = [(v, ["✓" if on == "1" else "✗" for on in bits]) for v, bits in variants]
+            out[f"{ds}_{study}"] = [[*switches, *head], *improvement_rows(marked)]
     if "modalities" in spec.studies:
         rows = [
             [
@@ -103,52 +95,32 @@ def study_tables(
         store = open_training_store(base)
         device = torch.device("cpu")
         per_seed, corr = [], []
+        n, stride, figs = spec.analysis_signals, base.data.spatial_stride, root / "figures"
         for s in seeds:
             learners = {
-                "cavia": an.load_learner(root / "cavia" / f"seed{s}", store, device),
-                "sft": an.load_learner(root / "frozen_sft" / f"seed{s}", store, device),
+                k: an.load_learner(root / v / f"seed{s}", store, device)
+                for k, v in (("cavia", "cavia"), ("sft", "frozen_sft"), ("full", "full"))
             }
-            res = an.trajectories(
-                learners,
-                store,
-                target,
-                spec.target_ratio,
-                spec.source_ratios,
-                spec.analysis_signals,
-                base.run.seed + 11,
-                base.data.spatial_stride,
-            )
+            full = learners.pop("full")
+            ratios = (spec.target_ratio, spec.source_ratios)
+            res = an.trajectories(learners, store, target, *ratios, n, base.run.seed + 11, stride)
             per_seed.append(res)
-            if s == seeds[0]:
-                figures.append(
-                    an.plot_trajectories(
-                        res,
-                        target,
-                        root / "figures" / f"trajectories_{target}.png",
-                        spec.plot_signals,
-                        f"{ds}: {target} context trajectories (R_target={spec.target_ratio:g}, "
-                        f"seed {s})",
-                    )
-                )
-            full = an.load_learner(root / "full" / f"seed{s}", store, device)
+            lo_hi = tuple(spec.attention_ratio)
             c, abar, mods = an.attention_correlation(
-                full,
-                store,
-                tuple(spec.attention_ratio),
-                spec.analysis_signals,
-                base.run.seed + 13,
-                base.data.spatial_stride,
+                full, store, lo_hi, n, base.run.seed + 13, stride
             )
             corr.append(c)
             if s == seeds[0]:
+                title = f"{ds}: {target} context trajectories (R_target={spec.target_ratio:g}"
+                path = figs / f"trajectories_{target}.png"
                 figures.append(
-                    an.plot_matrix(
-                        abar / abar.max(),
-                        mods,
-                        f"{ds}: mean MSFT attention (row-scaled, seed {s})",
-                        root / "figures" / "msft_attention_mean.png",
+                    an.plot_trajectories(
+                        res, target, path, spec.plot_signals, f"{title}, seed {s})"
                     )
                 )
+                title = f"{ds}: mean MSFT attention (row-scaled, seed {s})"
+                path = figs / "msft_attention_mean.png"
+                figures.append(an.plot_matrix(abar / abar.max(), mods, title, path))
         rows = [
             [
                 "source ratio",
@@ -195,19 +167,6 @@ def _bin(test: list[dict], modality: str, lo: float, hi: float) -> float:
     raise KeyError(f"no test row for {modality} in [{lo}, {hi}]")
 
 
-def _md(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    return "\n".join(lines)
-
-
-def write_csv(rows: list[list[str]], path: Path) -> None:
-    """Write table ``rows`` (header first) as CSV, creating the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        csv.writer(fh).writerows(rows)
-
-
 CAPTIONS = {
     "components": "SFT components: relative improvement over CAVIA on non-support points "
     "(G, generalisation) and support points (M, memorisation), mean over modalities and "
@@ -242,7 +201,7 @@ def write_report(
     ]
     for name, rows in tables.items():
         ds, _, study = name.partition("_")
-        lines += [f"## {ds}: {study}", "", CAPTIONS.get(study, ""), "", _md(rows), ""]
+        lines += [f"## {ds}: {study}", "", CAPTIONS.get(study, ""), "", markdown(rows)]
     if figures:
         lines += ["## Figures", ""]
         lines += [f"![{p.stem}](figures/{p.parent.parent.name}_{p.name})" for p in figures]
@@ -255,4 +214,4 @@ def write_report(
     return path
 
 
-__all__ = ["CAPTIONS", "study_tables", "write_csv", "write_report"]
+__all__ = ["CAPTIONS", "study_tables", "write_report"]

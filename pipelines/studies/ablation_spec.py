@@ -4,8 +4,8 @@ The file's top level is an :class:`AblationSpec` (no ``ablation:`` section: the 
 predates sections); on the command line its fields are ``ablation.<field>=value``
 (``ablation.seeds=[0,1,2,3,4]``, ``ablation.datasets.synthetic1d.target=tanh``) and every
 other ``key=value`` is appended to ``budget`` (applied to every run). Dataset ``base``
-files are relative to the study file. The spec is checked by the config machinery
-(:func:`mia_core.config.spec.load_spec`); each dataset's base config is then loaded with
+files are relative to the study file. The spec is read by
+:func:`pipelines.studies.driver.load_study_file`; each dataset's base config is then loaded with
 its overrides and the budget, and its target must be one of its modalities.
 """
 
@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mia_core.config import Config, ConfigError, load_config
-from mia_core.config.spec import Problems, Validated, bounded, load_spec, split_overrides
+from mia_core.config import Config, ConfigError
+from mia_core.config.spec import Problems, Validated, bounded
+from pipelines.studies.driver import BaseEntry, base_configs, load_study_file
 
 SECTION = "ablation"
 STUDIES = ("components", "states", "modalities", "trajectories")
@@ -46,18 +47,14 @@ NEEDS = {
 
 
 @dataclass
-class DatasetSpec(Validated):
-    """One dataset of the study.
+class DatasetSpec(BaseEntry):
+    """One dataset of the study: a base experiment, its overrides and a target modality.
 
     Attributes:
-        base: experiment YAML (relative to the study file; absolute once loaded).
         target: the modality shared by the modality-replacement and trajectory studies.
-        overrides: ``key=value`` overrides for this dataset (e.g. ``data.store=...``).
     """
 
-    base: str
-    target: str
-    overrides: list[str] = field(default_factory=list)
+    target: str = field(kw_only=True)
 
 
 @dataclass
@@ -117,41 +114,24 @@ class AblationSpec(Validated):
             yield "source_ratios", f"must lie in (0, 1], got {self.source_ratios}"
 
 
-def load_ablation(
-    path: str | Path, extra: Sequence[str] = ()
-) -> tuple[AblationSpec, dict[str, Config]]:
-    """Read a study file; returns the spec and each dataset's validated base config.
-
-    Args:
-        path: the study YAML.
-        extra: command line overrides: ``ablation.<field>=value`` sets a study field,
-            any other ``key=value`` is appended to the budget.
+def load_ablation(path: str | Path, extra: Sequence[str] = ()) -> tuple[AblationSpec, dict]:
+    """The study file ``path`` (with command line ``extra``) and each dataset's base config.
 
     Raises:
         ConfigError: naming the file or override and the key (unknown field or study,
-            fewer than two seeds, a target that is not one of the dataset's modalities,
-            bad overrides).
+            fewer than two seeds, a target that is not one of the dataset's modalities).
     """
-    path = Path(path)
-    own, budget_extra = split_overrides(extra, SECTION)
-    spec = load_spec(AblationSpec, path, own, SECTION, nested=False)
-    datasets = {
-        name: dataclasses.replace(d, base=str((path.parent / d.base).resolve()))
-        for name, d in spec.datasets.items()
-    }
-    spec = dataclasses.replace(spec, datasets=datasets, budget=[*spec.budget, *budget_extra])
-    bases = {}
-    for name, d in spec.datasets.items():
-        cfg = load_config(d.base, [*d.overrides, *spec.budget])
-        where = f"{path}: {SECTION}.datasets.{name}"
+    spec = load_study_file(AblationSpec, path, extra, SECTION, bases=("datasets",))
+
+    def check(name: str, d: DatasetSpec, cfg: Config, where: str) -> None:
         if d.target not in cfg.data.modalities:
             raise ConfigError(
                 f"{where}.target: {d.target!r} is not one of data.modalities {cfg.data.modalities}"
             )
         if len(cfg.data.modalities) < 2:
             raise ConfigError(f"{where}: the study needs >= 2 modalities")
-        bases[name] = cfg
-    return spec, bases
+
+    return spec, base_configs(spec.datasets, spec.budget, f"{path}: {SECTION}.datasets", check)
 
 
 def variant_config(base: Config, variant: str, seed: int, root: Path, target: str) -> Config:

@@ -13,13 +13,15 @@ side by side train about 1.4x more signals per second than one 2-thread run (sma
 matmuls do not scale across threads), and on a many-core node a study of 15 runs no longer
 leaves most cores idle. Each worker is a fresh interpreter (spawn, no forked OpenMP or
 MLflow state); run folders are disjoint, MLflow children are opened by the worker itself.
+A child with an ``init_hook`` (a closure, which does not pickle) trains in this process
+after the others, in its place in the list (the ablation's frozen SFT after its CAVIA runs).
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,12 +41,16 @@ class ChildJob:
     Attributes:
         cfg: the run's config (its run directory keeps the MLflow child run id).
         label: the child's name in MLflow and the prefix of its log lines.
+        key: the child's place in its study (``(method, seed)``...), keying its metrics.
         tags: extra MLflow tags of the child.
+        hook: ``init_hook`` of :func:`pipelines.jobs.train` (trained in this process).
     """
 
     cfg: Config
     label: str
+    key: Hashable
     tags: dict[str, str] = field(default_factory=dict)
+    hook: Callable[[Any], None] | None = None
 
 
 def is_finished(cfg: Config) -> bool:
@@ -107,14 +113,13 @@ def train_children(
         workers: concurrent runs; 1 trains them one after another in this process.
         threads: torch intra-op threads of each worker process.
         **train_kwargs: passed to :func:`pipelines.jobs.train`; they must pickle when
-            ``workers > 1`` (no ``init_hook`` closures: train those children with
-            ``workers=1``).
+            ``workers > 1`` (a child's own ``hook`` need not).
 
     Raises:
         Exception: the first failing child's error, after the others in flight have
             finished (their progress is kept: a re-run resumes them).
     """
-    pending = [c for c in children if not is_finished(c.cfg)]
+    pending = [c for c in children if not is_finished(c.cfg) and c.hook is None]
     if workers > 1 and len(pending) > 1:
         ctx = mp.get_context("spawn")
         n = min(workers, len(pending))
@@ -129,7 +134,10 @@ def train_children(
                 for f in futures:
                     f.cancel()
                 raise failed[0].exception()
-    return [train_child(c.cfg, parent, c.label, c.tags, log, **train_kwargs) for c in children]
+    return [
+        train_child(c.cfg, parent, c.label, c.tags, log, init_hook=c.hook, **train_kwargs)
+        for c in children
+    ]
 
 
 def _train_in_worker(child: ChildJob, parent: str, train_kwargs: dict[str, Any]) -> None:

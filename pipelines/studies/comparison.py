@@ -4,9 +4,9 @@ The mechanism behind ``mia-inr mwt-study`` and ``mia-inr continual-study``. A st
 (top level = :class:`ComparisonSpec`) names one experiment (``base``), the variants
 trained from it (``variant -> overrides``) and the seeds. Every variant x seed is an
 ordinary training run under ``<run.out_dir>/<workflow folder>/<name>/<variant>/seed<k>``
-(an MLflow child of the study's parent run), trained by
-:func:`~pipelines.studies.child_run.train_children` (``workers`` at a time, seed-major;
-finished runs are skipped, interrupted ones resume) and evaluated by its task's report.
+(an MLflow child of the study's parent run), trained by the study driver
+(:func:`~pipelines.studies.driver.run_study`: ``workers`` at a time, seed-major; finished
+runs are skipped, interrupted ones resume) and evaluated by its task's report.
 
 A :class:`Workflow` says what is specific to a kind of study: the method names its
 variants may use, the variants it needs, how the runs' ``metrics.json`` become one results
@@ -23,16 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from mia_core.config import Config, ConfigError, load_config
-from mia_core.config.spec import Problems, Validated, bounded, load_spec, split_overrides
-from pipelines.data.stores.results_file import read_results
-from pipelines.data.stores.results_file import write_results as write_results_file
-from pipelines.engine.run_dir import refuse_changed_config
-from pipelines.reports.readme_blocks import write_block
-from pipelines.studies.child_run import ChildJob, train_children
-from pipelines.tracking import run_groups
+from mia_core.config.spec import Problems, Validated, bounded
+from pipelines.studies.child_run import ChildJob
+from pipelines.studies.driver import (
+    ChildStudy,
+    Outcome,
+    ParentRun,
+    Results,
+    load_study_file,
+    run_study,
+    write_docs,
+)
 
 Metrics = dict[tuple[str, int], dict[str, Any]]
 Configs = dict[tuple[str, int], Config]
@@ -102,6 +104,29 @@ class Workflow:
     page: str
     default_variants: dict[str, list[str]] = field(default_factory=dict)
 
+    def load(self, path: str | Path, extra: Sequence[str] = ()) -> ComparisonSpec:
+        """Read a study file (:func:`load_comparison`)."""
+        return load_comparison(self, path, extra)
+
+    def run(
+        self,
+        spec: ComparisonSpec,
+        log: Callable[[str], None] = print,
+        *,
+        local: bool = True,
+        address: str | None = None,
+    ) -> dict[str, Any]:
+        """Train (or continue) every run; write and return the study's results entry."""
+        return run_study(ComparisonStudy(self, spec), log, local=local, address=address).value
+
+    def write_readme(self, results_json: str | Path, readme: str | Path | None = None) -> Path:
+        """Fill the block in ``readme`` (default: the workflow's page) from ``results_json``."""
+        return write_docs(readme or self.page, results_json, self.docs_table, self.block)
+
+    def docs_table(self, results: dict[str, Any], source: str = "", page_dir: str = ".") -> str:
+        """:attr:`render` as the driver's renderer (the block needs no source or folder)."""
+        return self.render(results)
+
 
 def load_comparison(
     workflow: Workflow, path: str | Path, extra: Sequence[str] = ()
@@ -112,15 +137,8 @@ def load_comparison(
         ConfigError: naming the file or override and the key, a missing required variant,
             or a variant whose method is not one of the workflow's.
     """
-    path = Path(path)
-    own, rest = split_overrides(extra, workflow.section)
-    spec = load_spec(ComparisonSpec, path, own, workflow.section, nested=False)
-    spec = dataclasses.replace(
-        spec,
-        base=str((path.parent / spec.base).resolve()),
-        budget=[*spec.budget, *rest],
-        variants=spec.variants or dict(workflow.default_variants),
-    )
+    spec = load_study_file(ComparisonSpec, path, extra, workflow.section, bases=("base",))
+    spec = dataclasses.replace(spec, variants=spec.variants or dict(workflow.default_variants))
     missing = sorted(set(workflow.required) - set(spec.variants))
     if not spec.variants:
         raise ConfigError(f"{path}: {workflow.section}.variants names no variant")
@@ -144,85 +162,47 @@ def variant_config(workflow: Workflow, spec: ComparisonSpec, variant: str, seed:
     return dataclasses.replace(cfg, run=run)
 
 
-def run_comparison(
-    workflow: Workflow,
-    spec: ComparisonSpec,
-    log: Callable[[str], None] = print,
-    *,
-    local: bool = True,
-    address: str | None = None,
-) -> dict[str, Any]:
-    """Train (or continue) every run, then write and return this study's results entry."""
-    order = [(v, s) for s in spec.seeds for v in spec.variants]  # seed-major
-    configs = {(v, s): variant_config(workflow, spec, v, s) for v, s in order}
-    for cfg in configs.values():
-        refuse_changed_config(cfg, f"change {workflow.section}.name to run the new budget")
-    first = configs[order[0]]
-    out = Path(first.run.out_dir).parent
-    out.mkdir(parents=True, exist_ok=True)
-    parent = run_groups.open_run(
-        first,
-        out / "mlflow_run_id",
-        f"{workflow.section}:{spec.name}",
-        params={
-            f"{workflow.section}.variants": json.dumps(spec.variants),
-            f"{workflow.section}.seeds": json.dumps(spec.seeds),
-            f"{workflow.section}.budget": json.dumps(spec.budget),
-        },
-        tags={workflow.section: spec.name},
-    )
-    threads = torch.get_num_threads()
-    torch.set_num_threads(spec.threads)
-    try:
-        children = [
-            ChildJob(configs[k], f"{k[0]}/seed{k[1]}", {f"{workflow.section}.variant": k[0]})
-            for k in order
-        ]
-        done = train_children(
-            children,
-            parent,
-            log,
-            workers=spec.workers,
-            threads=spec.threads,
-            local=local,
-            address=address,
-        )
-    finally:
-        torch.set_num_threads(threads)
-    entry = workflow.entry(spec, configs, dict(zip(order, done, strict=True)))
-    run_groups.log_metrics(first, parent, workflow.flat(entry))
-    if spec.results_json:
-        path = write_results(Path(spec.results_json), spec.dataset, entry)
-        run_groups.log_artifacts(first, parent, [path])
-        log(f"{workflow.section} {spec.name}: wrote {path}")
-    run_groups.close_run(first, parent)
-    log(workflow.render({spec.dataset: entry}))
-    return entry
+class ComparisonStudy(ChildStudy):
+    """A comparison as a :class:`~pipelines.studies.driver.Study`: variants x seeds."""
 
+    def __init__(self, workflow: Workflow, spec: ComparisonSpec) -> None:
+        self.workflow, self.spec = workflow, spec
+        self.section, self.name = workflow.section, spec.name
+        self.workers, self.threads = spec.workers, spec.threads
+        self.order = [(v, s) for s in spec.seeds for v in spec.variants]  # seed-major
+        self.configs = {(v, s): variant_config(workflow, spec, v, s) for v, s in self.order}
+        self.cfg = self.configs[self.order[0]]
+        self.out = Path(self.cfg.run.out_dir).parent
+        self.results_json, self.results_key = spec.results_json, spec.dataset
 
-def write_results(path: Path, dataset: str, entry: dict[str, Any]) -> Path:
-    """Merge ``entry`` under ``dataset`` into the results JSON at ``path``."""
-    data = read_results(path)
-    data[dataset] = entry
-    return write_results_file(path, json.dumps(data, indent=1) + "\n")
+    def params(self) -> dict[str, Any]:
+        """Variants, seeds and budget."""
+        spec = self.spec
+        keys = {"variants": spec.variants, "seeds": spec.seeds, "budget": spec.budget}
+        return {f"{self.section}.{k}": json.dumps(v) for k, v in keys.items()}
 
+    def children(self) -> list[ChildJob]:
+        """Every variant x seed, seed-major."""
+        tag = f"{self.section}.variant"
+        return [ChildJob(self.configs[k], f"{k[0]}/seed{k[1]}", k, {tag: k[0]}) for k in self.order]
 
-def write_comparison_readme(
-    workflow: Workflow, results_json: str | Path, readme: str | Path | None = None
-) -> Path:
-    """Fill the block of ``workflow`` in ``readme`` (default: its page) from ``results_json``."""
-    results = json.loads(Path(results_json).read_text())
-    return write_block(readme or workflow.page, workflow.block, workflow.render(results))
+    def read(self, results: Results, run: ParentRun, log: Callable[[str], None]) -> Outcome:
+        """The workflow's results entry (logged as its table)."""
+        entry = self.workflow.entry(self.spec, self.configs, results)
+        log(self.workflow.render({self.spec.dataset: entry}))
+        return Outcome(entry, metrics=self.workflow.flat(entry), results=entry)
+
+    def render(self, results: dict[str, Any], source: str = "", page_dir: str = ".") -> str:
+        """The workflow's table."""
+        return self.workflow.docs_table(results, source, page_dir)
 
 
 __all__ = [
     "ComparisonSpec",
+    "ComparisonStudy",
     "Configs",
     "Metrics",
     "Workflow",
     "load_comparison",
-    "run_comparison",
     "variant_config",
-    "write_comparison_readme",
-    "write_results",
 ]

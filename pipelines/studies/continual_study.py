@@ -23,21 +23,12 @@ whole-signal PSNR existed give the mean of the tasks' PSNRs; ``psnr`` says which
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from mia_core.config import Config
 from mia_core.config.schema_method import CONTINUAL_METHOD_NAMES
-from pipelines.studies.comparison import (
-    ComparisonSpec,
-    Configs,
-    Metrics,
-    Workflow,
-    load_comparison,
-    run_comparison,
-    write_comparison_readme,
-)
+from pipelines.studies.comparison import ComparisonSpec, Configs, Metrics, Workflow
+from pipelines.studies.driver import markdown
 from pipelines.studies.reproduce import machine_label
 from pipelines.studies.reproduce_adopt import config_digest
 
@@ -105,6 +96,17 @@ def render_table(results: dict[str, dict[str, Any]]) -> str:
     lines: list[str] = []
     for dataset, e in results.items():
         n, budgets = len(e["seeds"]), e["budgets"]
+        rows = [
+            ["method", "meta-trained steps", "tasks", "Step 1", "Best (budget)"]
+            + [f"Step {budgets[-1]}", f"forgetting at {budgets[-1]}"]
+        ]
+        for variant, m in e["methods"].items():
+            fim = f", FIM {m['fim_lambda']:g}" if m["fim_lambda"] else ""
+            rows.append(
+                [f"{variant} (`{m['method']}`{fim})", m["meta_trained_steps"], m["tasks"]]
+                + [_cell(m, "step1"), f"{_cell(m, 'best')} ({m['best_budget']})"]
+                + [_cell(m, "final"), _cell(m, "forgetting")]
+            )
         lines += [
             f"**{dataset}**: {e['description']} ({n} seed{'s' * (n > 1)}, "
             f"{e['test_sequences']} test signals; test time: {e['optimizer']} at lr "
@@ -115,20 +117,8 @@ def render_table(results: dict[str, dict[str, Any]]) -> str:
             "mean ± std over seeds; forgetting: dB a task lost between being learned and "
             "the end.",
             "",
-            "| method | meta-trained steps | tasks | Step 1 | Best (budget) "
-            f"| Step {budgets[-1]} | forgetting at {budgets[-1]} |",
-            "|---|---|---|---|---|---|---|",
+            markdown(rows),
         ]
-        for variant, m in e["methods"].items():
-            name = f"{variant} (`{m['method']}`" + (
-                f", FIM {m['fim_lambda']:g})" if m["fim_lambda"] else ")"
-            )
-            lines.append(
-                f"| {name} | {m['meta_trained_steps']} | {m['tasks']} | {_cell(m, 'step1')} | "
-                f"{_cell(m, 'best')} ({m['best_budget']}) | {_cell(m, 'final')} | "
-                f"{_cell(m, 'forgetting')} |"
-            )
-        lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -163,25 +153,9 @@ CONTINUAL = Workflow(
 )
 
 
-def load_continual_study(path: str | Path, extra: Sequence[str] = ()) -> ComparisonSpec:
-    """Read a continual study file (:func:`~pipelines.studies.comparison.load_comparison`)."""
-    return load_comparison(CONTINUAL, path, extra)
-
-
-def run_continual_study(
-    spec: ComparisonSpec,
-    log: Callable[[str], None] = print,
-    *,
-    local: bool = True,
-    address: str | None = None,
-) -> dict[str, Any]:
-    """Train (or continue) every run; write and return the study's results entry."""
-    return run_comparison(CONTINUAL, spec, log, local=local, address=address)
-
-
-def write_readme(results_json: str | Path, readme: str | Path = CONTINUAL.page) -> Path:
-    """Fill the ``mcl_nf`` block of ``readme`` (default ``docs/mcl_nf.md``) from the JSON."""
-    return write_comparison_readme(CONTINUAL, results_json, readme)
+load_continual_study = CONTINUAL.load
+run_continual_study = CONTINUAL.run
+write_readme = CONTINUAL.write_readme
 
 
 __all__ = [

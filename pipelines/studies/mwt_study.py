@@ -20,21 +20,12 @@ history), so a target missed at the end of the budget comes with its curve.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from mia_core.config import Config
 from pipelines.engine.run_dir import run_dir_of
-from pipelines.studies.comparison import (
-    ComparisonSpec,
-    Configs,
-    Metrics,
-    Workflow,
-    load_comparison,
-    run_comparison,
-    write_comparison_readme,
-)
+from pipelines.studies.comparison import ComparisonSpec, Configs, Metrics, Workflow
+from pipelines.studies.driver import markdown
 from pipelines.studies.reproduce import machine_label
 from pipelines.studies.reproduce_adopt import config_digest
 from pipelines.tracking import run_groups
@@ -109,37 +100,28 @@ def render_table(results: dict[str, dict[str, Any]]) -> str:
     lines = []
     for dataset, e in results.items():
         n = len(e["seeds"])
+        rows = [
+            ["model", "test accuracy", "test PSNR"],
+            ["MWT", _cell(e, "mwt"), _cell(e, "psnr_db", 1.0, " dB")],
+            ["WT (`w_cls = 0`)", _cell(e, "wt"), _cell(e, "wt_psnr_db", 1.0, " dB")],
+            ["logistic regression on pixels", _cell(e, "pixels"), "-"],
+        ]
         lines += [
             f"**{dataset}**: {e['description']} ({n} seed{'s' * (n > 1)}, {e['steps']} "
             f"steps, {e['test_images']} test images; {e['machine']})",
             "",
-            "| model | test accuracy | test PSNR |",
-            "|---|---|---|",
-            f"| MWT | {_cell(e, 'mwt')} | {_cell(e, 'psnr_db', 1.0, ' dB')} |",
-            f"| WT (`w_cls = 0`) | {_cell(e, 'wt')} | {_cell(e, 'wt_psnr_db', 1.0, ' dB')} |",
-            f"| logistic regression on pixels | {_cell(e, 'pixels')} | - |",
-            "",
-            *_curve_lines(e.get("val_curve", {})),
+            markdown(rows),
         ]
+        curves = {v: c for v, c in e.get("val_curve", {}).items() if c}
+        if curves:  # validation accuracy (%) by step, one column per variant
+            steps = sorted({int(k) for c in curves.values() for k in c})
+            head = ["step", *(f"{v} validation accuracy (seed mean)" for v in curves)]
+            body = [
+                [k, *(f"{c[str(k)] * 100:.2f}%" if str(k) in c else "-" for c in curves.values())]
+                for k in steps
+            ]
+            lines.append(markdown([head, *body]))
     return "\n".join(lines).rstrip() + "\n"
-
-
-def _curve_lines(curves: dict[str, dict[str, float]]) -> list[str]:
-    """Validation accuracy (%) by step, one column per variant (nothing without curves)."""
-    names = [v for v, c in curves.items() if c]
-    if not names:
-        return []
-    steps = sorted({int(k) for v in names for k in curves[v]})
-    rows = [
-        f"| {k} | "
-        + " | ".join(
-            f"{curves[v][str(k)] * 100:.2f}%" if str(k) in curves[v] else "-" for v in names
-        )
-        + " |"
-        for k in steps
-    ]
-    head = "| step | " + " | ".join(f"{v} validation accuracy (seed mean)" for v in names) + " |"
-    return [head, "|---" * (len(names) + 1) + "|", *rows, ""]
 
 
 def _cell(entry: dict[str, Any], key: str, scale: float = 100.0, unit: str = "%") -> str:
@@ -166,25 +148,9 @@ MWT = Workflow(
 )
 
 
-def load_mwt_study(path: str | Path, extra: Sequence[str] = ()) -> ComparisonSpec:
-    """Read an MWT study file (:func:`~pipelines.studies.comparison.load_comparison`)."""
-    return load_comparison(MWT, path, extra)
-
-
-def run_mwt_study(
-    spec: ComparisonSpec,
-    log: Callable[[str], None] = print,
-    *,
-    local: bool = True,
-    address: str | None = None,
-) -> dict[str, Any]:
-    """Train (or continue) every run; write and return the study's results entry."""
-    return run_comparison(MWT, spec, log, local=local, address=address)
-
-
-def write_readme(results_json: str | Path, readme: str | Path = MWT.page) -> Path:
-    """Fill the ``mwt`` block of ``readme`` (default ``docs/mwt.md``) from ``results_json``."""
-    return write_comparison_readme(MWT, results_json, readme)
+load_mwt_study = MWT.load
+run_mwt_study = MWT.run
+write_readme = MWT.write_readme
 
 
 __all__ = [

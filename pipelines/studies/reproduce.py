@@ -15,8 +15,10 @@ Outputs in the study folder: ``table1.{md,csv,json}`` and ``table1.png``
 ``reproduce.results_json`` when set (with the curve and copies of both figures beside it,
 see :func:`write_results`). With ``reproduce.classical`` rows, Table 1 and the results
 JSON also hold classical references (:func:`classical_reference`) scored on the very
-support draws of each seed's test evaluation. MLflow: a parent run ``reproduce:<name>`` with the
-table means as metrics and the files as artifacts, one child run per method x seed.
+support draws of each seed's test evaluation. The study is a
+:class:`~pipelines.studies.driver.Study` (:class:`ReproduceStudy`): the driver owns the MLflow
+parent run ``reproduce:<name>`` (table means as metrics, the files as artifacts), the child
+run per method x seed and the results JSON.
 """
 
 from __future__ import annotations
@@ -29,20 +31,27 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import Any
 
 from mia_core.config import Config
 from mia_core.config.loader import flatten_config
 from mia_core.runtime import cpu_has_bf16_matmul, cpu_name
 from pipelines.data.resolve import open_training_store, resolve_store
 from pipelines.data.stores import Store
-from pipelines.engine.run_dir import refuse_changed_config, run_dir_of
+from pipelines.engine.run_dir import run_dir_of
 from pipelines.reports.classical import EvalProtocol, fit_classical
 from pipelines.reports.classical_cells import ClassicalRows, classical_cells
 from pipelines.reports.eof_reference import eof_fit_nmse
 from pipelines.reports.reference import mean_signal_nmse
-from pipelines.studies.child_run import ChildJob, is_finished, train_children
+from pipelines.studies.child_run import ChildJob, is_finished
+from pipelines.studies.driver import (
+    ChildStudy,
+    Outcome,
+    ParentRun,
+    Results,
+    run_study,
+    write_results_json,
+)
 from pipelines.studies.reproduce_adopt import (
     Adopted,
     adopt_results,
@@ -51,14 +60,14 @@ from pipelines.studies.reproduce_adopt import (
     write_adopted_curve,
 )
 from pipelines.studies.reproduce_curve import curve_evaluations, curve_rows, write_curve
+from pipelines.studies.reproduce_readme import readme_table
 from pipelines.studies.reproduce_report import (
+    results_data,
     study_bins,
     table_stats,
-    write_results_json,
     write_table1,
 )
 from pipelines.studies.reproduce_spec import CURVE_METHODS, ReproduceSpec, method_config
-from pipelines.tracking import run_groups
 from pipelines.tracking.tracker import tracking_uri
 
 
@@ -105,9 +114,92 @@ def study_configs(spec: ReproduceSpec, bases: dict[str, Config]) -> dict[str, di
     return configs
 
 
-def refuse_other_config(cfg: Config) -> None:
-    """Refuse a run folder of the study that was made with another config."""
-    refuse_changed_config(cfg, "change reproduce.name to run the new budget")
+class ReproduceStudy(ChildStudy):
+    """The reproduction as a :class:`~pipelines.studies.driver.Study` (module docstring)."""
+
+    section = "reproduce"
+    render = staticmethod(readme_table)
+
+    def __init__(self, spec: ReproduceSpec, bases: dict[str, Config], log: Callable) -> None:
+        self.spec, self.bases, self.name = spec, bases, spec.name
+        self.workers, self.threads, self.figures = spec.workers, spec.threads, spec.run_figures
+        self.configs = study_configs(spec, bases)
+        self.cfg = next(iter(self.configs.values()))[spec.seeds[0]]
+        adopted = adopt_results(spec, self.cfg, bases) if spec.adopt else Adopted({}, None, "")
+        unfinished = {
+            m for m, runs in self.configs.items() if not all(is_finished(c) for c in runs.values())
+        }
+        self.adopted = keep_adopted(adopted, unfinished)
+        self.trained = [m for m in self.configs if m not in self.adopted.stats]
+        if self.adopted.stats:
+            log(f"reproduce {spec.name}: {sorted(self.adopted.stats)} adopted from {spec.adopt}")
+        self.out = study_dir(spec, bases)
+        self.results_json, self.results_key = spec.results_json, None
+        self.t0 = time.perf_counter()
+
+    def params(self) -> dict[str, Any]:
+        """The study's fields and the first run's config (``base.*``)."""
+        spec = self.spec
+        fields = {"backbone": spec.backbone, "methods": json.dumps(spec.ordered_methods())}
+        for key in ("seeds", "budget", "curve_steps"):
+            fields[key] = json.dumps(getattr(spec, key))
+        fields["adopted"] = json.dumps(sorted(self.adopted.stats))
+        return {
+            **{f"reproduce.{k}": v for k, v in fields.items()},
+            **{f"base.{k}": v for k, v in flatten_config(self.cfg).items()},
+        }
+
+    def children(self) -> list[ChildJob]:
+        """Every trained method x seed, seed-major: a study stopped partway has whole seeds."""
+        jobs = []
+        for s in self.spec.seeds:
+            for m in self.trained:
+                cfg = self.configs[m][s]
+                jobs.append(ChildJob(cfg, f"{m}/{cfg.run.name}", (m, s), {"reproduce.method": m}))
+        return jobs
+
+    def read(self, results: Results, run: ParentRun, log: Callable[[str], None]) -> Outcome:
+        """Table 1, the budget curve and the results JSON's content."""
+        spec, first, adopted = self.spec, self.cfg, self.adopted
+        metrics: dict[str, dict[int, dict]] = {m: {} for m in self.trained}
+        for (m, s), result in results.items():
+            metrics[m][s] = result
+        measured = table_stats(spec, first, metrics)
+        stats = {m: adopted.stats.get(m) or measured[m] for m in self.configs}
+        store = open_training_store(first)
+        means = mean_signal_nmse(store, score="test")  # final table: the test split
+        reference = {m: 100.0 * v for m, v in means.items()}
+        eof = linear_reference(spec, first, store)
+        classical = classical_reference(spec, self.configs, store, log) if spec.classical else None
+        table, files = write_table1(spec, first, stats, self.out, reference, eof, classical)
+        curve = None
+        if spec.curve_steps and write_adopted_curve(adopted, self.out):
+            log(f"reproduce {spec.name}: budget curve adopted from {spec.adopt}")
+            curve = curve_rows(adopted.curve)
+        elif spec.curve_steps:
+            runs = {m: run_dir_of(self.configs[m][spec.curve_run_seed]) for m in CURVE_METHODS}
+            evals = curve_evaluations(spec, runs, self.out / "curve", log)
+            curve, curve_files, curve_metrics = write_curve(spec, first, evals, self.out)
+            files += curve_files
+            for step, values in curve_metrics.items():
+                run.log_metrics(values, step)
+        data = None
+        if spec.results_json:
+            here = machine_label(first)
+            extra = {
+                "config_digests": {m: config_digest(self.bases[m]) for m in self.configs},
+                "machines": {m: adopted.machines.get(m, here) for m in self.configs},
+                **({"adopted": sorted(adopted.stats)} if adopted.stats else {}),
+                **(classical.results() if classical is not None else {}),
+            }
+            path = Path(spec.results_json)
+            data, figures = results_content(
+                spec, first, stats, self.out, path, reference, extra, eof
+            )
+            files += figures
+        log(f"reproduce {spec.name}: {self.out} ({time.perf_counter() - self.t0:.0f} s)")
+        value = ReproduceResult(self.out, table, curve, files, run.run_id)
+        return Outcome(value, files, _flat_means(stats), data)
 
 
 def run_reproduce(
@@ -130,100 +222,8 @@ def run_reproduce(
     Raises:
         ConfigError: a run folder of the study was made with another config.
     """
-    configs = study_configs(spec, bases)
-    first = next(iter(configs.values()))[spec.seeds[0]]
-    adopted = adopt_results(spec, first, bases) if spec.adopt else Adopted({}, None, "")
-    unfinished = {
-        m for m, per_seed in configs.items() if not all(is_finished(c) for c in per_seed.values())
-    }
-    adopted = keep_adopted(adopted, unfinished)
-    trained = {m: per_seed for m, per_seed in configs.items() if m not in adopted.stats}
-    for per_seed in trained.values():
-        for cfg in per_seed.values():
-            refuse_other_config(cfg)
-    if adopted.stats:
-        log(f"reproduce {spec.name}: {sorted(adopted.stats)} adopted from {spec.adopt}")
-    out = study_dir(spec, bases)
-    out.mkdir(parents=True, exist_ok=True)
-    parent = run_groups.open_run(
-        first,
-        out / "mlflow_run_id",
-        f"reproduce:{spec.name}",
-        params={
-            "reproduce.backbone": spec.backbone,
-            "reproduce.methods": json.dumps(spec.ordered_methods()),
-            "reproduce.seeds": json.dumps(spec.seeds),
-            "reproduce.budget": json.dumps(spec.budget),
-            "reproduce.curve_steps": json.dumps(spec.curve_steps),
-            "reproduce.adopted": json.dumps(sorted(adopted.stats)),
-            **{f"base.{k}": v for k, v in flatten_config(first).items()},
-        },
-        tags={"reproduce": spec.name},
-    )
-    t0 = time.perf_counter()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(spec.threads)
-    try:
-        # Seed-major: a study stopped partway has whole seeds of every method.
-        order = [(m, s) for s in spec.seeds for m in trained]
-        children = [
-            ChildJob(configs[m][s], f"{m}/{configs[m][s].run.name}", {"reproduce.method": m})
-            for m, s in order
-        ]
-        done = train_children(
-            children,
-            parent,
-            log,
-            workers=spec.workers,
-            threads=spec.threads,
-            local=local,
-            address=address,
-            figures=spec.run_figures,
-        )
-        metrics: dict[str, dict[int, dict]] = {m: {} for m in trained}
-        for (m, s), result in zip(order, done, strict=True):
-            metrics[m][s] = result
-        measured = table_stats(spec, first, metrics)
-        stats = {m: adopted.stats.get(m) or measured[m] for m in configs}
-        store = open_training_store(first)
-        means = mean_signal_nmse(store, score="test")  # final table: the test split
-        reference = {m: 100.0 * v for m, v in means.items()}
-        eof = linear_reference(spec, first, store)
-        classical = classical_reference(spec, configs, store, log) if spec.classical else None
-        table, files = write_table1(spec, first, stats, out, reference, eof, classical)
-        curve = None
-        if spec.curve_steps and write_adopted_curve(adopted, out):
-            log(f"reproduce {spec.name}: budget curve adopted from {spec.adopt}")
-            curve = curve_rows(adopted.curve)
-        elif spec.curve_steps:
-            runs = {m: run_dir_of(configs[m][spec.curve_run_seed]) for m in CURVE_METHODS}
-            evals = curve_evaluations(spec, runs, out / "curve", log)
-            curve, curve_files, curve_metrics = write_curve(spec, first, evals, out)
-            files += curve_files
-            for step, values in curve_metrics.items():
-                run_groups.log_metrics(first, parent, values, step)
-        if spec.results_json:
-            here = machine_label(first)
-            extra = {
-                "config_digests": {m: config_digest(bases[m]) for m in configs},
-                "machines": {m: adopted.machines.get(m, here) for m in configs},
-                **({"adopted": sorted(adopted.stats)} if adopted.stats else {}),
-            }
-            if classical is not None:
-                extra.update(classical.results())
-            files += write_results(
-                spec, first, stats, out, Path(spec.results_json), reference, extra, eof
-            )
-    except BaseException:
-        run_groups.close_run(first, parent, "FAILED")
-        raise
-    finally:
-        torch.set_num_threads(threads)
-    run_groups.log_metrics(first, parent, _flat_means(stats))
-    run_groups.log_artifacts(first, parent, files)
-    run_groups.close_run(first, parent)
-    log(f"reproduce {spec.name}: {out} ({time.perf_counter() - t0:.0f} s)")
-    return ReproduceResult(out, table, curve, files, parent)
+    study = ReproduceStudy(spec, bases, log)
+    return run_study(study, log, local=local, address=address).value
 
 
 def linear_reference(
@@ -263,22 +263,14 @@ def classical_reference(
     """
     per_seed = next(iter(configs.values()))
     cfg = per_seed[spec.seeds[0]]
-    how = EvalProtocol(
-        study_bins(cfg),
-        cfg.run.eval_repeats,
-        cfg.run.eval_batch_size,
-        cfg.data.spatial_stride,
-        cfg.data.time_stride,
-        cfg.run.eval_protocol,
-        cfg.data.psnr_range,
-    )
+    how = EvalProtocol.of(cfg, study_bins(cfg))
     rows = fit_classical(store, spec.classical, how, cfg.run.seed + 1, log=log)
     seeds = {s: c.run.seed + 2 for s, c in per_seed.items()}
     cells = classical_cells(store, rows, how, seeds)
     return ClassicalRows(cells, {name: rec.label for name, rec in rows.items()})
 
 
-def write_results(
+def results_content(
     spec: ReproduceSpec,
     cfg: Config,
     stats: dict,
@@ -287,8 +279,8 @@ def write_results(
     reference: dict[str, float] | None = None,
     extra: dict | None = None,
     eof: dict[str, list[float]] | None = None,
-) -> list[Path]:
-    """The committed results: the JSON, and beside it copies of the study's figures.
+) -> tuple[dict[str, Any], list[Path]]:
+    """The committed results JSON's content for ``path``, and beside it copies of the figures.
 
     ``<stem>.png`` is Table 1's bar chart; with a budget curve the JSON also holds the
     study's ``curve.json`` under ``"curve"`` and ``<stem>_curve.png`` is its plot. Both
@@ -298,6 +290,9 @@ def write_results(
     linear reference, modality -> per-bin nMSE x 1e2) under ``"eof_x1e2"``, with
     ``"eof_components"``; ``extra`` keys (config digests, adopted methods, the classical
     rows' ``ClassicalRows.results``) are added as they are.
+
+    Returns:
+        The JSON's content and the figure copies.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     copies = [(out / "table1.png", path.with_suffix(".png"))]
@@ -318,7 +313,15 @@ def write_results(
         extra["eof_components"] = spec.eof_components
     if has_curve:
         extra["curve"] = json.loads(curve_json.read_text())
-    return [write_results_json(spec, cfg, stats, path, extra), *figures]
+    return results_data(spec, cfg, stats, extra), figures
+
+
+def write_results(
+    spec: ReproduceSpec, cfg: Config, stats: dict, out: Path, path: Path, **kw: Any
+) -> list[Path]:
+    """Write :func:`results_content` to ``path``; returns the JSON and the figure copies."""
+    data, figures = results_content(spec, cfg, stats, out, path, **kw)
+    return [write_results_json(path, data), *figures]
 
 
 def machine_label(cfg: Config) -> str:
@@ -345,8 +348,10 @@ def _flat_means(stats: dict) -> dict[str, float]:
 
 __all__ = [
     "ReproduceResult",
+    "ReproduceStudy",
     "classical_reference",
-    "refuse_other_config",
+    "machine_label",
+    "results_content",
     "run_reproduce",
     "study_configs",
     "study_dir",

@@ -26,10 +26,9 @@ from pathlib import Path
 
 from mia_core.config import Config, ConfigError
 from mia_core.config.loader import flatten_config
-from pipelines.studies.reproduce_curve import curve_rows
+from pipelines.studies.reproduce_curve import curve_markdown
 from pipelines.studies.reproduce_report import (
     Stats,
-    markdown,
     paper_value,
     protocol_text,
     store_label,
@@ -185,12 +184,8 @@ def write_adopted_curve(adopted: Adopted, out: Path) -> bool:
         return False
     out.mkdir(parents=True, exist_ok=True)
     (out / "curve.json").write_text(json.dumps(adopted.curve, indent=1))
-    lo, hi = adopted.curve["bin"]
-    (out / "curve.md").write_text(
-        f"# Budget curve (adopted from {adopted.source}, seed {adopted.curve['seed']})\n\n"
-        f"Test-split normalised MSE x 1e2 in the lowest support-ratio bin [{lo:g}, {hi:g}] "
-        f"of the snapshots at each outer step.\n\n{markdown(curve_rows(adopted.curve))}"
-    )
+    title = f"Budget curve (adopted from {adopted.source}, seed {adopted.curve['seed']})"
+    (out / "curve.md").write_text(curve_markdown(adopted.curve, title))
     source = Path(adopted.source)
     figure = source.with_name(f"{source.stem}_curve.png")
     if figure.exists() and figure.resolve() != (out / "curve.png").resolve():

@@ -20,15 +20,8 @@ from mia_core.config import Config
 from pipelines.engine.run_dir import snapshot_path
 from pipelines.reports.evaluate_run import evaluate_run
 from pipelines.reports.plots import save_figure
-from pipelines.studies.reproduce_report import (
-    LABELS,
-    RATIO,
-    json_safe,
-    markdown,
-    num_text,
-    study_bins,
-    write_csv,
-)
+from pipelines.studies.driver import json_safe, markdown, write_csv
+from pipelines.studies.reproduce_report import LABELS, RATIO, num_text, ratio_of, study_bins
 from pipelines.studies.reproduce_spec import CURVE_METHODS, ReproduceSpec
 
 Evals = dict[str, dict[int, list[dict]]]  # method -> step -> metric rows
@@ -92,15 +85,22 @@ def curve_rows(curve: dict) -> list[list[str]]:
     for i, step in enumerate(curve["steps"]):
         row = [str(step)]
         for mod in nmse["mia"]:
-            a, b = (_num(nmse[m][mod][i]) for m in CURVE_METHODS)
-            ratio = a / b if b and math.isfinite(a) and math.isfinite(b) else math.nan
-            row += [num_text(a), num_text(b), num_text(ratio, 3)]
+            a, b = (
+                math.nan if v is None else float(v)
+                for v in (nmse[m][mod][i] for m in CURVE_METHODS)
+            )
+            row += [num_text(a), num_text(b), num_text(ratio_of(a, b), 3)]
         rows.append(row)
     return rows
 
 
-def _num(v: float | None) -> float:
-    return math.nan if v is None else float(v)
+def curve_markdown(curve: dict, title: str) -> str:
+    """``curve.md``: ``title``, what the cells are, and the table of :func:`curve_rows`."""
+    lo, hi = curve["bin"]
+    return (
+        f"# {title}\n\nTest-split normalised MSE x 1e2 in the lowest support-ratio bin "
+        f"[{lo:g}, {hi:g}] of the snapshots at each outer step.\n\n{markdown(curve_rows(curve))}"
+    )
 
 
 def write_curve(
@@ -127,26 +127,21 @@ def write_curve(
             for m in CURVE_METHODS
         },
     }
-    rows = curve_rows(curve)
     csv_rows: list[list[str | float]] = [["step", "modality", "mia_x1e2", "cavia_x1e2", "ratio"]]
     metrics: dict[int, dict[str, float]] = {}
     for step in spec.curve_steps:
         metrics[step] = {}
         for mod in mods:
             a, b = values["mia"][step][mod], values["cavia"][step][mod]
-            ratio = a / b if b and math.isfinite(a) and math.isfinite(b) else math.nan
-            csv_rows.append([step, mod, a, b, ratio])
+            csv_rows.append([step, mod, a, b, ratio_of(a, b)])
             metrics[step].update({f"curve/mia/{mod}": a, f"curve/cavia/{mod}": b})
     md = out / "curve.md"
-    md.write_text(
-        f"# Budget curve: {spec.name} ({spec.backbone}, seed {spec.curve_run_seed})\n\n"
-        f"Test-split normalised MSE x 1e2 in the lowest support-ratio bin [{lo:g}, {hi:g}] "
-        f"of the snapshots at each outer step.\n\n{markdown(rows)}"
-    )
+    title = f"Budget curve: {spec.name} ({spec.backbone}, seed {spec.curve_run_seed})"
+    md.write_text(curve_markdown(curve, title))
     js = out / "curve.json"
     js.write_text(json.dumps(json_safe(curve), indent=1))
     png = _plot(spec, values, mods, (lo, hi), out / "curve.png")
-    return rows, [md, write_csv(csv_rows, out / "curve.csv"), js, png], metrics
+    return curve_rows(curve), [md, write_csv(csv_rows, out / "curve.csv"), js, png], metrics
 
 
 def _plot(spec: ReproduceSpec, values: dict, mods: list[str], bin_: tuple, path: Path) -> Path:
@@ -173,4 +168,4 @@ def _plot(spec: ReproduceSpec, values: dict, mods: list[str], bin_: tuple, path:
     return save_figure(fig, path)
 
 
-__all__ = ["curve_evaluations", "curve_rows", "lowest_bin", "write_curve"]
+__all__ = ["curve_evaluations", "curve_markdown", "curve_rows", "lowest_bin", "write_curve"]

@@ -1,7 +1,7 @@
 """Table 1 of the docs, generated from the committed results JSON (never edited by hand).
 
 ``mia-inr reproduce --readme`` reads a results JSON (the layout of
-:func:`pipelines.studies.reproduce_report.write_results_json`) such as
+:func:`pipelines.studies.reproduce_report.results_data`) such as
 ``benchmarks/results/mia_table1.json`` and replaces the text between the markers named
 after the file's stem, ``<!-- mia_table1:begin -->`` and ``<!-- mia_table1:end -->``, in
 its docs page (``docs/reproduction.md``; ``mia_fields.json`` fills ``mia_fields``);
@@ -10,14 +10,14 @@ everything outside the markers is left byte for byte.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from mia_core.config import ConfigError
 from pipelines.reports.readme_blocks import markers, replace_between_markers
+from pipelines.studies.driver import markdown, write_docs
 from pipelines.studies.reproduce_curve import curve_rows
-from pipelines.studies.reproduce_report import LABELS, RATIO, REFERENCE, eof_label, markdown
+from pipelines.studies.reproduce_report import LABELS, RATIO, REFERENCE, eof_label
 
 BEGIN, END = markers("mia_table1")
 BIN_NAMES = ("lowest", "middle", "highest")
@@ -110,14 +110,7 @@ def _fmt(v: float | None, digits: int = 4) -> str:
 
 def update_readme(readme: str | Path, results_json: str | Path) -> Path:
     """Regenerate ``readme``'s block of ``results_json`` (markers named after its stem)."""
-    readme, results_json = Path(readme), Path(results_json)
-    if not results_json.exists():
-        raise FileNotFoundError(f"{results_json}: no results JSON (run the study first)")
-    results = json.loads(results_json.read_text())
-    block = readme_table(results, str(results_json), os.path.dirname(readme) or ".")
-    text = replace_between_markers(readme.read_text(), block, str(readme), results_json.stem)
-    readme.write_text(text)
-    return readme
+    return write_docs(readme, results_json, readme_table)
 
 
 __all__ = [

@@ -15,17 +15,15 @@ nMSE like the methods' cells, ``n/a (k of n: too few points)`` where they could 
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import statistics
 from pathlib import Path
 
 from mia_core.config import Config
 from pipelines.data.stores.location import redact_url
-from pipelines.data.stores.results_file import write_results
-from pipelines.reports.classical_cells import ClassicalRows
+from pipelines.reports.classical_cells import ClassicalRows, seed_cell
 from pipelines.reports.plots import save_figure
+from pipelines.studies.driver import json_safe, markdown, write_csv
 from pipelines.studies.reproduce_spec import ReproduceSpec
 
 Cell = dict  # {r_min, r_max, mean, std, values, paper[, rmse_phys, units]}
@@ -77,27 +75,15 @@ def table_stats(spec: ReproduceSpec, cfg: Config, metrics: dict[str, dict[int, d
             cells = []
             for lo, hi in study_bins(cfg):
                 key = _key(modality, lo, hi)
-                # A bin that received no signal has NaN metrics: it is left out of the mean.
-                values = [
-                    v
-                    for r in rows.values()
-                    if key in r and math.isfinite(v := 100.0 * float(r[key]["nmse_all"]))
-                ]
                 found = [r[key] for r in rows.values() if key in r]
-                rmse = [float(r.get("rmse_phys_all", math.nan)) for r in found]
-                rmse = [v for v in rmse if math.isfinite(v)]
-                cells.append(
-                    {
-                        "r_min": lo,
-                        "r_max": hi,
-                        "mean": statistics.fmean(values) if values else math.nan,
-                        "std": statistics.stdev(values) if len(values) > 1 else math.nan,
-                        "values": values,
-                        "paper": paper_value(spec, method, modality, lo, hi),
-                        "rmse_phys": statistics.fmean(rmse) if rmse else math.nan,
-                        "units": next((str(r["units"]) for r in found if r.get("units")), ""),
-                    }
+                cell = seed_cell(
+                    (lo, hi),
+                    [100.0 * float(r["nmse_all"]) for r in found],
+                    [float(r.get("rmse_phys_all", math.nan)) for r in found],
+                    next((str(r["units"]) for r in found if r.get("units")), ""),
+                    paper=paper_value(spec, method, modality, lo, hi),
                 )
+                cells.append(cell)
             stats[method][modality] = cells
     return stats
 
@@ -108,13 +94,14 @@ def ratios(stats: Stats) -> dict[str, list[tuple[float, float]]]:
     for modality, mia in stats["mia"].items():
         cav = stats["cavia"][modality]
         out[modality] = [
-            (_div(a["mean"], b["mean"]), _div(a["paper"], b["paper"]))
+            (ratio_of(a["mean"], b["mean"]), ratio_of(a["paper"], b["paper"]))
             for a, b in zip(mia, cav, strict=True)
         ]
     return out
 
 
-def _div(a: float, b: float) -> float:
+def ratio_of(a: float, b: float) -> float:
+    """``a / b``, NaN when either is NaN or ``b`` is 0."""
     return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
 
 
@@ -187,21 +174,6 @@ def rmse_rows(cfg: Config, stats: Stats) -> list[list[str]]:
     if all(c.strip() == "-" for r in rows for c in r[1:]):
         return []
     return [header, *rows]
-
-
-def markdown(rows: list[list[str]]) -> str:
-    """A GitHub markdown table of ``rows`` (first row the header)."""
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    return "\n".join(lines) + "\n"
-
-
-def write_csv(rows: list[list[str | float]], path: Path) -> Path:
-    """Write ``rows`` (first row the header) as CSV; returns ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        csv.writer(f).writerows(rows)
-    return path
 
 
 def write_table1(
@@ -285,15 +257,6 @@ def write_table1(
     return rows, [md, write_csv(long, out / "table1.csv"), js, png]
 
 
-def json_safe(x):
-    """``x`` with NaN floats as ``None`` (strict JSON)."""
-    if isinstance(x, dict):
-        return {k: json_safe(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [json_safe(v) for v in x]
-    return None if isinstance(x, float) and math.isnan(x) else x
-
-
 def plot_table1(spec: ReproduceSpec, cfg: Config, stats: Stats, path: Path) -> Path:
     """Bars per method (mean ± std) for each bin, a panel per modality, paper values as x."""
     import matplotlib
@@ -346,51 +309,47 @@ def protocol_text(spec: ReproduceSpec, cfg: Config) -> str:
     return f"{spec.protocol}; bins {bins}; {cfg.run.eval_repeats} eval repeats"
 
 
-def write_results_json(
-    spec: ReproduceSpec, cfg: Config, stats: Stats, path: Path, extra: dict | None = None
-) -> Path:
-    """Write the committed summary JSON (protocol, store, steps, seeds, backbone, nmse_x1e2).
+def results_data(spec: ReproduceSpec, cfg: Config, stats: Stats, extra: dict | None = None) -> dict:
+    """The committed summary JSON (protocol, store, steps, seeds, backbone, nmse_x1e2).
 
     ``nmse_x1e2`` is method -> modality -> the means over seeds for the bins of
     ``run.eval_bins``, lowest first (Table 1: lowest, middle, highest); ``std_x1e2`` the
     sample standard deviations over seeds in the same layout (``null`` with one seed).
     ``extra`` keys (the budget curve, figure paths, config digests) follow.
     """
-    data = {
+
+    def rounded(key: str) -> dict:
+        return {
+            m: {mod: [round(c[key], 6) for c in cells] for mod, cells in per_mod.items()}
+            for m, per_mod in stats.items()
+        }
+
+    return {
         "protocol": protocol_text(spec, cfg),
         "store": store_label(cfg),
         "steps": cfg.run.steps,
         "seeds": list(spec.seeds),
         "backbone": spec.backbone,
-        "nmse_x1e2": {
-            m: {mod: [round(c["mean"], 6) for c in cells] for mod, cells in per_mod.items()}
-            for m, per_mod in stats.items()
-        },
-        "std_x1e2": {
-            m: {mod: [round(c["std"], 6) for c in cells] for mod, cells in per_mod.items()}
-            for m, per_mod in stats.items()
-        },
+        "nmse_x1e2": rounded("mean"),
+        "std_x1e2": rounded("std"),
         **(extra or {}),
     }
-    return write_results(path, json.dumps(json_safe(data), indent=1) + "\n")
 
 
 __all__ = [
     "LABELS",
     "RATIO",
     "REFERENCE",
-    "json_safe",
-    "markdown",
     "num_text",
     "paper_value",
     "protocol_text",
+    "ratio_of",
     "ratios",
     "rmse_rows",
     "store_label",
     "study_bins",
     "table1_rows",
     "table_stats",
-    "write_csv",
-    "write_results_json",
+    "results_data",
     "write_table1",
 ]

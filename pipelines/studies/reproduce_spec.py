@@ -18,9 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mia_core.config import Config, ConfigError, load_config
-from mia_core.config.spec import Problems, Validated, bounded, choice, load_spec, split_overrides
+from mia_core.config import Config, ConfigError
+from mia_core.config.spec import Problems, Validated, bounded, choice
 from pipelines.reports.classical import CLASSICAL
+from pipelines.studies.driver import BaseEntry, base_configs, load_study_file
 
 SECTION = "reproduce"
 # Table 1's rows, in the paper's order; CAVIA is the plain backbone (Functa or Composers).
@@ -31,16 +32,8 @@ PAPER_BINS = [[0.01, 0.02], [0.02, 0.05], [0.05, 0.1]]
 
 
 @dataclass
-class MethodSpec(Validated):
-    """One row of the table.
-
-    Attributes:
-        base: experiment YAML (relative to the study file; absolute once loaded).
-        overrides: ``key=value`` overrides for this method only (before the budget).
-    """
-
-    base: str
-    overrides: list[str] = field(default_factory=list)
+class MethodSpec(BaseEntry):
+    """One row of the table: its base experiment and overrides."""
 
 
 @dataclass
@@ -155,35 +148,20 @@ class ReproduceSpec(Validated):
                     )
 
 
-def load_reproduce(
-    path: str | Path, extra: Sequence[str] = ()
-) -> tuple[ReproduceSpec, dict[str, Config]]:
-    """Read a study file; returns the spec and each method's validated base config.
+def load_reproduce(path: str | Path, extra: Sequence[str] = ()) -> tuple[ReproduceSpec, dict]:
+    """The study file ``path`` (with command line ``extra``) and each method's base config.
 
-    Args:
-        path: the study YAML.
-        extra: command line overrides: ``reproduce.<field>=value`` sets a study field,
-            any other ``key=value`` is appended to the budget.
+    One modality is allowed: MIA then runs its unimodal SFT only (a real single-variable
+    field store).
 
     Raises:
         ConfigError: naming the file or override and the key (unknown field or method,
             no or repeated seeds, a base of another method or backbone, ``run.steps``
-            below the largest curve step). One modality is allowed: MIA then runs its
-            unimodal SFT only (a real single-variable field store).
+            below the largest curve step).
     """
-    path = Path(path)
-    own, budget_extra = split_overrides(extra, SECTION)
-    spec = load_spec(ReproduceSpec, path, own, SECTION, nested=False)
-    methods = {
-        name: dataclasses.replace(m, base=str((path.parent / m.base).resolve()))
-        for name, m in spec.methods.items()
-    }
-    spec = dataclasses.replace(spec, methods=methods, budget=[*spec.budget, *budget_extra])
-    bases = {}
-    for name in spec.ordered_methods():
-        m = spec.methods[name]
-        cfg = load_config(m.base, [*m.overrides, *spec.budget])
-        where = f"{path}: {SECTION}.methods.{name}"
+    spec = load_study_file(ReproduceSpec, path, extra, SECTION, bases=("methods",))
+
+    def check(name: str, m: MethodSpec, cfg: Config, where: str) -> None:
         if cfg.method.name != name:
             raise ConfigError(f"{where}: {m.base} trains method.name={cfg.method.name!r}")
         if cfg.model.family != spec.backbone:
@@ -196,8 +174,9 @@ def load_reproduce(
                 f"{where}: run.steps={cfg.run.steps} is below the largest "
                 f"{SECTION}.curve_steps {spec.curve_steps[-1]}"
             )
-        bases[name] = cfg
-    return spec, bases
+
+    methods = {name: spec.methods[name] for name in spec.ordered_methods()}
+    return spec, base_configs(methods, spec.budget, f"{path}: {SECTION}.methods", check)
 
 
 def method_config(spec: ReproduceSpec, base: Config, method: str, seed: int, root: Path) -> Config:

@@ -1,26 +1,14 @@
-"""Hyper-parameter sweeps with Ray Tune; every trial is a Ray Train run of the training job.
+"""Hyper-parameter sweeps with Ray Tune; every trial is a Ray Train run (docs/studies.md).
 
-A sweep file (``configs/tune/*.yaml``, :mod:`pipelines.studies.sweep_spec`) names a base
-experiment, a search over dotted config keys and the search/scheduling options. Each
-trial is a function trainable that applies its sampled values to the base config and
-calls :func:`pipelines.jobs.train` on Ray Train with ``TuneReportCallback`` (Ray Train V2
-does not accept ``Tuner(trainer)``), so the workers' reports (``step``, ``loss``,
-``best_val`` = best validation nmse so far) reach Tune and ASHA. Trials report at every
-validation (``run.checkpoint_every`` is set to ``run.eval_every``).
-
-Resources: the trainable itself holds 0.01 CPU; its Ray Train workers hold
-``num_workers x cpus_per_worker``. Concurrency is capped so that running trials leave one
-CPU for Ray Data reads (:func:`~pipelines.studies.sweep_search.trial_slots`) and, with
-``run.use_gpu``, by the cluster's GPUs (one per worker); a trial that could never fit the
-cluster (no GPU at all included) is an error rather than a trial PENDING forever.
-
-Resume: the Tune experiment lives in ``<sweep_dir>/ray/tune``; a second call restores it
-(``Tuner.can_restore``/``Tuner.restore``), and a restored trial resumes its Ray Train run
-from ``<sweep_dir>/trials/<trial_id>/checkpoints/last.pt``.
-
-Outputs in ``<run.out_dir>/sweeps/<name>/`` (:mod:`pipelines.studies.sweep_report`);
-MLflow gets a parent run for the sweep with these artifacts and one child run per trial
-(tag ``mlflow.parentRunId``).
+Each trial is a function trainable (0.01 CPU) that applies its sampled values to the base
+config and calls :func:`pipelines.jobs.train` on Ray Train with ``TuneReportCallback``
+(Ray Train V2 has no ``Tuner(trainer)``); trials report ``step``, ``loss`` and ``best_val``
+at every validation. Concurrency: :func:`~pipelines.studies.sweep_search.trial_slots`. A
+second call restores the Tune experiment (``<sweep_dir>/ray/tune``) and a restored trial
+resumes its run from its ``last.pt``. The sweep is a :class:`~pipelines.studies.driver.Study`
+whose runs are Tune's trials: the driver owns the MLflow parent run (KILLED when the sweep
+is interrupted); each trial opens its own child run. Outputs:
+:mod:`pipelines.studies.sweep_report`.
 """
 
 from __future__ import annotations
@@ -28,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +26,9 @@ from pipelines import jobs
 from pipelines.cluster.connect import init_ray
 from pipelines.data.resolve import resolve_store
 from pipelines.engine.run_dir import run_dir_of
-from pipelines.studies.sweep_report import best_row, trial_rows, write_outputs
+from pipelines.studies.child_run import ChildJob
+from pipelines.studies.driver import Log, Outcome, ParentRun, Results, StudyInterrupted, run_study
+from pipelines.studies.sweep_report import best_row, summary_table, trial_rows, write_outputs
 from pipelines.studies.sweep_search import (
     cluster_trial_slots,
     decode,
@@ -91,7 +80,7 @@ def _trial(config: dict, *, base: dict, sweep_dir: str, parent_id: str) -> None:
     )
 
 
-class SweepInterrupted(RuntimeError):
+class SweepInterrupted(StudyInterrupted):
     """The sweep stopped before every trial finished (it can be resumed)."""
 
 
@@ -114,17 +103,122 @@ class SweepResult:
     parent_run_id: str
 
 
+class SweepStudy:
+    """A sweep as a :class:`~pipelines.studies.driver.Study`: its runs are Tune's trials."""
+
+    section, threads, results_json, results_key = "sweep", None, "", None
+
+    def __init__(self, spec: SweepSpec, base: Config, sweep_dir: Path, resume: bool) -> None:
+        self.spec, self.base, self.name, self.out = spec, base, spec.name, sweep_dir
+        self.resume = resume
+        # Trials share one tracking store and (unless a store-building key is swept) one store.
+        run_cfg = dataclasses.replace(
+            base.run, tracking_uri=tracking_uri(base), checkpoint_every=base.run.eval_every
+        )
+        self.cfg = dataclasses.replace(base, run=run_cfg)
+        if not any(k.startswith("data.") and k.split(".")[1] in STORE_KEYS for k in spec.params):
+            data = dataclasses.replace(base.data, store=resolve_store(base).url)
+            self.cfg = dataclasses.replace(self.cfg, data=data)
+        import ray  # initialised by run_sweep
+
+        wanted = spec.max_concurrent_trials
+        self.slots = cluster_trial_slots(base.run, ray.cluster_resources(), wanted)
+
+    def params(self) -> dict[str, Any]:
+        """The base config and the sweep's settings."""
+        spec = self.spec
+        return {
+            **flatten_config(self.base),
+            **{f"sweep.{k}": json.dumps(v.to_dict()) for k, v in spec.params.items()},
+            "sweep.search": spec.search,
+            "sweep.num_samples": spec.num_samples,
+            "sweep.metric": spec.metric,
+            "sweep.scheduler": json.dumps(dataclasses.asdict(spec.scheduler)),
+        }
+
+    def children(self) -> list[ChildJob]:
+        """None known up front: Tune samples the trials."""
+        return []
+
+    def train(self, children: list[ChildJob], parent: str, log: Log, **kw: Any) -> Results:
+        """Fit (or restore) the Tune experiment; returns trial id -> its row.
+
+        Raises:
+            SweepInterrupted: Tune returned with unfinished trials (Ctrl-C).
+        """
+        from ray import tune
+
+        spec, base, sweep_dir, slots = self.spec, self.base, self.out, self.slots
+        trainable = tune.with_resources(
+            tune.with_parameters(
+                _trial, base=config_to_dict(self.cfg), sweep_dir=str(sweep_dir), parent_id=parent
+            ),
+            {"cpu": 0.01},
+        )
+        exp_path = sweep_dir / "ray" / "tune"
+        if self.resume and tune.Tuner.can_restore(str(exp_path)):
+            log(f"sweep {spec.name}: resuming {exp_path}")
+            tuner = tune.Tuner.restore(
+                str(exp_path), trainable=trainable, resume_unfinished=True, resume_errored=True
+            )
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=search_space(spec),
+                tune_config=tune.TuneConfig(
+                    metric=spec.metric,
+                    mode=spec.mode,
+                    search_alg=make_searcher(spec, slots),
+                    scheduler=make_scheduler(spec, base),
+                    num_samples=spec.num_samples,
+                    # Basic variant generators carry their own limit (Tune ignores this one).
+                    max_concurrent_trials=slots if spec.search == "tpe" else None,
+                ),
+                run_config=tune.RunConfig(
+                    name="tune", storage_path=str(sweep_dir / "ray"), verbose=1
+                ),
+            )
+        per_trial = base.run.num_workers * base.run.cpus_per_worker
+        log(
+            f"sweep {spec.name}: {spec.search} search over {list(spec.params)}, "
+            f"{slots} trial(s) at a time x {per_trial:g} CPU"
+            + (f" + {base.run.num_workers} GPU" if base.run.use_gpu else "")
+        )
+        grid = tuner.fit()
+        unfinished = len(grid) - grid.num_terminated - grid.num_errors
+        if unfinished:  # Ctrl-C / SIGINT: Tune saved the experiment and returned early
+            raise SweepInterrupted(
+                f"sweep {spec.name}: interrupted with {unfinished} unfinished trial(s); run "
+                "the same command again to resume them"
+            )
+        return {r["trial_id"]: r for r in trial_rows(spec, grid, sweep_dir, self.cfg)}
+
+    def read(self, results: Results, run: ParentRun, log: Log) -> Outcome:
+        """The best trial; the summary table, plot, best config and best params."""
+        spec, rows = self.spec, list(results.values())
+        best = best_row(spec, rows)
+        files = write_outputs(spec, self.base, rows, best, self.out)
+        log(f"sweep {spec.name}: best {spec.metric} {best[spec.metric]:.4g} with {best['params']}")
+        log(f"best config: {self.out / 'best_config.yaml'}")
+        value = SweepResult(
+            self.out, rows, best["params"], self.out / "best_config.yaml", run.run_id
+        )
+        metrics = {f"best_{spec.metric}": best[spec.metric], "trials": len(rows)}
+        return Outcome(value, files, metrics)
+
+    def render(self, results: dict[str, Any], source: str = "", page_dir: str = ".") -> str:
+        """The summary table of trial rows (``trial_id -> row``)."""
+        return summary_table(self.spec, list(results.values()))
+
+
 def run_sweep(
     spec: SweepSpec,
     base: Config,
     resume: bool = True,
     address: str | None = None,
-    log: Callable[[str], None] = print,
+    log: Log = print,
 ) -> SweepResult:
     """Run (or resume) the sweep; see the module docstring."""
-    import ray
-    from ray import tune
-
     check_tracking(tracking_uri(base))  # before Ray: a dead server fails in one line
     init_ray(address)
     sweep_dir = Path(base.run.out_dir).resolve() / "sweeps" / spec.name
@@ -132,87 +226,7 @@ def run_sweep(
         old = sweep_dir.with_name(f"{spec.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
         sweep_dir.rename(old)
         log(f"sweep {spec.name}: previous sweep moved to {old}")
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    # Trials share one tracking store and (unless a store-building key is swept) one store.
-    run_cfg = dataclasses.replace(
-        base.run, tracking_uri=tracking_uri(base), checkpoint_every=base.run.eval_every
-    )
-    trial_base = dataclasses.replace(base, run=run_cfg)
-    swept_store = any(k.startswith("data.") and k.split(".")[1] in STORE_KEYS for k in spec.params)
-    if not swept_store:
-        data = dataclasses.replace(base.data, store=resolve_store(base).url)
-        trial_base = dataclasses.replace(trial_base, data=data)
-    per_trial = base.run.num_workers * base.run.cpus_per_worker
-    slots = cluster_trial_slots(base.run, ray.cluster_resources(), spec.max_concurrent_trials)
-    parent_id = run_groups.open_run(
-        trial_base,
-        sweep_dir / "mlflow_run_id",
-        f"sweep:{spec.name}",
-        params={
-            **flatten_config(base),
-            **{f"sweep.{k}": json.dumps(v.to_dict()) for k, v in spec.params.items()},
-            "sweep.search": spec.search,
-            "sweep.num_samples": spec.num_samples,
-            "sweep.metric": spec.metric,
-            "sweep.scheduler": json.dumps(dataclasses.asdict(spec.scheduler)),
-        },
-        tags={"sweep": spec.name},
-    )
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            _trial, base=config_to_dict(trial_base), sweep_dir=str(sweep_dir), parent_id=parent_id
-        ),
-        {"cpu": 0.01},
-    )
-    exp_path = sweep_dir / "ray" / "tune"
-    if resume and tune.Tuner.can_restore(str(exp_path)):
-        log(f"sweep {spec.name}: resuming {exp_path}")
-        tuner = tune.Tuner.restore(
-            str(exp_path), trainable=trainable, resume_unfinished=True, resume_errored=True
-        )
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=search_space(spec),
-            tune_config=tune.TuneConfig(
-                metric=spec.metric,
-                mode=spec.mode,
-                search_alg=make_searcher(spec, slots),
-                scheduler=make_scheduler(spec, base),
-                num_samples=spec.num_samples,
-                # Basic variant generators carry their own limit (Tune ignores this one).
-                max_concurrent_trials=slots if spec.search == "tpe" else None,
-            ),
-            run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir / "ray"), verbose=1),
-        )
-    log(
-        f"sweep {spec.name}: {spec.search} search over {list(spec.params)}, "
-        f"{slots} trial(s) at a time x {per_trial:g} CPU"
-        + (f" + {base.run.num_workers} GPU" if base.run.use_gpu else "")
-    )
-    grid = tuner.fit()
-    unfinished = len(grid) - grid.num_terminated - grid.num_errors
-    if unfinished:  # Ctrl-C / SIGINT: Tune saved the experiment and returned early
-        run_groups.close_run(trial_base, parent_id, "KILLED")
-        raise SweepInterrupted(
-            f"sweep {spec.name}: interrupted with {unfinished} unfinished trial(s); run the "
-            "same command again to resume them"
-        )
-    try:
-        rows = trial_rows(spec, grid, sweep_dir, trial_base)
-        best = best_row(spec, rows)
-        out = write_outputs(spec, base, rows, best, sweep_dir)
-    except BaseException:
-        run_groups.close_run(trial_base, parent_id, "FAILED")
-        raise
-    run_groups.log_artifacts(trial_base, parent_id, out)
-    run_groups.log_metrics(
-        trial_base, parent_id, {f"best_{spec.metric}": best[spec.metric], "trials": len(rows)}
-    )
-    run_groups.close_run(trial_base, parent_id)
-    log(f"sweep {spec.name}: best {spec.metric} {best[spec.metric]:.4g} with {best['params']}")
-    log(f"best config: {sweep_dir / 'best_config.yaml'}")
-    return SweepResult(sweep_dir, rows, best["params"], sweep_dir / "best_config.yaml", parent_id)
+    return run_study(SweepStudy(spec, base, sweep_dir, resume), log).value
 
 
-__all__ = ["SweepInterrupted", "SweepResult", "run_sweep", "trial_config"]
+__all__ = ["SweepInterrupted", "SweepResult", "SweepStudy", "run_sweep", "trial_config"]

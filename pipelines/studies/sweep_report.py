@@ -9,7 +9,6 @@ including trials that died before their first report.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -19,6 +18,7 @@ from typing import Any
 from mia_core.config import Config
 from mia_core.config.loader import save_config
 from pipelines.reports.plots import save_figure
+from pipelines.studies.driver import markdown, write_csv
 from pipelines.studies.sweep_search import decode
 from pipelines.studies.sweep_spec import SweepSpec, apply_params
 from pipelines.tracking import run_groups
@@ -84,41 +84,38 @@ def _fmt(value: Any) -> str:
     return json.dumps(value) if isinstance(value, list | dict) else str(value)
 
 
+def summary_table(spec: SweepSpec, rows: list[dict]) -> str:
+    """``summary.md``: a title line and one row per trial, sorted by the metric."""
+    head, table = _summary_rows(spec, rows)
+    title = (
+        f"# Sweep {spec.name}: {spec.search} search, {len(rows)} trials, "
+        f"{spec.metric} ({spec.mode}), scheduler {spec.scheduler.name}"
+    )
+    return f"{title}\n\n" + markdown([head, *([_fmt(v) for v in t] for t in table)])
+
+
+def _summary_rows(spec: SweepSpec, rows: list[dict]) -> tuple[list[str], list[list[Any]]]:
+    """Header and one row per trial (params, metric, step, status, run id), best first."""
+    keys = list(spec.params)
+    head = ["trial_id", *keys, spec.metric, "step", "status", "mlflow_run_id"]
+    table = [
+        [r["trial_id"], *(r["params"][k] for k in keys)]
+        + [r[spec.metric], r["step"], r["status"], r["mlflow_run_id"]]
+        for r in rows
+    ]
+    sign, col = (1.0 if spec.mode == "min" else -1.0), len(keys) + 1
+    table.sort(key=lambda t: sign * t[col] if t[col] == t[col] else math.inf)
+    return head, table
+
+
 def write_outputs(
     spec: SweepSpec, base: Config, rows: list[dict], best: dict, sweep_dir: Path
 ) -> list[Path]:
     """Write the summary table, plot, best config and best params; returns the files."""
-    keys = list(spec.params)
-    head = ["trial_id", *keys, spec.metric, "step", "status", "mlflow_run_id"]
-    table = [
-        [
-            r["trial_id"],
-            *(r["params"][k] for k in keys),
-            r[spec.metric],
-            r["step"],
-            r["status"],
-            r["mlflow_run_id"],
-        ]
-        for r in rows
-    ]
-    sign = 1.0 if spec.mode == "min" else -1.0
-    table.sort(
-        key=lambda t: sign * t[len(keys) + 1] if t[len(keys) + 1] == t[len(keys) + 1] else math.inf
-    )
-    with open(sweep_dir / "summary.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(head)
-        w.writerows([[_fmt(v) if isinstance(v, list | dict) else v for v in t] for t in table])
-    md = [
-        f"# Sweep {spec.name}: {spec.search} search, {len(rows)} trials, "
-        f"{spec.metric} ({spec.mode}), scheduler {spec.scheduler.name}",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-        *("| " + " | ".join(_fmt(v) for v in t) + " |" for t in table),
-        "",
-    ]
-    (sweep_dir / "summary.md").write_text("\n".join(md))
+    head, table = _summary_rows(spec, rows)
+    csv_rows = [[_fmt(v) if isinstance(v, list | dict) else v for v in t] for t in table]
+    write_csv([head, *csv_rows], sweep_dir / "summary.csv")
+    (sweep_dir / "summary.md").write_text(summary_table(spec, rows))
     best_cfg = apply_params(base, best["params"])
     best_cfg = dataclasses.replace(
         best_cfg, run=dataclasses.replace(best_cfg.run, name=f"{spec.name}-best")
@@ -171,4 +168,4 @@ def _plot(spec: SweepSpec, rows: list[dict], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-__all__ = ["best_row", "trial_rows", "write_outputs"]
+__all__ = ["best_row", "summary_table", "trial_rows", "write_outputs"]

@@ -98,23 +98,29 @@ def trial_slots(
             few CPUs, or GPUs asked for on a cluster with too few (or none).
     """
     free = total_cpus - 1.0 if total_cpus > 1.0 else total_cpus
-    fit = math.floor(free / per_trial_cpus + 1e-9)
-    if fit < 1:
-        raise ConfigError(
-            f"a trial needs run.num_workers x run.cpus_per_worker = {per_trial_cpus:g} CPUs "
-            f"but the cluster has {total_cpus:g} (one kept for data reads); lower "
-            "run.num_workers or run.cpus_per_worker (fractions are fine)"
-        )
+    fit = _fit(
+        free / per_trial_cpus,
+        f"a trial needs run.num_workers x run.cpus_per_worker = {per_trial_cpus:g} CPUs "
+        f"but the cluster has {total_cpus:g} (one kept for data reads); lower "
+        "run.num_workers or run.cpus_per_worker (fractions are fine)",
+    )
     if per_trial_gpus > 0:
-        gpu_fit = math.floor(total_gpus / per_trial_gpus + 1e-9)
-        if gpu_fit < 1:
-            raise ConfigError(
-                f"run.use_gpu=true: a trial needs {per_trial_gpus:g} GPU(s) (one per "
-                f"run.num_workers) but the Ray cluster has {total_gpus:g}; add GPU nodes, "
-                "lower run.num_workers or set run.use_gpu=false"
-            )
+        gpu_fit = _fit(
+            total_gpus / per_trial_gpus,
+            f"run.use_gpu=true: a trial needs {per_trial_gpus:g} GPU(s) (one per "
+            f"run.num_workers) but the Ray cluster has {total_gpus:g}; add GPU nodes, "
+            "lower run.num_workers or set run.use_gpu=false",
+        )
         fit = min(fit, gpu_fit)
     return max(1, min(wanted, fit))
+
+
+def _fit(ratio: float, problem: str) -> int:
+    """Whole trials in ``ratio`` (available / per trial); ``problem`` raised when none."""
+    fit = math.floor(ratio + 1e-9)
+    if fit < 1:
+        raise ConfigError(problem)
+    return fit
 
 
 def cluster_trial_slots(run: Any, cluster: dict[str, float], wanted: int) -> int:

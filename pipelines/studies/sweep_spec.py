@@ -12,21 +12,14 @@ config, so a sweep that would produce an invalid trial fails before anything sta
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mia_core.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
-from mia_core.config.spec import (
-    Problems,
-    Validated,
-    bounded,
-    choice,
-    load_spec,
-    split_overrides,
-)
+from mia_core.config.spec import Problems, Validated, bounded, choice
+from pipelines.studies.driver import load_study_file
 
 SEARCHES = ("grid", "random", "tpe")
 DOMAINS = ("values", "uniform", "loguniform", "randint")
@@ -150,14 +143,7 @@ def load_sweep(path: str | Path, extra: Sequence[str] = ()) -> tuple[SweepSpec, 
             domain, a swept key that is not a config key or whose values make an
             invalid config, a grid over a non-``values`` domain).
     """
-    path = Path(path)
-    own, cfg_overrides = split_overrides(extra, SECTION)
-    spec = load_spec(SweepSpec, path, own, SECTION, nested=False)
-    spec = dataclasses.replace(
-        spec,
-        base=str((path.parent / spec.base).resolve()),
-        overrides=[*spec.overrides, *cfg_overrides],
-    )
+    spec = load_study_file(SweepSpec, path, extra, SECTION, bases=("base",), rest="overrides")
     base = load_config(spec.base, spec.overrides)
     for key, dom in spec.params.items():
         for value in dom.arg:  # every bound / choice must make a valid config

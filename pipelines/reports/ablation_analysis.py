@@ -30,6 +30,7 @@ from pipelines.data.resolve import modality_dims
 from pipelines.data.stores import Store
 from pipelines.data.streams import store_episodes
 from pipelines.engine.checkpoint import load_checkpoint
+from pipelines.engine.run_dir import selected_checkpoint
 from pipelines.reports.plots import save_figure
 
 
@@ -75,14 +76,16 @@ def load_learner(run_dir: Path, store: Store, device: torch.device) -> MetaLearn
     return learner.eval()
 
 
-def freeze_inrs_hook(cavia_ckpt: Path):
+def freeze_inrs_hook(cavia_run: Path):
     """Training init hook: copy a trained CAVIA's INRs into ``trainer.model`` and freeze them.
 
     Only the update rule (the SFT) is then meta-learned, so the context trajectories of
-    CAVIA and CAVIA + SFT share one space.
+    CAVIA and CAVIA + SFT share one space. The CAVIA run's selected checkpoint is read when
+    the hook runs (the CAVIA run trains first).
     """
 
     def hook(trainer) -> None:
+        cavia_ckpt = selected_checkpoint(cavia_run)
         state = load_checkpoint(cavia_ckpt, "cpu")["model"]
         inrs = {k: v for k, v in state.items() if k.startswith("inrs.")}
         own = {k for k in trainer.model.state_dict() if k.startswith("inrs.")}
