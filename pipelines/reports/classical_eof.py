@@ -25,11 +25,15 @@ well posed: no signal is too small. ``k`` is chosen on the validation split
 from __future__ import annotations
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from mia_core.data import Episode
 from pipelines.reports.classical_base import Reconstructor, check_points, support_of, values_of
 
 _FLOOR = 1e-12  # unexplained variance floor, relative to the total (exact low-rank data)
+# One small system per signal: BLAS threads only add spin-waits, and with two study runs on
+# two cores they made a residual-base batch 16x slower (pipelines/data/episode_base.py).
+_BLAS = ThreadpoolController()
 
 
 class JointEof:
@@ -148,6 +152,10 @@ class EofReconstructor(Reconstructor):
 
     def predict(self, episode: Episode, index: np.ndarray) -> dict[str, np.ndarray]:
         """See :meth:`Reconstructor.predict`: every group's variables from their supports."""
+        with _BLAS.limit(limits=1, user_api="blas"):
+            return self._predict(episode, len(index))
+
+    def _predict(self, episode: Episode, count: int) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         for group, model in self.models.items():
             names = [m for m in model.names if m in episode]
@@ -156,7 +164,7 @@ class EofReconstructor(Reconstructor):
             values = {m: values_of(episode[m]) for m in names}
             for m in names:
                 out[m] = np.empty_like(values[m])
-            for b in range(len(index)):
+            for b in range(count):
                 observed = {}
                 for m in names:
                     pts = support_of(episode[m], b)
