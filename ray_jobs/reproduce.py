@@ -45,6 +45,7 @@ PAGES = {
     "benchmarks/results/mia_fields.json": "docs/reproduction.md",
     "benchmarks/results/mia_fields_hadcm3.json": "docs/results/fields_hadcm3.md",
     "benchmarks/results/mia_fields_ncep_wind10m.json": "docs/results/fields_ncep_wind10m.md",
+    "benchmarks/results/mia_fields_hadcm3_sparse.json": "docs/results/fields_hadcm3_sparse.md",
 }
 DEFAULT_PAGE = "docs/reproduction.md"  # the page of a results JSON that PAGES does not name
 
