@@ -31,6 +31,7 @@ from pipelines.data.stores import make_location, open_store  # noqa: E402
 from pipelines.studies.reproduce_spec import load_reproduce  # noqa: E402
 
 STUDIES = (
+    "configs/reproduce/fields_hadcm3_a1b.yaml",
     "configs/reproduce/fields_hadcm3_a1b_sparse.yaml",
     "configs/reproduce/fields_ncep_wind10m.yaml",
 )
@@ -61,6 +62,8 @@ def dataset(config: str) -> dict | None:
         "nmse_x1e2": rows,
         "classical": classical,
         "results_json": spec.results_json,
+        "mia_overrides": list(spec.methods["mia"].overrides),
+        "steps": int(res["steps"]),
         "variants": variant_choice(spec.name.removesuffix("_sparse")),
     }
 
@@ -126,7 +129,9 @@ def render(result: dict, missing: list[str]) -> str:
         bins = " | ".join(f"[{a:g}, {b:g}]" for a, b in d["bins"])
         lines += [
             f"## {d['name']} ({', '.join(d['variables'])}; {d['time_steps']} time steps; "
-            f"seeds {d['seeds']})",
+            f"seeds {d['seeds']}; {d['steps']} outer steps)",
+            "",
+            f"MIA rows: the ERA5 CPU preset with `{' '.join(d['mia_overrides'])}`.",
             "",
             f"| row | variable | {bins} |",
             "|---|---|" + "---|" * len(d["bins"]),
