@@ -104,3 +104,10 @@ def test_residual_base_refuses_patches_in_one_line():
         load_config(None, ["data.residual_base=eof", "data.patch=[4,4]"])
     with pytest.raises(ConfigError, match="residual_base"):
         load_config(None, ["data.residual_base=pca"])
+
+
+def test_an_eof_fit_that_would_not_fit_in_memory_says_so_before_reading(eof_store, monkeypatch):
+    monkeypatch.setenv("MIA_MEMORY_LIMIT_GB", "0.00001")  # 10 kB
+    how = EvalProtocol([(0.05, 0.3)], repeats=1, batch_size=5)
+    with pytest.raises(ConfigError, match="the EOF fit needs .*data.spatial_stride"):
+        fit_classical(eof_store, ["mv_eof"], how, val_seed=1)

@@ -39,6 +39,9 @@ from mia_core.config import Config, ConfigError
 from pipelines.data.episodes import stride_index
 from pipelines.data.stores import Store
 from pipelines.data.stores.geometry import point_weights, store_geometry
+from pipelines.data.stores.reader import keep_rows
+from pipelines.data.stores.writer import SPLITS
+from pipelines.engine.memory_estimate import MemoryEstimate, check_memory, strided_points
 from pipelines.reports.classical_base import (
     Reconstructor,
     grid_points,
@@ -168,6 +171,7 @@ def fit_classical(
     for name in names:
         if name in ("eof", "mv_eof"):
             if train is None:
+                check_memory(eof_estimate(store, how, max_train, max(candidates)))
                 train = read_split(store, "train", how.spatial_stride, how.time_stride, max_train)
             out[name] = _fit_eof(store, name, train, how, val_seed, candidates, log)
         elif name == "gp":
@@ -175,6 +179,22 @@ def fit_classical(
         else:
             out[name] = GriddataReconstructor(name, coords, degrees)
     return out
+
+
+def eof_estimate(store: Store, how: EvalProtocol, max_train: int, kmax: int) -> MemoryEstimate:
+    """Peak memory of an EOF fit (checked before the train split is read).
+
+    About four ``n x D`` float64 arrays (the train values, their standardised copy and the
+    SVD's factors) plus the EOFs and their patterns (``2 kmax x D``).
+    """
+    keep = keep_rows(store.split, store.valid, 0, SPLITS["train"], how.time_stride)
+    n = min(int(keep.sum()), max_train)
+    d = sum(
+        strided_points(tuple(store.info[m].grid_shape), how.spatial_stride) * store.info[m].channels
+        for m in store.modalities
+    )
+    terms = {"EOF fit": 8.0 * d * (4 * n + 2 * min(kmax, n))}
+    return MemoryEstimate("the EOF fit", terms, {"EOF fit": "data.spatial_stride"})
 
 
 def _fit_eof(
@@ -232,4 +252,11 @@ def _fit_eof(
     return base.with_k(chosen)
 
 
-__all__ = ["CLASSICAL", "K_CANDIDATES", "EvalProtocol", "check_names", "fit_classical"]
+__all__ = [
+    "CLASSICAL",
+    "K_CANDIDATES",
+    "EvalProtocol",
+    "check_names",
+    "eof_estimate",
+    "fit_classical",
+]
