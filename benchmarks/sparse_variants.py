@@ -137,12 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     mia = [v for v in table if v.startswith("mia")]
     best = min(means[v] for v in mia)
     chosen = next(v for v in mia if means[v] <= best * (1 + _TIE))
-    study_name = name
     suffix = f"_{args.steps}" if args.steps != 2000 else ""
-    results = ROOT / f"benchmarks/results/sparse_variants_{study_name}{suffix}.json"
+    results = ROOT / f"benchmarks/results/sparse_variants_{name}{suffix}.json"
     result = {
         "study": args.study,
-        "study_name": study_name,
+        "study_name": name,
         "protocol": "validation nMSE x 1e2 per support bin and variable, mean over seeds",
         "steps": args.steps,
         "seeds": seeds,
@@ -152,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         "chosen": chosen,
     }
     results.write_text(json.dumps(result, indent=1) + "\n")
-    docs = ROOT / f"docs/results/sparse_variants_{study_name}{suffix}.md"
+    docs = ROOT / f"docs/results/sparse_variants_{name}{suffix}.md"
     docs.write_text(render(result, results))
     print(json.dumps({"chosen": chosen, "mean_x1e2": result["mean_x1e2"]}))
     return 0
